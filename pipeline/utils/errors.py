@@ -1,0 +1,21 @@
+"""User-facing errors: one clear line, no traceback wall."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in the user's input (config key, path, data file) with a one-line explanation.
+
+    The entry points in ``bin/`` catch it, print ``error: <message>`` and exit with code 2.
+    The message should name the offending file or config key and say how to fix it.
+    """
+
+
+def require_path(path, key: str, kind: str = "path"):
+    """Return ``Path(path)`` if it exists, else raise UserError naming the config key."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"{key}: {kind} '{p}' does not exist (set {key}=<existing {kind}>)")
+    return p

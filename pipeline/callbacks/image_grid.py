@@ -1,0 +1,64 @@
+"""Image grids of predictions with truth, logged to TensorBoard and saved as PNG in results/."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torchvision.utils import make_grid
+
+GREEN, RED = (40, 200, 40), (230, 40, 40)
+
+
+def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Undo ``Normalize``: NCHW float -> NCHW uint8 in [0, 255]."""
+    mean_t = torch.as_tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
+    return ((images * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def annotated_grid(images: torch.Tensor, labels: Sequence[tuple[str, bool]], min_width: int = 128) -> torch.Tensor:
+    """Upscale each NCHW uint8 tile, frame it green (correct) or red (wrong), caption it; return a CHW grid."""
+    tiles = []
+    for image, (text, correct) in zip(images, labels):
+        tile = image.permute(1, 2, 0).numpy()
+        scale = max(1, int(np.ceil(min_width / tile.shape[1])))
+        tile = cv2.resize(tile, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        colour = GREEN if correct else RED
+        tile = cv2.copyMakeBorder(tile, 18, 3, 3, 3, cv2.BORDER_CONSTANT, value=colour)
+        cv2.putText(tile, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(torch.from_numpy(np.ascontiguousarray(tile)).permute(2, 0, 1))
+    return make_grid(tiles, nrow=int(np.ceil(np.sqrt(len(tiles)))), padding=4)
+
+
+class PredictionGrid(pl.Callback):
+    """After each validation epoch and after test, log ``<stage>/predictions`` and write
+    ``<out_dir>/<stage>_predictions.png`` from the task's ``render_examples(stage)``."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+
+    @rank_zero_only
+    def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.sanity_checking:
+            return
+        grid = pl_module.render_examples(stage)
+        if grid is None:
+            return
+        for logger in trainer.loggers:
+            if hasattr(logger.experiment, "add_image"):
+                logger.experiment.add_image(f"{stage}/predictions", grid, trainer.global_step)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        image = cv2.cvtColor(grid.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(self.out_dir / f"{stage}_predictions.png"), image)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._emit(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        self._emit(trainer, pl_module, "test")

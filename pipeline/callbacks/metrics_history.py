@@ -1,0 +1,43 @@
+"""Per-epoch metrics written to a JSON file in the run's results folder."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def scalar_metrics(metrics: dict) -> dict[str, float]:
+    """Plain-float copy of the scalar entries of Lightning's metric dict (NaN kept as None)."""
+    out = {}
+    for key, value in metrics.items():
+        if hasattr(value, "numel") and value.numel() != 1:
+            continue
+        number = float(value)
+        out[key] = None if math.isnan(number) else number
+    return out
+
+
+class MetricsHistory(pl.Callback):
+    """Append ``{"epoch", "step", <metrics>}`` after every validation epoch to ``path`` (a JSON list).
+
+    An existing file is read first, so a resumed run keeps the history of its earlier epochs.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        history = json.loads(self.path.read_text()) if self.path.exists() else []
+        history = [row for row in history if row["epoch"] < trainer.current_epoch]
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row.update(scalar_metrics(trainer.callback_metrics))
+        history.append(row)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(history, indent=2))

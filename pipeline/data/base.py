@@ -1,0 +1,88 @@
+"""Base LightningDataModule: seeded loaders, split bookkeeping and the task's data description."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.data.samplers.epoch_seeded import EpochSeededSampler
+
+
+class BaseDataModule(pl.LightningDataModule):
+    """Subclasses implement ``build_datasets()`` returning ``{"train": ds, "val": ds, "test": ds}``
+    and ``info`` (class names, input size, normalisation: everything export and serve need).
+
+    The training order comes from :class:`EpochSeededSampler` (seed + epoch), so a run resumed at
+    an epoch boundary sees exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        seed: int = 42,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.datasets: dict[str, Dataset] = {}
+
+    def build_datasets(self) -> dict[str, Dataset]:
+        raise NotImplementedError
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Description of the data for the model, export and serving (class names, input size, ...)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.datasets:
+            self.datasets = self.build_datasets()
+
+    def _distributed(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def train_sampler(self, dataset: Dataset):
+        """The training sampler; override for weighted or P x K sampling."""
+        rank, world_size = self._distributed()
+        return EpochSeededSampler(len(dataset), self.seed, rank=rank, world_size=world_size)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        options = dict(
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=getattr(dataset, "collate_fn", None),
+        )
+        if not train:
+            return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, **options)
+        sampler = self.train_sampler(dataset)
+        if hasattr(sampler, "batch_size"):
+            return DataLoader(dataset, batch_sampler=sampler, **options)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=len(dataset) > self.batch_size, **options)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+

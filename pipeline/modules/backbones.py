@@ -1,0 +1,38 @@
+"""Backbones from timm by name, with offline local weights support."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch.nn as nn
+
+# Registers the framework's own small models ("simple_cnn", ...) in timm's registry.
+from pipeline.modules import small_cnn  # noqa: F401
+from pipeline.utils.errors import UserError
+
+
+def create_backbone(
+    name: str,
+    pretrained: bool = False,
+    weights: str | None = None,
+    in_chans: int = 3,
+    **kwargs,
+) -> nn.Module:
+    """Create a timm model without its classifier (``num_classes=0``): a pooled feature extractor.
+
+    ``pretrained=True`` downloads timm's weights (needs internet); ``weights=<local file>`` loads a
+    checkpoint offline through timm's own loader (``pretrained_cfg_overlay``). The number of output
+    features is ``model.num_features``.
+    """
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name}*")[:8]
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        raise UserError(f"model.backbone: '{name}' is not a timm model name{hint}")
+    options = dict(num_classes=0, in_chans=in_chans, **kwargs)
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"model.weights: file '{path}' does not exist (give a local weights file or null)")
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **options)
+    return timm.create_model(name, pretrained=pretrained, **options)

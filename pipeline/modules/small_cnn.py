@@ -1,0 +1,71 @@
+"""A small plain CNN for low-resolution inputs, registered in timm as ``simple_cnn``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from timm.models import register_model
+
+
+def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class SimpleCNN(nn.Module):
+    """Stages of two 3x3 conv-BN-ReLU layers and a 2x2 max-pool, then global average pooling.
+
+    Follows timm's model interface (``num_features``, ``forward_features``, ``forward_head``,
+    ``reset_classifier``) so it can stand wherever a timm backbone does.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        widths: tuple[int, ...] = (16, 32, 64),
+        drop_rate: float = 0.0,
+        **_: object,
+    ) -> None:
+        super().__init__()
+        stages, ch = [], in_chans
+        for width in widths:
+            stages.append(_conv_block(ch, width))
+            ch = width
+        self.stages = nn.Sequential(*stages)
+        self.num_features = ch
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop_rate)
+        self.num_classes = num_classes
+        self.fc = nn.Linear(ch, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.pool(x).flatten(1))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def simple_cnn(pretrained: bool = False, **kwargs) -> SimpleCNN:
+    """Three-stage 16-32-64 CNN (about 70k parameters); has no pretrained weights."""
+    kwargs.pop("pretrained_cfg", None)
+    kwargs.pop("pretrained_cfg_overlay", None)
+    model = SimpleCNN(**kwargs)
+    model.pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    return model

@@ -1,0 +1,116 @@
+"""BaseTask: the LightningModule skeleton every task family shares.
+
+A task subclass builds its network (``build_net``), its epoch-level metrics (``build_metrics``) and
+one ``model_step`` used by training, validation and test. Optimiser and scheduler come from
+``hyp.optimizer`` / ``hyp.scheduler`` as ``_partial_`` configs completed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import MetricCollection
+
+STAGES = ("train", "val", "test")
+
+
+def _plain(node: DictConfig | dict) -> dict:
+    """A resolved plain-dict copy of a config node."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+class BaseTask(pl.LightningModule):
+    """Shared training logic; ``model`` and ``hyp`` are the config nodes, ``data_info`` the data's description."""
+
+    def __init__(
+        self,
+        model: DictConfig | dict,
+        hyp: DictConfig | dict,
+        data_info: dict[str, Any],
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+        example_count: int = 16,
+    ) -> None:
+        super().__init__()
+        # Plain containers: checkpoints must load with torch.load(weights_only=True).
+        self.save_hyperparameters({"model": _plain(model), "hyp": _plain(hyp), "data_info": _plain(data_info),
+                                   "monitor": monitor, "monitor_mode": monitor_mode}, logger=False)
+        self.model_cfg = OmegaConf.create(_plain(model))
+        self.hyp = OmegaConf.create(_plain(hyp))
+        self.data_info = _plain(data_info)
+        self.example_count = example_count
+        self.net = self.build_net()
+        self.loss_fn = self.build_loss()
+        for stage in STAGES:
+            setattr(self, f"{stage}_metrics", self.build_metrics().clone(prefix=f"{stage}/"))
+        self.examples: dict[str, dict[str, torch.Tensor]] = {}
+
+    # --- to implement per task -------------------------------------------------------------
+    def build_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_metrics(self) -> MetricCollection:
+        raise NotImplementedError
+
+    def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Return at least ``loss``, ``preds`` and ``target`` (what the metrics are updated with)."""
+        raise NotImplementedError
+
+    def render_examples(self, stage: str) -> torch.Tensor | None:
+        """An image grid (CHW uint8) of cached examples with truth and prediction, or None."""
+        return None
+
+    # --- shared ---------------------------------------------------------------------------------
+    def build_loss(self) -> nn.Module:
+        loss = instantiate(self.hyp.loss)
+        counts = self.data_info.get("class_counts")
+        if counts is not None and hasattr(loss, "set_class_counts"):
+            loss.set_class_counts(counts)
+        return loss
+
+    def metrics_for(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
+        out = self.model_step(batch)
+        batch_size = len(out["target"])
+        self.log(f"{stage}/loss", out["loss"], on_step=stage == "train", on_epoch=True,
+                 prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
+        metrics = self.metrics_for(stage)
+        metrics.update(out["preds"], out["target"])
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        if batch_idx == 0 and stage != "train":
+            self.examples[stage] = self.cache_examples(batch, out)
+        return out["loss"]
+
+    def cache_examples(self, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Keep the first ``example_count`` items of the batch and outputs (on CPU) for image grids."""
+        n = self.example_count
+        keep = {k: v[:n].detach().cpu() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        keep.update({f"out_{k}": v[:n].detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim})
+        return keep
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, batch_idx, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._shared_step(batch, batch_idx, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._shared_step(batch, batch_idx, "test")
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hyp.optimizer)(params=[p for p in self.parameters() if p.requires_grad])
+        if not self.hyp.get("scheduler"):
+            return optimizer
+        options = OmegaConf.to_container(self.hyp.scheduler, resolve=True)
+        interval = options.pop("interval", "epoch")
+        if options.get("total_steps") == "auto":
+            options["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(options)(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -1,0 +1,162 @@
+"""train() and evaluate(): compose datamodule, task, callbacks, loggers and trainer from a config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.fabric.utilities.seed import seed_everything
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.callbacks.metrics_history import scalar_metrics
+from pipeline.utils.config import save_config_pickle
+from pipeline.utils.errors import UserError
+from pipeline.utils.runs import find_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """Instantiate ``cfg.data`` (nested nodes are the datamodule's to build) and set it up."""
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_task(cfg: DictConfig, data_info: dict[str, Any]) -> pl.LightningModule:
+    """Instantiate the task's LightningModule with the model and hyp nodes and the data description."""
+    return instantiate(cfg.task, model=cfg.model, hyp=cfg.hyp, data_info=data_info, _recursive_=False)
+
+
+def instantiate_each(nodes: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` node of a mapping (callbacks, loggers); null entries are skipped."""
+    if not nodes:
+        return []
+    return [instantiate(node) for node in nodes.values() if node is not None and "_target_" in node]
+
+
+def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    """A two-column table of metric values on the console."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        value = metrics[key]
+        table.add_row(key, "nan" if value is None else f"{value:.4f}")
+    Console().print(table)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``last.ckpt`` of the run being resumed (``cfg.resume``), or None for a fresh run."""
+    if not cfg.get("resume"):
+        return None
+    ckpt = Path(cfg.resume) / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise UserError(
+            f"resume: run '{cfg.resume}' has no checkpoints/last.ckpt (it stopped before its first epoch ended); start a new run instead"
+        )
+    return str(ckpt)
+
+
+def route_lightning_logs() -> None:
+    """Send Lightning's messages through the root logger, so they reach the run's ``train.log`` too.
+
+    Lightning gives its logger its own console handler and stops propagation when it is imported
+    before logging is configured, which is always the case under Hydra.
+    """
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    if logging.getLogger().handlers:
+        lightning_logger.handlers.clear()
+        lightning_logger.propagate = True
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, then test the best checkpoint; returns ``cfg.optimized_metric`` for sweepers."""
+    route_lightning_logs()
+    run_dir = Path(cfg.paths.output_dir)
+    if HydraConfig.initialized():
+        save_config_pickle(cfg, HydraConfig.get(), run_dir / ".hydra" / "config.pickle")
+    seed_everything(cfg.seed, workers=True)
+    ckpt_path = resume_checkpoint(cfg)
+    datamodule = build_datamodule(cfg)
+    task = build_task(cfg, datamodule.info)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=instantiate_each(cfg.get("callbacks")),
+                                      logger=instantiate_each(cfg.get("logger")) or False)
+    if ckpt_path:
+        log.info("Resuming %s from %s", run_dir, ckpt_path)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_metrics = scalar_metrics(trainer.callback_metrics)
+
+    results: dict[str, Any] = {"fit": fit_metrics}
+    checkpoint = trainer.checkpoint_callback
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
+    if best_score is not None:
+        results["best"] = {"monitor": checkpoint.monitor, "score": float(best_score), "checkpoint": checkpoint.best_model_path}
+    if cfg.get("test_after_train", True) and not trainer.fast_dev_run:
+        has_best = checkpoint is not None and checkpoint.best_model_path
+        trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None)
+        results["test"] = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+        if trainer.is_global_zero:
+            write_json(run_dir / "results" / "test_metrics.json", {"checkpoint": checkpoint.best_model_path if has_best else None, **results["test"]})
+    if trainer.is_global_zero:
+        log_hparams(trainer, cfg, results)
+        write_json(run_dir / "results" / "metrics.json", results)
+        print_metrics(f"{cfg.name}: final metrics", {**fit_metrics, **results.get("test", {})})
+        print(f"Run folder: {run_dir}")
+    return optimized_value(cfg, results)
+
+
+def log_hparams(trainer: pl.Trainer, cfg: DictConfig, results: dict[str, Any]) -> None:
+    """Write the resolved config and the headline metrics to TensorBoard's HPARAMS view."""
+    metrics = {f"hp/{k.replace('/', '_')}": v for k, v in results.get("test", {}).items() if v is not None}
+    if "best" in results:
+        metrics["hp/best_score"] = results["best"]["score"]
+    if not metrics:
+        return
+    params = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params, metrics)
+
+
+def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
+    """The value sweepers optimise: ``cfg.optimized_metric`` from the test or fit metrics."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    value = results.get("test", {}).get(name, results["fit"].get(name))
+    if value is None and name == results.get("best", {}).get("monitor"):
+        value = results["best"]["score"]
+    if value is None or math.isnan(value):
+        raise UserError(f"optimized_metric: '{name}' was not logged (logged: {sorted(results['fit'])})")
+    return float(value)
+
+
+def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, float]:
+    """Test a run's checkpoint with the run's own config; writes ``results/test_metrics.json``."""
+    checkpoint = find_checkpoint(run_dir, ckpt)
+    seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    task = build_task(cfg, datamodule.info)
+    callbacks = [c for c in instantiate_each(cfg.get("callbacks")) if type(c).__name__ == "PredictionGrid"]
+    trainer: pl.Trainer = instantiate(cfg.trainer, devices=1, num_nodes=1, strategy="auto", callbacks=callbacks,
+                                      logger=instantiate_each(cfg.get("logger")) or False)
+    trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint))
+    metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+    write_json(run_dir / "results" / "test_metrics.json", {"checkpoint": str(checkpoint), **metrics})
+    print_metrics(f"{cfg.name}: test metrics ({checkpoint.name})", metrics)
+    print(f"Wrote {run_dir / 'results' / 'test_metrics.json'}")
+    return metrics

@@ -1,0 +1,66 @@
+"""Siamese two-image task: one logit per pair, "same shape" vs "different"."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
+)
+
+from pipeline.callbacks.image_grid import annotated_grid, denormalize
+from pipeline.modules.backbones import create_backbone
+from pipeline.modules.siamese import SiameseNet
+from pipeline.trainers.base import BaseTask
+
+
+class SiameseTask(BaseTask):
+    """Shared encoder on both images, ``|f1 - f2|`` -> MLP -> logit; metrics over the whole epoch."""
+
+    def __init__(self, *args, threshold: float = 0.5, **kwargs) -> None:
+        self.threshold = threshold
+        super().__init__(*args, **kwargs)
+
+    def build_net(self) -> nn.Module:
+        cfg = self.model_cfg
+        encoder = create_backbone(cfg.backbone, cfg.get("pretrained", False), cfg.get("weights"), **cfg.get("kwargs", {}))
+        head = cfg.get("head", {})
+        return SiameseNet(encoder, list(head.get("hidden_dims", [128])), head.get("dropout", 0.0))
+
+    def build_metrics(self) -> MetricCollection:
+        t = self.threshold
+        return MetricCollection({
+            "acc": BinaryAccuracy(threshold=t),
+            "precision": BinaryPrecision(threshold=t),
+            "recall": BinaryRecall(threshold=t),
+            "f1": BinaryF1Score(threshold=t),
+            "auroc": BinaryAUROC(),
+        })
+
+    def forward(self, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+        return self.net(image1, image2)
+
+    def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = self(batch["image1"], batch["image2"])
+        target = batch["label"]
+        return {"loss": self.loss_fn(logits, target), "preds": torch.sigmoid(logits), "target": target.long()}
+
+    def predict_step(self, batch, batch_idx):
+        return torch.sigmoid(self(batch["image1"], batch["image2"]))
+
+    def render_examples(self, stage: str) -> torch.Tensor | None:
+        ex = self.examples.get(stage)
+        if not ex:
+            return None
+        mean, std = self.data_info["mean"], self.data_info["std"]
+        pairs = torch.cat([denormalize(ex["image1"], mean, std), denormalize(ex["image2"], mean, std)], dim=3)
+        probs, truth = ex["out_preds"], ex["out_target"]
+        labels = [
+            (f"t={int(t)} p={p:.2f}", int(p >= self.threshold) == int(t)) for p, t in zip(probs.tolist(), truth.tolist())
+        ]
+        return annotated_grid(pairs, labels)

@@ -1,0 +1,91 @@
+"""Entry-point helpers: turn user mistakes into one clear line and a non-zero exit code."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.utils.errors import UserError
+
+log = logging.getLogger(__name__)
+USER_ERROR_EXIT = 2
+
+
+def describe_error(exc: BaseException) -> str | None:
+    """One line for a user-caused exception, or None for a genuine bug (which keeps its traceback)."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    if isinstance(exc, OmegaConfBaseException):
+        key = getattr(exc, "full_key", None)
+        message = str(exc).splitlines()[0]
+        if "Missing mandatory value" in str(exc):
+            return f"{key}: a required value is missing (set it on the command line: {key}=...)"
+        return f"{key}: {message}" if key else message
+    if isinstance(exc, HydraException):
+        text = str(exc).split("Config search path")[0]
+        return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return None
+
+
+def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn``; a user mistake prints ``error: <one line>`` to stderr and exits with code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - classified right below
+            message = describe_error(exc)
+            if message is None:
+                raise
+            if logging.getLogger().handlers:  # inside a run: keep the error in its train.log too
+                log.error(message)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(USER_ERROR_EXIT)
+
+    return wrapper
+
+
+HYDRA_FLAGS = ("-m", "--multirun", "--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
+               "--resolve", "--package", "-p", "--run", "-r", "--shell-completion", "-sc",
+               "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--version")
+
+
+def check_composition(config_dir: str, config_name: str, argv: list[str]) -> None:
+    """Compose the config once up front so a bad override fails with one line, not Hydra's report.
+
+    Skipped when argv carries Hydra's own flags (multirun sweeps, --cfg, --help...), which
+    Hydra handles itself.
+    """
+    if any(arg.split("=")[0] in HYDRA_FLAGS for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=[a for a in argv if not a.startswith("hydra.")])
+    missing = sorted(_missing_keys(cfg))
+    if missing:
+        raise UserError(f"{missing[0]}: a required value is missing (set it on the command line: {missing[0]}=...)")
+
+
+def _missing_keys(cfg, prefix: str = ""):
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        items = ((k, cfg._get_node(k)) for k in cfg.keys())
+    elif isinstance(cfg, ListConfig):
+        items = ((str(i), cfg._get_node(i)) for i in range(len(cfg)))
+    else:
+        return
+    for key, node in items:
+        full = f"{prefix}{key}"
+        if OmegaConf.is_missing(cfg, key) if isinstance(cfg, DictConfig) else node._is_missing():
+            yield full
+        elif isinstance(node, DictConfig | ListConfig):
+            yield from _missing_keys(node, f"{full}.")

@@ -1,0 +1,70 @@
+"""Config helpers: resolvers, saving a run's config (YAML + pickle), loading it back with overrides."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pipeline.utils.errors import UserError
+from pipeline.utils.runs import unique_run_dir
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def register_resolvers() -> None:
+    """Resolvers used by the configs; idempotent. Also exports PIPELINE_ROOT for ``paths.root_dir``."""
+    os.environ.setdefault("PIPELINE_ROOT", str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("unique_dir"):
+        OmegaConf.register_new_resolver("unique_dir", unique_run_dir)
+
+
+def save_config_pickle(cfg: DictConfig, hydra_cfg: DictConfig | None, path: Path) -> None:
+    """Write the full config (task config plus the ``hydra`` node) as Hydra's rerun pickle."""
+    full = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    if hydra_cfg is not None:
+        with open_dict(full):
+            full.hydra = hydra_cfg
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        pickle.dump(full, fh)
+
+
+def load_config_pickle(path: Path) -> DictConfig:
+    """Read a run's ``config.pickle`` (full config with its ``hydra`` node)."""
+    if not path.is_file():
+        raise UserError(f"resume: '{path}' does not exist (give a run folder or its .hydra/config.pickle)")
+    try:
+        with open(path, "rb") as fh:
+            cfg = pickle.load(fh)  # noqa: S301 - the run's own file, written by save_config_pickle
+    except (pickle.UnpicklingError, EOFError, AttributeError) as exc:
+        raise UserError(f"resume: '{path}' is not a readable config pickle ({exc})") from None
+    if not isinstance(cfg, DictConfig):
+        raise UserError(f"resume: '{path}' does not hold a config")
+    return cfg
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Apply ``key=value`` / ``+key=value`` / ``~key`` overrides (Hydra syntax) to a composed config.
+
+    A plain ``key=value`` must name an existing key, as in Hydra; group choices cannot change here.
+    """
+    parser = OverridesParser.create()
+    for override in parser.parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if override.is_delete():
+            with open_dict(cfg):
+                parent, _, leaf = key.rpartition(".")
+                node = OmegaConf.select(cfg, parent) if parent else cfg
+                if node is not None and leaf in node:
+                    del node[leaf]
+            continue
+        if not override.is_add() and OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+            raise UserError(f"{key}: no such config key (use +{key}=... to add a new key)")
+        with open_dict(cfg):
+            OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
+    return cfg

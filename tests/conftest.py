@@ -1,0 +1,55 @@
+"""Shared fixtures: compose the real configs, clamp them for CPU tests, run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from pipeline.utils.config import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+register_resolvers()
+torch.set_num_threads(2)
+
+
+def compose_config(overrides: list[str], output_dir: Path, data_dir: Path | None = None) -> DictConfig:
+    """The real train config with ``overrides``, writing into ``output_dir`` (no Hydra run needed)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.results_dir = str(output_dir.parent)
+        if data_dir is not None:
+            cfg.paths.data_dir = str(data_dir)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One synthetic-data cache for the whole test session (generated on first use by each experiment)."""
+    return tmp_path_factory.mktemp("data")
+
+
+def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``bin/<script>`` in a subprocess as a user would; returns the completed process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bin" / script), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+TINY_SIAMESE = [
+    "data.train_size=256", "data.val_size=128", "data.test_size=128", "data.num_workers=0",
+    "hyp.batch_size=32", "trainer.log_every_n_steps=2",
+]

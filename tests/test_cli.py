@@ -1,0 +1,105 @@
+"""The command line as a user meets it: run folder layout, bin/test.py, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import TINY_SIAMESE, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+RUN_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(_\d+)?$")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "hyp.epochs=2",
+                   "model=resnet18", "hyp=focal")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (results / "siamese_shapes").iterdir()
+    assert f"Run folder: {run}" in proc.stdout
+    return run
+
+
+def test_run_folder_layout(trained_run):
+    assert RUN_NAME.match(trained_run.name)
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml", "config.pickle"):
+        assert (trained_run / ".hydra" / name).is_file(), name
+    checkpoints = {p.name for p in (trained_run / "checkpoints").iterdir()}
+    assert "last.ckpt" in checkpoints and len(checkpoints) >= 2
+    assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
+    for name in ("metrics.json", "test_metrics.json", "metrics_history.json", "val_predictions.png", "test_predictions.png"):
+        assert (trained_run / "results" / name).is_file(), name
+    assert "model=resnet18" in (trained_run / ".hydra" / "overrides.yaml").read_text()
+    assert (trained_run / "train.log").stat().st_size > 0
+
+
+def test_tensorboard_holds_the_scalars(trained_run):
+    scalars, images, plugins = set(), set(), set()
+    for event_file in (trained_run / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(event_file), size_guidance={"images": 0, "scalars": 0}).Reload()
+        scalars |= set(acc.Tags()["scalars"])
+        images |= set(acc.Tags()["images"])
+        if "hparams" in acc._plugin_to_tag_to_content:
+            plugins |= set(acc.PluginTagToContent("hparams"))
+    for tag in ("train/loss_step", "lr-AdamW", "train/acc", "val/acc", "val/f1", "val/auroc", "val/loss", "test/acc"):
+        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    assert {"val/predictions", "test/predictions"} <= images
+    assert "_hparams_/session_start_info" in plugins
+
+
+def test_bin_test_evaluates_latest_and_named_runs(trained_run):
+    results_dir = trained_run.parent.parent
+    proc = run_cli("test.py", f"paths.results_dir={results_dir}", "data.num_workers=0", "ckpt=last")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test/acc" in proc.stdout
+    written = json.loads((trained_run / "results" / "test_metrics.json").read_text())
+    assert written["checkpoint"].endswith("last.ckpt") and 0 <= written["test/acc"] <= 1
+    proc = run_cli("test.py", f"run={trained_run}", "data.num_workers=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not json.loads((trained_run / "results" / "test_metrics.json").read_text())["checkpoint"].endswith("last.ckpt")
+
+
+def _one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_unknown_group_option(tmp_path):
+    _one_line_error(run_cli("train.py", "model=no_such_model", f"paths.results_dir={tmp_path}"), "model", "no_such_model")
+
+
+def test_missing_required_value(tmp_path):
+    _one_line_error(run_cli("train.py", "model=timm", f"paths.results_dir={tmp_path}"), "model.backbone")
+
+
+def test_unknown_timm_backbone(tmp_path):
+    _one_line_error(run_cli("train.py", "model.backbone=resnet_nope", "debug=fast", f"paths.results_dir={tmp_path}"),
+                    "model.backbone", "resnet_nope")
+
+
+def test_missing_weights_file(tmp_path):
+    _one_line_error(run_cli("train.py", "model.weights=/no/such/weights.pth", "debug=fast",
+                            f"paths.results_dir={tmp_path}"), "model.weights", "/no/such/weights.pth")
+
+
+def test_resume_target_without_checkpoint(tmp_path):
+    run = tmp_path / "siamese_shapes" / "2026-01-01_00-00-00"
+    (run / ".hydra").mkdir(parents=True)
+    proc = run_cli("train.py", f"paths.results_dir={tmp_path}", *TINY_SIAMESE, "debug=fast")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (fresh,) = [p for p in (tmp_path / "siamese_shapes").iterdir() if p != run]
+    _one_line_error(run_cli("train.py", f"resume={fresh}"), "resume", "last.ckpt")
+    _one_line_error(run_cli("train.py", f"resume={tmp_path / 'nope'}"), "nope")
+
+
+def test_bin_test_on_missing_run(tmp_path):
+    _one_line_error(run_cli("test.py", f"run={tmp_path / 'missing'}"), "run", "missing")
+    _one_line_error(run_cli("test.py", f"paths.results_dir={tmp_path}"), "no finished or started run")

@@ -1,0 +1,59 @@
+"""Resume: all three forms continue in the original folder; interrupted + resumed == uninterrupted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from conftest import TINY_SIAMESE, run_cli
+
+
+def _train(results: Path, *extra: str):
+    proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _runs(results: Path) -> list[Path]:
+    return sorted(p for p in (results / "siamese_shapes").iterdir() if p.is_dir())
+
+
+def _last(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    _train(straight, "hyp.epochs=3")
+    _train(split, "hyp.epochs=3", "trainer.max_epochs=2")
+    (first,) = _runs(split)
+    assert _last(first)["epoch"] == 1
+    _train(split, f"resume={first}", "trainer.max_epochs=3")
+    assert _runs(split) == [first], "resume must continue in the original run folder"
+
+    a, b = _last(_runs(straight)[0]), _last(first)
+    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+    history_a = json.loads((_runs(straight)[0] / "results" / "metrics_history.json").read_text())
+    history_b = json.loads((first / "results" / "metrics_history.json").read_text())
+    assert [row["epoch"] for row in history_b] == [0, 1, 2]
+    for row_a, row_b in zip(history_a, history_b):
+        assert abs(row_a["val/loss"] - row_b["val/loss"]) < 1e-5
+    assert b["optimizer_states"][0]["state"], "optimizer state restored and saved"
+    assert b["lr_schedulers"][0]["last_epoch"] == a["lr_schedulers"][0]["last_epoch"] == 3
+
+
+def test_rerun_pickle_and_latest_continue_the_same_run(tmp_path):
+    results = tmp_path / "results"
+    _train(results, "hyp.epochs=3", "trainer.max_epochs=1")
+    (run,) = _runs(results)
+    pickle = run / ".hydra" / "config.pickle"
+    assert pickle.is_file()
+    _train(results, "--experimental-rerun", str(pickle), "trainer.max_epochs=2")
+    assert _runs(results) == [run] and _last(run)["epoch"] == 1
+    proc = _train(results, "resume=latest", "trainer.max_epochs=3")
+    assert _runs(results) == [run] and _last(run)["epoch"] == 2
+    assert f"Run folder: {run}" in proc.stdout
+    assert "Resuming" in (run / "train.log").read_text()

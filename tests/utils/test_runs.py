@@ -1,0 +1,38 @@
+"""Run folders: never shared, newest found, checkpoints resolved."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+from pipeline.utils.errors import UserError
+from pipeline.utils.runs import find_checkpoint, latest_run, unique_run_dir
+
+
+def test_parallel_runs_get_distinct_folders(tmp_path):
+    base = str(tmp_path / "exp" / "2026-01-01_00-00-00")
+    # One fresh process per call, as separate runs are (the memo is per process).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(4, mp_context=context, max_tasks_per_child=1) as pool:
+        dirs = list(pool.map(unique_run_dir, [base] * 8))
+    assert len(set(dirs)) == 8
+    assert unique_run_dir(base) == unique_run_dir(base), "memoised within a process"
+
+
+def test_latest_run_orders_same_second_suffixes(tmp_path):
+    for name in ("2026-01-01_00-00-00", "2026-01-01_00-00-01", "2026-01-01_00-00-01_2", "notes"):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "config.yaml").write_text("{}")
+    assert latest_run(tmp_path).name == "2026-01-01_00-00-01_2"
+    with pytest.raises(UserError, match="no finished or started run"):
+        latest_run(tmp_path / "empty")
+
+
+def test_find_checkpoint_errors_name_the_run(tmp_path):
+    with pytest.raises(UserError, match="ckpt: no checkpoint"):
+        find_checkpoint(tmp_path, "last")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert find_checkpoint(tmp_path, "last").name == "last.ckpt"

@@ -31,12 +31,17 @@ zero padding; every value is read as a string, so quoting is optional)::
 
 All three keys are optional. An unknown key, an id not in ``train.csv``, an unknown gender or
 a non-integer age is a UserError naming the corrections file.
+
+Corrupt images are found when decoded: ``image_folder.drop_unreadable(records)`` decodes each
+file up front (UserError naming the first bad one, or drop-and-count with ``skip_bad_files``).
+The real ``eval/info.csv`` ships ``ans`` as a placeholder 0 for every row, so its ``label`` is
+only meaningful for eval sets that carry true answers (such as the synthetic one).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -62,6 +67,7 @@ MASK_FILE_LABELS = {
     "incorrect_mask": 1,
     "normal": 2,
 }
+SWAPPED_MASK = {0: 0, 1: 2, 2: 1}
 TRAIN_CSV_COLUMNS = ("id", "gender", "race", "age", "path")
 CORRECTION_KEYS = ("gender", "age", "swap_mask_normal")
 
@@ -121,7 +127,7 @@ class LabelCorrections:
         return set(self.gender) | set(self.age) | set(self.swap_mask_normal)
 
 
-def parse_gender(value: str, where: str) -> int:
+def _parse_gender(value: str, where: str) -> int:
     """Gender index of a 'male'/'female' string (any case); UserError naming ``where`` otherwise."""
     name = value.strip().lower()
     if name not in GENDER_NAMES:
@@ -155,7 +161,7 @@ def load_label_corrections(path: str | Path) -> LabelCorrections:
     if not isinstance(swap, list):
         raise UserError(f"{path}: swap_mask_normal must be a list of person ids")
     return LabelCorrections(
-        gender={pid: parse_gender(g, f"{path} gender.{pid}") for pid, g in gender.items()},
+        gender={pid: _parse_gender(g, f"{path} gender.{pid}") for pid, g in gender.items()},
         age={pid: _parse_age(a, f"{path} age.{pid}") for pid, a in age.items()},
         swap_mask_normal=frozenset(swap),
         source=str(path),
@@ -223,7 +229,7 @@ def _read_people(train_dir: Path) -> list[_Person]:
         if row["id"] in seen:
             raise UserError(f"{where}: person id '{row['id']}' appears twice")
         seen.add(row["id"])
-        gender = parse_gender(row["gender"], f"person folder {folder}")
+        gender = _parse_gender(row["gender"], f"person folder {folder}")
         people.append(_Person(row["id"], gender, _parse_age(row["age"], where), folder))
     return people
 
@@ -257,11 +263,10 @@ def _person_images(folder: Path, skip_unknown: bool) -> tuple[dict[str, Path], i
 
 
 def _corrected(person: _Person, corrections: LabelCorrections) -> _Person:
-    return _Person(
-        person.person_id,
-        corrections.gender.get(person.person_id, person.gender),
-        corrections.age.get(person.person_id, person.age),
-        person.folder,
+    return replace(
+        person,
+        gender=corrections.gender.get(person.person_id, person.gender),
+        age=corrections.age.get(person.person_id, person.age),
     )
 
 
@@ -271,9 +276,8 @@ def _person_records(
     group = age_group(person.age)
     swap = person.person_id in corrections.swap_mask_normal
     records = []
-    for stem, mask in MASK_FILE_LABELS.items():
-        if swap and mask != 0:
-            mask = 3 - mask
+    for stem, file_mask in MASK_FILE_LABELS.items():
+        mask = SWAPPED_MASK[file_mask] if swap else file_mask
         records.append(
             BoostcampRecord(
                 path=images[stem],

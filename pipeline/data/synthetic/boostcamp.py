@@ -7,7 +7,7 @@ Each person is a face-like ellipse on a coloured background, seen 7 times (``mas
 - gender: male = short hair cap; female = long hair falling beside the face to the shoulders
 - age: < 30 = smooth forehead; 30..59 = two forehead wrinkles; >= 60 = wrinkles and grey hair
 
-Nuisances: background, skin tone, clothes, mask colour, face size and position, brightness,
+Nuisances: background (kept apart from skin and hair colour), skin tone, clothes, mask colour, face size and position, brightness,
 noise and the file format. About 8 % of people are >= 60 and 60 % female, as in the real data.
 Files mix ``.jpg``, ``.jpeg``, ``.png`` and upper-case variants, and the tree holds the dot-file
 junk the real archive has (``.DS_Store``, ``._mask1.jpg``), so the real reader is exercised.
@@ -29,6 +29,8 @@ from pipeline.data.formats.boostcamp import GENDER_NAMES, MASK_FILE_LABELS, age_
 AGE_GROUP_SHARES = (0.45, 0.47, 0.08)
 AGE_RANGES = ((18, 29), (30, 59), (60, 75))
 FEMALE_SHARE = 0.6
+# Summed absolute RGB difference between background and skin or hair.
+MIN_BACKGROUND_CONTRAST = 150
 EXTENSIONS = (".jpg", ".png", ".jpeg", ".JPG")
 EXTENSION_SHARES = (0.75, 0.1, 0.1, 0.05)
 # The first person shows every extension, so even a tiny tree has odd ones.
@@ -77,13 +79,15 @@ def _draw_person(rng: np.random.Generator, person_id: str) -> _Person:
     group = int(rng.choice(3, p=AGE_GROUP_SHARES))
     low, high = AGE_RANGES[group]
     hair_palette = GREY_HAIR if group == 2 else YOUNG_HAIR
+    skin = _jitter(rng, SKIN_TONES[rng.integers(len(SKIN_TONES))], 12)
+    hair = _jitter(rng, hair_palette[rng.integers(len(hair_palette))], 10)
     return _Person(
         person_id=person_id,
         gender=int(rng.random() < FEMALE_SHARE),
         age=int(rng.integers(low, high + 1)),
-        background=_colour(rng),
-        skin=_jitter(rng, SKIN_TONES[rng.integers(len(SKIN_TONES))], 12),
-        hair=_jitter(rng, hair_palette[rng.integers(len(hair_palette))], 10),
+        background=_background(rng, avoid=(skin, hair)),
+        skin=skin,
+        hair=hair,
         clothes=_colour(rng),
         scale=float(rng.uniform(0.85, 1.1)),
     )
@@ -91,6 +95,14 @@ def _draw_person(rng: np.random.Generator, person_id: str) -> _Person:
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(c) for c in rng.integers(0, 256, size=3))
+
+
+def _background(rng: np.random.Generator, avoid: tuple[tuple[int, int, int], ...]) -> tuple[int, int, int]:
+    """A random colour far enough from the face and hair colours that their outlines stay visible."""
+    while True:
+        colour = _colour(rng)
+        if all(np.abs(np.subtract(colour, other)).sum() >= MIN_BACKGROUND_CONTRAST for other in avoid):
+            return colour
 
 
 def _jitter(rng: np.random.Generator, colour: tuple[int, int, int], amount: int) -> tuple[int, int, int]:
@@ -181,6 +193,7 @@ def _draw_features(image: np.ndarray, pt, axes, person: _Person) -> None:
     """Eyes, nose, mouth and the age-dependent forehead wrinkles."""
     dark = (40, 30, 30)
     shade = tuple(int(c * 0.7) for c in person.skin)
+    wrinkle = tuple(int(c * 0.5) for c in person.skin)
     aa = cv2.LINE_AA
     for side in (-1, 1):
         cv2.ellipse(image, pt(0.38 * side, -0.15), axes(0.14, 0.07), 0, 0, 360, dark, -1, aa)
@@ -189,7 +202,7 @@ def _draw_features(image: np.ndarray, pt, axes, person: _Person) -> None:
     cv2.ellipse(image, pt(0, 0.5), axes(0.28, 0.06), 0, 0, 360, (170, 50, 60), -1, aa)
     if age_group(person.age) > 0:
         for dy in (-0.48, -0.36):
-            cv2.line(image, pt(-0.45, dy), pt(0.45, dy), shade, 1, aa)
+            cv2.line(image, pt(-0.45, dy), pt(0.45, dy), wrinkle, 1, aa)
 
 
 def _draw_mask(image: np.ndarray, pt, axes, mask: int, colour: tuple[int, int, int]) -> None:

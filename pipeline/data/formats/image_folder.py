@@ -1,0 +1,143 @@
+"""Generic labelled-image reader for users' own data: class folders or a ``path,label`` CSV.
+
+Class folders::
+
+    root/<class name>/**/*.jpg|png|...      class names sorted; dot-folders and non-images ignored
+
+CSV (``path,label`` header; extra columns ignored)::
+
+    path,label
+    cats/001.jpg,cat          # relative to the CSV's folder, or absolute
+    /data/dogs/7.png,1        # a class name or a class index
+
+Both return ``(records, class_names)``; record labels index into ``class_names``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from pipeline.data.io import list_images, load_image
+from pipeline.utils.errors import UserError, require_path
+
+log = logging.getLogger(__name__)
+
+RecordT = TypeVar("RecordT")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One labelled image."""
+
+    path: Path
+    label: int
+
+
+def read_image_folder(
+    root: str | Path,
+    class_names: Sequence[str] | None = None,
+    allow_empty_classes: bool = False,
+) -> tuple[list[ImageRecord], list[str]]:
+    """Records from ``root/<class>/`` folders; ``class_names`` fixes the classes and their order."""
+    root = require_path(root, "data.root", kind="folder")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if class_names is None:
+        class_names = folders
+        if not class_names:
+            raise UserError(f"{root}: no class folders found (expected {root}/<class name>/<images>)")
+    else:
+        extra = sorted(set(folders) - set(class_names))
+        if extra:
+            raise UserError(f"{root / extra[0]}: folder is not one of the class names {list(class_names)}")
+    records = []
+    for label, name in enumerate(class_names):
+        folder = root / name
+        images = list_images(folder) if folder.is_dir() else []
+        if not images and not allow_empty_classes:
+            raise UserError(f"{folder}: class '{name}' has no images (add images or remove the class)")
+        records.extend(ImageRecord(path, label) for path in images)
+    return records, list(class_names)
+
+
+def read_image_csv(
+    csv_path: str | Path, class_names: Sequence[str] | None = None
+) -> tuple[list[ImageRecord], list[str]]:
+    """Records from a ``path,label`` CSV; labels are class names or indices."""
+    csv_path = require_path(csv_path, "data.csv", kind="file")
+    rows = [
+        (f"{csv_path}:{line}", row["path"], row["label"])
+        for line, row in csv_rows(csv_path, ("path", "label"))
+    ]
+    if not rows:
+        raise UserError(f"{csv_path}: no rows (expected a header 'path,label' and one row per image)")
+    if class_names is None:
+        class_names = _infer_class_names([label for _, _, label in rows])
+    class_names = list(class_names)
+    records = []
+    for where, path, label in rows:
+        image = Path(path) if Path(path).is_absolute() else csv_path.parent / path
+        if not image.is_file():
+            raise UserError(f"{where}: image '{image}' does not exist")
+        records.append(ImageRecord(image, _label_index(label, class_names, where)))
+    return records, class_names
+
+
+def csv_rows(csv_path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row with stripped values) for each data row; UserError if a column is missing."""
+    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise UserError(f"{csv_path}: missing column(s) {missing} (found {columns})")
+        for row in reader:
+            values = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            yield reader.line_num, values
+
+
+def _infer_class_names(labels: list[str]) -> list[str]:
+    """'0'..'n-1' when every label is an index, else the sorted distinct label strings."""
+    if all(label.isdigit() for label in labels):
+        return [str(i) for i in range(max(int(label) for label in labels) + 1)]
+    return sorted(set(labels))
+
+
+def _label_index(label: str, class_names: list[str], where: str) -> int:
+    if label in class_names:
+        return class_names.index(label)
+    if label.isdigit() and int(label) < len(class_names):
+        return int(label)
+    raise UserError(f"{where}: label '{label}' is not a class name or index of {class_names}")
+
+
+def read_labelled_images(
+    source: str | Path,
+    class_names: Sequence[str] | None = None,
+    allow_empty_classes: bool = False,
+) -> tuple[list[ImageRecord], list[str]]:
+    """Read a ``.csv`` file with ``read_image_csv``, anything else with ``read_image_folder``."""
+    if Path(source).suffix.lower() == ".csv":
+        return read_image_csv(source, class_names)
+    return read_image_folder(source, class_names, allow_empty_classes)
+
+
+def drop_unreadable(records: Sequence[RecordT], skip_bad_files: bool = False) -> list[RecordT]:
+    """Decode every record's ``path``; a corrupt file raises UserError naming it, or is dropped and counted."""
+    kept = []
+    for record in records:
+        try:
+            load_image(record.path)
+        except UserError as exc:
+            if not skip_bad_files:
+                raise
+            log.warning("skipping unreadable image: %s", exc)
+            continue
+        kept.append(record)
+    if len(kept) < len(records):
+        log.warning("skipped %d unreadable image(s) of %d", len(records) - len(kept), len(records))
+    return kept

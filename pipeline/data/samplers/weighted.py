@@ -1,0 +1,33 @@
+"""Inverse-frequency oversampling: every class is drawn about equally often."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import WeightedRandomSampler
+
+
+def inverse_frequency_weights(labels: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Per-sample weight 1 / (count of its class), as a float64 tensor; each class sums to 1."""
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if labels.ndim != 1 or labels.numel() == 0:
+        raise ValueError("labels must be a non-empty 1-D sequence of class indices")
+    if labels.min() < 0:
+        raise ValueError("labels must be non-negative class indices")
+    counts = torch.bincount(labels).double()
+    return 1.0 / counts[labels]
+
+
+def inverse_frequency_sampler(
+    labels: Sequence[int] | np.ndarray | torch.Tensor,
+    num_samples: int | None = None,
+    seed: int = 0,
+) -> WeightedRandomSampler:
+    """Seeded sampler drawing ``num_samples`` (default len(labels)) indices with replacement, classes balanced."""
+    weights = inverse_frequency_weights(labels)
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(
+        weights, num_samples=num_samples or len(weights), replacement=True, generator=generator
+    )

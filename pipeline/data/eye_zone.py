@@ -64,7 +64,9 @@ class YuNetFaceDetector:
         try:
             self.detector = cv2.FaceDetectorYN.create(self.model_file, "", (320, 320), score_threshold)
         except cv2.error as exc:
-            raise UserError(f"face_model: '{model_file}' is not a usable YuNet ONNX model ({exc.err})") from None
+            raise UserError(
+                f"face_model: '{model_file}' is not a usable YuNet ONNX model ({exc.err})"
+            ) from None
 
     def __call__(self, rgb: np.ndarray) -> list[Box]:
         """All face boxes (x, y, w, h) found in an RGB image."""
@@ -134,7 +136,9 @@ class EyeZonePreprocessor:
         self.face_model = face_model
         self.min_face_size = min_face_size
         self._owns_detector = detect_face and face_detector is None
-        self._detector = build_face_detector(face_model, min_face_size) if self._owns_detector else face_detector
+        self._detector = (
+            build_face_detector(face_model, min_face_size) if self._owns_detector else face_detector
+        )
 
     def __getstate__(self) -> dict:
         # OpenCV detectors cannot be pickled (DataLoader workers, spawn); rebuilt on unpickling.

@@ -61,7 +61,9 @@ class ShareBatchSampler(Sampler[list[int]]):
         if batch_size < 1:
             raise UserError(f"batch_size: must be at least 1, got {batch_size}")
         if not 0.0 <= min_share <= max_share <= 1.0:
-            raise UserError(f"min_share/max_share: need 0 <= min_share <= max_share <= 1, got {min_share}, {max_share}")
+            raise UserError(
+                f"min_share/max_share: need 0 <= min_share <= max_share <= 1, got {min_share}, {max_share}"
+            )
         self.min_positives = math.ceil(min_share * batch_size - 1e-9)
         self.max_positives = math.floor(max_share * batch_size + 1e-9)
         if self.min_positives > self.max_positives:
@@ -73,7 +75,9 @@ class ShareBatchSampler(Sampler[list[int]]):
         self.positives = np.flatnonzero(is_positive)
         self.negatives = np.flatnonzero(~is_positive)
         if self.max_positives > 0 and len(self.positives) == 0:
-            raise UserError(f"max_share: batches need positives (label {positive_label}) but the dataset has none")
+            raise UserError(
+                f"max_share: batches need positives (label {positive_label}) but the dataset has none"
+            )
         if self.min_positives < batch_size and len(self.negatives) == 0:
             raise UserError(f"min_share: batches need negatives but every label is {positive_label}")
         if not 0 <= rank < world_size:
@@ -81,7 +85,9 @@ class ShareBatchSampler(Sampler[list[int]]):
         total = num_batches if num_batches is not None else len(labels) // batch_size
         self.batches_per_rank = total // world_size
         if self.batches_per_rank < 1:
-            raise UserError(f"batch_size: {len(labels)} samples give no full batch per rank ({world_size} ranks)")
+            raise UserError(
+                f"batch_size: {len(labels)} samples give no full batch per rank ({world_size} ranks)"
+            )
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank

@@ -97,18 +97,27 @@ def _lens_outline(glasses: Glasses, centre: tuple[float, float], mirror: bool) -
         y = y * (1 + 0.45 * lower)
         x = x - 0.25 * lower * (1 if mirror else -1)
     elif glasses.shape == "round":
-        x, y = x * glasses.half_height / glasses.half_width, y
-    points = np.stack([centre[0] + glasses.half_width * x, centre[1] + glasses.half_height * y], axis=1)
-    return points
+        x = x * glasses.half_height / glasses.half_width
+    return np.stack([centre[0] + glasses.half_width * x, centre[1] + glasses.half_height * y], axis=1)
+
+
+def _fixed_point(values, scale: float) -> np.ndarray:
+    """120-frame coordinates to OpenCV's 4-bit fixed point (``shift=4``) at the output size."""
+    return np.round(np.asarray(values, dtype=float) * scale * 16).astype(np.int32)
 
 
 def _draw_glasses(
-    canvas: np.ndarray, glasses: Glasses, centre: tuple[float, float], gap: float, face_rx: float, scale: float
+    canvas: np.ndarray,
+    glasses: Glasses,
+    centre: tuple[float, float],
+    gap: float,
+    face_rx: float,
+    scale: float,
 ) -> None:
     """Draw lenses, bridge and temple arms centred on ``centre`` (midpoint between the lenses)."""
     cx, cy = centre
     outlines = [_lens_outline(glasses, (cx + side * gap, cy), mirror=side > 0) for side in (-1, 1)]
-    polygons = [np.round(outline * scale * 16).astype(np.int32) for outline in outlines]
+    polygons = [_fixed_point(outline, scale) for outline in outlines]
     thickness = max(1, int(round(glasses.thickness * scale)))
     if glasses.tint_alpha > 0:
         tint = canvas.copy()
@@ -120,19 +129,19 @@ def _draw_glasses(
     outer = [outlines[0][:, 0].min(), outlines[1][:, 0].max()]
     top = cy - 0.4 * glasses.half_height
     lines = [((inner[0], top), (inner[1], top))]
-    lines += [((x, cy - 0.5 * glasses.half_height), (cx + side * face_rx, cy - 2)) for x, side in zip(outer, (-1, 1))]
+    temples = zip(outer, (-1, 1), strict=True)
+    lines += [((x, cy - 0.5 * glasses.half_height), (cx + side * face_rx, cy - 2)) for x, side in temples]
     for start, end in lines:
-        p0 = tuple(int(round(v * scale * 16)) for v in start)
-        p1 = tuple(int(round(v * scale * 16)) for v in end)
+        p0, p1 = (tuple(_fixed_point(p, scale).tolist()) for p in (start, end))
         cv2.line(canvas, p0, p1, glasses.colour, thickness, cv2.LINE_AA, shift=4)
 
 
-def _ellipse(canvas, centre, axes, colour, scale, thickness=-1, angle=0.0, arc=(0, 360)) -> None:
+def _ellipse(canvas, centre, axes, colour, scale, thickness=-1, arc=(0, 360)) -> None:
     """cv2.ellipse in 120-frame float coordinates."""
-    c = tuple(int(round(v * scale * 16)) for v in centre)
-    a = tuple(max(1, int(round(v * scale * 16))) for v in axes)
+    c = tuple(_fixed_point(centre, scale).tolist())
+    a = tuple(np.maximum(1, _fixed_point(axes, scale)).tolist())
     width = thickness if thickness < 0 else max(1, int(round(thickness * scale)))
-    cv2.ellipse(canvas, c, a, angle, arc[0], arc[1], colour, width, cv2.LINE_AA, shift=4)
+    cv2.ellipse(canvas, c, a, 0, arc[0], arc[1], colour, width, cv2.LINE_AA, shift=4)
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -173,19 +182,38 @@ def draw_face(
         _ellipse(canvas, (cx + side * (rx - 1), eye_y + 6), (5, 9), identity.skin, scale)
     _ellipse(canvas, (cx, cy), (rx, ry), identity.skin, scale)
     if not identity.bald:
-        _ellipse(canvas, (cx, cy - ry + identity.hair_line / 2), (rx + 2, identity.hair_line), identity.hair, scale, arc=(180, 360))
+        _ellipse(
+            canvas,
+            (cx, cy - ry + identity.hair_line / 2),
+            (rx + 2, identity.hair_line),
+            identity.hair,
+            scale,
+            arc=(180, 360),
+        )
     shade = tuple(int(c * 0.55) for c in identity.skin)
     for side in (-1, 1):
         eye = (cx + side * identity.eye_gap, eye_y)
         _draw_eye(canvas, eye, identity.skin, scale, rng)
         brow = (eye[0], eye_y - 8 + rng.uniform(-1, 1))
-        _ellipse(canvas, brow, (7, 2.5), identity.hair if not identity.bald else shade, scale, thickness=2, arc=(200, 340))
+        _ellipse(
+            canvas,
+            brow,
+            (7, 2.5),
+            identity.hair if not identity.bald else shade,
+            scale,
+            thickness=2,
+            arc=(200, 340),
+        )
     _ellipse(canvas, (cx, eye_y + 20), (4, 2.5), shade, scale, thickness=1, arc=(0, 180))
     lips = (int(identity.skin[0] * 0.8), int(identity.skin[1] * 0.45), int(identity.skin[2] * 0.45))
     _ellipse(canvas, (cx, eye_y + 35), (rng.uniform(8, 12), rng.uniform(2, 4.5)), lips, scale)
     if glasses is not None:
-        centre_y = {"eyes": eye_y + rng.uniform(-1.5, 2), "forehead": eye_y - rng.uniform(22, 30),
-                    "mouth": eye_y + 35, "chin": eye_y + rng.uniform(55, 62)}[placement]
+        centre_y = {
+            "eyes": eye_y + rng.uniform(-1.5, 2),
+            "forehead": eye_y - rng.uniform(22, 30),
+            "mouth": eye_y + 35,
+            "chin": eye_y + rng.uniform(55, 62),
+        }[placement]
         _draw_glasses(canvas, glasses, (cx + rng.uniform(-1.5, 1.5), centre_y), identity.eye_gap, rx, scale)
     return _jitter(rng, canvas)
 
@@ -195,7 +223,9 @@ def _jitter(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     size = image.shape[0]
     matrix = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(-7, 7), rng.uniform(0.94, 1.06))
     matrix[:, 2] += rng.uniform(-0.03, 0.03, 2) * size
-    image = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    image = cv2.warpAffine(
+        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     if rng.random() < 0.3:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.2))
     gain, offset = rng.uniform(0.75, 1.2), rng.uniform(-25, 25)
@@ -203,8 +233,9 @@ def _jitter(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def _sample_face(rng: np.random.Generator, identity: Identity, size: int, glasses_fraction: float,
-                 funny_fraction: float) -> tuple[np.ndarray, int]:
+def _sample_face(
+    rng: np.random.Generator, identity: Identity, size: int, glasses_fraction: float, funny_fraction: float
+) -> tuple[np.ndarray, int]:
     """One face image and its label (1 only for glasses on the eyes)."""
     draw = rng.random()
     if draw < glasses_fraction:
@@ -220,7 +251,9 @@ def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
-def _write_photos(root: Path, num_photos: int, seed: int, glasses_fraction: float, funny_fraction: float) -> None:
+def _write_photos(
+    root: Path, num_photos: int, seed: int, glasses_fraction: float, funny_fraction: float
+) -> None:
     """Unaligned scenes holding one smaller face (or none) and ``faces.json`` with labels and boxes."""
     folder = root / "photos"
     folder.mkdir(parents=True, exist_ok=True)

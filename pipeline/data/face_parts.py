@@ -48,7 +48,7 @@ def part_box(landmarks: np.ndarray, part: str) -> tuple[float, float, float, flo
     """Box ``(x0, y0, x1, y1)`` around one face part, sized by the distance d between the eyes.
 
     eyes: both eyes +-0.4 d horizontally, +-0.3 d vertically; nose: tip +-0.3 d horizontally, from
-    0.25 d below the eye line to 0.15 d below the tip; mouth: corners +-0.25 d, +-0.3 d vertically.
+    0.3 d below the eye line to 0.15 d below the tip; mouth: corners +-0.25 d, +-0.3 d vertically.
     """
     left_eye, right_eye, nose, mouth_left, mouth_right = np.asarray(landmarks, dtype=float)
     d = float(np.linalg.norm(right_eye - left_eye))
@@ -57,7 +57,7 @@ def part_box(landmarks: np.ndarray, part: str) -> tuple[float, float, float, flo
         return min(xs) - 0.4 * d, y - 0.3 * d, max(xs) + 0.4 * d, y + 0.3 * d
     if part == "nose":
         eye_line = (left_eye[1] + right_eye[1]) / 2
-        return nose[0] - 0.3 * d, eye_line + 0.25 * d, nose[0] + 0.3 * d, nose[1] + 0.15 * d
+        return nose[0] - 0.3 * d, eye_line + 0.3 * d, nose[0] + 0.3 * d, nose[1] + 0.15 * d
     if part == "mouth":
         xs, y = (mouth_left[0], mouth_right[0]), (mouth_left[1] + mouth_right[1]) / 2
         return min(xs) - 0.25 * d, y - 0.3 * d, max(xs) + 0.25 * d, y + 0.3 * d

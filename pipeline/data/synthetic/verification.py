@@ -3,7 +3,7 @@
 Each identity has a stable look (face shape, skin tone, eye distance and colour, hair style and
 colour, nose, mouth, beard, glasses, a mole); each image varies it (pose, lighting, noise,
 background). A fake image of an identity is drawn the same way and then carries one generation
-artifact in the face region: a checkerboard upsampling grid, colour banding, a blending seam or a
+artifact in the face region: a checkerboard upsampling grid, colour banding (stepped shading), a blending seam or a
 high-frequency noise patch. Layout (see ``pipeline.data.formats.verification``)::
 
     images/<identity>/<n>.jpg     identity folders zero-padded for even ids ("0004"), others not
@@ -156,15 +156,17 @@ def _add_artifact(image: np.ndarray, mask: np.ndarray, kind: str, rng: np.random
         pattern = np.where(((xx // (period // 2)) + (yy // (period // 2))) % 2 == 0, 1.0, -1.0)[..., None]
         return image + face * pattern * rng.uniform(14, 24)
     if kind == "banding":
+        # A stepped (posterised) shading ramp across the face: visible bands on flat skin.
         levels = int(rng.integers(4, 7))
-        step = 256.0 / levels
-        posterised = (np.floor(image / step) + 0.5) * step
-        return image * (1 - face) + posterised * face
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = np.floor((xx * np.cos(angle) + yy * np.sin(angle) + 1.5) * levels) % 2
+        return image + face * (ramp[..., None] - 0.5) * rng.uniform(30, 45) * rng.choice([-1, 1], 3)
     if kind == "seam":
         hard = (mask > 0.5).astype(np.float32)[..., None]
-        tint = rng.uniform(-35, 35, 3)
+        tint = rng.uniform(20, 35, 3) * rng.choice([-1, 1], 3)
         edge = cv2.morphologyEx((mask > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-        return image + hard * tint + edge[..., None] * rng.uniform(-60, 60)
+        return image + hard * tint + edge[..., None] * rng.uniform(50, 80) * rng.choice([-1, 1])
     ys, xs = np.nonzero(mask > 0.5)
     cy, cx = int(rng.choice(ys)), int(rng.choice(xs))
     half = max(2, size // 6)

@@ -169,7 +169,7 @@ def _add_artifact(image: np.ndarray, mask: np.ndarray, kind: str, rng: np.random
         return image + hard * tint + edge[..., None] * rng.uniform(50, 80) * rng.choice([-1, 1])
     ys, xs = np.nonzero(mask > 0.5)
     cy, cx = int(rng.choice(ys)), int(rng.choice(xs))
-    half = max(2, size // 6)
+    half = max(2, size // 5)
     patch = np.zeros_like(mask)
     patch[max(0, cy - half) : cy + half, max(0, cx - half) : cx + half] = 1.0
     return image + (patch * mask)[..., None] * rng.normal(0, 40, image.shape)

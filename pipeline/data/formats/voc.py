@@ -276,20 +276,36 @@ def class_counts_per_image(images: Sequence[VocImage], num_classes: int) -> np.n
 def image_strata(counts: np.ndarray, rare_class: int | None = None, min_members: int = 4) -> np.ndarray:
     """One stratum per image: presence of the rare class x object-count bucket, merged when too small.
 
-    The rare class defaults to the class with the fewest objects. Strata with fewer than
-    ``min_members`` images fall back to the rare-class presence alone, then to one shared stratum,
-    so that stratified splitting stays possible.
+    The rare class defaults to the present class with the fewest objects. Within each rare-class
+    presence, neighbouring count buckets (0, 1, 2-3, 4-7, 8+) are joined until each stratum holds at
+    least ``min_members`` images; a rare class on fewer images than that is not stratified on.
     """
-    totals = counts.sum(axis=0)
+    totals = np.where(counts.sum(axis=0) > 0, counts.sum(axis=0), np.iinfo(np.int64).max)
     rare = int(np.argmin(totals)) if rare_class is None else rare_class
-    has_rare = (counts[:, rare] > 0).astype(int)
+    has_rare = counts[:, rare] > 0
+    if has_rare.sum() < min_members:
+        has_rare[:] = False
     bucket = np.digitize(counts.sum(axis=1), COUNT_BUCKET_EDGES)
-    strata = np.array([f"rare{r}-count{b}" for r, b in zip(has_rare, bucket, strict=True)], dtype=object)
-    for coarser in (np.array([f"rare{r}" for r in has_rare], dtype=object), np.full(len(counts), "all")):
-        labels, sizes = np.unique(strata, return_counts=True)
-        small = np.isin(strata, labels[sizes < min_members])
-        strata[small] = coarser[small]
+    strata = np.empty(len(counts), dtype=object)
+    for presence in (False, True):
+        members = has_rare == presence
+        merged = _join_sparse_buckets(bucket[members], min_members)
+        strata[members] = [f"rare{int(presence)}-group{g}" for g in merged]
     return strata.astype(str)
+
+
+def _join_sparse_buckets(bucket: np.ndarray, min_members: int) -> np.ndarray:
+    """Relabel sorted bucket values so that consecutive buckets join until each group has ``min_members``."""
+    values, sizes = np.unique(bucket, return_counts=True)
+    group_of, group, filled = {}, 0, 0
+    for value, size in zip(values, sizes, strict=True):
+        group_of[value] = group
+        filled += size
+        if filled >= min_members:
+            group, filled = group + 1, 0
+    if filled and group > 0:
+        group_of = {value: min(g, group - 1) for value, g in group_of.items()}
+    return np.array([group_of[b] for b in bucket], dtype=int)
 
 
 def split_voc_images(

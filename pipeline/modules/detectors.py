@@ -136,10 +136,11 @@ def _load_detector_weights(model: nn.Module, path: str | Path) -> None:
         raise UserError(f"model.weights: cannot read '{path}' ({exc})") from None
     state = state.get("state_dict", state)
     state = {key.removeprefix("model."): value for key, value in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        missing, unexpected = result.missing_keys[:3], result.unexpected_keys[:3]
-        raise UserError(f"model.weights: '{path}' does not fit this detector (missing {missing}, unexpected {unexpected})")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise UserError(f"model.weights: '{path}' does not fit this detector ({reason})") from None
 
 
 def build_detector(
@@ -165,6 +166,9 @@ def build_detector(
     """
     if name not in DETECTORS:
         raise UserError(f"model.name: unknown detector '{name}' (choose one of {DETECTORS})")
+    if fpn_channels < 64 or fpn_channels % 32:
+        # the heads' GroupNorm(32) needs 2+ channels per group to work on 1x1 P7 maps of small images
+        raise UserError(f"model.fpn_channels: {fpn_channels} must be a multiple of 32 and at least 64")
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     body = TimmFpnBackbone(backbone, fpn_channels, pretrained, backbone_weights)
     weights_per_class = _class_weights(class_weights, num_classes)

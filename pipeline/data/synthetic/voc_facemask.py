@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 FACEMASK_CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
-DEFAULT_CLASS_PROBS = (0.70, 0.22, 0.08)
+DEFAULT_CLASS_PROBS = (0.68, 0.22, 0.10)
 FILE_PREFIX = "maksssksksss"
 
 SKIN_TONES = np.array(

@@ -189,3 +189,8 @@ def test_load_split_rejects_unknown_or_repeated_images(tmp_path):
     (tmp_path / "s.json").write_text('{"train": ["im0.png"], "val": ["im0.png"]}')
     with pytest.raises(UserError, match="more than one split"):
         load_split(tmp_path / "s.json", images)
+
+
+def test_swapped_corners_are_reordered(voc):
+    (obj,) = _read_one(voc, _obj("with_mask", (30, 40, 11, 21))).objects
+    assert obj.box == (10.0, 20.0, 30.0, 40.0)

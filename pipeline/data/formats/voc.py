@@ -125,8 +125,8 @@ def _clipped_box(bndbox: ET.Element | None, width: int, height: int, xml_path: P
     if bndbox is None:
         raise UserError(f"{xml_path}: an <object> has no <bndbox>; fix or remove the object")
     xmin, ymin, xmax, ymax = (_number(bndbox, tag, xml_path) for tag in ("xmin", "ymin", "xmax", "ymax"))
-    xmin, xmax = sorted((xmin - 1.0, xmax))
-    ymin, ymax = sorted((ymin - 1.0, ymax))
+    (xmin, xmax), (ymin, ymax) = sorted((xmin, xmax)), sorted((ymin, ymax))
+    xmin, ymin = xmin - 1.0, ymin - 1.0
     return (
         float(np.clip(xmin, 0, width)),
         float(np.clip(ymin, 0, height)),

@@ -14,7 +14,8 @@ from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_iou
 
-MISSING = -1.0  # value of a per-class figure for a class with no ground truth nor prediction (COCO's convention)
+# Per-class AP of a class with neither ground truth nor predictions (COCO's convention).
+MISSING = -1.0
 
 
 def greedy_match(pred_boxes: Tensor, pred_scores: Tensor, gt_boxes: Tensor, iou_threshold: float) -> Tensor:
@@ -61,7 +62,9 @@ class PrecisionRecallF1(Metric):
             boxes, scores, labels = pred["boxes"][keep], pred["scores"][keep], pred["labels"][keep]
             for c in range(self.num_classes):
                 is_pred, is_gt = labels == c, target["labels"] == c
-                matched = greedy_match(boxes[is_pred], scores[is_pred], target["boxes"][is_gt], self.iou_threshold)
+                matched = greedy_match(
+                    boxes[is_pred], scores[is_pred], target["boxes"][is_gt], self.iou_threshold
+                )
                 true_positives = int(matched.sum())
                 self.tp[c] += true_positives
                 self.fp[c] += int(is_pred.sum()) - true_positives
@@ -71,7 +74,9 @@ class PrecisionRecallF1(Metric):
         tp, fp, fn = self.tp.double(), self.fp.double(), self.fn.double()
         precision = torch.where(tp + fp > 0, tp / (tp + fp).clamp(min=1), 0.0)
         recall = torch.where(tp + fn > 0, tp / (tp + fn).clamp(min=1), 0.0)
-        f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
+        f1 = torch.where(
+            precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0
+        )
         return {"precision": precision.float(), "recall": recall.float(), "f1": f1.float()}
 
 

@@ -34,7 +34,9 @@ FPN_STRIDES = (8, 16, 32)
 # P3-P7 (strides 8-128): FCOS anchor sizes are the strides; RetinaNet's are halved from torchvision's
 # defaults (32-512) because faces in 256-640 px images are small.
 FCOS_ANCHOR_SIZES = ((8,), (16,), (32,), (64,), (128,))
-RETINANET_ANCHOR_SIZES = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (16, 32, 64, 128, 256))
+RETINANET_ANCHOR_SIZES = tuple(
+    (x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (16, 32, 64, 128, 256)
+)
 
 
 class TimmFpnBackbone(nn.Module):
@@ -61,7 +63,9 @@ class TimmFpnBackbone(nn.Module):
         reductions = self.body.feature_info.reduction()
         self.levels = [reductions.index(stride) for stride in FPN_STRIDES]
         channels = [self.body.feature_info.channels()[i] for i in self.levels]
-        self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelP6P7(out_channels, out_channels))
+        self.fpn = FeaturePyramidNetwork(
+            channels, out_channels, extra_blocks=LastLevelP6P7(out_channels, out_channels)
+        )
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
@@ -90,13 +94,17 @@ def _anchor_classes(labels: Tensor, matched_idxs: Tensor) -> Tensor:
 class WeightedFCOSHead(FCOSHead):
     """FCOS head whose focal classification loss weighs each foreground location by its class weight."""
 
-    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int, class_weights: Tensor):
+    def __init__(
+        self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int, class_weights: Tensor
+    ):
         super().__init__(in_channels, num_anchors, num_classes, num_convs)
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def compute_loss(self, targets, head_outputs, anchors, matched_idxs) -> dict[str, Tensor]:
         losses = super().compute_loss(targets, head_outputs, anchors, matched_idxs)
-        classes = torch.stack([_anchor_classes(t["labels"], m) for t, m in zip(targets, matched_idxs, strict=True)])
+        classes = torch.stack(
+            [_anchor_classes(t["labels"], m) for t, m in zip(targets, matched_idxs, strict=True)]
+        )
         logits = head_outputs["cls_logits"]
         loss = _weighted_focal_sum(logits.flatten(0, 1), classes.flatten(), self.class_weights)
         losses["classification"] = loss / max(1, int((classes >= 0).sum()))
@@ -106,7 +114,9 @@ class WeightedFCOSHead(FCOSHead):
 class WeightedRetinaNetClassificationHead(RetinaNetClassificationHead):
     """RetinaNet classification head whose focal loss weighs each foreground anchor by its class weight."""
 
-    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, class_weights: Tensor, norm_layer=None):
+    def __init__(
+        self, in_channels: int, num_anchors: int, num_classes: int, class_weights: Tensor, norm_layer=None
+    ):
         super().__init__(in_channels, num_anchors, num_classes, norm_layer=norm_layer)
         self.register_buffer("class_weights", class_weights, persistent=False)
 
@@ -124,7 +134,9 @@ def _class_weights(class_weights: Sequence[float] | None, num_classes: int) -> T
     if class_weights is None:
         return torch.ones(num_classes)
     if len(class_weights) != num_classes:
-        raise UserError(f"model.class_weights: {list(class_weights)} needs one weight per class ({num_classes})")
+        raise UserError(
+            f"model.class_weights: {list(class_weights)} needs one weight per class ({num_classes})"
+        )
     return torch.as_tensor(class_weights, dtype=torch.float32)
 
 

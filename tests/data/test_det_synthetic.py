@@ -13,16 +13,21 @@ from pipeline.data.synthetic.voc_facemask import FACEMASK_CLASSES, generate_voc_
 
 def test_writes_kaggle_layout_read_by_the_voc_reader(tmp_path):
     generate_voc_facemask(tmp_path, num_images=40, image_size=(96, 128), seed=0)
-    assert sorted(p.name for p in (tmp_path / "images").iterdir())[:2] == ["maksssksksss0.png", "maksssksksss1.png"]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir())[:2] == [
+        "maksssksksss0.png",
+        "maksssksksss1.png",
+    ]
     root = ET.parse(tmp_path / "annotations" / "maksssksksss0.xml").getroot()
-    assert [child.tag for child in root] [:4] == ["folder", "filename", "size", "segmented"]
+    assert [child.tag for child in root][:4] == ["folder", "filename", "size", "segmented"]
     obj = root.find("object")
     if obj is not None:
         assert [c.tag for c in obj] == ["name", "pose", "truncated", "occluded", "difficult", "bndbox"]
     images = read_voc_dataset(tmp_path, FACEMASK_CLASSES)
     assert len(images) == 40
     assert load_image(images[0].image_path).shape == (96, 128, 3)
-    assert all(image.annotation_path is not None and (image.width, image.height) == (128, 96) for image in images)
+    assert all(
+        image.annotation_path is not None and (image.width, image.height) == (128, 96) for image in images
+    )
 
 
 def test_scenes_have_several_faces_all_classes_truncation_and_negatives(tmp_path):
@@ -47,14 +52,20 @@ def test_mask_states_look_different(tmp_path):
         for o in image.objects:
             if not o.truncated:
                 x0, y0, x1, y1 = (int(v) for v in o.box)
-                nose_to_mouth = pixels[y0 + (y1 - y0) * 55 // 100 : y0 + (y1 - y0) * 80 // 100, x0 + (x1 - x0) // 3 : x1 - (x1 - x0) // 3]
+                nose_to_mouth = pixels[
+                    y0 + (y1 - y0) * 55 // 100 : y0 + (y1 - y0) * 80 // 100,
+                    x0 + (x1 - x0) // 3 : x1 - (x1 - x0) // 3,
+                ]
                 lower_faces[o.label].append(nose_to_mouth.reshape(-1, 3).std(axis=0).mean())
     # a bare lower face shows nostrils, lips and skin: more texture than the flat part of a mask
     assert np.mean(lower_faces[1]) > np.mean(lower_faces[0])
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-    a, b, c = (generate_voc_facemask(tmp_path / n, num_images=3, image_size=(64, 64), seed=s) for n, s in (("a", 5), ("b", 5), ("c", 6)))
+    a, b, c = (
+        generate_voc_facemask(tmp_path / n, num_images=3, image_size=(64, 64), seed=s)
+        for n, s in (("a", 5), ("b", 5), ("c", 6))
+    )
     for name in ("images/maksssksksss2.png", "annotations/maksssksksss2.xml"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     assert (a / "images/maksssksksss2.png").read_bytes() != (c / "images/maksssksksss2.png").read_bytes()

@@ -23,7 +23,9 @@ def _image_with_white_box(height: int, width: int, box) -> np.ndarray:
     return image
 
 
-@pytest.mark.parametrize(("height", "width", "size"), [(120, 200, 96), (200, 120, 96), (50, 50, 128), (90, 160, (64, 96))])
+@pytest.mark.parametrize(
+    ("height", "width", "size"), [(120, 200, 96), (200, 120, 96), (50, 50, 128), (90, 160, (64, 96))]
+)
 def test_letterbox_keeps_aspect_pads_with_114_and_boxes_follow_the_pixels(height, width, size):
     box = (width // 4, height // 3, width // 2, height * 2 // 3)
     image = _image_with_white_box(height, width, box)
@@ -68,12 +70,16 @@ def test_train_augment_moves_boxes_with_the_pixels_and_drops_hidden_ones():
         white = sample["image"][0] > 0.9
         ys, xs = torch.nonzero(white, as_tuple=True)
         (box,) = [b for b, label in zip(sample["boxes"], sample["labels"], strict=True) if label == 1]
-        assert torch.allclose(box, torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float(), atol=2.5)
+        assert torch.allclose(
+            box, torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float(), atol=2.5
+        )
         kept_sizes.add(round(float(box[2] - box[0])))
         assert len(sample["boxes"]) == len(sample["labels"])
     assert len(kept_sizes) > 3  # scale augmentation actually varies the boxes
 
 
 def test_train_transform_handles_images_without_boxes():
-    sample = DetectionTransform(64, build_train_augment())(np.zeros((30, 40, 3), np.uint8), np.zeros((0, 4)), np.zeros(0))
+    sample = DetectionTransform(64, build_train_augment())(
+        np.zeros((30, 40, 3), np.uint8), np.zeros((0, 4)), np.zeros(0)
+    )
     assert sample["boxes"].shape == (0, 4) and sample["labels"].shape == (0,)

@@ -27,14 +27,23 @@ def _image(path: Path, height: int = 60, width: int = 80) -> None:
     cv2.imwrite(str(path), np.full((height, width, 3), 90, np.uint8))
 
 
-def _xml(path: Path, body: str, filename: str | None = "img.png", size: str = "<width>80</width><height>60</height>"):
+def _xml(
+    path: Path,
+    body: str,
+    filename: str | None = "img.png",
+    size: str = "<width>80</width><height>60</height>",
+):
     path.parent.mkdir(parents=True, exist_ok=True)
     name = f"<filename>{filename}</filename>" if filename is not None else ""
-    path.write_text(f"<annotation><folder>images</folder>{name}<size>{size}<depth>3</depth></size>{body}</annotation>")
+    path.write_text(
+        f"<annotation><folder>images</folder>{name}<size>{size}<depth>3</depth></size>{body}</annotation>"
+    )
 
 
 def _obj(name: str, box, truncated: str | None = "0", difficult: str | None = "0") -> str:
-    flags = "".join(f"<{t}>{v}</{t}>" for t, v in (("truncated", truncated), ("difficult", difficult)) if v is not None)
+    flags = "".join(
+        f"<{t}>{v}</{t}>" for t, v in (("truncated", truncated), ("difficult", difficult)) if v is not None
+    )
     coords = "".join(f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True))
     return f"<object><name>{name}</name><pose>Unspecified</pose>{flags}<bndbox>{coords}</bndbox></object>"
 
@@ -51,7 +60,9 @@ def _read_one(root: Path, body: str, **kwargs) -> object:
 
 
 def test_reads_one_based_boxes_as_zero_based_pixels_with_flags(voc):
-    image = _read_one(voc, _obj("without_mask", (11, 21, 30, 40), truncated="1") + _obj("with_mask", (1.5, 2.5, 9.5, 8)))
+    image = _read_one(
+        voc, _obj("without_mask", (11, 21, 30, 40), truncated="1") + _obj("with_mask", (1.5, 2.5, 9.5, 8))
+    )
     assert (image.width, image.height) == (80, 60)
     first, second = image.objects
     assert (first.name, first.label, first.box) == ("without_mask", 1, (10.0, 20.0, 30.0, 40.0))
@@ -65,7 +76,11 @@ def test_missing_flags_default_to_false(voc):
 
 
 def test_boxes_outside_the_image_are_clipped_and_empty_ones_dropped(voc, caplog):
-    body = _obj("with_mask", (-10, 50, 30, 90)) + _obj("with_mask", (100, 10, 120, 20)) + _obj("with_mask", (70, 5, 200, 20))
+    body = (
+        _obj("with_mask", (-10, 50, 30, 90))
+        + _obj("with_mask", (100, 10, 120, 20))
+        + _obj("with_mask", (70, 5, 200, 20))
+    )
     image = _read_one(voc, body)
     assert [o.box for o in image.objects] == [(0.0, 49.0, 30.0, 60.0), (69.0, 4.0, 80.0, 20.0)]
     assert "dropped 1 boxes" in caplog.text
@@ -124,7 +139,9 @@ def test_dataset_keeps_images_without_xml_as_negatives_and_ignores_stray_files(v
     images = read_voc_dataset(voc, CLASSES)
     assert [i.image_path.name for i in images] == ["img.png", "lonely.JPG"]
     lonely = images[1]
-    assert lonely.annotation_path is None and lonely.objects == () and (lonely.width, lonely.height) == (40, 30)
+    assert (
+        lonely.annotation_path is None and lonely.objects == () and (lonely.width, lonely.height) == (40, 30)
+    )
 
 
 def test_missing_dataset_folder_names_the_key(tmp_path):
@@ -138,12 +155,19 @@ def _dataset(root: Path, num_images: int, seed: int = 0) -> None:
     for n in range(num_images):
         _image(root / "images" / f"im{n}.png")
         labels = rng.choice(3, size=int(rng.integers(0, 6)), p=[0.7, 0.2, 0.1])
-        _xml(root / "annotations" / f"im{n}.xml", "".join(_obj(CLASSES[c], (5, 5, 20, 20)) for c in labels), f"im{n}.png")
+        _xml(
+            root / "annotations" / f"im{n}.xml",
+            "".join(_obj(CLASSES[c], (5, 5, 20, 20)) for c in labels),
+            f"im{n}.png",
+        )
 
 
 def test_class_counts_per_image(tmp_path):
     _image(tmp_path / "images" / "img.png")
-    _xml(tmp_path / "annotations" / "img.xml", _obj("with_mask", (1, 1, 9, 9)) * 2 + _obj("mask_weared_incorrect", (1, 1, 9, 9)))
+    _xml(
+        tmp_path / "annotations" / "img.xml",
+        _obj("with_mask", (1, 1, 9, 9)) * 2 + _obj("mask_weared_incorrect", (1, 1, 9, 9)),
+    )
     counts = class_counts_per_image(read_voc_dataset(tmp_path, CLASSES), 3)
     assert counts.tolist() == [[2, 0, 1]]
 
@@ -169,7 +193,9 @@ def test_split_is_image_disjoint_reproducible_and_roundtrips_through_json(tmp_pa
     assert {k: [i.image_path.name for i in v] for k, v in again.items()} == names
     save_split(split, tmp_path / "split.json")
     loaded = load_split(tmp_path / "split.json", read_voc_dataset(tmp_path, CLASSES))
-    assert {k: sorted(i.image_path.name for i in v) for k, v in loaded.items()} == {k: sorted(v) for k, v in names.items()}
+    assert {k: sorted(i.image_path.name for i in v) for k, v in loaded.items()} == {
+        k: sorted(v) for k, v in names.items()
+    }
 
 
 def test_split_keeps_rare_class_in_every_split(tmp_path):

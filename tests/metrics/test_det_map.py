@@ -27,7 +27,10 @@ def _hand_example():
         {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)},
     ]
     targets = [
-        {"boxes": torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [40, 0, 60, 20]]), "labels": torch.tensor([0, 0, 1])},
+        {
+            "boxes": torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [40, 0, 60, 20]]),
+            "labels": torch.tensor([0, 0, 1]),
+        },
         {"boxes": torch.tensor([[0.0, 0, 20, 20]]), "labels": torch.tensor([1])},
     ]
     return preds, targets
@@ -61,7 +64,9 @@ def test_score_threshold_removes_low_scoring_detections():
     metric = PrecisionRecallF1(num_classes=3, score_threshold=0.65)
     metric.update(*_hand_example())
     out = metric.compute()
-    assert out["recall"][1] == 0.0 and out["precision"][1] == 0.0 and out["precision"][0] == pytest.approx(2 / 3)
+    assert (
+        out["recall"][1] == 0.0 and out["precision"][1] == 0.0 and out["precision"][0] == pytest.approx(2 / 3)
+    )
 
 
 def test_greedy_match_serves_higher_scores_first_and_falls_back_to_free_boxes():
@@ -72,7 +77,10 @@ def test_greedy_match_serves_higher_scores_first_and_falls_back_to_free_boxes():
     # one box, two candidates: the higher score wins even with the lower IoU
     one = gt[:1]
     loose, tight = [0.0, 0, 10, 14], [0.0, 0, 10, 10]
-    assert greedy_match(torch.tensor([loose, tight]), torch.tensor([0.9, 0.5]), one, 0.5).tolist() == [True, False]
+    assert greedy_match(torch.tensor([loose, tight]), torch.tensor([0.9, 0.5]), one, 0.5).tolist() == [
+        True,
+        False,
+    ]
     assert greedy_match(torch.zeros(0, 4), torch.zeros(0), one, 0.5).tolist() == []
 
 

@@ -18,7 +18,10 @@ SMALL = {"backbone": "mobilenetv3_small_050", "image_size": SIZE, "fpn_channels"
 def _batch():
     images = [torch.rand(3, SIZE, SIZE) for _ in range(2)]
     targets = [
-        {"boxes": torch.tensor([[5.0, 10.0, 30.0, 40.0], [35.0, 5.0, 55.0, 30.0]]), "labels": torch.tensor([0, 2])},
+        {
+            "boxes": torch.tensor([[5.0, 10.0, 30.0, 40.0], [35.0, 5.0, 55.0, 30.0]]),
+            "labels": torch.tensor([0, 2]),
+        },
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
     ]
     return images, targets
@@ -51,7 +54,9 @@ def test_forward_eval_returns_boxes_in_input_pixels(name):
         out = model(images)
     assert len(out) == 2
     for det in out:
-        assert det["boxes"].shape[1] == 4 and len(det["boxes"]) == len(det["scores"]) == len(det["labels"]) <= 20
+        assert (
+            det["boxes"].shape[1] == 4 and len(det["boxes"]) == len(det["scores"]) == len(det["labels"]) <= 20
+        )
         assert det["boxes"].min() >= 0 and det["boxes"].max() <= SIZE
         assert det["labels"].min() >= 0 and det["labels"].max() < 3
 
@@ -73,12 +78,18 @@ def test_class_weights_scale_the_classification_loss_of_that_class(name):
         with torch.no_grad():
             return float(model(images, rare_only)["classification"])
 
-    unit, heavy, other = classification_loss(None), classification_loss([1, 1, 5]), classification_loss([5, 5, 1])
+    unit, heavy, other = (
+        classification_loss(None),
+        classification_loss([1, 1, 5]),
+        classification_loss([5, 5, 1]),
+    )
     assert heavy > 2 * unit
     assert other == pytest.approx(unit, rel=1e-5)
 
 
-@pytest.mark.parametrize(("name", "torchvision_head"), [("fcos", FCOSHead), ("retinanet", RetinaNetClassificationHead)])
+@pytest.mark.parametrize(
+    ("name", "torchvision_head"), [("fcos", FCOSHead), ("retinanet", RetinaNetClassificationHead)]
+)
 def test_unit_class_weights_reproduce_torchvision_loss(name, torchvision_head):
     model = build_detector(name, num_classes=3, **SMALL).train()
     head = model.head if name == "fcos" else model.head.classification_head
@@ -107,14 +118,27 @@ def test_bad_arguments_raise_user_errors():
 
 def test_weights_files_load(tmp_path):
     model = build_detector("fcos", num_classes=3, image_size=SIZE, backbone="resnet18")
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "det.ckpt")
-    again = build_detector("fcos", num_classes=3, image_size=SIZE, backbone="resnet18", weights=tmp_path / "det.ckpt")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "det.ckpt"
+    )
+    again = build_detector(
+        "fcos", num_classes=3, image_size=SIZE, backbone="resnet18", weights=tmp_path / "det.ckpt"
+    )
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    )
     # a torchvision-style ImageNet classifier file (conv1, layer1..4, fc) loads into the backbone
     classifier = dict(model.backbone.body.state_dict())
     classifier.update({"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)})
     torch.save(classifier, tmp_path / "resnet18.pth")
-    with_backbone = build_detector("fcos", num_classes=3, image_size=SIZE, backbone="resnet18", backbone_weights=tmp_path / "resnet18.pth")
+    with_backbone = build_detector(
+        "fcos",
+        num_classes=3,
+        image_size=SIZE,
+        backbone="resnet18",
+        backbone_weights=tmp_path / "resnet18.pth",
+    )
     assert torch.equal(with_backbone.backbone.body.conv1.weight, model.backbone.body.conv1.weight)
     with pytest.raises(UserError, match="does not fit"):
         build_detector("retinanet", num_classes=3, image_size=SIZE, weights=tmp_path / "det.ckpt")
@@ -137,8 +161,15 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
     wrapper = DetectorForExport(model).eval()
     image = torch.rand(1, 3, SIZE, SIZE)
     path = tmp_path / "det.onnx"
-    torch.onnx.export(wrapper, (image,), path, opset_version=17, dynamo=False,
-                      input_names=["images"], output_names=["boxes", "scores", "labels"])
+    torch.onnx.export(
+        wrapper,
+        (image,),
+        path,
+        opset_version=17,
+        dynamo=False,
+        input_names=["images"],
+        output_names=["boxes", "scores", "labels"],
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     boxes, scores, labels = session.run(None, {"images": image.numpy()})
     with torch.no_grad():

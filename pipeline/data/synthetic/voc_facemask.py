@@ -103,7 +103,9 @@ def _face(image: np.ndarray, box: np.ndarray, state: int, rng: np.random.Generat
         _mask(image, box, rng.uniform(0.66, 0.71), colour)
 
 
-def _place_faces(rng: np.random.Generator, height: int, width: int, count: int, face_size) -> list[np.ndarray]:
+def _place_faces(
+    rng: np.random.Generator, height: int, width: int, count: int, face_size
+) -> list[np.ndarray]:
     """Non-overlapping face boxes (x, y, w, h); about one in six crosses the image border."""
     boxes: list[np.ndarray] = []
     side = min(height, width)
@@ -135,7 +137,9 @@ def _voc_box(box: np.ndarray, height: int, width: int) -> tuple[tuple[int, int, 
     return (xmin, ymin, xmax, ymax), truncated
 
 
-def _annotation_xml(filename: str, height: int, width: int, objects: list[tuple[str, tuple, bool]]) -> ET.Element:
+def _annotation_xml(
+    filename: str, height: int, width: int, objects: list[tuple[str, tuple, bool]]
+) -> ET.Element:
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = "images"
     ET.SubElement(root, "filename").text = filename

@@ -58,9 +58,13 @@ class TimmFpnBackbone(nn.Module):
                 pretrained=pretrained or backbone_weights is not None,
                 pretrained_cfg_overlay=overlay,
             )
-        except RuntimeError as exc:
+        except (RuntimeError, OSError) as exc:
             raise UserError(f"model.backbone '{name}': cannot create or load weights ({exc})") from None
         reductions = self.body.feature_info.reduction()
+        if not set(FPN_STRIDES) <= set(reductions):
+            raise UserError(
+                f"model.backbone '{name}': needs feature maps at strides {FPN_STRIDES}, has {reductions}"
+            )
         self.levels = [reductions.index(stride) for stride in FPN_STRIDES]
         channels = [self.body.feature_info.channels()[i] for i in self.levels]
         self.fpn = FeaturePyramidNetwork(

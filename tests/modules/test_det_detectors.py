@@ -112,6 +112,8 @@ def test_bad_arguments_raise_user_errors():
         build_detector("yolo", num_classes=3)
     with pytest.raises(UserError, match="class_weights"):
         build_detector("fcos", num_classes=3, class_weights=[1, 2])
+    with pytest.raises(UserError, match="model.backbone 'no_such_net'"):
+        build_detector("fcos", num_classes=3, backbone="no_such_net")
     with pytest.raises(UserError, match="fpn_channels"):
         build_detector("fcos", num_classes=3, fpn_channels=48)
 

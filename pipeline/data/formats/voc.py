@@ -1,0 +1,356 @@
+"""Pascal VOC detection annotations (one XML per image), as in Kaggle's face-mask-detection dataset.
+
+Conventions (the reader's contract, shared by training, evaluation and prediction):
+
+- Boxes are ``(xmin, ymin, xmax, ymax)`` in continuous 0-based pixel coordinates: VOC writes
+  1-based inclusive pixel indices, so ``xmin - 1`` and ``ymin - 1`` are taken and ``xmax``/``ymax``
+  kept (the convention of detectron2's VOC reader). Float coordinates are accepted.
+- Boxes are clipped to the image; boxes left with no area (< 1 px wide or high) are dropped and
+  counted in a warning.
+- ``difficult``/``truncated`` default to False when missing.
+- ``<filename>`` may be missing or carry another extension than the file on disk: the image is then
+  found by the filename's stem, then by the XML's stem, with any image extension (any case).
+- ``<size>`` missing or 0: the size is read from the image file.
+- Negatives: an XML without ``<object>`` gives an image with no objects; in ``read_voc_dataset`` an
+  image with no XML at all is also kept as a negative, with ``annotation_path=None``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.io import list_images, load_image
+from pipeline.data.splits import split_by_group
+from pipeline.utils.errors import UserError, require_path
+
+log = logging.getLogger(__name__)
+
+MIN_BOX_SIDE = 1.0
+# Per-image object-count buckets used to stratify splits: 0, 1, 2-3, 4-7, 8+.
+COUNT_BUCKET_EDGES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class VocObject:
+    """One annotated object: class name, class index, clipped pixel box and VOC flags."""
+
+    name: str
+    label: int
+    box: tuple[float, float, float, float]
+    difficult: bool
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class VocImage:
+    """One image with its objects; ``annotation_path`` is None for an image that has no XML."""
+
+    image_path: Path
+    annotation_path: Path | None
+    width: int
+    height: int
+    objects: tuple[VocObject, ...]
+
+
+class _ImageIndex:
+    """Case-insensitive lookup of the images of one folder by file name and by stem."""
+
+    def __init__(self, image_dir: Path):
+        images = list_images(image_dir, recursive=False)
+        self.by_name = {p.name.lower(): p for p in images}
+        self.by_stem: dict[str, Path] = {}
+        for p in images:
+            self.by_stem.setdefault(p.stem.lower(), p)
+
+    def find(self, filename: str | None, xml_stem: str) -> Path | None:
+        """The image named by ``filename``, else one with its stem, else one with the XML's stem."""
+        if filename:
+            name = Path(filename).name.lower()
+            if name in self.by_name:
+                return self.by_name[name]
+            if Path(name).stem in self.by_stem:
+                return self.by_stem[Path(name).stem]
+        return self.by_stem.get(xml_stem.lower())
+
+
+@dataclass
+class _ReadStats:
+    """Counts of what the reader dropped, reported once per dataset."""
+
+    degenerate_boxes: int = 0
+    unknown_objects: int = 0
+    bad_files: int = 0
+
+
+def _text(node: ET.Element | None, tag: str) -> str | None:
+    child = node.find(tag) if node is not None else None
+    return child.text.strip() if child is not None and child.text else None
+
+
+def _flag(node: ET.Element, tag: str) -> bool:
+    value = _text(node, tag)
+    return value is not None and value not in ("0", "false", "False")
+
+
+def _number(node: ET.Element | None, tag: str, xml_path: Path) -> float:
+    value = _text(node, tag)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"{xml_path}: <{tag}> is missing or not a number ({value!r}); fix the annotation"
+        ) from None
+
+
+def _image_size(root: ET.Element, image_path: Path, xml_path: Path) -> tuple[int, int]:
+    """(width, height) from <size>, or from the image itself when <size> is missing or 0."""
+    size = root.find("size")
+    width = int(_number(size, "width", xml_path)) if _text(size, "width") else 0
+    height = int(_number(size, "height", xml_path)) if _text(size, "height") else 0
+    if width > 0 and height > 0:
+        return width, height
+    h, w = load_image(image_path).shape[:2]
+    return w, h
+
+
+def _clipped_box(bndbox: ET.Element | None, width: int, height: int, xml_path: Path) -> tuple[float, ...]:
+    if bndbox is None:
+        raise UserError(f"{xml_path}: an <object> has no <bndbox>; fix or remove the object")
+    xmin, ymin, xmax, ymax = (_number(bndbox, tag, xml_path) for tag in ("xmin", "ymin", "xmax", "ymax"))
+    (xmin, xmax), (ymin, ymax) = sorted((xmin, xmax)), sorted((ymin, ymax))
+    xmin, ymin = xmin - 1.0, ymin - 1.0
+    return (
+        float(np.clip(xmin, 0, width)),
+        float(np.clip(ymin, 0, height)),
+        float(np.clip(xmax, 0, width)),
+        float(np.clip(ymax, 0, height)),
+    )
+
+
+def _parse_annotation(
+    xml_path: Path,
+    images: _ImageIndex,
+    class_to_label: dict[str, int],
+    unknown_class: str,
+    stats: _ReadStats,
+) -> VocImage:
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise UserError(f"{xml_path}: malformed annotation XML ({exc}); fix or remove the file") from None
+    image_path = images.find(_text(root, "filename"), xml_path.stem)
+    if image_path is None:
+        raise UserError(
+            f"{xml_path}: no image named '{_text(root, 'filename')}' or '{xml_path.stem}.*' in the image folder"
+        )
+    width, height = _image_size(root, image_path, xml_path)
+    objects = []
+    for node in root.findall("object"):
+        name = _text(node, "name") or ""
+        if name not in class_to_label:
+            if unknown_class == "skip":
+                stats.unknown_objects += 1
+                continue
+            raise UserError(
+                f"{xml_path}: unknown class '{name}' (known: {sorted(class_to_label)}); "
+                "add it to the class names or pass unknown_class='skip'"
+            )
+        box = _clipped_box(node.find("bndbox"), width, height, xml_path)
+        if box[2] - box[0] < MIN_BOX_SIDE or box[3] - box[1] < MIN_BOX_SIDE:
+            stats.degenerate_boxes += 1
+            continue
+        objects.append(
+            VocObject(name, class_to_label[name], box, _flag(node, "difficult"), _flag(node, "truncated"))
+        )
+    return VocImage(image_path, xml_path, width, height, tuple(objects))
+
+
+def _class_index(class_names: Sequence[str], unknown_class: str) -> dict[str, int]:
+    if unknown_class not in ("error", "skip"):
+        raise UserError(f"unknown_class: '{unknown_class}' is not one of 'error', 'skip'")
+    if len(set(class_names)) != len(class_names) or not class_names:
+        raise UserError(f"class_names: {list(class_names)} must be a non-empty list without duplicates")
+    return {name: i for i, name in enumerate(class_names)}
+
+
+def _report(stats: _ReadStats, source: Path) -> None:
+    if stats.degenerate_boxes:
+        log.warning("%s: dropped %d boxes with no area inside the image", source, stats.degenerate_boxes)
+    if stats.unknown_objects:
+        log.warning("%s: skipped %d objects of unknown classes", source, stats.unknown_objects)
+    if stats.bad_files:
+        log.warning("%s: skipped %d unreadable annotation or image files", source, stats.bad_files)
+
+
+def read_voc_annotation(
+    xml_path: str | Path,
+    image_dir: str | Path,
+    class_names: Sequence[str],
+    unknown_class: str = "error",
+) -> VocImage:
+    """Read one VOC XML into a VocImage (see the module docstring for the conventions)."""
+    stats = _ReadStats()
+    xml_path = Path(xml_path)
+    image = _parse_annotation(
+        xml_path, _ImageIndex(Path(image_dir)), _class_index(class_names, unknown_class), unknown_class, stats
+    )
+    _report(stats, xml_path)
+    return image
+
+
+def read_voc_dataset(
+    root: str | Path,
+    class_names: Sequence[str],
+    images_dir: str = "images",
+    annotations_dir: str = "annotations",
+    skip_bad_files: bool = False,
+    unknown_class: str = "error",
+) -> list[VocImage]:
+    """Read every ``<root>/<annotations_dir>/*.xml`` plus unannotated images (as negatives), sorted by image.
+
+    ``skip_bad_files`` skips (and counts) malformed XML, XML whose image is missing or unreadable,
+    instead of raising UserError. ``unknown_class='skip'`` drops objects of classes not in
+    ``class_names`` instead of raising.
+    """
+    root = require_path(root, "data.root", "dataset folder")
+    image_dir = require_path(root / images_dir, "data.images_dir", "image folder")
+    annotation_dir = require_path(root / annotations_dir, "data.annotations_dir", "annotation folder")
+    class_to_label = _class_index(class_names, unknown_class)
+    index = _ImageIndex(image_dir)
+    stats = _ReadStats()
+    xml_files = sorted(p for p in annotation_dir.iterdir() if p.is_file() and p.suffix.lower() == ".xml")
+    read_xml = partial(
+        _parse_annotation,
+        images=index,
+        class_to_label=class_to_label,
+        unknown_class=unknown_class,
+        stats=stats,
+    )
+    annotated = _read_all(xml_files, read_xml, skip_bad_files, stats)
+    claimed = {image.image_path for image in annotated}
+    unclaimed = [p for p in index.by_name.values() if p not in claimed]
+    negatives = _read_all(unclaimed, _unannotated, skip_bad_files, stats)
+    _report(stats, root)
+    if negatives:
+        log.info("%s: %d images without an annotation file kept as negatives", image_dir, len(negatives))
+    return sorted(annotated + negatives, key=lambda image: image.image_path.name)
+
+
+def _read_all(
+    paths: list[Path], read: Callable[[Path], VocImage], skip_bad_files: bool, stats: _ReadStats
+) -> list[VocImage]:
+    """Read each path; a UserError is raised, or counted and skipped with ``skip_bad_files``."""
+    images = []
+    for path in paths:
+        try:
+            images.append(read(path))
+        except UserError:
+            if not skip_bad_files:
+                raise
+            stats.bad_files += 1
+    return images
+
+
+def _unannotated(image_path: Path) -> VocImage:
+    height, width = load_image(image_path).shape[:2]
+    return VocImage(image_path, None, width, height, ())
+
+
+def class_counts_per_image(images: Sequence[VocImage], num_classes: int) -> np.ndarray:
+    """Object counts per image and class, shape [n_images, n_classes]."""
+    counts = np.zeros((len(images), num_classes), dtype=np.int64)
+    for i, image in enumerate(images):
+        for obj in image.objects:
+            counts[i, obj.label] += 1
+    return counts
+
+
+def image_strata(counts: np.ndarray, rare_class: int | None = None, min_members: int = 4) -> np.ndarray:
+    """One stratum per image: presence of the rare class x object-count bucket, merged when too small.
+
+    The rare class defaults to the present class with the fewest objects. Within each rare-class
+    presence, neighbouring count buckets (0, 1, 2-3, 4-7, 8+) are joined until each stratum holds at
+    least ``min_members`` images; a rare class on fewer images than that is not stratified on.
+    """
+    totals = np.where(counts.sum(axis=0) > 0, counts.sum(axis=0), np.iinfo(np.int64).max)
+    rare = int(np.argmin(totals)) if rare_class is None else rare_class
+    has_rare = counts[:, rare] > 0
+    if has_rare.sum() < min_members:
+        has_rare[:] = False
+    bucket = np.digitize(counts.sum(axis=1), COUNT_BUCKET_EDGES)
+    strata = np.empty(len(counts), dtype=object)
+    for presence in (False, True):
+        members = has_rare == presence
+        merged = _join_sparse_buckets(bucket[members], min_members)
+        strata[members] = [f"rare{int(presence)}-group{g}" for g in merged]
+    return strata.astype(str)
+
+
+def _join_sparse_buckets(bucket: np.ndarray, min_members: int) -> np.ndarray:
+    """Relabel sorted bucket values so that consecutive buckets join until each group has ``min_members``."""
+    values, sizes = np.unique(bucket, return_counts=True)
+    group_of, group, filled = {}, 0, 0
+    for value, size in zip(values, sizes, strict=True):
+        group_of[value] = group
+        filled += size
+        if filled >= min_members:
+            group, filled = group + 1, 0
+    if filled and group > 0:
+        group_of = {value: min(g, group - 1) for value, g in group_of.items()}
+    return np.array([group_of[b] for b in bucket], dtype=int)
+
+
+def split_voc_images(
+    images: Sequence[VocImage],
+    num_classes: int,
+    fractions: dict[str, float],
+    seed: int,
+    rare_class: int | None = None,
+) -> dict[str, list[VocImage]]:
+    """Split images (each in exactly one split), stratified by ``image_strata``; reproducible for a seed."""
+    strata = image_strata(class_counts_per_image(images, num_classes), rare_class)
+    groups = [image.image_path.name for image in images]
+    indices = split_by_group(groups, fractions, seed=seed, strata=strata)
+    return {name: [images[i] for i in idx] for name, idx in indices.items()}
+
+
+def save_split(split: dict[str, Sequence[VocImage]], path: str | Path) -> None:
+    """Write the split as JSON: split name -> sorted image file names."""
+    names = {name: sorted(image.image_path.name for image in images) for name, images in split.items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(names, indent=1))
+
+
+def load_split(path: str | Path, images: Sequence[VocImage]) -> dict[str, list[VocImage]]:
+    """Rebuild a split saved by ``save_split`` from the images of a dataset read again."""
+    path = require_path(path, "data.split_file", "split file")
+    try:
+        names = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not a valid split JSON ({exc}); delete it to make a new split") from None
+    by_name = {image.image_path.name: image for image in images}
+    split: dict[str, list[VocImage]] = {}
+    seen: set[str] = set()
+    for split_name, file_names in names.items():
+        missing = [n for n in file_names if n not in by_name]
+        if missing:
+            raise UserError(
+                f"{path}: split '{split_name}' names images not in the dataset, e.g. '{missing[0]}'"
+            )
+        repeated = seen.intersection(file_names)
+        if repeated:
+            raise UserError(f"{path}: image '{sorted(repeated)[0]}' is in more than one split")
+        seen.update(file_names)
+        split[split_name] = [by_name[n] for n in file_names]
+    unused = len(by_name) - len(seen)
+    if unused:
+        log.warning("%s: %d dataset images are in no split", path, unused)
+    return split

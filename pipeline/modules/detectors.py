@@ -1,0 +1,234 @@
+"""Small one-stage detectors (torchvision FCOS and RetinaNet on a timm backbone + FPN) and their export wrapper.
+
+Conventions: labels are 0-based class indices (both detectors score each class with its own
+sigmoid, so no background slot is needed); inputs are float RGB in [0, 1], already letterboxed to
+``image_size``, which is also the internal transform's min/max size so it never rescales; ImageNet
+normalisation happens inside the model.
+
+Class weights: a location assigned to an object of class c counts ``class_weights[c]`` times in the
+sigmoid focal classification loss (background locations count once); all ones gives torchvision's
+loss exactly. Use it to lift the rare class (e.g. ``mask_weared_incorrect``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import timm
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import FCOS, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead
+from torchvision.ops import FeaturePyramidNetwork, sigmoid_focal_loss
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from pipeline.utils.errors import UserError
+
+DETECTORS = ("fcos", "retinanet")
+FPN_STRIDES = (8, 16, 32)
+# P3-P7 (strides 8-128): FCOS anchor sizes are the strides; RetinaNet's are halved from torchvision's
+# defaults (32-512) because faces in 256-640 px images are small.
+FCOS_ANCHOR_SIZES = ((8,), (16,), (32,), (64,), (128,))
+RETINANET_ANCHOR_SIZES = tuple(
+    (x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (16, 32, 64, 128, 256)
+)
+
+
+class TimmFpnBackbone(nn.Module):
+    """A timm feature extractor (strides 8, 16, 32) with an FPN and P6/P7, as torchvision detectors expect."""
+
+    def __init__(
+        self,
+        name: str,
+        out_channels: int = 64,
+        pretrained: bool = False,
+        backbone_weights: str | Path | None = None,
+    ):
+        super().__init__()
+        overlay = {"file": str(backbone_weights)} if backbone_weights else None
+        try:
+            self.body = timm.create_model(
+                name,
+                features_only=True,
+                pretrained=pretrained or backbone_weights is not None,
+                pretrained_cfg_overlay=overlay,
+            )
+        except (RuntimeError, OSError) as exc:
+            raise UserError(f"model.backbone '{name}': cannot create or load weights ({exc})") from None
+        reductions = self.body.feature_info.reduction()
+        if not set(FPN_STRIDES) <= set(reductions):
+            raise UserError(
+                f"model.backbone '{name}': needs feature maps at strides {FPN_STRIDES}, has {reductions}"
+            )
+        self.levels = [reductions.index(stride) for stride in FPN_STRIDES]
+        channels = [self.body.feature_info.channels()[i] for i in self.levels]
+        self.fpn = FeaturePyramidNetwork(
+            channels, out_channels, extra_blocks=LastLevelP6P7(out_channels, out_channels)
+        )
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        features = self.body(x)
+        return self.fpn(OrderedDict((str(i), features[level]) for i, level in enumerate(self.levels)))
+
+
+def _weighted_focal_sum(logits: Tensor, anchor_classes: Tensor, class_weights: Tensor) -> Tensor:
+    """Sigmoid focal loss summed over [A, C] logits; anchors of class c (>= 0) weigh class_weights[c]."""
+    foreground = anchor_classes >= 0
+    targets = torch.zeros_like(logits)
+    targets[foreground, anchor_classes[foreground]] = 1.0
+    per_anchor = sigmoid_focal_loss(logits, targets, reduction="none").sum(dim=-1)
+    weights = torch.ones_like(per_anchor)
+    weights[foreground] = class_weights[anchor_classes[foreground]]
+    return (per_anchor * weights).sum()
+
+
+def _anchor_classes(labels: Tensor, matched_idxs: Tensor) -> Tensor:
+    """Class of the object each anchor is matched to, -1 for background."""
+    if labels.numel() == 0:
+        return torch.full_like(matched_idxs, -1)
+    return torch.where(matched_idxs >= 0, labels[matched_idxs.clip(min=0)], -1)
+
+
+class WeightedFCOSHead(FCOSHead):
+    """FCOS head whose focal classification loss weighs each foreground location by its class weight."""
+
+    def __init__(
+        self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int, class_weights: Tensor
+    ):
+        super().__init__(in_channels, num_anchors, num_classes, num_convs)
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def compute_loss(self, targets, head_outputs, anchors, matched_idxs) -> dict[str, Tensor]:
+        losses = super().compute_loss(targets, head_outputs, anchors, matched_idxs)
+        classes = torch.stack(
+            [_anchor_classes(t["labels"], m) for t, m in zip(targets, matched_idxs, strict=True)]
+        )
+        logits = head_outputs["cls_logits"]
+        loss = _weighted_focal_sum(logits.flatten(0, 1), classes.flatten(), self.class_weights)
+        losses["classification"] = loss / max(1, int((classes >= 0).sum()))
+        return losses
+
+
+class WeightedRetinaNetClassificationHead(RetinaNetClassificationHead):
+    """RetinaNet classification head whose focal loss weighs each foreground anchor by its class weight."""
+
+    def __init__(
+        self, in_channels: int, num_anchors: int, num_classes: int, class_weights: Tensor, norm_layer=None
+    ):
+        super().__init__(in_channels, num_anchors, num_classes, norm_layer=norm_layer)
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def compute_loss(self, targets, head_outputs, matched_idxs) -> Tensor:
+        losses = []
+        for target, logits, matched in zip(targets, head_outputs["cls_logits"], matched_idxs, strict=True):
+            valid = matched != self.BETWEEN_THRESHOLDS
+            classes = _anchor_classes(target["labels"], matched)
+            loss = _weighted_focal_sum(logits[valid], classes[valid], self.class_weights)
+            losses.append(loss / max(1, int((matched >= 0).sum())))
+        return torch.stack(losses).sum() / len(targets)
+
+
+def _class_weights(class_weights: Sequence[float] | None, num_classes: int) -> Tensor:
+    if class_weights is None:
+        return torch.ones(num_classes)
+    if len(class_weights) != num_classes:
+        raise UserError(
+            f"model.class_weights: {list(class_weights)} needs one weight per class ({num_classes})"
+        )
+    return torch.as_tensor(class_weights, dtype=torch.float32)
+
+
+def _load_detector_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a detector state dict (or a checkpoint's ``state_dict`` with a ``model.`` prefix) from a local file."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise UserError(f"model.weights: cannot read '{path}' ({exc})") from None
+    state = state.get("state_dict", state)
+    state = {key.removeprefix("model."): value for key, value in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise UserError(f"model.weights: '{path}' does not fit this detector ({reason})") from None
+
+
+def build_detector(
+    name: str,
+    num_classes: int,
+    backbone: str = "resnet18",
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    backbone_weights: str | Path | None = None,
+    image_size: int | tuple[int, int] = 256,
+    class_weights: Sequence[float] | None = None,
+    fpn_channels: int = 64,
+    head_convs: int = 2,
+    score_thresh: float = 0.05,
+    nms_thresh: float = 0.5,
+    detections_per_img: int = 100,
+) -> FCOS | RetinaNet:
+    """A torchvision FCOS or RetinaNet on any timm backbone with an FPN, sized for ``image_size`` inputs.
+
+    ``pretrained`` fetches the backbone's ImageNet weights through timm; ``backbone_weights`` loads
+    them from a local file instead (e.g. torchvision's ``resnet18-f37072fd.pth``); ``weights`` loads a
+    whole trained detector. ``head_convs`` applies to FCOS (RetinaNet's head has 4 convs).
+    """
+    if name not in DETECTORS:
+        raise UserError(f"model.name: unknown detector '{name}' (choose one of {DETECTORS})")
+    if fpn_channels < 64 or fpn_channels % 32:
+        # the heads' GroupNorm(32) needs 2+ channels per group to work on 1x1 P7 maps of small images
+        raise UserError(f"model.fpn_channels: {fpn_channels} must be a multiple of 32 and at least 64")
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    body = TimmFpnBackbone(backbone, fpn_channels, pretrained, backbone_weights)
+    weights_per_class = _class_weights(class_weights, num_classes)
+    common = dict(
+        min_size=min(height, width),
+        max_size=max(height, width),
+        score_thresh=score_thresh,
+        nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img,
+    )
+    if name == "fcos":
+        anchors = AnchorGenerator(FCOS_ANCHOR_SIZES, ((1.0,),) * len(FCOS_ANCHOR_SIZES))
+        head = WeightedFCOSHead(fpn_channels, 1, num_classes, head_convs, weights_per_class)
+        model = FCOS(body, num_classes, anchor_generator=anchors, head=head, **common)
+    else:
+        anchors = AnchorGenerator(RETINANET_ANCHOR_SIZES, ((0.5, 1.0, 2.0),) * len(RETINANET_ANCHOR_SIZES))
+        num_anchors = anchors.num_anchors_per_location()[0]
+        norm = partial(nn.GroupNorm, 16)
+        head = RetinaNetHead(fpn_channels, num_anchors, num_classes, norm_layer=norm)
+        head.classification_head = WeightedRetinaNetClassificationHead(
+            fpn_channels, num_anchors, num_classes, weights_per_class, norm_layer=norm
+        )
+        model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **common)
+    if weights is not None:
+        _load_detector_weights(model, weights)
+    return model
+
+
+class DetectorForExport(nn.Module):
+    """Single-image detector with fixed-shape outputs for ONNX: boxes [N, 4], scores [N], labels [N].
+
+    Input: float [1, 3, H, W] letterboxed image in [0, 1]. Rows past the real detections are padding
+    with score 0 and label -1; N is ``max_detections`` (the model's ``detections_per_img`` by default).
+    """
+
+    def __init__(self, model: FCOS | RetinaNet, max_detections: int | None = None):
+        super().__init__()
+        self.model = model.eval()
+        self.max_detections = max_detections or model.detections_per_img
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        detections = self.model([images[0]])[0]
+        n = self.max_detections
+        boxes = torch.cat([detections["boxes"], images.new_zeros(n, 4)])[:n]
+        scores = torch.cat([detections["scores"], images.new_zeros(n)])[:n]
+        labels = torch.cat([detections["labels"], torch.full((n,), -1, dtype=torch.int64)])[:n]
+        return boxes, scores, labels

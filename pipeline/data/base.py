@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.samplers.epoch_seeded import EpochSeededSampler
@@ -43,6 +45,11 @@ class BaseDataModule(pl.LightningDataModule):
     def info(self) -> dict[str, Any]:
         """Description of the data for the model, export and serving (class names, input size, ...)."""
         raise NotImplementedError
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor | None:
+        """THE eval preprocessing of one RGB uint8 image -> CHW float tensor, shared by test, predict,
+        export checks and serve; None when the image cannot be used (e.g. no face found)."""
+        raise NotImplementedError(f"{type(self).__name__} has no single-image preprocessing")
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:

@@ -102,6 +102,9 @@ class ShapesPairsDataModule(BaseDataModule):
         """The preprocessing shared by test, predict, export and serve."""
         return build_transform(None, (self.image_size, self.image_size), self.mean, self.std)
 
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return apply_transform(self.eval_transform(), image)
+
     def build_datasets(self) -> dict[str, Dataset]:
         transform = self.eval_transform()
         return {

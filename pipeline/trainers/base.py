@@ -7,6 +7,7 @@ one ``model_step`` used by training, validation and test. Optimiser and schedule
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -64,6 +65,17 @@ class BaseTask(pl.LightningModule):
     def render_examples(self, stage: str) -> torch.Tensor | None:
         """An image grid (CHW uint8) of cached examples with truth and prediction, or None."""
         return None
+
+    # --- delivery: bin/export.py, bin/predict.py, bin/serve.py call these -------------------------
+    def export_spec(self) -> dict[str, Any]:
+        """What to write to ONNX: ``{"module": nn.Module, "inputs": {name: example tensor},
+        "outputs": [names], "dynamic_axes": {name: {axis: label}}, "metadata": {key: value}}``."""
+        raise NotImplementedError(f"{type(self).__name__} has no ONNX export")
+
+    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
+        """Run the model over the user's input (a folder, a file or a CSV, as fits the task), write
+        the outputs (CSV, images) into ``out_dir`` and return the main output file."""
+        raise NotImplementedError(f"{type(self).__name__} has no file prediction")
 
     # --- shared ---------------------------------------------------------------------------------
     def build_loss(self) -> nn.Module:

@@ -13,6 +13,7 @@ import onnx
 import torch
 
 from pipeline.delivery.onnx_runtime import OnnxModel
+from pipeline.delivery.runs import build_datamodule, load_task
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +89,24 @@ def export_task(task: Any, datamodule: Any, out_dir: Path, samples: int = 16, to
     if worst > tolerance:
         raise ParityError(f"{path}: onnxruntime differs from PyTorch by {worst:.3g} (> {tolerance}); see {REPORT_FILE}")
     return report
+
+
+def export_dir(run_dir: Path) -> Path:
+    """Where a run's export lives."""
+    return Path(run_dir) / "export"
+
+
+def export_run(run_dir: Path, cfg: Any, ckpt: str = "best", samples: int = 16, tolerance: float = 1e-4) -> dict[str, Any]:
+    """Export a run's checkpoint to ``<run>/export/`` (parity checked on its validation split)."""
+    datamodule = build_datamodule(cfg)
+    task = load_task(cfg, run_dir, ckpt)
+    return export_task(task, datamodule, export_dir(run_dir), samples, tolerance)
+
+
+def ensure_export(run_dir: Path, cfg: Any) -> Path:
+    """The run's ONNX file, exported first (best checkpoint) when it does not exist yet."""
+    path = export_dir(run_dir) / MODEL_FILE
+    if not path.is_file():
+        log.info("No export in %s yet: exporting the best checkpoint first", run_dir)
+        export_run(run_dir, cfg)
+    return path

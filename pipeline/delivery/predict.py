@@ -23,10 +23,14 @@ def timestamped_dir(run_dir: Path) -> Path:
 
 
 def use_onnx(task: Any, run_dir: Path, cfg: Any) -> None:
-    """Swap the task's network for the run's exported ONNX model (exported first if missing)."""
-    if task.export_spec()["module"] is not task.net:
-        raise UserError(f"backend=onnx: {type(task).__name__} exports more than its network; use backend=torch")
-    task.net = OnnxModule(OnnxModel(ensure_export(run_dir, cfg)))
+    """Make the task predict with the run's exported ONNX model (exported first if missing): through the
+    task's ``use_exported`` hook, or in place of its network when the export is that network."""
+    if hasattr(task, "use_exported"):
+        task.use_exported(OnnxModel(ensure_export(run_dir, cfg)))
+    elif task.export_spec()["module"] is task.net:
+        task.net = OnnxModule(OnnxModel(ensure_export(run_dir, cfg)))
+    else:
+        raise UserError(f"backend=onnx: {type(task).__name__} cannot predict with its export yet; use backend=torch")
 
 
 def pop_input(options: dict[str, str]) -> Path:

@@ -1,8 +1,8 @@
 """REST service for an exported run: one onnxruntime session, the run's own preprocessing.
 
 Endpoints: ``GET /ping/`` (health), ``POST /predict`` (any single-input model: class probabilities
-when the export's metadata names a softmax or sigmoid ``output_activation``, else the raw outputs,
-e.g. embeddings) and, for glasses runs, ``POST /glass_no_glass/`` with the
+when the export's metadata says its graph ends in a softmax or sigmoid (``output_activation``), else
+the raw outputs, e.g. embeddings) and, for glasses runs, ``POST /glass_no_glass/`` with the
 answer ``glasses`` | ``no_glasses`` | ``no_face``. Uploads are multipart field ``image``; anything
 that is not a usable image gets a 4xx JSON ``{"error": ...}``, never a 500.
 """
@@ -39,12 +39,11 @@ class UploadError(Exception):
 
 
 def class_probabilities(output: np.ndarray, activation: str) -> np.ndarray:
-    """N x C class probabilities from the logits of a softmax (N x C) or sigmoid (N or N x 1) head."""
+    """N x C class probabilities from the output of a graph ending in softmax (N x C) or sigmoid (N or N x 1)."""
     if activation == "sigmoid":
-        positive = 1.0 / (1.0 + np.exp(-output.reshape(len(output), -1)[:, 0]))
+        positive = output.reshape(len(output), -1)[:, 0]
         return np.stack([1.0 - positive, positive], axis=1)
-    shifted = np.exp(output - output.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    return output
 
 
 class ImageModel:

@@ -87,7 +87,7 @@ class SiameseTask(BaseTask):
                 "std": self.data_info["std"],
                 "class_names": self.data_info["class_names"],
                 "threshold": self.threshold,
-                "output_activation": "sigmoid",
+                "decision": "sigmoid(logit) >= threshold",
             },
         }
 

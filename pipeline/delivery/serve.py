@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import FastAPI, File, Request, UploadFile
@@ -28,6 +28,7 @@ from pipeline.utils.errors import UserError
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 NO_FACE = "no_face"
+ImageUpload = Annotated[UploadFile, File(description="the image, multipart/form-data field 'image'")]
 
 
 class UploadError(Exception):
@@ -137,7 +138,7 @@ def create_app(
         return {"status": "ok", "task": metadata.get("task"), "model": str(image_model.model.path)}
 
     @app.post("/predict")
-    def predict(image: UploadFile = File(...)) -> dict[str, Any]:
+    def predict(image: ImageUpload) -> dict[str, Any]:
         rgb = image_model.read_upload(image)
         if metadata.get("output_activation") not in ("softmax", "sigmoid"):
             outputs = image_model.outputs(rgb)
@@ -150,7 +151,7 @@ def create_app(
     if metadata.get("task") == "glasses":
 
         @app.post("/glass_no_glass/")
-        def glass_no_glass(image: UploadFile = File(...)) -> dict[str, Any]:
+        def glass_no_glass(image: ImageUpload) -> dict[str, Any]:
             probs = image_model.probabilities(image_model.read_upload(image))
             if probs is None:
                 return {"answer": NO_FACE, "probability": None}

@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.eye_zone import EyeZonePreprocessor, HaarFaceDetector, build_face_detector, default_haar_cascade
+from pipeline.data.eye_zone import (
+    EyeZonePreprocessor,
+    HaarFaceDetector,
+    build_face_detector,
+    default_haar_cascade,
+)
 from pipeline.utils.errors import UserError
 
 

@@ -51,10 +51,16 @@ def load_run_args(argv: Sequence[str], usage: str) -> RunArgs:
         else:
             options[key] = value
     run_dir = resolve_run(options.pop("run", None), options.pop("experiment", None), overrides)
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    return RunArgs(run_dir, apply_overrides(load_run_config(run_dir), overrides), options)
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """A run's saved config, with ``paths.output_dir`` pointing at the run."""
+    register_resolvers()
+    cfg = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
-    return RunArgs(run_dir, apply_overrides(cfg, overrides), options)
+    return cfg
 
 
 def resolve_run(run: str | None, experiment: str | None, overrides: Sequence[str]) -> Path:

@@ -17,13 +17,12 @@ import numpy as np
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.data.io import decode_image
 from pipeline.delivery.export import ensure_export
 from pipeline.delivery.onnx_runtime import OnnxModel
-from pipeline.delivery.runs import build_datamodule
-from pipeline.utils.config import register_resolvers
+from pipeline.delivery.runs import build_datamodule, load_run_config
 from pipeline.utils.errors import UserError
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -90,14 +89,6 @@ class ImageModel:
 
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message})
-
-
-def load_run_config(run_dir: Path) -> DictConfig:
-    """A run's saved config, with ``paths.output_dir`` pointing at the run."""
-    register_resolvers()
-    cfg = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
-    cfg.paths.output_dir = str(run_dir)
-    return cfg
 
 
 def create_app(

@@ -12,8 +12,10 @@ from conftest import TINY_SIAMESE, run_cli
 
 from pipeline.benchmarks.inference import main as benchmark_main
 from pipeline.data.synthetic.shapes import sample_pair
+from pipeline.delivery.export import ParityError, export_task
 from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.predict import predict
+from pipeline.delivery.runs import build_datamodule, load_run_config, load_task
 from pipeline.utils.errors import UserError
 
 
@@ -87,3 +89,18 @@ def test_benchmark_writes_figures(siamese_run):
     for backend in ("torch", "onnxruntime"):
         assert 0 < saved[backend]["latency_ms_median"] <= saved[backend]["latency_ms_p95"]
         assert saved[backend]["throughput_per_s"] > 0
+
+
+def test_export_fails_when_parity_is_off(siamese_run, tmp_path):
+    cfg = load_run_config(siamese_run)
+    cfg.data.num_workers = 0
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        export_task(load_task(cfg, siamese_run), build_datamodule(cfg), tmp_path, samples=4, tolerance=-1.0)
+    assert json.loads((tmp_path / "export.json").read_text())["parity_samples"] == 4
+
+
+def test_cli_user_errors_exit_2_with_one_line(siamese_run):
+    proc = run_cli("predict.py", f"run={siamese_run}")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: input")
+    proc = run_cli("export.py", f"run={siamese_run}", "sample=3")
+    assert proc.returncode == 2 and "error: sample: unknown option" in proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,7 @@ def test_resume_target_without_checkpoint(tmp_path):
     proc = run_cli("train.py", f"paths.results_dir={tmp_path}", *TINY_SIAMESE, "debug=fast")
     assert proc.returncode == 0, proc.stderr[-2000:]
     (fresh,) = [p for p in (tmp_path / "siamese_shapes").iterdir() if p != run]
+    shutil.rmtree(fresh / "checkpoints", ignore_errors=True)  # as if stopped before its first epoch ended
     _one_line_error(run_cli("train.py", f"resume={fresh}"), "resume", "last.ckpt")
     _one_line_error(run_cli("train.py", f"resume={tmp_path / 'nope'}"), "nope")
 

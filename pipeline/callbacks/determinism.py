@@ -17,5 +17,13 @@ class EpochReseed(pl.Callback):
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _reseed(self, trainer: pl.Trainer) -> None:
         seed_everything(self.seed + trainer.current_epoch, workers=True, verbose=False)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning skips on_train_epoch_start for the epoch it restarts into after an end-of-epoch
+        # checkpoint, so a resumed run reseeds here as well (a no-op repeat for fresh runs).
+        self._reseed(trainer)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reseed(trainer)

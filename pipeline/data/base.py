@@ -12,6 +12,29 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.data.samplers.epoch_seeded import EpochSeededSampler
 
 
+class EpochSeededLoader(DataLoader):
+    """A training DataLoader whose worker seeds depend only on ``(seed, epoch)``.
+
+    PyTorch draws each iterator's base seed (from which worker seeds follow) from the global RNG,
+    and Lightning creates the first epoch's iterator at a different point than later ones. Drawing it
+    from a generator reset to ``seed + epoch`` at every ``iter()`` makes a resumed epoch identical
+    to the same epoch of an uninterrupted run, and leaves the global RNG (dropout) untouched.
+    """
+
+    def __init__(self, *args, seed: int = 0, **kwargs) -> None:
+        kwargs.setdefault("generator", torch.Generator())
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+
+    def _epoch(self) -> int:
+        source = self.batch_sampler if hasattr(self.batch_sampler, "set_epoch") else self.sampler
+        return int(getattr(source, "epoch", 0))
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self._epoch())
+        return super().__iter__()
+
+
 class BaseDataModule(pl.LightningDataModule):
     """Subclasses implement ``build_datasets()`` returning ``{"train": ds, "val": ds, "test": ds}``
     and ``info`` (class names, input size, normalisation: everything export and serve need).
@@ -77,9 +100,15 @@ class BaseDataModule(pl.LightningDataModule):
         if not train:
             return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, **options)
         sampler = self.train_sampler(dataset)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and hasattr(sampler, "set_epoch"):
+            # Lightning builds the first epoch's iterator (and worker prefetching reads the sampler)
+            # before it calls set_epoch; start from the epoch it is about to pass, as a resumed run must.
+            sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
         if hasattr(sampler, "batch_size"):
-            return DataLoader(dataset, batch_sampler=sampler, **options)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=len(dataset) > self.batch_size, **options)
+            return EpochSeededLoader(dataset, batch_sampler=sampler, seed=self.seed, **options)
+        return EpochSeededLoader(dataset, batch_size=self.batch_size, sampler=sampler, seed=self.seed,
+                                 drop_last=len(dataset) > self.batch_size, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -26,7 +26,7 @@ from pipeline.data.transforms import apply_transform, build_transform
 from pipeline.utils.errors import UserError, require_path
 
 READY_MARKER = ".complete"
-SYNTHETIC_DEFAULTS = {"num_identities": 80, "images_per_identity": 8, "fakes_per_identity": 8, "seed": 0}
+SYNTHETIC_DEFAULTS = {"num_identities": 200, "images_per_identity": 6, "fakes_per_identity": 6, "seed": 0}
 
 
 def _plain(node: Any) -> Any:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 DEFAULT_BINS = 20_000
 _PAIR_CHUNK = 1 << 20
@@ -133,6 +135,28 @@ def far_frr_at(pos_scores, neg_scores, threshold: float) -> dict[str, float]:
     return {"far": float(np.mean(neg >= threshold)), "frr": float(np.mean(pos < threshold))}
 
 
+def rates_at_threshold(counts: dict[str, np.ndarray], threshold: float) -> dict[str, float]:
+    """FRR of positives and FAR of real negatives and of fakes at ``threshold``, from score histograms.
+
+    Scores are counted as accepted when their bin's lower edge is ``>= threshold``; a threshold read
+    from a curve of histograms with the same bins (``RocCurve.from_histograms``) is such an edge, so
+    the rates are exact for the binned scores.
+    """
+    bins = len(counts["positive"])
+    edges = np.linspace(-1.0, 1.0, bins + 1)[:-1]
+    accepted = edges >= threshold - 1e-9
+
+    def share(hist: np.ndarray, mask: np.ndarray) -> float:
+        total = hist.sum()
+        return float(hist[mask].sum() / total) if total else float("nan")
+
+    return {
+        "frr": share(counts["positive"], ~accepted),
+        "far_real": share(counts["negative_real"], accepted),
+        "far_fake": share(counts["fake"], accepted),
+    }
+
+
 def _run_pairs(row_runs: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Index pairs (i, starts[i] + m) for m < counts[i], for every row i, without a Python loop."""
     rows = torch.repeat_interleave(row_runs, counts)
@@ -236,6 +260,7 @@ def verification_metrics(
     is_fake: torch.Tensor,
     chunk_size: int = 1024,
     bins: int = DEFAULT_BINS,
+    threshold: float | None = None,
 ) -> dict[str, float]:
     """EER (both conventions), FNMR@FMR, AUC over ALL pairs of the embeddings, via score histograms.
 
@@ -243,8 +268,14 @@ def verification_metrics(
     competition's FNR-at-crossing variant; eer_mean = (eer_real + eer_fake) / 2 (model selection);
     threshold: cosine threshold at the eer_real point; fnmr_at_fmr_1e-2/1e-3 on real negatives.
     Scores are binned to 2 / ``bins`` (1e-4 by default); fake metrics are NaN without fake pairs.
+    With a fixed ``threshold`` (frozen on val), also ``frr``, ``far_real`` and ``far_fake`` at it.
     """
     counts = score_histograms(embeddings, identity, is_fake, chunk_size, bins)
+    return metrics_from_histograms(counts, threshold)
+
+
+def metrics_from_histograms(counts: dict[str, np.ndarray], threshold: float | None = None) -> dict[str, float]:
+    """The metrics of :func:`verification_metrics` from ``score_histograms`` counts."""
     real = RocCurve.from_histograms(counts["positive"], counts["negative_real"])
     real_eer = real.eer()
     out = {
@@ -264,4 +295,36 @@ def verification_metrics(
         out.update(eer_fake=fake_eer["eer"], eer_fake_fnr=fake_eer["eer_fnr"], auc_fake=fake.auc())
     out["eer_mean"] = (out["eer_real"] + out["eer_fake"]) / 2
     out.update({f"num_{name}_pairs": float(c.sum()) for name, c in counts.items()})
+    if threshold is not None:
+        out.update(rates_at_threshold(counts, threshold))
     return out
+
+
+class EmbeddingCollector(Metric):
+    """Collects an epoch's embeddings, identities, fake flags and sample indices; under DDP the
+    states are gathered from every rank (uneven sizes included) when ``compute`` runs.
+
+    ``compute`` returns ``{"embeddings", "identity", "is_fake", "index"}`` sorted by sample index
+    with repeats dropped, so padded or replicated evaluation data is counted once.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for name in ("embeddings", "identity", "is_fake", "index"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, embeddings: torch.Tensor, identity: torch.Tensor, is_fake: torch.Tensor, index: torch.Tensor) -> None:
+        self.embeddings.append(embeddings.detach().float())
+        self.identity.append(identity.detach())
+        self.is_fake.append(is_fake.detach().bool())
+        self.index.append(index.detach())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        states = {name: dim_zero_cat(getattr(self, name)) for name in ("embeddings", "identity", "is_fake", "index")}
+        index, order = torch.sort(states["index"], stable=True)
+        first = torch.ones_like(index, dtype=torch.bool)
+        first[1:] = index[1:] != index[:-1]
+        keep = order[first]
+        return {name: value[keep] for name, value in states.items()}

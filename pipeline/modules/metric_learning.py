@@ -85,7 +85,25 @@ def _mean_or_zero(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.mean() if values.numel() else like.sum() * 0.0
 
 
-class TripletLoss(nn.Module):
+class MarginLoss(nn.Module):
+    """A loss made of named terms (``terms``) summed with weights (``term_weights``); the task logs each term."""
+
+    term_weights: dict[str, float]
+
+    def terms(self, embeddings: torch.Tensor, identity: torch.Tensor, is_fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of the terms: the loss."""
+        return sum(self.term_weights[name] * value for name, value in terms.items())
+
+    def forward(self, embeddings: torch.Tensor, identity: torch.Tensor, is_fake: torch.Tensor | None = None) -> torch.Tensor:
+        if is_fake is None:
+            is_fake = torch.zeros_like(identity, dtype=torch.bool)
+        return self.combine(self.terms(embeddings, identity, is_fake))
+
+
+class TripletLoss(MarginLoss):
     """Batch-hard triplet loss ``mean relu(margin + d(a, p) - d(a, n))`` on L2 distances.
 
     Fakes count as images of their identity (the seed's baseline); ``is_fake`` is accepted for a
@@ -96,15 +114,17 @@ class TripletLoss(nn.Module):
         super().__init__()
         self.margin = margin
         self.normalize = normalize
+        self.term_weights = {"triplet": 1.0}
 
-    def forward(self, embeddings: torch.Tensor, identity: torch.Tensor, is_fake: torch.Tensor | None = None) -> torch.Tensor:
+    def terms(self, embeddings: torch.Tensor, identity: torch.Tensor, is_fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The one term, ``triplet``."""
         emb = F.normalize(embeddings, dim=1) if self.normalize else embeddings
         dist = pairwise_distances(emb)
         a, p, n = batch_hard_triplets(dist.detach(), identity)
-        return _mean_or_zero(F.relu(self.margin + dist[a, p] - dist[a, n]), dist)
+        return {"triplet": _mean_or_zero(F.relu(self.margin + dist[a, p] - dist[a, n]), dist)}
 
 
-class QuadrupletLoss(nn.Module):
+class QuadrupletLoss(MarginLoss):
     """Real-vs-real and real-vs-fake margin loss per real anchor, on L2 distances d.
 
     ``loss = mean_a relu(m + d(a,p) - d(a,n_real)) + lambda_fake * mean_a relu(m + d(a,p) - d(a,fake))``
@@ -119,6 +139,7 @@ class QuadrupletLoss(nn.Module):
         self.margin = margin
         self.lambda_fake = lambda_fake
         self.normalize = normalize
+        self.term_weights = {"real": 1.0, "fake": lambda_fake}
 
     def terms(self, embeddings: torch.Tensor, identity: torch.Tensor, is_fake: torch.Tensor) -> dict[str, torch.Tensor]:
         """The two loss terms, ``real`` and ``fake`` (before weighting), for logging."""
@@ -131,9 +152,18 @@ class QuadrupletLoss(nn.Module):
         fake_term = F.relu(self.margin + anchor_positive[has_fake] - dist[q.anchor[has_fake], q.fake[has_fake]])
         return {"real": _mean_or_zero(real_term, dist), "fake": _mean_or_zero(fake_term, dist)}
 
-    def forward(self, embeddings: torch.Tensor, identity: torch.Tensor, is_fake: torch.Tensor) -> torch.Tensor:
-        terms = self.terms(embeddings, identity, is_fake)
-        return terms["real"] + self.lambda_fake * terms["fake"]
+
+class EmbeddingNet(nn.Module):
+    """Pooled backbone features -> linear projection to ``embedding_dim`` -> L2 normalisation."""
+
+    def __init__(self, backbone: nn.Module, embedding_dim: int = 128):
+        super().__init__()
+        self.backbone = backbone
+        self.embedding_dim = embedding_dim
+        self.projection = nn.Linear(backbone.num_features, embedding_dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.backbone(image)), dim=1)
 
 
 class CosineClassifier(nn.Module):

@@ -52,3 +52,14 @@ def test_ranks_get_different_batches_of_equal_count():
 def test_too_few_identities_is_a_user_error():
     with pytest.raises(UserError, match="lower p"):
         PKBatchSampler(LABELS, p=6, k=2, world_size=2)
+
+
+def test_passes_deal_every_identity_once_per_pass():
+    sampler = PKBatchSampler(LABELS, p=5, k=2, seed=3, passes=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 3 * 2 and sampler.batch_size == 10
+    labels = np.asarray(LABELS)
+    for start in range(0, 6, 2):
+        ids = labels[np.concatenate(batches[start : start + 2])]
+        assert sorted(set(ids.tolist())) == list(range(10))
+    assert list(PKBatchSampler(LABELS, p=5, k=2, seed=3, passes=1)) == batches[:2]

@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 import pipeline.metrics.verification as verification
 from pipeline.metrics.verification import (
+    EmbeddingCollector,
     RocCurve,
     eer,
     far_frr_at,
@@ -152,3 +153,32 @@ def test_verification_metrics_without_fakes_reports_nan_fake_metrics():
 
 def test_docstring_examples():
     assert doctest.testmod(verification).failed == 0
+
+
+def test_rates_at_a_frozen_threshold_match_exact_counts():
+    g = torch.Generator().manual_seed(3)
+    identity = torch.arange(12).repeat_interleave(6)
+    is_fake = (torch.arange(72) % 6) >= 4
+    emb = torch.randn(12, 16, generator=g)[identity] + 0.9 * torch.randn(72, 16, generator=g)
+    threshold = verification_metrics(emb, identity, is_fake)["threshold"]
+    binned = verification_metrics(emb, identity, is_fake, threshold=threshold)
+    scores = pair_scores(emb, identity, is_fake)
+    real = far_frr_at(scores["positive"], scores["negative_real"], threshold)
+    fake = far_frr_at(scores["positive"], scores["fake"], threshold)
+    assert binned["frr"] == pytest.approx(real["frr"], abs=0.02)
+    assert binned["far_real"] == pytest.approx(real["far"], abs=0.02)
+    assert binned["far_fake"] == pytest.approx(fake["far"], abs=0.02)
+    assert binned["frr"] == pytest.approx(binned["far_real"], abs=0.1)  # the EER point
+
+
+def test_embedding_collector_counts_each_sample_once():
+    collector = EmbeddingCollector()
+    emb = torch.randn(6, 4)
+    identity, is_fake = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 0, 0, 1, 0]).bool()
+    index = torch.arange(6)
+    collector.update(emb[3:], identity[3:], is_fake[3:], index[3:])
+    collector.update(emb, identity, is_fake, index)  # a replicated copy, as on another rank
+    out = collector.compute()
+    assert out["index"].tolist() == list(range(6))
+    assert torch.equal(out["embeddings"], emb) and torch.equal(out["is_fake"], is_fake)
+    assert torch.equal(out["identity"], identity)

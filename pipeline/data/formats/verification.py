@@ -131,15 +131,19 @@ def read_verification(root: str | Path, skip_bad_files: bool = False) -> list[Ve
 
 
 class VerificationDataset(Dataset):
-    """Items ``{"image": float CxHxW in [0,1] (or the transform's output), "label": identity index, "is_fake"}``.
+    """Items ``{"image": float CxHxW in [0,1] (or the transform's output), "label": identity index,
+    "is_fake", "index": position in the dataset}``.
 
     ``transform`` is albumentations-style: called as ``transform(image=uint8 HxWx3)`` and returning a
     dict with ``"image"``; a numpy result is converted to a CxHxW float tensor scaled to [0, 1].
+    With ``landmarks`` ({resolved image path: 5x2 points}, see ``pipeline.data.face_parts``) the
+    image's points are passed too, as ``face_landmarks`` (None for an image without a row).
     """
 
-    def __init__(self, records: Sequence[VerificationRecord], transform=None):
+    def __init__(self, records: Sequence[VerificationRecord], transform=None, landmarks: dict[Path, np.ndarray] | None = None):
         self.records = list(records)
         self.transform = transform
+        self.landmarks = landmarks
 
     def __len__(self) -> int:
         return len(self.records)
@@ -148,13 +152,15 @@ class VerificationDataset(Dataset):
         record = self.records[index]
         image = load_image(record.path)
         if self.transform is not None:
-            image = self.transform(image=image)["image"]
+            extra = {} if self.landmarks is None else {"face_landmarks": self.landmarks.get(record.path.resolve())}
+            image = self.transform(image=image, **extra)["image"]
         if isinstance(image, np.ndarray):
             image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0
         return {
             "image": image,
             "label": torch.tensor(record.identity_index, dtype=torch.long),
             "is_fake": torch.tensor(record.is_fake, dtype=torch.bool),
+            "index": torch.tensor(index, dtype=torch.long),
         }
 
 

@@ -13,8 +13,10 @@ from pipeline.utils.errors import UserError
 class PKBatchSampler(Sampler[list[int]]):
     """Batches of ``p`` distinct identities x ``k`` images each, for a DataLoader's ``batch_sampler``.
 
-    Each epoch shuffles the identities and deals them out ``p`` at a time, so every identity appears
-    at most once per epoch; an epoch has ``len(identities) // (p * world_size)`` batches per rank.
+    Each epoch shuffles the identities and deals them out ``p`` at a time, ``passes`` times over, so
+    every identity appears at most ``passes`` times per epoch; an epoch has
+    ``passes * (len(identities) // (p * world_size))`` batches per rank. (Several passes make an
+    epoch long enough to be worth a validation when there are few identities.)
     Images of an identity (real and fake alike) are drawn without replacement, topped up with
     replacement when the identity has fewer than ``k``. Under DDP pass ``rank`` and ``world_size``:
     ranks get disjoint identity groups and the same number of batches (turn off the trainer's own
@@ -29,9 +31,10 @@ class PKBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        passes: int = 1,
     ):
-        if p < 1 or k < 1:
-            raise UserError(f"PK sampler: p={p} and k={k} must both be at least 1")
+        if p < 1 or k < 1 or passes < 1:
+            raise UserError(f"PK sampler: p={p}, k={k} and passes={passes} must all be at least 1")
         if not 0 <= rank < world_size:
             raise UserError(f"PK sampler: rank {rank} is outside world_size {world_size}")
         labels = np.asarray(identities)
@@ -44,7 +47,8 @@ class PKBatchSampler(Sampler[list[int]]):
                 "rank(s); lower p"
             )
         self.p, self.k = p, k
-        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.batch_size = p * k
+        self.seed, self.rank, self.world_size, self.passes = seed, rank, world_size, passes
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -52,6 +56,9 @@ class PKBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
+        return self.passes * self._batches_per_pass()
+
+    def _batches_per_pass(self) -> int:
         return len(self.groups) // (self.p * self.world_size)
 
     def _draw(self, group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -63,10 +70,11 @@ class PKBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.groups))
-        total = len(self) * self.world_size
+        per_pass = self._batches_per_pass() * self.world_size
         # Draw every batch of every rank from the one shared stream so the ranks stay disjoint.
-        for b in range(total):
-            batch = [self._draw(self.groups[g], rng) for g in order[b * self.p : (b + 1) * self.p]]
-            if b % self.world_size == self.rank:
-                yield np.concatenate(batch).tolist()
+        for _ in range(self.passes):
+            order = rng.permutation(len(self.groups))
+            for b in range(per_pass):
+                batch = [self._draw(self.groups[g], rng) for g in order[b * self.p : (b + 1) * self.p]]
+                if b % self.world_size == self.rank:
+                    yield np.concatenate(batch).tolist()

@@ -156,23 +156,24 @@ def _add_artifact(image: np.ndarray, mask: np.ndarray, kind: str, rng: np.random
         pattern = np.where(((xx // (period // 2)) + (yy // (period // 2))) % 2 == 0, 1.0, -1.0)[..., None]
         return image + face * pattern * rng.uniform(14, 24)
     if kind == "banding":
-        # A stepped (posterised) shading ramp across the face: visible bands on flat skin.
-        levels = int(rng.integers(4, 7))
-        yy, xx = np.mgrid[0:size, 0:size] / size
-        angle = rng.uniform(0, 2 * np.pi)
-        ramp = np.floor((xx * np.cos(angle) + yy * np.sin(angle) + 1.5) * levels) % 2
-        return image + face * (ramp[..., None] - 0.5) * rng.uniform(30, 45) * rng.choice([-1, 1], 3)
+        # Stepped shading in narrow stripes: visible bands on flat skin, a texture a small CNN can see.
+        period = int(rng.integers(3, 6))
+        yy, xx = np.mgrid[0:size, 0:size]
+        angle = rng.uniform(0, np.pi)
+        stripes = np.floor((xx * np.cos(angle) + yy * np.sin(angle)) * 2 / period) % 2
+        return image + face * (stripes[..., None] - 0.5) * rng.uniform(40, 60) * rng.choice([-1, 1], 3)
     if kind == "seam":
         hard = (mask > 0.5).astype(np.float32)[..., None]
         tint = rng.uniform(20, 35, 3) * rng.choice([-1, 1], 3)
         edge = cv2.morphologyEx((mask > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
         return image + hard * tint + edge[..., None] * rng.uniform(50, 80) * rng.choice([-1, 1])
+    # Noise over a large part of the face (at least a third of the image side), well above the camera noise.
     ys, xs = np.nonzero(mask > 0.5)
     cy, cx = int(rng.choice(ys)), int(rng.choice(xs))
-    half = max(2, size // 5)
+    half = max(2, size // 3)
     patch = np.zeros_like(mask)
     patch[max(0, cy - half) : cy + half, max(0, cx - half) : cx + half] = 1.0
-    return image + (patch * mask)[..., None] * rng.normal(0, 40, image.shape)
+    return image + (patch * mask)[..., None] * rng.normal(0, rng.uniform(35, 50), image.shape)
 
 
 def render_face(look: FaceLook, size: int, rng: np.random.Generator, artifact: str | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,158 @@
+"""Face-verification data (seed 002): identity-disjoint splits, P x K training batches, optional face-part cutout.
+
+Reads the Kryptonite folder format (``pipeline.data.formats.verification``) from ``data.root``, or
+generates the synthetic set into the cache on first use when ``root`` is null. Every split holds
+whole identities; val and test keep all their real and fake images, and the metrics use all pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
+
+from pipeline.data.base import BaseDataModule
+from pipeline.data.face_parts import FACE_PARTS, FacePartCutout, read_landmarks_csv
+from pipeline.data.formats.verification import VerificationDataset, read_verification
+from pipeline.data.samplers.pk import PKBatchSampler
+from pipeline.data.splits import split_by_group
+from pipeline.data.synthetic.verification import generate_verification
+from pipeline.data.transforms import apply_transform, build_transform
+from pipeline.utils.errors import UserError, require_path
+
+READY_MARKER = ".complete"
+SYNTHETIC_DEFAULTS = {"num_identities": 200, "images_per_identity": 6, "fakes_per_identity": 6, "seed": 0}
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+class VerificationDataModule(BaseDataModule):
+    """Images of people (real and fake) -> ``{"image", "label" (identity), "is_fake", "index"}``.
+
+    ``batch_size`` = P identities x ``images_per_identity`` (K) per training batch; ``passes``
+    rounds over the training identities make one epoch. ``cutout`` = ``{parts: [...], p: ...}``
+    blacks out one face part per training image, from ``landmarks_csv`` (default
+    ``<root>/landmarks.csv``, which the synthetic generator writes).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        cache_dir: str = "data/synthetic",
+        synthetic: DictConfig | dict | None = None,
+        image_size: int = 32,
+        splits: DictConfig | dict | None = None,
+        images_per_identity: int = 6,
+        passes: int = 1,
+        augment: Sequence | None = None,
+        cutout: DictConfig | dict | None = None,
+        landmarks_csv: str | None = None,
+        skip_bad_files: bool = False,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        **loader_kwargs,
+    ) -> None:
+        super().__init__(**loader_kwargs)
+        self.root = root
+        self.cache_dir = Path(cache_dir)
+        self.synthetic = {**SYNTHETIC_DEFAULTS, **(_plain(synthetic) or {})}
+        self.image_size = image_size
+        self.splits = dict(_plain(splits) or {"train": 0.6, "val": 0.2, "test": 0.2})
+        self.images_per_identity = images_per_identity
+        self.passes = passes
+        self.augment = _plain(augment) or []
+        self.cutout = _plain(cutout)
+        self.landmarks_csv = landmarks_csv
+        self.skip_bad_files = skip_bad_files
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.num_identities = 0
+        if batch_size_rest := self.batch_size % images_per_identity:
+            raise UserError(
+                f"hyp.batch_size: {self.batch_size} is not a multiple of data.images_per_identity={images_per_identity} "
+                f"(P x K batches; remove {batch_size_rest})"
+            )
+
+    # --- data on disk ------------------------------------------------------------------------
+    def synthetic_root(self) -> Path:
+        """Cache folder named after the generator parameters, so a change regenerates."""
+        name = "verification_" + "_".join(f"{k}{v}" for k, v in sorted(self.synthetic.items())) + f"_size{self.image_size}"
+        return self.cache_dir / name
+
+    def data_root(self) -> Path:
+        if self.root is not None:
+            return require_path(self.root, "data.root", "dataset folder")
+        return self.synthetic_root()
+
+    def prepare_data(self) -> None:
+        if self.root is not None:
+            require_path(self.root, "data.root", "dataset folder")
+            return
+        root = self.synthetic_root()
+        if (root / READY_MARKER).is_file():
+            return
+        generate_verification(root, image_size=self.image_size, **self.synthetic)
+        (root / READY_MARKER).write_text("ok\n")
+
+    # --- datasets ----------------------------------------------------------------------------
+    def eval_transform(self):
+        """The preprocessing shared by val, test, predict, export and serve."""
+        return build_transform(None, (self.image_size, self.image_size), self.mean, self.std)
+
+    def train_transform(self):
+        steps = list(self.augment)
+        if self.cutout:
+            parts = tuple(self.cutout.get("parts", FACE_PARTS))
+            # First: the landmarks are in the stored image's pixel coordinates.
+            steps.insert(0, FacePartCutout(parts=parts, p=float(self.cutout.get("p", 0.5))))
+        return build_transform(steps, (self.image_size, self.image_size), self.mean, self.std)
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return apply_transform(self.eval_transform(), image)
+
+    def _landmarks(self, root: Path) -> dict[Path, np.ndarray] | None:
+        if not self.cutout:
+            return None
+        path = self.landmarks_csv or root / "landmarks.csv"
+        return read_landmarks_csv(require_path(path, "data.landmarks_csv", "landmarks CSV"))
+
+    def build_datasets(self) -> dict[str, Dataset]:
+        root = self.data_root()
+        records = read_verification(root, skip_bad_files=self.skip_bad_files)
+        self.num_identities = max(r.identity_index for r in records) + 1
+        indices = split_by_group([r.identity for r in records], self.splits, seed=self.seed)
+        for split in ("train", "val", "test"):
+            if split not in indices or not len(indices[split]):
+                raise UserError(f"data.splits: split '{split}' got no identities (give it a larger share; splits={self.splits})")
+        datasets = {}
+        for split, chosen in indices.items():
+            subset = [records[i] for i in chosen]
+            if split == "train":
+                datasets[split] = VerificationDataset(subset, self.train_transform(), self._landmarks(root))
+            else:
+                datasets[split] = VerificationDataset(subset, self.eval_transform())
+        return datasets
+
+    def train_sampler(self, dataset: VerificationDataset) -> PKBatchSampler:
+        rank, world_size = self._distributed()
+        k = self.images_per_identity
+        return PKBatchSampler([r.identity_index for r in dataset.records], p=self.batch_size // k, k=k,
+                              seed=self.seed, rank=rank, world_size=world_size, passes=self.passes)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {
+            "task": "verification",
+            "class_names": ["different", "same"],
+            "input_size": [3, self.image_size, self.image_size],
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "num_identities": self.num_identities,
+            "metric": "cosine",
+        }

@@ -1,0 +1,291 @@
+"""Face verification robust to fakes (seed 002): an embedding trained with triplet or real/fake quadruplet loss.
+
+Validation collects every embedding of the epoch (gathered across DDP ranks), scores all pairs and
+logs eer_real, eer_fake (both conventions), FNMR at FMR 1e-2/1e-3 and ROC AUC. The cosine
+threshold at the val eer_real point is kept in the model's state, so the best checkpoint carries
+the threshold of its own epoch; test, predict and export use that frozen threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+from torchmetrics import MetricCollection
+
+from pipeline.callbacks.image_grid import annotated_grid, denormalize
+from pipeline.data.formats.verification import read_pairs_csv, write_pair_scores
+from pipeline.data.io import load_image
+from pipeline.metrics.verification import EmbeddingCollector, metrics_from_histograms, score_histograms
+from pipeline.modules.backbones import create_backbone
+from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
+from pipeline.trainers.base import BaseTask
+from pipeline.utils.errors import UserError
+
+LOGGED = ("eer_real", "eer_real_fnr", "eer_fake", "eer_fake_fnr", "eer_mean", "fnmr_at_fmr_1e-2",
+          "fnmr_at_fmr_1e-3", "auc_real", "auc_fake", "threshold")
+AT_THRESHOLD = ("frr", "far_real", "far_fake")
+
+
+class MetricLearningTask(BaseTask):
+    """Backbone -> linear embedding (``model.embedding_dim``) -> L2 normalisation.
+
+    ``hyp.loss`` is a metric-learning loss taking ``(embeddings, identity, is_fake)``;
+    ``hyp.identity_head_weight`` > 0 adds a cosine identity head (Baseline++, scale
+    ``hyp.identity_head_scale``) with cross-entropy on the real images. ``projector_size`` bounds
+    the TensorBoard projector (test embeddings with thumbnails); ``max_plot_points`` the PCA plot.
+    """
+
+    def __init__(self, *args, projector_size: int = 500, max_plot_points: int = 2000, **kwargs) -> None:
+        self.projector_size = projector_size
+        self.max_plot_points = max_plot_points
+        super().__init__(*args, **kwargs)
+        weight = float(self.hyp.get("identity_head_weight", 0.0))
+        num_ids = int(self.data_info.get("num_identities", 0))
+        self.identity_head = (
+            CosineClassifier(self.net.embedding_dim, num_ids, float(self.hyp.get("identity_head_scale", 10.0)))
+            if weight > 0 and num_ids > 0 else None
+        )
+        self.identity_head_weight = weight
+        # Cosine threshold at the val eer_real point; a buffer, so checkpoints carry it.
+        self.register_buffer("threshold", torch.tensor(float("nan")))
+
+    # --- network and metrics -----------------------------------------------------------------
+    def build_net(self) -> nn.Module:
+        cfg = self.model_cfg
+        backbone = create_backbone(cfg.backbone, cfg.get("pretrained", False), cfg.get("weights"), **cfg.get("kwargs", {}))
+        return EmbeddingNet(backbone, int(cfg.get("embedding_dim", 128)))
+
+    def build_metrics(self) -> MetricCollection:
+        return MetricCollection({"embeddings": EmbeddingCollector()})
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+    def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        embeddings = self(batch["image"])
+        identity, is_fake = batch["label"], batch["is_fake"]
+        out = {"preds": embeddings, "target": identity}
+        terms = self.loss_fn.terms(embeddings, identity, is_fake)
+        out.update({f"loss_{name}": value for name, value in terms.items()})
+        loss = self.loss_fn.combine(terms)
+        if self.identity_head is not None:
+            out["loss_identity"] = self.identity_head(embeddings, identity, is_fake)
+            loss = loss + self.identity_head_weight * out["loss_identity"]
+        out["loss"] = loss
+        return out
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
+        out = self.model_step(batch)
+        batch_size = len(out["target"])
+        for name, value in out.items():
+            if name.startswith("loss"):
+                self.log(f"{stage}/{name}", value, on_step=stage == "train", on_epoch=True,
+                         prog_bar=name == "loss", batch_size=batch_size, sync_dist=stage != "train")
+        if stage != "train":
+            self.metrics_for(stage)["embeddings"].update(out["preds"], batch["label"], batch["is_fake"], batch["index"])
+            if batch_idx == 0:
+                self.examples[stage] = self.cache_examples(batch, out)
+        return out["loss"]
+
+    # --- epoch ends: metrics, threshold, figures ---------------------------------------------
+    def _epoch_results(self, stage: str, threshold: float | None) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, torch.Tensor]]:
+        collector = self.metrics_for(stage)["embeddings"]
+        epoch = {k: v.cpu() for k, v in collector.compute().items()}
+        collector.reset()
+        counts = score_histograms(epoch["embeddings"], epoch["identity"], epoch["is_fake"])
+        if counts["positive"].sum() == 0 or counts["negative_real"].sum() == 0:
+            raise UserError(f"{stage} split: needs at least two identities with two real images each to score pairs")
+        return metrics_from_histograms(counts, threshold), counts, epoch
+
+    def on_validation_epoch_end(self) -> None:
+        metrics, counts, epoch = self._epoch_results("val", None)
+        self.log_dict({f"val/{k}": float(metrics[k]) for k in LOGGED})
+        if self.trainer.sanity_checking:
+            return
+        self.threshold.fill_(metrics["threshold"])
+        self._log_figures("val", counts, epoch)
+
+    def on_test_epoch_end(self) -> None:
+        threshold = float(self.threshold)
+        if np.isnan(threshold):
+            raise UserError("ckpt: this checkpoint has no validated threshold (it was saved before its first validation)")
+        metrics, counts, epoch = self._epoch_results("test", threshold)
+        self.log_dict({f"test/{k}": float(metrics[k]) for k in LOGGED + AT_THRESHOLD if k != "threshold"})
+        self.log("test/threshold", threshold)
+        self._log_figures("test", counts, epoch)
+        self._write_threshold(threshold)
+        self._log_projector(epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["verification"] = {"threshold": float(self.threshold), "metric": "cosine"}
+
+    @rank_zero_only
+    def _write_threshold(self, threshold: float) -> None:
+        path = self.results_dir() / "threshold.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"threshold": threshold, "metric": "cosine", "chosen_on": "val eer_real point"}, indent=2))
+
+    def results_dir(self) -> Path:
+        return Path(self.trainer.default_root_dir) / "results"
+
+    @rank_zero_only
+    def _log_figures(self, stage: str, counts: dict[str, np.ndarray], epoch: dict[str, torch.Tensor]) -> None:
+        figures = {"score_histograms": score_histogram_figure(counts, float(self.threshold)),
+                   "embeddings_pca": pca_figure(epoch, self.max_plot_points, f"{stage} embeddings (PCA): colour = identity")}
+        out_dir = self.results_dir()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, figure in figures.items():
+            figure.savefig(out_dir / f"{stage}_{name}.png", dpi=100)
+            for logger in self.loggers:
+                if hasattr(logger.experiment, "add_figure"):
+                    logger.experiment.add_figure(f"{stage}/{name}", figure, self.global_step, close=False)
+
+    @rank_zero_only
+    def _log_projector(self, epoch: dict[str, torch.Tensor]) -> None:
+        loggers = [lg for lg in self.loggers if hasattr(lg.experiment, "add_embedding")]
+        if not loggers or self.projector_size <= 0:
+            return
+        keep = torch.randperm(len(epoch["index"]), generator=torch.Generator().manual_seed(0))[: self.projector_size]
+        dataset = self.trainer.datamodule.datasets["test"]
+        thumbnails = torch.stack([dataset[int(i)]["image"] for i in epoch["index"][keep]])
+        thumbnails = denormalize(thumbnails, self.data_info["mean"], self.data_info["std"]).float() / 255
+        metadata = [[str(int(i)), "fake" if f else "real"] for i, f in zip(epoch["identity"][keep], epoch["is_fake"][keep])]
+        for logger in loggers:
+            logger.experiment.add_embedding(epoch["embeddings"][keep], metadata=metadata, label_img=thumbnails,
+                                            global_step=self.global_step, tag="test/embeddings",
+                                            metadata_header=["identity", "kind"])
+
+    def render_examples(self, stage: str) -> torch.Tensor | None:
+        """Each image with its cosine to the first real image of its identity in the batch; green when
+        the frozen threshold decides right (reals accepted, fakes rejected)."""
+        ex = self.examples.get(stage)
+        threshold = float(self.threshold)
+        if not ex or np.isnan(threshold):
+            return None
+        embeddings, identity, is_fake = ex["out_preds"], ex["label"], ex["is_fake"]
+        images = denormalize(ex["image"], self.data_info["mean"], self.data_info["std"])
+        labels, keep = [], []
+        for i in range(len(identity)):
+            references = torch.nonzero((identity == identity[i]) & ~is_fake).squeeze(1)
+            references = references[references != i]
+            if not len(references):
+                continue
+            similarity = float(embeddings[i] @ embeddings[references[0]])
+            kind = "fake" if is_fake[i] else "real"
+            labels.append((f"id{int(identity[i])} {kind} {similarity:.2f}", (similarity >= threshold) != bool(is_fake[i])))
+            keep.append(i)
+        return annotated_grid(images[keep], labels) if keep else None
+
+    # --- delivery ----------------------------------------------------------------------------
+    def export_spec(self) -> dict[str, Any]:
+        _, height, width = self.data_info["input_size"]
+        return {
+            "module": self.net,
+            "inputs": {"image": torch.zeros(1, 3, height, width)},
+            "outputs": ["embedding"],
+            "dynamic_axes": {"image": {0: "batch"}, "embedding": {0: "batch"}},
+            "metadata": {
+                "task": "verification",
+                "metric": "cosine",
+                "threshold": float(self.threshold),
+                "embedding_dim": self.net.embedding_dim,
+                "input_size": list(self.data_info["input_size"]),
+                "mean": list(self.data_info["mean"]),
+                "std": list(self.data_info["std"]),
+            },
+        }
+
+    @torch.no_grad()
+    def embed_files(self, datamodule: Any, paths: list[Path], batch_size: int = 64) -> torch.Tensor:
+        """Normalised embeddings of image files, preprocessed as at evaluation."""
+        self.eval()
+        chunks = []
+        for start in range(0, len(paths), batch_size):
+            images = torch.stack([datamodule.preprocess(load_image(p)) for p in paths[start : start + batch_size]])
+            chunks.append(self(images.to(self.device)).cpu())
+        return torch.cat(chunks)
+
+    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, with_decision: bool | str = False,
+                      path_column: str = "path", batch_size: int | str = 64, **options: Any) -> Path:
+        """Score a pairs CSV (consecutive rows form a pair; ``path`` relative to the CSV's folder) and
+        write ``pair_scores.csv``: ``pair_id,similarity`` (+ ``same,threshold`` with ``with_decision``).
+
+        Options may arrive as command-line strings (``with_decision=true``, ``batch_size=128``).
+        """
+        with_decision = _as_bool(with_decision, "with_decision")
+        if options:
+            raise UserError(f"predict: unknown options {sorted(options)} (known: with_decision, path_column, batch_size)")
+        source = Path(source)
+        if source.suffix.lower() != ".csv":
+            raise UserError(f"input: '{source}' is not a pairs CSV (consecutive rows with a '{path_column}' column form a pair)")
+        pairs = read_pairs_csv(source, path_column)
+        paths = [_resolve(row[path_column], source.parent) for pair in pairs for row in pair]
+        embeddings = self.embed_files(datamodule, paths, int(batch_size))
+        similarity = (embeddings[0::2] * embeddings[1::2]).sum(1)
+        threshold = float(self.threshold)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out = out_dir / "pair_scores.csv"
+        if with_decision:
+            write_pair_scores(out, similarity.tolist(), (similarity >= threshold).tolist(), threshold)
+        else:
+            write_pair_scores(out, similarity.tolist())
+        return out
+
+
+def _as_bool(value: bool | str, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise UserError(f"{key}: '{value}' is not true or false")
+
+
+def _resolve(path: str, base: Path) -> Path:
+    candidate = Path(path.strip()).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def score_histogram_figure(counts: dict[str, np.ndarray], threshold: float, bins: int = 100) -> Figure:
+    """Densities of positive, real-negative and fake pair scores (cosine), with the threshold."""
+    figure = Figure(figsize=(6, 3.5))
+    axis = figure.subplots()
+    centres = np.linspace(-1, 1, bins, endpoint=False) + 1 / bins
+    for name, colour in (("positive", "tab:green"), ("negative_real", "tab:blue"), ("fake", "tab:red")):
+        coarse = counts[name].reshape(bins, -1).sum(1).astype(float)
+        if coarse.sum():
+            axis.plot(centres, coarse / coarse.sum(), label=f"{name} ({int(coarse.sum())})", color=colour)
+    if not np.isnan(threshold):
+        axis.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    axis.set_xlabel("cosine similarity")
+    axis.set_ylabel("share of pairs")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def pca_figure(epoch: dict[str, torch.Tensor], max_points: int, title: str) -> Figure:
+    """2-D PCA of embeddings, coloured by identity; dots are real images, crosses fakes."""
+    keep = torch.randperm(len(epoch["index"]), generator=torch.Generator().manual_seed(0))[:max_points]
+    points = PCA(n_components=2).fit_transform(F.normalize(epoch["embeddings"][keep], dim=1).numpy())
+    identity, is_fake = epoch["identity"][keep].numpy(), epoch["is_fake"][keep].numpy()
+    figure = Figure(figsize=(5, 5))
+    axis = figure.subplots()
+    for fake, marker in ((False, "o"), (True, "x")):
+        chosen = is_fake == fake
+        axis.scatter(points[chosen, 0], points[chosen, 1], c=identity[chosen] % 20, cmap="tab20", vmin=0, vmax=19,
+                     marker=marker, s=14, label="fake" if fake else "real")
+    axis.set_title(title)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure

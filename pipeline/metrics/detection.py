@@ -6,6 +6,7 @@ Inputs follow torchmetrics' ``MeanAveragePrecision``: per image, predictions ``{
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from copy import deepcopy
 
@@ -14,6 +15,9 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_iou
+
+# faster_coco_eval prints its 12-line COCO summary at INFO on every compute(); keep train.log readable.
+logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
 
 # Per-class AP of a class with neither ground truth nor predictions (COCO's convention).
 MISSING = -1.0

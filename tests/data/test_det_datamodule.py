@@ -35,7 +35,7 @@ def test_synthetic_cache_is_generated_once(tmp_path):
 
 
 def test_split_written_disjoint_and_reused(tmp_path):
-    datamodule = make_datamodule(tmp_path)
+    make_datamodule(tmp_path)
     saved = json.loads((tmp_path / "run" / "results" / "split.json").read_text())
     names = [set(saved[s]) for s in ("train", "val", "test")]
     assert sum(map(len, names)) == SMALL["num_images"] and not (names[0] & names[1] or names[0] & names[2])

@@ -74,8 +74,8 @@ class VocDetectionDataset(Dataset):
 class VocDetectionDataModule(BaseDataModule):
     """Face-mask VOC data: ``root/images`` + ``root/annotations``, or the synthetic set generated on first use.
 
-    The split (by image, stratified by per-class object counts, seeded) is written to ``split_out`` and
-    reused from there on resume; ``split_file`` reuses the split of another run.
+    The split (by image, stratified by per-class object counts, seeded) is written to ``split_out`` (every
+    run records its split) and reused from there on resume; ``split_file`` reuses the split of another run.
     """
 
     def __init__(
@@ -148,7 +148,7 @@ class VocDetectionDataModule(BaseDataModule):
         missing = [name for name in SPLITS if not splits.get(name)]
         if missing:
             raise UserError(f"data.fractions: split '{missing[0]}' is empty; give it a larger fraction or more images")
-        if self.split_out and not reuse:
+        if self.split_out and (reuse is None or Path(reuse).resolve() != self.split_out.resolve()):
             save_split(splits, self.split_out)
         return splits
 

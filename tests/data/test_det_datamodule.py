@@ -42,7 +42,7 @@ def test_split_written_disjoint_and_reused(tmp_path):
     other = make_datamodule(tmp_path / "other", cache_dir=str(tmp_path / "cache"), seed=99,
                             split_file=str(tmp_path / "run" / "results" / "split.json"))
     assert {s: sorted(i.image_path.name for i in other.splits[s]) for s in saved} == saved
-    assert not (tmp_path / "other" / "run" / "results" / "split.json").exists()
+    assert json.loads((tmp_path / "other" / "run" / "results" / "split.json").read_text()) == saved
 
 
 def test_info_counts_training_objects(tmp_path):

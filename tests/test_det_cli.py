@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 TINY = ["experiment=facemask_detection", "data.image_size=96", "data.synthetic.num_images=40",
         "data.synthetic.image_size=96", "data.num_workers=0", "hyp.batch_size=4", "hyp.epochs=2",
-        "trainer.limit_train_batches=4", "trainer.log_every_n_steps=1"]
+        "+trainer.limit_train_batches=4", "trainer.log_every_n_steps=1"]
 
 
 @pytest.fixture(scope="module")

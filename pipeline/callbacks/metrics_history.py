@@ -30,8 +30,10 @@ class MetricsHistory(pl.Callback):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
+    # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the module's,
+    # so metrics a task logs in its own on_validation_epoch_end would be missed.
     @rank_zero_only
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         history = json.loads(self.path.read_text()) if self.path.exists() else []

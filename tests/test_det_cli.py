@@ -29,8 +29,10 @@ def test_run_folder_holds_split_metrics_and_images(trained_run):
     assert sum(len(v) for v in split.values()) == 40
     metrics = json.loads((run / "results" / "test_metrics.json").read_text())
     assert {"test/map", "test/map_50", "test/ap/mask_weared_incorrect", "test/f1"} <= set(metrics)
-    for name in ("val_predictions.png", "test_predictions.png", "metrics_history.json"):
+    for name in ("val_predictions.png", "test_predictions.png"):
         assert (run / "results" / name).is_file(), name
+    history = json.loads((run / "results" / "metrics_history.json").read_text())
+    assert [row["epoch"] for row in history] == [0, 1] and all("val/map_50" in row for row in history)
     scalars, images = set(), set()
     for event_file in (run / "tensorboard").glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(event_file), size_guidance={"images": 0, "scalars": 0}).Reload()

@@ -6,13 +6,18 @@ Inputs follow torchmetrics' ``MeanAveragePrecision``: per image, predictions ``{
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from copy import deepcopy
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_iou
+
+# faster_coco_eval prints its 12-line COCO summary at INFO on every compute(); keep train.log readable.
+logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
 
 # Per-class AP of a class with neither ground truth nor predictions (COCO's convention).
 MISSING = -1.0
@@ -85,7 +90,8 @@ class DetectionMetrics(nn.Module):
 
     ``compute()`` returns floats keyed ``map``, ``map_50``, ``precision``/``recall``/``f1`` (means over
     classes that have ground truth) and ``ap/<class>``, ``ap50/<class>``, ``precision/<class>``,
-    ``recall/<class>``, ``f1/<class>``; a class absent from both predictions and targets has AP -1.
+    ``recall/<class>``, ``f1/<class>``, each key starting with ``prefix``; a class absent from both
+    predictions and targets has AP -1.
     """
 
     def __init__(
@@ -94,9 +100,11 @@ class DetectionMetrics(nn.Module):
         score_threshold: float = 0.5,
         iou_threshold: float = 0.5,
         backend: str = "faster_coco_eval",
+        prefix: str = "",
     ):
         super().__init__()
         self.class_names = list(class_names)
+        self.prefix = prefix
         self.mean_ap = MeanAveragePrecision(
             box_format="xyxy", iou_type="bbox", class_metrics=True, extended_summary=True, backend=backend
         )
@@ -109,6 +117,13 @@ class DetectionMetrics(nn.Module):
     def reset(self) -> None:
         self.mean_ap.reset()
         self.prf.reset()
+
+    def clone(self, prefix: str = "") -> DetectionMetrics:
+        """A fresh copy whose ``compute()`` keys start with ``prefix`` (as ``MetricCollection.clone``)."""
+        copy = deepcopy(self)
+        copy.prefix = prefix
+        copy.reset()
+        return copy
 
     def compute(self) -> dict[str, float]:
         coco = self.mean_ap.compute()
@@ -129,4 +144,4 @@ class DetectionMetrics(nn.Module):
             out[f"ap/{name}"], out[f"ap50/{name}"] = ap[c], ap50[c]
             for key in ("precision", "recall", "f1"):
                 out[f"{key}/{name}"] = float(prf[key][c])
-        return out
+        return {f"{self.prefix}{key}": value for key, value in out.items()}

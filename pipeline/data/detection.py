@@ -1,0 +1,188 @@
+"""Pascal VOC detection data (face-mask detection): seeded stratified split by image, letterbox, box-aware augmentation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.data.base import BaseDataModule
+from pipeline.data.detection_transforms import (
+    PAD_VALUE,
+    DetectionTransform,
+    build_train_augment,
+    image_to_tensor,
+    letterbox,
+)
+from pipeline.data.formats.voc import (
+    VocImage,
+    class_counts_per_image,
+    load_split,
+    read_voc_dataset,
+    save_split,
+    split_voc_images,
+)
+from pipeline.data.io import load_image
+from pipeline.data.synthetic.voc_facemask import FACEMASK_CLASSES, generate_voc_facemask
+from pipeline.utils.errors import UserError, require_path
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+READY_MARKER = ".complete"
+SPLITS = ("train", "val", "test")
+
+
+def collate_detection(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the (same-size, letterboxed) images; keep boxes, labels and letterbox metadata as per-image lists."""
+    batch: dict[str, Any] = {"image": torch.stack([item["image"] for item in items])}
+    for key in ("boxes", "labels", "scale", "pad", "orig_size", "path"):
+        batch[key] = [item[key] for item in items]
+    return batch
+
+
+class VocDetectionDataset(Dataset):
+    """VOC images through a DetectionTransform; items: ``image``, ``boxes`` (letterboxed xyxy), ``labels``,
+    ``scale``/``pad`` (to map boxes back), ``orig_size`` (h, w) and ``path``."""
+
+    collate_fn = staticmethod(collate_detection)
+
+    def __init__(self, images: Sequence[VocImage], transform: DetectionTransform):
+        self.images = list(images)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.images[index]
+        image = load_image(record.image_path)
+        boxes = np.array([obj.box for obj in record.objects], dtype=np.float32).reshape(-1, 4)
+        labels = np.array([obj.label for obj in record.objects], dtype=np.int64)
+        item = self.transform(image, boxes, labels)
+        item["orig_size"] = tuple(image.shape[:2])
+        item["path"] = str(record.image_path)
+        return item
+
+
+class VocDetectionDataModule(BaseDataModule):
+    """Face-mask VOC data: ``root/images`` + ``root/annotations``, or the synthetic set generated on first use.
+
+    The split (by image, stratified by per-class object counts, seeded) is written to ``split_out`` (every
+    run records its split) and reused from there on resume; ``split_file`` reuses the split of another run.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        cache_dir: str = "data/synthetic",
+        class_names: Sequence[str] = FACEMASK_CLASSES,
+        images_dir: str = "images",
+        annotations_dir: str = "annotations",
+        image_size: int = 256,
+        fractions: dict[str, float] | None = None,
+        split_file: str | None = None,
+        split_out: str | None = None,
+        augment: dict[str, Any] | None = None,
+        synthetic: dict[str, Any] | None = None,
+        skip_bad_files: bool = False,
+        unknown_class: str = "error",
+        **loader_kwargs: Any,
+    ) -> None:
+        super().__init__(**loader_kwargs)
+        self.root = root
+        self.cache_dir = Path(cache_dir)
+        self.class_names = list(class_names)
+        self.images_dir = images_dir
+        self.annotations_dir = annotations_dir
+        self.image_size = int(image_size)
+        self.fractions = dict(fractions or {"train": 0.7, "val": 0.15, "test": 0.15})
+        self.split_file = split_file
+        self.split_out = Path(split_out) if split_out else None
+        self.augment = dict(augment) if augment else None
+        self.synthetic = {"num_images": 400, "image_size": 256, "seed": 0, **dict(synthetic or {})}
+        self.skip_bad_files = skip_bad_files
+        self.unknown_class = unknown_class
+        self.splits: dict[str, list[VocImage]] = {}
+
+    # --- where the data is --------------------------------------------------------------------
+    @property
+    def data_root(self) -> Path:
+        """The user's ``data.root``, or the synthetic cache folder named after the generator's parameters."""
+        if self.root is not None:
+            return require_path(self.root, "data.root", "dataset folder")
+        s = self.synthetic
+        return self.cache_dir / f"voc_facemask_n{s['num_images']}_px{s['image_size']}_seed{s['seed']}"
+
+    def prepare_data(self) -> None:
+        if self.root is not None:
+            return
+        root = self.data_root
+        if (root / READY_MARKER).is_file():
+            return
+        s = self.synthetic
+        log.info("Generating %d synthetic face-mask images into %s", s["num_images"], root)
+        generate_voc_facemask(root, s["num_images"], (s["image_size"], s["image_size"]), s["seed"])
+        (root / READY_MARKER).write_text("ok\n")
+
+    # --- splits and datasets ------------------------------------------------------------------
+    def make_splits(self) -> dict[str, list[VocImage]]:
+        """Read the dataset and split it (reusing ``split_file``, or ``split_out`` when it already exists)."""
+        images = read_voc_dataset(
+            self.data_root, self.class_names, self.images_dir, self.annotations_dir,
+            self.skip_bad_files, self.unknown_class,
+        )
+        if not images:
+            raise UserError(f"data.root: no images found in '{self.data_root / self.images_dir}'")
+        reuse = self.split_file or (self.split_out if self.split_out and self.split_out.is_file() else None)
+        if reuse:
+            splits = load_split(reuse, images)
+        else:
+            splits = split_voc_images(images, len(self.class_names), self.fractions, self.seed)
+        missing = [name for name in SPLITS if not splits.get(name)]
+        if missing:
+            raise UserError(f"data.fractions: split '{missing[0]}' is empty; give it a larger fraction or more images")
+        if self.split_out and (reuse is None or Path(reuse).resolve() != self.split_out.resolve()):
+            save_split(splits, self.split_out)
+        return splits
+
+    def build_datasets(self) -> dict[str, Dataset]:
+        self.splits = self.make_splits()
+        augment = build_train_augment(**self.augment) if self.augment is not None else None
+        eval_transform = DetectionTransform(self.image_size)
+        return {
+            name: VocDetectionDataset(self.splits[name], DetectionTransform(self.image_size, augment) if name == "train" else eval_transform)
+            for name in SPLITS
+        }
+
+    # --- description and the one eval preprocessing ----------------------------------------------
+    @property
+    def info(self) -> dict[str, Any]:
+        if not self.splits:
+            self.setup()
+        counts = class_counts_per_image(self.splits["train"], len(self.class_names)).sum(axis=0)
+        return {
+            "task": "detection",
+            "class_names": list(self.class_names),
+            "input_size": [3, self.image_size, self.image_size],
+            # Applied inside the detector (inputs are RGB in [0, 1]); recorded for export and serving.
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "pad_value": PAD_VALUE,
+            "resize": "letterbox",
+            "class_counts": [int(c) for c in counts],
+        }
+
+    def letterbox_image(self, image: np.ndarray) -> tuple[torch.Tensor, float, tuple[int, int]]:
+        """RGB uint8 image -> letterboxed CHW tensor in [0, 1], with the scale and (pad_x, pad_y) to map boxes back."""
+        boxed, scale, pad = letterbox(image, self.image_size)
+        return image_to_tensor(boxed), scale, pad
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return self.letterbox_image(image)[0]

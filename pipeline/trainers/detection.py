@@ -1,0 +1,258 @@
+"""Object detection task (face-mask detection): torchvision FCOS/RetinaNet on a timm backbone, COCO mAP."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+from torchvision.utils import draw_bounding_boxes, make_grid
+
+from pipeline.data.detection_transforms import unletterbox_boxes
+from pipeline.data.io import is_image_file, list_images, load_image
+from pipeline.metrics.detection import DetectionMetrics
+from pipeline.modules.detectors import DetectorForExport, build_detector
+from pipeline.trainers.base import BaseTask
+from pipeline.utils.errors import UserError, require_path
+
+# Class colours for drawn boxes (cycled); ground truth is drawn in white.
+PALETTE = ((40, 200, 40), (230, 40, 40), (255, 160, 0), (0, 150, 255), (200, 0, 200), (0, 200, 200))
+TRUTH_COLOUR = (255, 255, 255)
+CSV_COLUMNS = ("path", "label", "score", "xmin", "ymin", "xmax", "ymax")
+
+
+def resolve_class_weights(
+    spec: str | Sequence[float] | None, class_counts: Sequence[int] | None, num_classes: int
+) -> list[float] | None:
+    """``None``, an explicit list, or ``"balanced"``: ``total / (num_classes * count)`` per class (sklearn's rule)."""
+    if spec is None or not isinstance(spec, str):
+        return None if spec is None else [float(w) for w in spec]
+    if spec != "balanced":
+        raise UserError(f"task.class_weights: '{spec}' is not 'balanced', a list of weights or null")
+    if not class_counts or len(class_counts) != num_classes:
+        raise UserError("task.class_weights: 'balanced' needs the training split's class_counts from the data module")
+    counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
+    return (counts.sum() / (num_classes * counts)).round(4).tolist()
+
+
+def draw_detections(
+    image: torch.Tensor,
+    detections: dict[str, torch.Tensor],
+    class_names: Sequence[str],
+    truth: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Draw true boxes (white) and predicted boxes (class colour, ``name score``) on a CHW uint8 image."""
+    if truth is not None and len(truth["boxes"]):
+        image = draw_bounding_boxes(image, truth["boxes"], colors=[TRUTH_COLOUR] * len(truth["boxes"]), width=1)
+    if len(detections["boxes"]):
+        labels = detections["labels"].tolist()
+        captions = [f"{class_names[c]} {s:.2f}" for c, s in zip(labels, detections["scores"].tolist(), strict=True)]
+        colours = [PALETTE[c % len(PALETTE)] for c in labels]
+        image = draw_bounding_boxes(image, detections["boxes"], captions, colors=colours, width=2)
+    return image
+
+
+class DetectionTask(BaseTask):
+    """One-stage detector trained on its own loss dict; mAP@50:95, mAP@50, per-class AP and P/R/F1 per epoch.
+
+    ``min_score`` is the detector's own cut (low, so mAP sees the whole ranking); ``score_threshold``
+    is the operating point for precision/recall/F1, the drawn examples, predictions and export.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        detector: str = "fcos",
+        score_threshold: float = 0.5,
+        min_score: float = 0.05,
+        nms_threshold: float = 0.5,
+        detections_per_img: int = 100,
+        class_weights: str | Sequence[float] | None = None,
+        fpn_channels: int = 64,
+        head_convs: int = 2,
+        example_count: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        self.options = {
+            "detector": detector, "score_threshold": score_threshold, "min_score": min_score,
+            "nms_threshold": nms_threshold, "detections_per_img": detections_per_img,
+            "class_weights": list(class_weights) if class_weights is not None and not isinstance(class_weights, str) else class_weights,
+            "fpn_channels": fpn_channels, "head_convs": head_convs,
+        }
+        super().__init__(*args, example_count=example_count, **kwargs)
+        # Kept with the checkpoint, so load_from_checkpoint rebuilds the same detector.
+        self.hparams.update(self.options)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.data_info["class_names"])
+
+    @property
+    def score_threshold(self) -> float:
+        return float(self.options["score_threshold"])
+
+    def build_net(self) -> nn.Module:
+        cfg, opts = self.model_cfg, self.options
+        num_classes = len(self.class_names)
+        _, height, width = self.data_info["input_size"]
+        return build_detector(
+            opts["detector"], num_classes, backbone=cfg.backbone, pretrained=cfg.get("pretrained", False),
+            backbone_weights=cfg.get("weights"), image_size=(height, width),
+            class_weights=resolve_class_weights(opts["class_weights"], self.data_info.get("class_counts"), num_classes),
+            fpn_channels=opts["fpn_channels"], head_convs=opts["head_convs"], score_thresh=opts["min_score"],
+            nms_thresh=opts["nms_threshold"], detections_per_img=opts["detections_per_img"],
+        )
+
+    def build_loss(self) -> None:
+        """None: the detector computes its own losses (focal classification, box regression, centre-ness)."""
+        return None
+
+    def build_metrics(self) -> DetectionMetrics:
+        return DetectionMetrics(self.class_names, score_threshold=self.score_threshold)
+
+    def forward(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Detections (letterboxed pixels) for a batch of letterboxed images in [0, 1]."""
+        return self.net(list(images))
+
+    # --- training and evaluation ------------------------------------------------------------------
+    @staticmethod
+    def targets_of(batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+        return [{"boxes": b, "labels": y} for b, y in zip(batch["boxes"], batch["labels"], strict=True)]
+
+    def _shared_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> torch.Tensor | None:
+        targets = self.targets_of(batch)
+        batch_size = len(targets)
+        if stage == "train":
+            losses = self.net(list(batch["image"]), targets)
+            loss = sum(losses.values())
+            self.log_dict({f"train/loss_{name}": value for name, value in losses.items()},
+                          on_step=True, on_epoch=True, batch_size=batch_size)
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            return loss
+        detections = self(batch["image"])
+        self.metrics_for(stage).update(detections, targets)
+        if batch_idx == 0:
+            n = self.example_count
+            self.examples[stage] = {
+                "image": batch["image"][:n].detach().cpu(),
+                "truth": [{k: v.detach().cpu() for k, v in t.items()} for t in targets[:n]],
+                "detections": [{k: v.detach().cpu() for k, v in d.items()} for d in detections[:n]],
+            }
+        return None
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        metrics = self.metrics_for(stage)
+        # compute() already gathers the states of every process.
+        self.log_dict(metrics.compute(), prog_bar=False)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def above_threshold(self, detections: dict[str, torch.Tensor], threshold: float | None = None) -> dict[str, torch.Tensor]:
+        keep = detections["scores"] >= (self.score_threshold if threshold is None else threshold)
+        return {key: value[keep] for key, value in detections.items()}
+
+    def render_examples(self, stage: str) -> torch.Tensor | None:
+        ex = self.examples.get(stage)
+        if not ex:
+            return None
+        tiles = [
+            draw_detections((image * 255).round().to(torch.uint8), self.above_threshold(det), self.class_names, truth)
+            for image, det, truth in zip(ex["image"], ex["detections"], ex["truth"], strict=True)
+        ]
+        return make_grid(tiles, nrow=int(np.ceil(np.sqrt(len(tiles)))), padding=4)
+
+    # --- delivery -------------------------------------------------------------------------------
+    def export_spec(self) -> dict[str, Any]:
+        """Fixed-size single-image ONNX: ``images`` [1, 3, H, W] letterboxed RGB in [0, 1] -> boxes [N, 4]
+        (letterboxed pixels), scores [N], labels [N] (padding rows: score 0, label -1). Export by tracing."""
+        _, height, width = self.data_info["input_size"]
+        return {
+            "module": DetectorForExport(self.net).eval(),
+            "inputs": {"images": torch.zeros(1, 3, height, width)},
+            "outputs": ["boxes", "scores", "labels"],
+            "dynamic_axes": {},
+            "export_options": {"dynamo": False, "opset_version": 17},
+            "metadata": {
+                "task": "detection",
+                "input_size": [height, width],
+                "resize": "letterbox (keep aspect, centre, pad)",
+                "pad_value": self.data_info.get("pad_value", 114),
+                "input_range": "RGB float in [0, 1]; ImageNet normalisation is inside the model",
+                "mean": self.data_info["mean"],
+                "std": self.data_info["std"],
+                "class_names": self.class_names,
+                "score_threshold": self.score_threshold,
+                "box_format": "xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale",
+            },
+        }
+
+    def predict_files(
+        self, datamodule: Any, source: Path, out_dir: Path, score_threshold: float | None = None,
+        batch_size: int = 8, draw: bool = True, **options: Any,
+    ) -> Path:
+        """Detect objects in an image or a folder of images; writes ``detections.csv`` (original image
+        pixels, one row per box above the threshold) and, with ``draw``, ``images/<name>.png``."""
+        if options:
+            raise UserError(f"predict: unknown option(s) {sorted(options)} (known: score_threshold, batch_size, draw)")
+        source = require_path(source, "input")
+        if source.is_file() and not is_image_file(source):
+            raise UserError(f"input: '{source}' is not an image (give an image file or a folder of images)")
+        paths = [source] if source.is_file() else list_images(source)
+        if not paths:
+            raise UserError(f"input: no images in '{source}'")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        # Options may arrive as command-line strings.
+        batch_size = int(batch_size)
+        draw = draw if isinstance(draw, bool) else str(draw).lower() in ("true", "1", "yes")
+        csv_path = out_dir / "detections.csv"
+        self.eval()
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            for start in range(0, len(paths), batch_size):
+                chunk = paths[start : start + batch_size]
+                for path, image, detections in zip(chunk, *self._detect(datamodule, chunk, threshold), strict=True):
+                    writer.writerows(
+                        (str(path), self.class_names[c], f"{s:.4f}", *(f"{v:.1f}" for v in box))
+                        for c, s, box in zip(detections["labels"].tolist(), detections["scores"].tolist(),
+                                             detections["boxes"].tolist(), strict=True)
+                    )
+                    if draw:
+                        self._save_drawing(image, detections, self._drawing_path(out_dir, path, source))
+        return csv_path
+
+    @torch.no_grad()
+    def _detect(self, datamodule: Any, paths: list[Path], threshold: float) -> tuple[list[np.ndarray], list[dict]]:
+        """Load, letterbox and detect; boxes mapped back to original pixels and clipped to the image."""
+        images = [load_image(path) for path in paths]
+        boxed = [datamodule.letterbox_image(image) for image in images]
+        raw = self.net([tensor.to(self.device) for tensor, _, _ in boxed])
+        results = []
+        for image, (_, scale, pad), det in zip(images, boxed, raw, strict=True):
+            det = self.above_threshold({k: v.cpu() for k, v in det.items()}, threshold)
+            det["boxes"] = torch.from_numpy(unletterbox_boxes(det["boxes"].numpy(), scale, pad, image.shape[:2]))
+            results.append(det)
+        return images, results
+
+    @staticmethod
+    def _drawing_path(out_dir: Path, path: Path, source: Path) -> Path:
+        """``out_dir/images/<path relative to the input folder>.png``, sub-folders kept."""
+        relative = Path(path.name) if source.is_file() else path.relative_to(source)
+        return (out_dir / "images" / relative).with_suffix(".png")
+
+    def _save_drawing(self, image: np.ndarray, detections: dict[str, torch.Tensor], path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        drawn = draw_detections(torch.from_numpy(image).permute(2, 0, 1).contiguous(), detections, self.class_names)
+        cv2.imwrite(str(path), cv2.cvtColor(drawn.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR))

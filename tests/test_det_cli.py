@@ -1,0 +1,56 @@
+"""facemask_detection from the command line: run folder, split file, TensorBoard tags, bin/test.py, split reuse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+TINY = ["experiment=facemask_detection", "data.image_size=96", "data.synthetic.num_images=40",
+        "data.synthetic.image_size=96", "data.num_workers=0", "hyp.batch_size=4", "hyp.epochs=2",
+        "+trainer.limit_train_batches=4", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("det_cli")
+    proc = run_cli("train.py", *TINY, f"paths.results_dir={tmp / 'results'}", f"paths.data_dir={tmp / 'data'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp / "results" / "facemask_detection").iterdir()
+    return tmp, run
+
+
+@pytest.mark.slow
+def test_run_folder_holds_split_metrics_and_images(trained_run):
+    _, run = trained_run
+    split = json.loads((run / "results" / "split.json").read_text())
+    assert sum(len(v) for v in split.values()) == 40
+    metrics = json.loads((run / "results" / "test_metrics.json").read_text())
+    assert {"test/map", "test/map_50", "test/ap/mask_weared_incorrect", "test/f1"} <= set(metrics)
+    for name in ("val_predictions.png", "test_predictions.png"):
+        assert (run / "results" / name).is_file(), name
+    history = json.loads((run / "results" / "metrics_history.json").read_text())
+    assert [row["epoch"] for row in history] == [0, 1] and all("val/map_50" in row for row in history)
+    scalars, images = set(), set()
+    for event_file in (run / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(event_file), size_guidance={"images": 0, "scalars": 0}).Reload()
+        scalars |= set(acc.Tags()["scalars"])
+        images |= set(acc.Tags()["images"])
+    assert {"train/loss_classification_step", "train/loss_bbox_ctrness_epoch", "val/map_50", "val/ap/with_mask"} <= scalars
+    assert {"val/predictions", "test/predictions"} <= images
+
+
+@pytest.mark.slow
+def test_bin_test_and_split_reuse(trained_run):
+    tmp, run = trained_run
+    proc = run_cli("test.py", f"run={run}", "data.num_workers=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test/map_50" in proc.stdout
+    split_file = run / "results" / "split.json"
+    proc = run_cli("train.py", *TINY, "hyp.epochs=1", "seed=7", f"data.split_file={split_file}", "test_after_train=false",
+                   f"paths.results_dir={tmp / 'reuse'}", f"paths.data_dir={tmp / 'data'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (second,) = (tmp / "reuse" / "facemask_detection").iterdir()
+    assert json.loads((second / "results" / "split.json").read_text()) == json.loads(split_file.read_text())

@@ -1,0 +1,142 @@
+"""DetectionTask from the real configs: loss components, epoch metrics, drawn examples, ONNX parity, folder prediction."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+
+from pipeline.trainers.detection import DetectionTask, resolve_class_weights
+from pipeline.trainers.engine import build_datamodule, build_task
+from pipeline.utils.errors import UserError
+
+TINY = ["experiment=facemask_detection", "data.image_size=96", "data.synthetic.num_images=24",
+        "data.synthetic.image_size=96", "data.num_workers=0", "hyp.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(datamodule, task) from the experiment config; min_score 0 so an untrained model still returns boxes."""
+    tmp = tmp_path_factory.mktemp("det_task")
+    cfg = compose_config([*TINY, "task.min_score=0.0", "task.detections_per_img=20", "task.class_weights=balanced"],
+                         tmp / "run", tmp / "data")
+    datamodule = build_datamodule(cfg)
+    torch.manual_seed(0)
+    return datamodule, build_task(cfg, datamodule.info)
+
+
+def test_balanced_class_weights():
+    assert resolve_class_weights("balanced", [60, 30, 10], 3) == pytest.approx([100 / 180, 100 / 90, 100 / 30], abs=1e-4)
+    assert resolve_class_weights([1, 2, 3], None, 3) == [1.0, 2.0, 3.0]
+    assert resolve_class_weights(None, [1, 2, 3], 3) is None
+    with pytest.raises(UserError, match="task.class_weights"):
+        resolve_class_weights("inverse", [1, 2, 3], 3)
+
+
+def test_task_uses_balanced_weights_of_the_training_split(built):
+    datamodule, task = built
+    weights = task.net.head.class_weights
+    assert weights.tolist() == pytest.approx(resolve_class_weights("balanced", datamodule.info["class_counts"], 3))
+    assert weights[2] > weights[0]
+
+
+def test_training_step_logs_each_loss_component(built):
+    datamodule, task = built
+    logged = {}
+    task.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    task.log_dict = lambda values, **kw: logged.update(values)
+    task.train()
+    loss = task.training_step(next(iter(datamodule.train_dataloader())), 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert {"train/loss", "train/loss_classification", "train/loss_bbox_regression", "train/loss_bbox_ctrness"} <= set(logged)
+    assert float(loss) == pytest.approx(sum(float(logged[k]) for k in logged if k.startswith("train/loss_")), rel=1e-5)
+
+
+def test_validation_epoch_logs_map_and_per_class_scores(built):
+    datamodule, task = built
+    logged = {}
+    task.log_dict = lambda values, **kw: logged.update(values)
+    task.eval()
+    with torch.no_grad():
+        for index, batch in enumerate(datamodule.val_dataloader()):
+            task.validation_step(batch, index)
+    task.on_validation_epoch_end()
+    for key in ("val/map", "val/map_50", "val/precision", "val/recall", "val/f1", "val/ap/mask_weared_incorrect",
+                "val/ap50/with_mask", "val/recall/without_mask"):
+        assert key in logged, sorted(logged)
+    assert 0.0 <= logged["val/map_50"] <= 1.0
+    assert task.val_metrics.prf.tp.sum() == 0 and task.val_metrics.prf.fn.sum() == 0  # reset after the epoch
+    grid = task.render_examples("val")
+    assert grid.dtype == torch.uint8 and grid.shape[0] == 3 and grid.shape[1] >= 96
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::UserWarning", "ignore::FutureWarning")
+def test_onnx_export_matches_pytorch_on_a_real_sample(built, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    datamodule, task = built
+    spec = task.export_spec()
+    assert spec["metadata"]["pad_value"] == 114 and spec["metadata"]["class_names"][0] == "with_mask"
+    path = tmp_path / "det.onnx"
+    torch.onnx.export(spec["module"], tuple(spec["inputs"].values()), path, input_names=list(spec["inputs"]),
+                      output_names=spec["outputs"], dynamic_axes=spec["dynamic_axes"], **spec["export_options"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = datamodule.datasets["val"][0]["image"][None]
+    boxes, scores, labels = session.run(None, {"images": image.numpy()})
+    with torch.no_grad():
+        ref_boxes, ref_scores, ref_labels = spec["module"](image)
+    assert (ref_scores > 0).sum() > 0
+    np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4)
+    np.testing.assert_allclose(boxes, ref_boxes.numpy(), atol=1e-2)
+    np.testing.assert_array_equal(labels, ref_labels.numpy())
+
+
+def test_predict_files_writes_csv_in_original_pixels(built, tmp_path):
+    datamodule, task = built
+    source = tmp_path / "input"
+    (source / "sub").mkdir(parents=True)
+    first = datamodule.splits["test"][0].image_path
+    shutil.copy(first, source / "A.PNG")
+    wide = cv2.resize(cv2.imread(str(first)), (300, 120))
+    cv2.imwrite(str(source / "sub" / "wide.jpg"), wide)
+    (source / "README.txt").write_text("not an image")
+    out = task.predict_files(datamodule, source, tmp_path / "out", score_threshold=0.0)
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["path", "label", "score", "xmin", "ymin", "xmax", "ymax"]
+    assert {r["path"] for r in rows} == {str(source / "A.PNG"), str(source / "sub" / "wide.jpg")}
+    wide_rows = [r for r in rows if r["path"].endswith("wide.jpg")]
+    assert max(float(r["xmax"]) for r in wide_rows) > 96 and all(float(r["ymax"]) <= 120 for r in wide_rows)
+    assert {r["label"] for r in rows} <= set(datamodule.class_names)
+    assert (tmp_path / "out" / "images" / "A.png").is_file() and (tmp_path / "out" / "images" / "sub" / "wide.png").is_file()
+    single = task.predict_files(datamodule, source / "A.PNG", tmp_path / "one", draw="false", batch_size="2")
+    assert single.read_text().startswith("path,label,score") and not (tmp_path / "one" / "images").exists()
+
+
+def test_predict_files_errors(built, tmp_path):
+    datamodule, task = built
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="no images"):
+        task.predict_files(datamodule, tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(UserError, match="not an image"):
+        task.predict_files(datamodule, tmp_path / "notes.txt", tmp_path / "out")
+    with pytest.raises(UserError, match="input"):
+        task.predict_files(datamodule, tmp_path / "missing", tmp_path / "out")
+    with pytest.raises(UserError, match="unknown option"):
+        task.predict_files(datamodule, tmp_path / "empty", tmp_path / "out", threshold=0.3)
+
+
+def test_checkpoint_options_rebuild_the_same_detector(built, tmp_path):
+    _, task = built
+    path = tmp_path / "task.ckpt"
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}, path)
+    hparams = torch.load(path, weights_only=True)["hyper_parameters"]
+    rebuilt = DetectionTask(**hparams)
+    assert rebuilt.options == task.options
+    rebuilt.load_state_dict(task.state_dict())

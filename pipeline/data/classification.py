@@ -117,7 +117,7 @@ class ImageClassificationDataModule(BaseDataModule):
         self.split = to_plain(split) or {"train": 0.7, "val": 0.15, "test": 0.15}
         self.skip_bad_files = skip_bad_files
         self.check_images = check_images
-        self.class_counts: list[int] = []
+        self.train_class_counts: list[int] = []
 
     # --- to implement ---------------------------------------------------------------------------
     @property
@@ -168,7 +168,7 @@ class ImageClassificationDataModule(BaseDataModule):
         for name in ("train", "val"):
             if not splits.get(name):
                 raise UserError(f"data.split: the {name} split is empty (more data or other data.split fractions needed)")
-        self.class_counts = class_counts(splits["train"], len(self.class_names))
+        self.train_class_counts = class_counts(splits["train"], len(self.class_names))
         train_transform = build_transform(self.augment, self.image_size, self.mean, self.std)
         return {
             name: ClassificationDataset(samples, train_transform if name == "train" else self.eval_transform())
@@ -196,7 +196,7 @@ class ImageClassificationDataModule(BaseDataModule):
             "input_size": [3, *self.image_size],
             "mean": self.mean,
             "std": self.std,
-            "class_counts": self.class_counts,
+            "class_counts": self.train_class_counts,
             **self.extra_info(),
         }
 

@@ -33,6 +33,7 @@ from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.formats.boostcamp import CLASS_NAMES, find_eval_root, read_boostcamp_eval
 from pipeline.data.formats.image_folder import csv_rows, visible_images
 from pipeline.data.io import is_image_file, load_image
+from pipeline.modules import face_cnn  # noqa: F401 - registers the face_cnn backbone in timm
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask

@@ -9,6 +9,7 @@ counts for ``weight: balanced`` losses, the weighted sampler option, and the syn
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -117,7 +118,7 @@ class ImageClassificationDataModule(BaseDataModule):
         self.split = to_plain(split) or {"train": 0.7, "val": 0.15, "test": 0.15}
         self.skip_bad_files = skip_bad_files
         self.check_images = check_images
-        self.class_counts: list[int] = []
+        self.train_class_counts: list[int] = []
 
     # --- to implement ---------------------------------------------------------------------------
     @property
@@ -148,17 +149,27 @@ class ImageClassificationDataModule(BaseDataModule):
         return self.cache_dir / self.synthetic_name()
 
     def prepare_data(self) -> None:
-        """Generate the synthetic dataset once; the marker is written last, so a half-written one is redone."""
+        """Generate the synthetic dataset once and reuse it after.
+
+        It is written into a staging folder, marked complete, then renamed into place, so a half-written
+        folder (no marker) is regenerated and two processes starting together cannot mix their files.
+        """
         if self.root:
             return
         folder = self.data_root
         if (folder / READY_MARKER).is_file():
             return
-        if folder.exists():
-            shutil.rmtree(folder)
+        staging = folder.parent / f".{folder.name}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
         log.info("generating synthetic data into %s", folder)
-        self.generate(folder)
-        (folder / READY_MARKER).write_text("ok\n")
+        self.generate(staging)
+        (staging / READY_MARKER).write_text("ok\n")
+        if folder.exists() and not (folder / READY_MARKER).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process put a complete copy in place first
+            shutil.rmtree(staging, ignore_errors=True)
 
     # --- datasets -------------------------------------------------------------------------------
     def build_datasets(self) -> dict[str, Dataset]:
@@ -168,7 +179,7 @@ class ImageClassificationDataModule(BaseDataModule):
         for name in ("train", "val"):
             if not splits.get(name):
                 raise UserError(f"data.split: the {name} split is empty (more data or other data.split fractions needed)")
-        self.class_counts = class_counts(splits["train"], len(self.class_names))
+        self.train_class_counts = class_counts(splits["train"], len(self.class_names))
         train_transform = build_transform(self.augment, self.image_size, self.mean, self.std)
         return {
             name: ClassificationDataset(samples, train_transform if name == "train" else self.eval_transform())
@@ -196,7 +207,7 @@ class ImageClassificationDataModule(BaseDataModule):
             "input_size": [3, *self.image_size],
             "mean": self.mean,
             "std": self.std,
-            "class_counts": self.class_counts,
+            "class_counts": self.train_class_counts,
             **self.extra_info(),
         }
 

@@ -31,8 +31,9 @@ from tqdm import tqdm
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.formats.boostcamp import CLASS_NAMES, find_eval_root, read_boostcamp_eval
-from pipeline.data.formats.image_folder import csv_rows
-from pipeline.data.io import is_image_file, list_images, load_image
+from pipeline.data.formats.image_folder import csv_rows, visible_images
+from pipeline.data.io import is_image_file, load_image
+from pipeline.modules import face_cnn  # noqa: F401 - registers the face_cnn backbone in timm
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
@@ -367,7 +368,7 @@ def prediction_inputs(source: Path) -> PredictionInputs:
         records = read_boostcamp_eval(eval_root)
         return PredictionInputs([r.path for r in records], [r.image_id for r in records])
     if source.is_dir():
-        paths = list_images(source)
+        paths = visible_images(source)
     elif source.suffix.lower() == ".csv":
         paths = [Path(row["path"]) if Path(row["path"]).is_absolute() else source.parent / row["path"]
                  for _, row in csv_rows(source, ("path",))]

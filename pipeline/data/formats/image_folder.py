@@ -2,7 +2,7 @@
 
 Class folders::
 
-    root/<class name>/**/*.jpg|png|...      class names sorted; dot-folders and non-images ignored
+    root/<class name>/**/*.jpg|png|...      class names sorted; hidden files, dot-folders and non-images ignored
 
 CSV (``path,label`` header; extra columns ignored)::
 
@@ -57,11 +57,17 @@ def read_image_folder(
     records = []
     for label, name in enumerate(class_names):
         folder = root / name
-        images = list_images(folder) if folder.is_dir() else []
+        images = visible_images(folder) if folder.is_dir() else []
         if not images and not allow_empty_classes:
             raise UserError(f"{folder}: class '{name}' has no images (add images or remove the class)")
         records.extend(ImageRecord(path, label) for path in images)
     return records, list(class_names)
+
+
+def visible_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder``, leaving out hidden files and folders (``._x.jpg`` macOS companions)."""
+    folder = Path(folder)
+    return [p for p in list_images(folder) if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
 def read_image_csv(

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +20,7 @@ from rich.table import Table
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.utils.config import save_config_pickle
 from pipeline.utils.errors import UserError
+from pipeline.utils.ranks import pin_run_dir, share_with_ranks
 from pipeline.utils.runs import find_checkpoint
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,11 @@ def train(cfg: DictConfig) -> float | None:
     route_lightning_logs()
     run_dir = Path(cfg.paths.output_dir)
     if HydraConfig.initialized():
-        save_config_pickle(cfg, HydraConfig.get(), run_dir / ".hydra" / "config.pickle")
+        config_pickle = run_dir / ".hydra" / "config.pickle"
+        if rank_zero_only.rank == 0:
+            pin_run_dir(run_dir)
+            save_config_pickle(cfg, HydraConfig.get(), config_pickle)
+        share_with_ranks(config_pickle)
     seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_checkpoint(cfg)
     datamodule = build_datamodule(cfg)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import configure_log
+from hydra.core.utils import configure_log, setup_globals
 from omegaconf import DictConfig, open_dict, read_write
 
 from pipeline.utils.config import apply_overrides, load_config_pickle
@@ -54,8 +54,9 @@ def run_dir_for(resume: str, overrides: list[str], config_dir: Path) -> Path:
 
 def load_resume_config(pickle_path: Path, run_dir: Path, overrides: list[str]) -> DictConfig:
     """Load the run's pickled config, point it at ``run_dir``, set up Hydra's logging, apply overrides."""
+    setup_globals()  # the ${hydra:...} and ${now:...} resolvers, as a Hydra run has them
     full = load_config_pickle(pickle_path)
-    with read_write(full), open_dict(full):
+    with read_write(full.hydra), open_dict(full.hydra):
         full.hydra.runtime.output_dir = str(run_dir)
     configure_log(full.hydra.job_logging, full.hydra.verbose)
     HydraConfig.instance().set_config(full)

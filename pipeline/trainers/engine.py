@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -100,8 +101,10 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = resume_checkpoint(cfg)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=instantiate_each(cfg.get("callbacks")),
-                                      logger=instantiate_each(cfg.get("logger")) or False)
+    loggers = instantiate_each(cfg.get("logger"))
+    # LearningRateMonitor refuses to run without a logger (logger=none).
+    callbacks = [c for c in instantiate_each(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if ckpt_path:
         log.info("Resuming %s from %s", run_dir, ckpt_path)
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -40,27 +40,31 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 class StepClock(pl.Callback):
-    """Time and sample count at the end of every training batch."""
+    """Wall time, CPU time of this process and sample count at the end of every training batch."""
 
     def __init__(self) -> None:
         self.ends: list[float] = []
+        self.cpu: list[float] = []
         self.sizes: list[int] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         self.ends.append(time.perf_counter())
+        self.cpu.append(time.process_time())
         self.sizes.append(extract_batch_size(batch))
 
 
-def rate(ends: list[float], sizes: list[int], warmup: int) -> dict[str, float]:
-    """Samples/s and ms/step over the steps after ``warmup``."""
-    if len(ends) <= warmup:
+def rate(ends: list[float], cpu: list[float], sizes: list[int], warmup: int) -> dict[str, float]:
+    """Samples/s and ms/step over the steps after ``warmup``, and the main process's CPU ms per step
+    (steadier than wall time on a shared machine; DataLoader workers are not counted)."""
+    first = max(warmup, 1) - 1  # timing starts at the end of this step
+    if len(ends) <= first + 1:
         raise UserError(f"steps: only {len(ends)} training steps ran; give steps > warmup ({warmup}) and data for them")
-    elapsed = ends[-1] - ends[warmup - 1] if warmup else ends[-1] - ends[0]
-    steps = len(ends) - max(warmup, 1)
-    samples = sum(sizes[max(warmup, 1):])
-    return {"samples_per_sec": samples / elapsed, "step_ms": 1000 * elapsed / steps, "steps": steps}
+    steps = len(ends) - 1 - first
+    elapsed = ends[-1] - ends[first]
+    return {"samples_per_sec": sum(sizes[first + 1:]) / elapsed, "step_ms": 1000 * elapsed / steps,
+            "cpu_ms_per_step": 1000 * (cpu[-1] - cpu[first]) / steps, "steps": steps}
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -110,7 +114,7 @@ def run_framework(cfg: DictConfig, steps: int, warmup: int) -> dict[str, float]:
         callbacks=[*instantiate_each(cfg.get("callbacks")), clock], logger=instantiate_each(cfg.get("logger")) or False,
     )
     trainer.fit(task, datamodule=datamodule)
-    return rate(clock.ends, clock.sizes, warmup)
+    return rate(clock.ends, clock.cpu, clock.sizes, warmup)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -144,7 +148,7 @@ def run_plain(cfg: DictConfig, steps: int, warmup: int) -> dict[str, float]:
     optimizer = instantiate(cfg.hyp.optimizer)(params=[p for p in task.parameters() if p.requires_grad])
     dtype = AUTOCAST.get(str(cfg.trainer.precision))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    ends, sizes = [], []
+    ends, cpu, sizes = [], [], []
     for batch in batches(datamodule.train_dataloader(), steps):
         batch = to_device(batch, device)
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
@@ -156,16 +160,18 @@ def run_plain(cfg: DictConfig, steps: int, warmup: int) -> dict[str, float]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         ends.append(time.perf_counter())
+        cpu.append(time.process_time())
         sizes.append(extract_batch_size(batch))
-    return rate(ends, sizes, warmup)
+    return rate(ends, cpu, sizes, warmup)
 
 
 def print_table(title: str, rows: dict[str, dict[str, float]], ratio: float) -> None:
     table = Table(title=title)
-    for column in ("loop", "samples/s", "ms/step", "steps timed"):
+    for column in ("loop", "samples/s", "ms/step", "CPU ms/step", "steps timed"):
         table.add_column(column, justify="right" if column != "loop" else "left")
     for name, row in rows.items():
-        table.add_row(name, f"{row['samples_per_sec']:.1f}", f"{row['step_ms']:.2f}", str(row["steps"]))
+        table.add_row(name, f"{row['samples_per_sec']:.1f}", f"{row['step_ms']:.2f}", f"{row['cpu_ms_per_step']:.2f}",
+                      str(row["steps"]))
     table.caption = f"framework / plain = {ratio:.3f}"
     Console().print(table)
 

@@ -65,9 +65,9 @@ def test_bin_test_evaluates_latest_and_named_runs(trained_run):
 
 def _one_line_error(proc, *needles: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
     for needle in needles:
         assert needle in lines[0], lines[0]
 

@@ -1,0 +1,1 @@
+"""Benchmarks: inference speed of exported runs, training throughput."""

@@ -2,7 +2,7 @@
 
 The glasses classifier sees only the eye zone: the top half of the face, padded to a square with
 black and resized. Aligned face crops (MeGlass) are used as they are; for photos the largest face is
-found first. The output stays uint8 RGB so that albumentations can run after it; scaling to [0, 1]
+found first, by OpenCV's bundled Haar cascade unless a YuNet or other Haar model file is given. The output stays uint8 RGB so that albumentations can run after it; scaling to [0, 1]
 and mean/std normalisation belong to the transform that follows (one place, used everywhere), never
 to this class. Everything here is deterministic.
 """
@@ -23,24 +23,15 @@ FaceDetector = Callable[[np.ndarray], list[Box]]
 HAAR_FACE_FILE = "haarcascade_frontalface_default.xml"
 
 
-def default_haar_cascade() -> Path | None:
-    """OpenCV's bundled frontal-face Haar cascade, or None (OpenCV 5 wheels no longer ship it)."""
-    data = getattr(cv2, "data", None)
-    candidates = [Path(data.haarcascades) / HAAR_FACE_FILE] if data is not None else []
-    candidates += sorted(Path(cv2.__file__).parent.rglob(HAAR_FACE_FILE))
-    return next((path for path in candidates if path.is_file()), None)
+def default_haar_cascade() -> Path:
+    """OpenCV's bundled frontal-face Haar cascade (``cv2.data.haarcascades``)."""
+    return Path(cv2.data.haarcascades) / HAAR_FACE_FILE
 
 
 class HaarFaceDetector:
-    """Face boxes from an OpenCV Haar cascade (needs OpenCV 4 or opencv-contrib in OpenCV 5)."""
+    """Face boxes from an OpenCV Haar cascade (the default detector)."""
 
     def __init__(self, cascade_file: str | Path, min_face_size: int = 24):
-        if not hasattr(cv2, "CascadeClassifier"):
-            raise UserError(
-                f"face_model: '{cascade_file}' is a Haar cascade, but this OpenCV ({cv2.__version__}) has no "
-                "CascadeClassifier (moved to opencv-contrib in OpenCV 5); install "
-                "opencv-contrib-python-headless or pass a YuNet .onnx face model"
-            )
         self.classifier = cv2.CascadeClassifier(str(cascade_file))
         if self.classifier.empty():
             raise UserError(f"face_model: '{cascade_file}' is not a readable Haar cascade XML file")
@@ -80,14 +71,9 @@ class YuNetFaceDetector:
 
 
 def build_face_detector(face_model: str | Path | None = None, min_face_size: int = 24) -> FaceDetector:
-    """Detector for ``face_model``: a YuNet ``.onnx`` or a Haar ``.xml``; None means OpenCV's Haar file."""
+    """Detector for ``face_model``: a YuNet ``.onnx`` or a Haar ``.xml``; None means OpenCV's bundled Haar cascade."""
     if face_model is None:
         face_model = default_haar_cascade()
-        if face_model is None:
-            raise UserError(
-                f"face_model: OpenCV {cv2.__version__} ships no {HAAR_FACE_FILE}; set face_model to a YuNet "
-                "model (face_detection_yunet_2023mar.onnx from opencv_zoo) or a Haar cascade XML file"
-            )
     path = require_path(face_model, "face_model", "face detector model")
     if path.suffix.lower() == ".onnx":
         return YuNetFaceDetector(path, min_face_size=min_face_size)
@@ -117,7 +103,7 @@ class EyeZonePreprocessor:
 
     ``detect_face=False`` (default) treats the whole input as an aligned face crop (MeGlass).
     ``detect_face=True`` crops the largest face found by ``face_detector`` (or one built from
-    ``face_model``, see ``build_face_detector``), grown by ``margin`` on each side, and returns None
+    ``face_model``, by default OpenCV's Haar cascade, see ``build_face_detector``), grown by ``margin`` on each side, and returns None
     when there is no face; callers answer "no_face". Normalisation is deliberately not done here.
     """
 

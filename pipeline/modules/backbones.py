@@ -8,7 +8,7 @@ import timm
 import torch.nn as nn
 
 # Registers the framework's own small models ("simple_cnn", ...) in timm's registry.
-from pipeline.modules import small_cnn  # noqa: F401
+from pipeline.modules import small_cnn, tiny_cnn  # noqa: F401
 from pipeline.utils.errors import UserError
 
 

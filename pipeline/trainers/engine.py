@@ -81,8 +81,10 @@ def route_lightning_logs() -> None:
     Lightning gives its logger its own console handler and stops propagation when it is imported
     before logging is configured, which is always the case under Hydra.
     """
-    lightning_logger = logging.getLogger("lightning.pytorch")
-    if logging.getLogger().handlers:
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lightning_logger = logging.getLogger(name)
         lightning_logger.handlers.clear()
         lightning_logger.propagate = True
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn as nn
 from torchmetrics import MetricCollection
@@ -14,9 +18,12 @@ from torchmetrics.classification import (
 )
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
+from pipeline.data.formats.pairs import read_pairs
+from pipeline.data.io import load_image
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.siamese import SiameseNet
 from pipeline.trainers.base import BaseTask
+from pipeline.utils.progress import batched
 
 
 class SiameseTask(BaseTask):
@@ -64,3 +71,40 @@ class SiameseTask(BaseTask):
             (f"t={int(t)} p={p:.2f}", int(p >= self.threshold) == int(t)) for p, t in zip(probs.tolist(), truth.tolist())
         ]
         return annotated_grid(pairs, labels)
+
+    def export_spec(self) -> dict[str, Any]:
+        example = torch.zeros(2, *self.data_info["input_size"])
+        batch = {0: "batch"}
+        return {
+            "module": self.net,
+            "inputs": {"image1": example, "image2": example.clone()},
+            "outputs": ["logit"],
+            "dynamic_axes": {"image1": batch, "image2": batch, "logit": batch},
+            "metadata": {
+                "task": self.data_info["task"],
+                "input_size": self.data_info["input_size"],
+                "mean": self.data_info["mean"],
+                "std": self.data_info["std"],
+                "class_names": self.data_info["class_names"],
+                "threshold": self.threshold,
+                "decision": "sigmoid(logit) >= threshold",
+            },
+        }
+
+    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
+        """Score image pairs (a ``path1,path2`` CSV or a folder with two sub-folders paired by file name)
+        into ``out_dir/predictions.csv`` with columns path1, path2, probability, same."""
+        pairs = read_pairs(source)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out_file = out_dir / "predictions.csv"
+        with open(out_file, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path1", "path2", "probability", "same"])
+            for chunk in batched(pairs, datamodule.eval_batch_size, "pairs"):
+                image1 = torch.stack([datamodule.preprocess(load_image(p1)) for p1, _ in chunk])
+                image2 = torch.stack([datamodule.preprocess(load_image(p2)) for _, p2 in chunk])
+                with torch.no_grad():
+                    probs = torch.sigmoid(self(image1, image2)).tolist()
+                for (p1, p2), prob in zip(chunk, probs, strict=True):
+                    writer.writerow([p1, p2, f"{prob:.6f}", int(prob >= self.threshold)])
+        return out_file

@@ -19,8 +19,11 @@ USER_ERROR_EXIT = 2
 
 def describe_error(exc: BaseException) -> str | None:
     """One line for a user-caused exception, or None for a genuine bug (which keeps its traceback)."""
-    if isinstance(exc, UserError):
-        return str(exc)
+    cause: BaseException | None = exc
+    while cause is not None:  # Hydra wraps errors raised inside instantiated constructors
+        if isinstance(cause, UserError):
+            return str(cause)
+        cause = cause.__cause__
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None)
         message = str(exc).splitlines()[0]

@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, setup_globals
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from pipeline.utils.config import apply_overrides, load_config_pickle
 from pipeline.utils.errors import UserError
@@ -54,9 +54,10 @@ def run_dir_for(resume: str, overrides: list[str], config_dir: Path) -> Path:
 
 def load_resume_config(pickle_path: Path, run_dir: Path, overrides: list[str]) -> DictConfig:
     """Load the run's pickled config, point it at ``run_dir``, set up Hydra's logging, apply overrides."""
-    setup_globals()  # the ${hydra:...} and ${now:...} resolvers, as a Hydra run has them
+    setup_globals()  # Hydra's ${hydra:...} and ${now:...} resolvers
     full = load_config_pickle(pickle_path)
-    with read_write(full.hydra), open_dict(full.hydra):
+    OmegaConf.set_readonly(full.hydra, False)  # Hydra froze its node before it was pickled
+    with open_dict(full):
         full.hydra.runtime.output_dir = str(run_dir)
     configure_log(full.hydra.job_logging, full.hydra.verbose)
     HydraConfig.instance().set_config(full)

@@ -3,13 +3,17 @@
 import pickle
 import warnings
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.eye_zone import EyeZonePreprocessor, build_face_detector, default_haar_cascade
+from pipeline.data.eye_zone import (
+    EyeZonePreprocessor,
+    HaarFaceDetector,
+    build_face_detector,
+    default_haar_cascade,
+)
 from pipeline.utils.errors import UserError
 
 
@@ -127,19 +131,17 @@ def test_face_model_errors(tmp_path):
         build_face_detector(tmp_path / "broken.onnx")
 
 
-@pytest.mark.skipif(hasattr(cv2, "CascadeClassifier"), reason="this OpenCV still has Haar cascades")
-def test_haar_without_cascade_classifier_explains_the_fix(tmp_path):
-    (tmp_path / "face.xml").write_text("<opencv_storage/>")
-    with pytest.raises(UserError, match="opencv-contrib"):
-        build_face_detector(tmp_path / "face.xml")
-    if default_haar_cascade() is None:
-        with pytest.raises(UserError, match="ships no haarcascade"):
-            EyeZonePreprocessor(detect_face=True)
+def test_haar_cascade_is_the_default_detector():
+    pre = EyeZonePreprocessor(detect_face=True)
+    assert isinstance(pre._detector, HaarFaceDetector)
+    assert default_haar_cascade().is_file()
 
 
-@pytest.mark.skipif(
-    not hasattr(cv2, "CascadeClassifier") or default_haar_cascade() is None,
-    reason="no Haar cascade in this OpenCV",
-)
 def test_haar_blank_image_is_no_face():
     assert EyeZonePreprocessor(detect_face=True)(np.zeros((240, 320, 3), np.uint8)) is None
+
+
+def test_haar_default_survives_pickling():
+    photo = np.zeros((240, 320, 3), np.uint8)
+    restored = pickle.loads(pickle.dumps(EyeZonePreprocessor(detect_face=True)))
+    assert isinstance(restored._detector, HaarFaceDetector) and restored(photo) is None

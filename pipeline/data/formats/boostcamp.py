@@ -324,3 +324,13 @@ def _parse_answer(value: str, where: str) -> int:
     if not 0 <= label < len(CLASS_NAMES):
         raise UserError(f"{where}: ans '{value}' is not a class index 0..{len(CLASS_NAMES) - 1}")
     return label
+
+
+def find_eval_root(source: str | Path) -> Path | None:
+    """The dataset root when ``source`` is a boostcamp eval folder (holding info.csv) or its parent."""
+    source = Path(source)
+    if source.is_dir() and (source / "eval" / "info.csv").is_file():
+        return source
+    if source.is_dir() and source.name == "eval" and (source / "info.csv").is_file():
+        return source.parent
+    return None

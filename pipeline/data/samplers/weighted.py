@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import Sampler, WeightedRandomSampler
 
 
 def inverse_frequency_weights(labels: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -31,3 +31,38 @@ def inverse_frequency_sampler(
     return WeightedRandomSampler(
         weights, num_samples=num_samples or len(weights), replacement=True, generator=generator
     )
+
+
+class InverseFrequencySampler(Sampler[int]):
+    """Class-balanced draws with replacement, seeded by ``seed + epoch`` and sharded across ranks.
+
+    Every epoch draws ``num_samples`` (default len(labels)) indices with probability 1 / count of
+    their class; rank r keeps every world_size-th draw starting at r, so ranks never overlap.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray | torch.Tensor,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_samples: int | None = None,
+    ) -> None:
+        self.weights = inverse_frequency_weights(labels)
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.num_samples = num_samples or len(self.weights)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        total = len(self) * self.world_size
+        draws = torch.multinomial(self.weights, total, replacement=True, generator=generator)
+        return iter(draws[self.rank :: self.world_size].tolist())

@@ -1,0 +1,126 @@
+"""Inference benchmark of a trained run: size, batch-1 latency and batch throughput, PyTorch vs onnxruntime.
+
+``python bin/benchmark.py run=<folder>|latest [experiment=<name>] [threads=1] [batch=64] [runs=200]
+[warmup=20]`` prints a table and writes ``<run>/results/benchmark.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.delivery.export import ensure_export
+from pipeline.delivery.onnx_runtime import OnnxModel
+from pipeline.delivery.runs import load_run_args, load_task
+from pipeline.utils.errors import UserError
+
+USAGE = "run=<folder>|latest, experiment=<name>, ckpt=best|last, threads=<n>, batch=<n>, runs=<n>, warmup=<n>"
+DEFAULTS = {"threads": 1, "batch": 64, "runs": 200, "warmup": 20}
+
+
+def time_calls(call: Callable[[], Any], runs: int, warmup: int) -> np.ndarray:
+    """Seconds per call over ``runs`` timed calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        call()
+        times[i] = time.perf_counter() - start
+    return times
+
+
+def measure(call_for_batch: Callable[[int], Callable[[], Any]], batch: int, runs: int, warmup: int) -> dict[str, float]:
+    """Batch-1 latency (median, p95, ms) and batch-``batch`` throughput (samples/s)."""
+    latency = time_calls(call_for_batch(1), runs, warmup) * 1000
+    batch_runs = max(5, runs // 10)
+    batch_times = time_calls(call_for_batch(batch), batch_runs, max(2, warmup // 10))
+    return {
+        "latency_ms_median": float(np.median(latency)),
+        "latency_ms_p95": float(np.percentile(latency, 95)),
+        "throughput_per_s": float(batch / np.median(batch_times)),
+    }
+
+
+def example_inputs(spec: dict[str, Any], batch: int) -> dict[str, torch.Tensor]:
+    """Random inputs shaped like the export's, with ``batch`` samples."""
+    generator = torch.Generator().manual_seed(0)
+    return {name: torch.randn(batch, *tensor.shape[1:], generator=generator) for name, tensor in spec["inputs"].items()}
+
+
+def benchmark(task: Any, onnx_path: Path, threads: int, batch: int, runs: int, warmup: int) -> dict[str, Any]:
+    """Figures for the task's exported network in PyTorch eager mode and in onnxruntime."""
+    spec = task.export_spec()
+    module = spec["module"].eval()
+    torch.set_num_threads(threads)
+    onnx_model = OnnxModel(onnx_path, threads=threads)
+
+    def torch_call(n: int) -> Callable[[], Any]:
+        inputs = tuple(example_inputs(spec, n).values())
+
+        def call():
+            with torch.inference_mode():
+                return module(*inputs)
+
+        return call
+
+    def onnx_call(n: int) -> Callable[[], Any]:
+        inputs = {name: tensor.numpy() for name, tensor in example_inputs(spec, n).items()}
+        return lambda: onnx_model(**inputs)
+
+    return {
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "onnx_bytes": onnx_path.stat().st_size,
+        "inputs": {name: list(tensor.shape[1:]) for name, tensor in spec["inputs"].items()},
+        "threads": threads,
+        "batch": batch,
+        "runs": runs,
+        "warmup": warmup,
+        "torch": measure(torch_call, batch, runs, warmup),
+        "onnxruntime": measure(onnx_call, batch, runs, warmup),
+    }
+
+
+def print_table(title: str, figures: dict[str, Any]) -> None:
+    """The benchmark figures as a console table."""
+    table = Table(title=title)
+    for column in ("backend", "batch-1 median ms", "batch-1 p95 ms", f"batch-{figures['batch']} samples/s"):
+        table.add_column(column, justify="right")
+    for backend in ("torch", "onnxruntime"):
+        row = figures[backend]
+        table.add_row(backend, f"{row['latency_ms_median']:.3f}", f"{row['latency_ms_p95']:.3f}", f"{row['throughput_per_s']:.0f}")
+    console = Console()
+    console.print(table)
+    console.print(f"parameters {figures['parameters']:,}  onnx {figures['onnx_bytes'] / 1e6:.3f} MB  "
+                  f"threads {figures['threads']}  inputs {figures['inputs']}")
+
+
+def main(argv: Sequence[str]) -> dict[str, Any]:
+    """Benchmark a run (see module docstring); returns the figures written to benchmark.json."""
+    args = load_run_args(argv, USAGE)
+    options = dict(args.options)
+    ckpt = options.pop("ckpt", "best")
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"{unknown[0]}: unknown option ({USAGE})")
+    try:
+        settings = {key: int(options.get(key, value)) for key, value in DEFAULTS.items()}
+    except ValueError as exc:
+        raise UserError(f"threads/batch/runs/warmup: expected whole numbers ({exc})") from None
+    task = load_task(args.cfg, args.run_dir, ckpt)
+    figures = benchmark(task, ensure_export(args.run_dir, args.cfg), **settings)
+    figures["run"] = str(args.run_dir)
+    out_file = args.run_dir / "results" / "benchmark.json"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(json.dumps(figures, indent=2))
+    print_table(f"{args.cfg.name}: inference benchmark", figures)
+    print(f"Wrote {out_file}")
+    return figures

@@ -1,0 +1,253 @@
+"""Image classification data: labelled image files (optionally a crop box each), split, preprocessed.
+
+``ImageClassificationDataModule`` holds what every classification dataset shares: the albumentations
+training pipeline and THE eval preprocessing (``preprocess``), the unreadable-file check, class
+counts for ``weight: balanced`` losses, the weighted sampler option, and the synthetic-data cache.
+``ImageFolderDataModule`` reads users' own ``root/<class>/`` folders or a ``path,label`` CSV.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch.utils.data import Dataset, Sampler
+
+from pipeline.data.base import BaseDataModule
+from pipeline.data.formats.boostcamp import MASK_NAMES, read_boostcamp_train
+from pipeline.data.formats.image_folder import drop_unreadable, read_labelled_images
+from pipeline.data.io import load_image
+from pipeline.data.samplers.weighted import InverseFrequencySampler
+from pipeline.data.splits import split_by_group
+from pipeline.data.synthetic.boostcamp import generate_boostcamp
+from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, apply_transform, build_transform
+from pipeline.utils.errors import UserError, require_path
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SAMPLERS = ("random", "weighted")
+READY_MARKER = ".complete"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image (or a ``box`` crop of it) with its labels: ``label`` plus any per-head labels."""
+
+    path: Path
+    labels: dict[str, int]
+    box: tuple[int, int, int, int] | None = None
+
+
+class ClassificationDataset(Dataset):
+    """Items ``{"image": CHW float, "label": long, <head>: long ...}`` from samples and a transform."""
+
+    def __init__(self, samples: Sequence[Sample], transform) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def labels(self, key: str = "label") -> np.ndarray:
+        return np.array([s.labels[key] for s in self.samples], dtype=np.int64)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = self.samples[index]
+        image = load_image(sample.path)
+        if sample.box is not None:
+            x0, y0, x1, y1 = sample.box
+            image = image[y0:y1, x0:x1]
+        item = {key: torch.tensor(value, dtype=torch.long) for key, value in sample.labels.items()}
+        item["image"] = apply_transform(self.transform, image)
+        return item
+
+
+def to_plain(value: Any) -> Any:
+    """Config nodes (DictConfig, ListConfig) as plain containers; anything else unchanged."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
+
+
+def class_counts(samples: Sequence[Sample], num_classes: int, key: str = "label") -> list[int]:
+    """Samples per class index."""
+    counts = Counter(s.labels[key] for s in samples)
+    return [counts.get(i, 0) for i in range(num_classes)]
+
+
+class ImageClassificationDataModule(BaseDataModule):
+    """Base for classification datasets; subclasses give ``read_splits`` and ``class_names``.
+
+    ``root`` null means the subclass's synthetic dataset, generated into ``cache_dir`` on first use.
+    """
+
+    task_name = "classification"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        cache_dir: str | None = None,
+        image_size: Sequence[int] = (96, 96),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        augment: Sequence | None = None,
+        sampler: str = "random",
+        split: dict[str, float] | None = None,
+        skip_bad_files: bool = False,
+        check_images: bool = True,
+        **loader_kwargs,
+    ) -> None:
+        super().__init__(**loader_kwargs)
+        if sampler not in SAMPLERS:
+            raise UserError(f"data.sampler: '{sampler}' is not one of {', '.join(SAMPLERS)}")
+        self.root = root
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.image_size = [int(v) for v in image_size]
+        self.mean = [float(v) for v in mean]
+        self.std = [float(v) for v in std]
+        self.augment = to_plain(augment) or []
+        self.sampler = sampler
+        self.split = to_plain(split) or {"train": 0.7, "val": 0.15, "test": 0.15}
+        self.skip_bad_files = skip_bad_files
+        self.check_images = check_images
+        self.class_counts: list[int] = []
+
+    # --- to implement ---------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def read_splits(self, root: Path) -> dict[str, list[Sample]]:
+        raise NotImplementedError
+
+    def synthetic_name(self) -> str:
+        """Cache folder name of the synthetic dataset (its generator parameters included)."""
+        raise NotImplementedError
+
+    def generate(self, folder: Path) -> None:
+        """Write the synthetic dataset into ``folder``."""
+        raise NotImplementedError
+
+    def extra_info(self) -> dict[str, Any]:
+        return {}
+
+    # --- data location --------------------------------------------------------------------------
+    @property
+    def data_root(self) -> Path:
+        if self.root:
+            return require_path(self.root, "data.root")
+        if self.cache_dir is None:
+            raise UserError("data.cache_dir: needed for the synthetic dataset when data.root is null")
+        return self.cache_dir / self.synthetic_name()
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic dataset once; the marker is written last, so a half-written one is redone."""
+        if self.root:
+            return
+        folder = self.data_root
+        if (folder / READY_MARKER).is_file():
+            return
+        if folder.exists():
+            shutil.rmtree(folder)
+        log.info("generating synthetic data into %s", folder)
+        self.generate(folder)
+        (folder / READY_MARKER).write_text("ok\n")
+
+    # --- datasets -------------------------------------------------------------------------------
+    def build_datasets(self) -> dict[str, Dataset]:
+        splits = self.read_splits(self.data_root)
+        if self.check_images:
+            splits = {name: self._readable(samples) for name, samples in splits.items()}
+        for name in ("train", "val"):
+            if not splits.get(name):
+                raise UserError(f"data.split: the {name} split is empty (more data or other data.split fractions needed)")
+        self.class_counts = class_counts(splits["train"], len(self.class_names))
+        train_transform = build_transform(self.augment, self.image_size, self.mean, self.std)
+        return {
+            name: ClassificationDataset(samples, train_transform if name == "train" else self.eval_transform())
+            for name, samples in splits.items()
+        }
+
+    def _readable(self, samples: list[Sample]) -> list[Sample]:
+        """Samples whose image decodes; UserError naming a bad file unless ``skip_bad_files``."""
+        unique = list({s.path: s for s in samples}.values())
+        kept = {s.path for s in drop_unreadable(unique, self.skip_bad_files)}
+        return [s for s in samples if s.path in kept]
+
+    def eval_transform(self):
+        """The preprocessing shared by val, test, predict, export and serve."""
+        return build_transform(None, self.image_size, self.mean, self.std)
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return apply_transform(self.eval_transform(), image)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {
+            "task": self.task_name,
+            "class_names": list(self.class_names),
+            "input_size": [3, *self.image_size],
+            "mean": self.mean,
+            "std": self.std,
+            "class_counts": self.class_counts,
+            **self.extra_info(),
+        }
+
+    def train_sampler(self, dataset: Dataset) -> Sampler[int]:
+        if self.sampler != "weighted":
+            return super().train_sampler(dataset)
+        rank, world_size = self._distributed()
+        return InverseFrequencySampler(dataset.labels(), self.seed, rank=rank, world_size=world_size)
+
+    def split_samples(self, samples: list[Sample], groups: Sequence, strata: Sequence) -> dict[str, list[Sample]]:
+        """Group-disjoint, stratified, seeded split of ``samples`` by ``data.split`` fractions."""
+        if not samples:
+            raise UserError(f"data.root: no samples found in '{self.data_root}'")
+        indices = split_by_group(groups, self.split, seed=self.seed, strata=strata)
+        return {name: [samples[i] for i in idx] for name, idx in indices.items()}
+
+
+class ImageFolderDataModule(ImageClassificationDataModule):
+    """Users' own images: ``root/<class name>/*`` folders or a ``path,label`` CSV, split per image.
+
+    The default (``root`` null) is a small synthetic folder dataset: boostcamp-style faces sorted into
+    ``wear/``, ``incorrect/``, ``not_wear/`` by mask state.
+    """
+
+    def __init__(self, class_names: Sequence[str] | None = None, synthetic: dict | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fixed_class_names = list(to_plain(class_names)) if class_names else None
+        self.synthetic = {"num_people": 60, "image_size": [64, 48], "seed": 0, **(to_plain(synthetic) or {})}
+        self._class_names: list[str] | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        if self._class_names is None:
+            self.setup()
+        return self._class_names
+
+    def read_splits(self, root: Path) -> dict[str, list[Sample]]:
+        records, self._class_names = read_labelled_images(root, self.fixed_class_names)
+        samples = [Sample(r.path, {"label": r.label}) for r in records]
+        labels = [s.labels["label"] for s in samples]
+        return self.split_samples(samples, groups=list(range(len(samples))), strata=labels)
+
+    def synthetic_name(self) -> str:
+        s = self.synthetic
+        return f"image_folder_mask_p{s['num_people']}_{s['image_size'][0]}x{s['image_size'][1]}_s{s['seed']}"
+
+    def generate(self, folder: Path) -> None:
+        s = self.synthetic
+        source = generate_boostcamp(folder / "_boostcamp", s["num_people"], 1, tuple(s["image_size"]), s["seed"])
+        for record in read_boostcamp_train(source):
+            target = folder / MASK_NAMES[record.mask] / f"{record.person_id}_{record.path.name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(record.path, target)
+        shutil.rmtree(source)

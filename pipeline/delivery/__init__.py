@@ -1,0 +1,1 @@
+"""Delivery of trained runs: ONNX export, file prediction, the REST service."""

@@ -1,0 +1,453 @@
+"""Image classification: one head, or several named heads (e.g. mask / gender / age) on one backbone.
+
+Single-head mode (``model.heads`` unset) predicts ``data_info["class_names"]`` from ``batch["label"]``.
+Multi-head mode (``model.heads: {mask: 3, gender: 2, age: 3}``) trains one head per name on
+``batch[<name>]`` with a weighted sum of per-head losses (``model.head_weights``); when the data
+names a ``combine`` rule (``data_info["combine"]``, e.g. ``boostcamp``), the heads' probabilities
+are recombined into the dataset's classes and scored against ``batch["label"]`` too.
+
+Every prediction path (validation, test, files, export) averages probabilities over the views of
+``tta`` (``flip`` or ``flip_crops``) when it is set.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import OmegaConf
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from tqdm import tqdm
+
+from pipeline.callbacks.image_grid import annotated_grid, denormalize
+from pipeline.data.formats.boostcamp import CLASS_NAMES, find_eval_root, read_boostcamp_eval
+from pipeline.data.formats.image_folder import csv_rows
+from pipeline.data.io import is_image_file, list_images, load_image
+from pipeline.modules.backbones import create_backbone
+from pipeline.modules.heads import MLPHead
+from pipeline.trainers.base import BaseTask
+from pipeline.utils.errors import UserError, require_path
+
+log = logging.getLogger(__name__)
+
+MAIN = "label"
+TTA_MODES = ("flip", "flip_crops")
+CROP_SCALE = 0.9
+
+
+def combine_mask_gender_age(probs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """18-way boostcamp probabilities ``P(mask) P(gender) P(age)`` in class order ``mask*6 + gender*3 + age``."""
+    mask, gender, age = probs["mask"], probs["gender"], probs["age"]
+    return (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).flatten(1)
+
+
+# data_info["combine"] -> (heads it needs, rule turning their probabilities into the dataset's classes).
+COMBINERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, torch.Tensor]], torch.Tensor]]] = {
+    "boostcamp": (("mask", "gender", "age"), combine_mask_gender_age),
+}
+
+
+def decide(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Class indices: argmax, or ``P(class 1) >= threshold`` for two classes."""
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).long()
+    return probs.argmax(dim=1)
+
+
+def tta_views(images: torch.Tensor, mode: str | None) -> list[torch.Tensor]:
+    """The batch as seen by test-time augmentation: itself, its mirror, and (``flip_crops``) five crops."""
+    if mode is None:
+        return [images]
+    if mode not in TTA_MODES:
+        raise UserError(f"task.tta: '{mode}' is not one of {', '.join(TTA_MODES)} or null")
+    views = [images, images.flip(-1)]
+    if mode == "flip_crops":
+        height, width = images.shape[-2:]
+        ch, cw = round(height * CROP_SCALE), round(width * CROP_SCALE)
+        offsets = [(0, 0), (0, width - cw), (height - ch, 0), (height - ch, width - cw),
+                   ((height - ch) // 2, (width - cw) // 2)]
+        for top, left in offsets:
+            crop = images[..., top : top + ch, left : left + cw]
+            views.append(F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False))
+    return views
+
+
+class MultiHeadClassifier(nn.Module):
+    """Backbone features -> one MLP head per output name; returns ``{name: logits}``."""
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, int], hidden_dims: Sequence[int] = (), dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(
+            {name: MLPHead(backbone.num_features, n, list(hidden_dims), dropout) for name, n in heads.items()}
+        )
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.backbone(images)
+        return {name: head(features) for name, head in self.heads.items()}
+
+
+class ProbabilityModel(nn.Module):
+    """Exportable wrapper: images -> softmax probabilities per output (combined ones included), as a tuple."""
+
+    def __init__(self, net: nn.Module, combine: str | None, outputs: Sequence[str]):
+        super().__init__()
+        self.net = net
+        self.combine = combine
+        self.outputs = list(outputs)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        probs = {name: logits.softmax(dim=1) for name, logits in self.net(images).items()}
+        if self.combine:
+            probs[MAIN] = COMBINERS[self.combine][1](probs)
+        return tuple(probs[name] for name in self.outputs)
+
+
+class ClassificationTask(BaseTask):
+    """timm backbone + one or several softmax heads; accuracy and macro F1 per output, per epoch."""
+
+    def __init__(self, *args, tta: str | None = None, threshold: float = 0.5, **kwargs) -> None:
+        tta_views(torch.zeros(1, 3, 4, 4), tta)  # reject an unknown mode before building anything
+        self.tta = tta
+        self.threshold = threshold
+        super().__init__(*args, **kwargs)
+        self.hparams.update({"tta": tta, "threshold": threshold})
+        self.loss_weights = self.head_weights()
+        self.confusion = nn.ModuleDict(
+            {name: MulticlassConfusionMatrix(len(names)) for name, names in self.output_classes().items()}
+        )
+
+    # --- outputs --------------------------------------------------------------------------------
+    def head_sizes(self) -> dict[str, int]:
+        """Head name -> number of classes (``{"label": n}`` in single-head mode)."""
+        heads = self.model_cfg.get("heads")
+        if heads:
+            return {str(name): int(n) for name, n in heads.items()}
+        return {MAIN: len(self.data_info["class_names"])}
+
+    @property
+    def multi_head(self) -> bool:
+        return MAIN not in self.head_sizes()
+
+    @property
+    def combine(self) -> str | None:
+        """The rule recombining the heads into the dataset's classes, when the heads allow it."""
+        rule = self.data_info.get("combine")
+        if not self.multi_head or rule is None:
+            return None
+        if rule not in COMBINERS:
+            raise UserError(f"data: unknown combine rule '{rule}' (known: {sorted(COMBINERS)})")
+        needed = COMBINERS[rule][0]
+        return rule if set(needed) <= set(self.head_sizes()) else None
+
+    def output_classes(self) -> dict[str, list[str]]:
+        """Every scored output (heads, plus the combined ``label``) -> its class names."""
+        head_names = self.data_info.get("heads", {})
+        outputs = {
+            name: list(head_names.get(name, [str(i) for i in range(n)])) if name != MAIN else list(self.data_info["class_names"])
+            for name, n in self.head_sizes().items()
+        }
+        if self.combine:
+            outputs[MAIN] = list(self.data_info.get("combine_class_names", self.data_info["class_names"]))
+        return outputs
+
+    def main_output(self) -> str:
+        return MAIN if MAIN in self.output_classes() else next(iter(self.head_sizes()))
+
+    # --- building -------------------------------------------------------------------------------
+    def build_net(self) -> nn.Module:
+        cfg = self.model_cfg
+        backbone = create_backbone(cfg.backbone, cfg.get("pretrained", False), cfg.get("weights"), **cfg.get("kwargs", {}))
+        head = cfg.get("head", {})
+        return MultiHeadClassifier(backbone, self.head_sizes(), head.get("hidden_dims", []), head.get("dropout", 0.0))
+
+    def build_loss(self) -> nn.Module:
+        """One loss per head; ``weight: balanced`` uses that head's training-split class counts."""
+        counts = {MAIN: self.data_info.get("class_counts"), **self.data_info.get("head_class_counts", {})}
+        losses = nn.ModuleDict()
+        for name in self.head_sizes():
+            loss = instantiate(self.hyp.loss)
+            if counts.get(name) is not None and hasattr(loss, "set_class_counts"):
+                loss.set_class_counts(counts[name])
+            losses[name] = loss
+        return losses
+
+    def head_weights(self) -> dict[str, float]:
+        weights = dict(self.model_cfg.get("head_weights") or {})
+        unknown = set(weights) - set(self.head_sizes())
+        if unknown:
+            raise UserError(f"model.head_weights: {sorted(unknown)} name no head of model.heads {list(self.head_sizes())}")
+        return {name: float(weights.get(name, 1.0)) for name in self.head_sizes()}
+
+    def build_metrics(self) -> MetricCollection:
+        metrics = {}
+        for name, classes in self.output_classes().items():
+            prefix = "" if name == MAIN else f"{name}_"
+            metrics[f"{prefix}acc"] = MulticlassAccuracy(len(classes), average="micro")
+            metrics[f"{prefix}f1"] = MulticlassF1Score(len(classes), average="macro")
+        return MetricCollection(metrics, compute_groups=False)
+
+    @staticmethod
+    def metric_output(metric_name: str) -> str:
+        """The output a metric scores: ``mask_f1`` -> ``mask``, ``f1`` -> ``label``."""
+        return metric_name.rpartition("_")[0] or MAIN
+
+    # --- forward and steps ----------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(images)
+
+    def probabilities(self, images: torch.Tensor, tta: str | None = None) -> dict[str, torch.Tensor]:
+        """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output."""
+        views = tta_views(images, tta)
+        probs = {name: torch.zeros(len(images), n, device=images.device) for name, n in self.head_sizes().items()}
+        for view in views:
+            for name, logits in self(view).items():
+                probs[name] += logits.softmax(dim=1) / len(views)
+        if self.combine:
+            probs[MAIN] = COMBINERS[self.combine][1](probs)
+        return probs
+
+    def decide(self, probs: torch.Tensor) -> torch.Tensor:
+        return decide(probs, self.threshold)
+
+    def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = self(batch["image"])
+        loss = sum(self.loss_weights[name] * self.loss_fn[name](out, batch[name]) for name, out in logits.items())
+        if self.training or self.tta is None:
+            probs = {name: out.softmax(dim=1) for name, out in logits.items()}
+            if self.combine:
+                probs[MAIN] = COMBINERS[self.combine][1](probs)
+        else:
+            probs = self.probabilities(batch["image"], self.tta)
+        pairs = {name: (self.decide(p), batch[name].long()) for name, p in probs.items()}
+        main = self.main_output()
+        return {"loss": loss, "preds": probs[main], "target": pairs[main][1], "pairs": pairs}
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
+        out = self.model_step(batch)
+        batch_size = len(out["target"])
+        self.log(f"{stage}/loss", out["loss"], on_step=stage == "train", on_epoch=True,
+                 prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
+        metrics = self.metrics_for(stage)
+        for name, metric in metrics.items(keep_base=True, copy_state=False):
+            metric.update(*out["pairs"][self.metric_output(name)])
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        if stage != "train":
+            for name, (preds, target) in out["pairs"].items():
+                self.confusion[name].update(preds, target)
+            if batch_idx == 0:
+                self.examples[stage] = self.cache_examples(batch, out)
+        return out["loss"]
+
+    # --- confusion matrices and the per-class report ---------------------------------------------
+    def _reset_confusion(self) -> None:
+        for metric in self.confusion.values():
+            metric.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_confusion()
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_confusion()
+
+    def confusion_matrices(self) -> dict[str, tuple[torch.Tensor, list[str]]]:
+        """Output -> (confusion matrix [true, predicted] of the current val/test epoch, class names)."""
+        classes = self.output_classes()
+        return {name: (metric.compute().cpu(), classes[name]) for name, metric in self.confusion.items() if metric.update_called}
+
+    def on_test_epoch_end(self) -> None:
+        rows = per_class_report(self.confusion_matrices())
+        if rows:
+            self._write_report(rows)
+
+    @rank_zero_only
+    def _write_report(self, rows: list[dict[str, Any]]) -> None:
+        results = Path(self.trainer.default_root_dir) / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        with open(results / "per_class_report.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        (results / "per_class_report.json").write_text(json.dumps(rows, indent=2))
+
+    def render_examples(self, stage: str) -> torch.Tensor | None:
+        ex = self.examples.get(stage)
+        if not ex:
+            return None
+        images = denormalize(ex["image"], self.data_info["mean"], self.data_info["std"])
+        names = self.output_classes()[self.main_output()]
+        labels = []
+        for probs, truth in zip(ex["out_preds"], ex["out_target"].tolist()):
+            pred = int(self.decide(probs[None])[0])
+            labels.append((f"{names[pred]} {float(probs[pred]):.2f}", pred == truth))
+        return annotated_grid(images, labels)
+
+    # --- delivery -------------------------------------------------------------------------------
+    def export_spec(self) -> dict[str, Any]:
+        """A single-image classifier: ``image`` [B, C, H, W] -> probabilities per output."""
+        outputs = list(self.output_classes())
+        output_names = [f"{name}_probabilities" if name != MAIN else "probabilities" for name in outputs]
+        classes = self.output_classes()
+        metadata = {
+            "task": self.data_info.get("task", "classification"),
+            "input_size": self.data_info["input_size"],
+            "mean": self.data_info["mean"],
+            "std": self.data_info["std"],
+            "class_names": classes[self.main_output()],
+            "output_activation": "softmax",
+        }
+        if self.multi_head:
+            metadata["heads"] = {name: classes[name] for name in self.head_sizes()}
+        if len(classes[self.main_output()]) == 2:
+            metadata["threshold"] = self.threshold
+        batch = {0: "batch"}
+        return {
+            "module": ProbabilityModel(self.net, self.combine, outputs),
+            "inputs": {"image": torch.zeros(2, *self.data_info["input_size"])},
+            "outputs": output_names,
+            "dynamic_axes": {"image": batch, **{name: batch for name in output_names}},
+            "metadata": metadata,
+        }
+
+    @torch.no_grad()
+    def predict_paths(
+        self, paths: Sequence[Path], preprocess: Callable, batch_size: int = 64, tta: str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Probabilities per output for image files (with a progress bar); single heads are named by
+        ``data_info["target"]`` when the data gives one."""
+        self.eval()
+        chunks: dict[str, list[torch.Tensor]] = {}
+        for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch"):
+            images = torch.stack([preprocess(load_image(p)) for p in paths[start : start + batch_size]])
+            for name, probs in self.probabilities(images.to(self.device), tta).items():
+                chunks.setdefault(name, []).append(probs.cpu())
+        probs = {name: torch.cat(parts) for name, parts in chunks.items()}
+        if not self.multi_head and self.data_info.get("target"):
+            probs[self.data_info["target"]] = probs[MAIN]
+        return probs
+
+    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
+        """Classify a file, a folder of images, a ``path`` CSV or a boostcamp eval folder.
+
+        Writes ``out_dir/predictions.csv`` (``path,label,probability``), or for a boostcamp eval
+        folder with an 18-way model ``out_dir/submission.csv`` (``ImageID,ans`` in info.csv order).
+        Options: ``tta=flip|flip_crops``, ``batch_size``.
+        """
+        tta = options.get("tta", self.tta)
+        batch_size = int(options.get("batch_size", datamodule.eval_batch_size))
+        inputs = prediction_inputs(Path(source))
+        probs = self.predict_paths(inputs.paths, datamodule.preprocess, batch_size, tta)
+        main = self.main_output()
+        return write_predictions(inputs, probs[main], self.output_classes()[main], self.threshold, Path(out_dir))
+
+
+class PredictionInputs:
+    """Image paths to classify; ``image_ids`` is set when they come from a boostcamp eval folder."""
+
+    def __init__(self, paths: list[Path], image_ids: list[str] | None = None):
+        self.paths = paths
+        self.image_ids = image_ids
+
+
+def prediction_inputs(source: Path) -> PredictionInputs:
+    """Images of a boostcamp eval folder (in info.csv order), a folder, a single image or a ``path`` CSV."""
+    source = require_path(source, "input")
+    eval_root = find_eval_root(source)
+    if eval_root is not None:
+        records = read_boostcamp_eval(eval_root)
+        return PredictionInputs([r.path for r in records], [r.image_id for r in records])
+    if source.is_dir():
+        paths = list_images(source)
+    elif source.suffix.lower() == ".csv":
+        paths = [Path(row["path"]) if Path(row["path"]).is_absolute() else source.parent / row["path"]
+                 for _, row in csv_rows(source, ("path",))]
+    elif is_image_file(source):
+        paths = [source]
+    else:
+        raise UserError(f"input: '{source}' is not an image, a folder of images or a CSV with a 'path' column")
+    if not paths:
+        raise UserError(f"input: no images found in '{source}'")
+    return PredictionInputs(paths)
+
+
+def write_predictions(
+    inputs: PredictionInputs, probs: torch.Tensor, class_names: list[str], threshold: float, out_dir: Path
+) -> Path:
+    """``submission.csv`` (ImageID,ans) for boostcamp eval input with 18 classes, else ``predictions.csv``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    preds = decide(probs, threshold).tolist()
+    if inputs.image_ids is not None and class_names == list(CLASS_NAMES):
+        out_file = out_dir / "submission.csv"
+        rows = [["ImageID", "ans"], *zip(inputs.image_ids, preds, strict=True)]
+    else:
+        out_file = out_dir / "predictions.csv"
+        confidence = probs.gather(1, torch.tensor(preds)[:, None]).squeeze(1).tolist()
+        rows = [["path", "label", "probability"]]
+        rows += [[str(p), class_names[c], f"{q:.6f}"] for p, c, q in zip(inputs.paths, preds, confidence, strict=True)]
+    with open(out_file, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    log.info("wrote %d predictions to %s", len(rows) - 1, out_file)
+    return out_file
+
+
+def per_class_report(matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> list[dict[str, Any]]:
+    """Rows ``output, class, precision, recall, f1, support`` from confusion matrices [true, predicted]."""
+    rows = []
+    for output, (matrix, names) in matrices.items():
+        matrix = matrix.double()
+        tp = matrix.diag()
+        predicted, support = matrix.sum(0), matrix.sum(1)
+        precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+        recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+        f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), torch.zeros_like(tp))
+        for i, name in enumerate(names):
+            rows.append({"output": output, "class": name, "precision": round(float(precision[i]), 6),
+                         "recall": round(float(recall[i]), 6), "f1": round(float(f1[i]), 6), "support": int(support[i])})
+    return rows
+
+
+def load_run(run: str | Path, ckpt: str = "best") -> tuple[ClassificationTask, Any]:
+    """A trained run's task (from its checkpoint) and its set-up datamodule."""
+    from pipeline.trainers.engine import build_datamodule
+    from pipeline.utils.runs import find_checkpoint, resolve_run_dir
+
+    run_dir = resolve_run_dir(str(run), "", "")
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg.paths.output_dir = str(run_dir)
+    datamodule = build_datamodule(cfg)
+    task = get_class(cfg.task._target_).load_from_checkpoint(find_checkpoint(run_dir, ckpt), map_location="cpu")
+    return task, datamodule
+
+
+def predict_combined(runs: Sequence[str | Path], source: Path, out_dir: Path, **options: Any) -> Path:
+    """Combine separately trained runs (e.g. ``data.target=mask``, ``gender``, ``age``) into the
+    dataset's classes with its ``combine`` rule and write the same outputs as ``predict_files``."""
+    probs: dict[str, torch.Tensor] = {}
+    inputs = prediction_inputs(Path(source))
+    rule, class_names, threshold = None, None, 0.5
+    for run in runs:
+        task, datamodule = load_run(run, options.get("ckpt", "best"))
+        rule = rule or task.data_info.get("combine")
+        class_names = class_names or list(task.data_info.get("combine_class_names") or task.data_info["class_names"])
+        batch_size = int(options.get("batch_size", datamodule.eval_batch_size))
+        outputs = task.predict_paths(inputs.paths, datamodule.preprocess, batch_size, options.get("tta", task.tta))
+        probs.update({name: p for name, p in outputs.items() if name != MAIN})
+        threshold = task.threshold
+    if rule not in COMBINERS:
+        raise UserError(f"run: these runs' data has no combine rule (got {rule!r}); combining needs e.g. boostcamp data")
+    needed = COMBINERS[rule][0]
+    missing = [name for name in needed if name not in probs]
+    if missing:
+        raise UserError(f"run: no run predicts {missing} (train them with data.target=<{'|'.join(needed)}>)")
+    combined = COMBINERS[rule][1](probs)
+    return write_predictions(inputs, combined, class_names, threshold, Path(out_dir))

@@ -1,0 +1,106 @@
+"""Delivery of the siamese run: ONNX export with two inputs, pair prediction, the inference benchmark."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import TINY_SIAMESE, run_cli
+
+from pipeline.benchmarks.inference import main as benchmark_main
+from pipeline.data.synthetic.shapes import sample_pair
+from pipeline.delivery.export import ParityError, export_task
+from pipeline.delivery.onnx_runtime import OnnxModel
+from pipeline.delivery.predict import predict
+from pipeline.delivery.runs import build_datamodule, load_run_config, load_task
+from pipeline.utils.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def siamese_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "hyp.epochs=1", "test_after_train=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (results / "siamese_shapes").iterdir()
+    proc = run_cli("export.py", f"run={run}", "data.num_workers=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def pair_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    for side in ("left", "right"):
+        (root / side).mkdir()
+    truth = []
+    for i in range(6):
+        image1, image2, shape1, shape2 = sample_pair(np.random.default_rng(i), 32, False)
+        cv2.imwrite(str(root / "left" / f"{i}.png"), image1[:, :, ::-1])
+        cv2.imwrite(str(root / "right" / f"{i}.png"), image2[:, :, ::-1])
+        truth.append(int(shape1 == shape2))
+    (root / "left" / "unpaired.png").write_bytes((root / "left" / "0.png").read_bytes())
+    return root, truth
+
+
+def test_export_has_two_dynamic_inputs_metadata_and_parity(siamese_run):
+    report = json.loads((siamese_run / "export" / "export.json").read_text())
+    assert report["max_abs_diff"]["logit"] <= 1e-4
+    assert report["parity_samples"] == 16
+    model = OnnxModel(siamese_run / "export" / "model.onnx")
+    assert model.input_names == ["image1", "image2"]
+    assert model.metadata["task"] == "siamese"
+    assert model.metadata["input_size"] == [3, 32, 32] and model.metadata["threshold"] == 0.5
+    batch = np.zeros((5, 3, 32, 32), np.float32)
+    assert model(image1=batch, image2=batch)["logit"].shape == (5,)
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_predict_folders_and_csv_agree_across_backends(siamese_run, pair_folders, tmp_path):
+    root, _ = pair_folders
+    by_folder = _rows(predict([f"run={siamese_run}", f"input={root}", f"out={tmp_path / 'a'}", "data.num_workers=0"]))
+    assert [(r["path1"].split("/")[-1], r["path2"].split("/")[-1]) for r in by_folder] == [(f"{i}.png", f"{i}.png") for i in range(6)]
+    pairs_csv = tmp_path / "pairs.csv"
+    pairs_csv.write_text("path1,path2\n" + "".join(f"{root}/left/{i}.png,{root}/right/{i}.png\n" for i in range(6)))
+    by_csv = _rows(predict([f"run={siamese_run}", f"input={pairs_csv}", f"out={tmp_path / 'b'}", "backend=onnx"]))
+    for a, b in zip(by_folder, by_csv, strict=True):
+        assert abs(float(a["probability"]) - float(b["probability"])) < 1e-5
+        assert a["same"] == str(int(float(a["probability"]) >= 0.5))
+
+
+def test_predict_reports_missing_input_and_bad_backend(siamese_run, pair_folders):
+    with pytest.raises(UserError, match="input"):
+        predict([f"run={siamese_run}"])
+    with pytest.raises(UserError, match="backend"):
+        predict([f"run={siamese_run}", f"input={pair_folders[0]}", "backend=tensorrt"])
+
+
+def test_benchmark_writes_figures(siamese_run):
+    figures = benchmark_main([f"run={siamese_run}", "runs=5", "warmup=1", "batch=4"])
+    saved = json.loads((siamese_run / "results" / "benchmark.json").read_text())
+    assert saved["threads"] == 1 and saved["parameters"] == figures["parameters"] > 0
+    assert saved["onnx_bytes"] == (siamese_run / "export" / "model.onnx").stat().st_size
+    for backend in ("torch", "onnxruntime"):
+        assert 0 < saved[backend]["latency_ms_median"] <= saved[backend]["latency_ms_p95"]
+        assert saved[backend]["throughput_per_s"] > 0
+
+
+def test_export_fails_when_parity_is_off(siamese_run, tmp_path):
+    cfg = load_run_config(siamese_run)
+    cfg.data.num_workers = 0
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        export_task(load_task(cfg, siamese_run), build_datamodule(cfg), tmp_path, samples=4, tolerance=-1.0)
+    assert json.loads((tmp_path / "export.json").read_text())["parity_samples"] == 4
+
+
+def test_cli_user_errors_exit_2_with_one_line(siamese_run):
+    proc = run_cli("predict.py", f"run={siamese_run}")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: input")
+    proc = run_cli("export.py", f"run={siamese_run}", "sample=3")
+    assert proc.returncode == 2 and "error: sample: unknown option" in proc.stderr

@@ -142,7 +142,7 @@ def run_plain(cfg: DictConfig, steps: int, warmup: int) -> dict[str, float]:
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
-    task.configure_model()
+    task.setup("fit")
     device = device_of(cfg)
     task.to(device).train()
     optimizer = instantiate(cfg.hyp.optimizer)(params=[p for p in task.parameters() if p.requires_grad])

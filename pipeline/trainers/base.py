@@ -113,7 +113,7 @@ class BaseTask(pl.LightningModule):
         keep.update({f"out_{k}": v[:n].detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim})
         return keep
 
-    def configure_model(self) -> None:
+    def setup(self, stage: str) -> None:
         """Speed switches on the network: ``hyp.channels_last`` (NHWC memory format, faster convolutions
         on GPUs with mixed precision) and ``hyp.compile`` (``torch.compile``, in place so the
         checkpoint keys stay those of the plain network)."""

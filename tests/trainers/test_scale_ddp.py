@@ -64,6 +64,7 @@ def test_only_rank_zero_writes_the_run_folder(runs):
     assert log.name == "train.log"
 
 
+@pytest.mark.slow
 def test_ddp_resume_continues_in_the_same_folder(tmp_path):
     results = tmp_path / "results"
     run = _train(results, *DDP, "trainer.max_epochs=1")

@@ -45,7 +45,7 @@ def test_channels_last_converts_weights_and_inputs(tmp_path):
 def test_compile_wraps_the_network_in_place(tmp_path):
     _, _, task = _setup(tmp_path, "hyp.compile=true")
     keys = set(task.state_dict())
-    task.configure_model()
+    task.setup("fit")
     assert task.net._compiled_call_impl is not None
     assert set(task.state_dict()) == keys, "checkpoint keys unchanged (no _orig_mod prefix)"
 

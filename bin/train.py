@@ -14,6 +14,7 @@ from omegaconf import DictConfig  # noqa: E402
 from pipeline.trainers.engine import train  # noqa: E402
 from pipeline.utils.cli import check_composition, exit_on_user_error  # noqa: E402
 from pipeline.utils.config import register_resolvers  # noqa: E402
+from pipeline.utils.ranks import rank_config  # noqa: E402
 from pipeline.utils.resume import resume_config  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -28,7 +29,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     register_resolvers()
     argv = sys.argv[1:]
-    cfg = resume_config(argv, CONFIG_DIR)
+    cfg = rank_config() or resume_config(argv, CONFIG_DIR)
     if cfg is not None:
         train(cfg)
         return

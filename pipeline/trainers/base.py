@@ -25,6 +25,12 @@ def _plain(node: DictConfig | dict) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
+def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: image batches (4-D tensors) enter the network in NHWC memory format."""
+    return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.ndim == 4 else a
+                 for a in args)
+
+
 class BaseTask(pl.LightningModule):
     """Shared training logic; ``model`` and ``hyp`` are the config nodes, ``data_info`` the data's description."""
 
@@ -106,6 +112,19 @@ class BaseTask(pl.LightningModule):
         keep = {k: v[:n].detach().cpu() for k, v in batch.items() if isinstance(v, torch.Tensor)}
         keep.update({f"out_{k}": v[:n].detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim})
         return keep
+
+    def setup(self, stage: str) -> None:
+        """Speed switches on the network: ``hyp.channels_last`` (NHWC memory format, faster convolutions
+        on GPUs with mixed precision) and ``hyp.compile`` (``torch.compile``, in place so the
+        checkpoint keys stay those of the plain network)."""
+        if getattr(self, "_speed_switches_applied", False):
+            return
+        self._speed_switches_applied = True
+        if self.hyp.get("channels_last"):
+            self.net.to(memory_format=torch.channels_last)
+            self.net.register_forward_pre_hook(_to_channels_last)
+        if self.hyp.get("compile"):
+            self.net.compile()
 
     def training_step(self, batch, batch_idx):
         return self._shared_step(batch, batch_idx, "train")

@@ -12,6 +12,8 @@ import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +21,7 @@ from rich.table import Table
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.utils.config import save_config_pickle
 from pipeline.utils.errors import UserError
+from pipeline.utils.ranks import pin_run_dir, share_with_ranks
 from pipeline.utils.runs import find_checkpoint
 
 log = logging.getLogger(__name__)
@@ -91,13 +94,19 @@ def train(cfg: DictConfig) -> float | None:
     route_lightning_logs()
     run_dir = Path(cfg.paths.output_dir)
     if HydraConfig.initialized():
-        save_config_pickle(cfg, HydraConfig.get(), run_dir / ".hydra" / "config.pickle")
+        config_pickle = run_dir / ".hydra" / "config.pickle"
+        if rank_zero_only.rank == 0:
+            pin_run_dir(run_dir)
+            save_config_pickle(cfg, HydraConfig.get(), config_pickle)
+        share_with_ranks(config_pickle)
     seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_checkpoint(cfg)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=instantiate_each(cfg.get("callbacks")),
-                                      logger=instantiate_each(cfg.get("logger")) or False)
+    loggers = instantiate_each(cfg.get("logger"))
+    # LearningRateMonitor refuses to run without a logger (logger=none).
+    callbacks = [c for c in instantiate_each(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if ckpt_path:
         log.info("Resuming %s from %s", run_dir, ckpt_path)
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from pipeline.utils.errors import UserError
 from pipeline.utils.runs import unique_run_dir
@@ -21,6 +21,15 @@ def register_resolvers() -> None:
     os.environ.setdefault("PIPELINE_ROOT", str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("unique_dir"):
         OmegaConf.register_new_resolver("unique_dir", unique_run_dir)
+    if not OmegaConf.has_resolver("sqlite_url"):
+        OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
+
+
+def sqlite_url(path: str) -> str:
+    """``sqlite:///<absolute path>`` with the file's folder created (SQLite creates the file, not folders)."""
+    file = Path(path).expanduser().resolve()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{file}"
 
 
 def save_config_pickle(cfg: DictConfig, hydra_cfg: DictConfig | None, path: Path) -> None:
@@ -29,6 +38,11 @@ def save_config_pickle(cfg: DictConfig, hydra_cfg: DictConfig | None, path: Path
     if hydra_cfg is not None:
         with open_dict(full):
             full.hydra = hydra_cfg
+        # Plugin configs are dataclasses that Hydra's plugin discovery can import a second time (as in
+        # submitit jobs), which pickle rejects: keep them as plain nodes.
+        with read_write(full.hydra), open_dict(full.hydra):
+            for key in ("launcher", "sweeper"):
+                full.hydra[key] = OmegaConf.to_container(full.hydra[key], resolve=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         pickle.dump(full, fh)

@@ -1,0 +1,79 @@
+"""Training speed per epoch: samples per second, time outside the training step, peak memory."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.data import extract_batch_size
+
+log = logging.getLogger(__name__)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated on ``device``, or the process's peak resident set size (RSS) on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class Throughput(pl.Callback):
+    """Log ``throughput/samples_per_sec`` (all ranks together), ``throughput/data_wait_fraction``,
+    ``throughput/step_ms`` and ``throughput/peak_memory_mb`` to the loggers at each training epoch end.
+
+    The wait is the time between one training batch's end and the next one's start: fetching the next
+    batch from the DataLoader, moving it to the device and the per-batch hooks. The rest is compute
+    (forward, backward, optimiser step), timed after a CUDA synchronisation on GPUs.
+    """
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.steps = 0
+        self.wait_s = 0.0
+        self.compute_s = 0.0
+        self._batch_start = self._batch_end = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.samples, self.steps, self.wait_s, self.compute_s = 0, 0, 0.0, 0.0
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+        self._batch_end = time.perf_counter()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+        self.wait_s += self._batch_start - self._batch_end
+        self.samples += extract_batch_size(batch)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self._batch_end = time.perf_counter()
+        self.compute_s += self._batch_end - self._batch_start
+        self.steps += 1
+
+    def summary(self, world_size: int, device: torch.device) -> dict[str, float]:
+        """The epoch's figures so far."""
+        elapsed = self.wait_s + self.compute_s
+        return {
+            "throughput/samples_per_sec": self.samples * world_size / elapsed if elapsed else 0.0,
+            "throughput/data_wait_fraction": self.wait_s / elapsed if elapsed else 0.0,
+            "throughput/step_ms": 1000 * elapsed / self.steps if self.steps else 0.0,
+            "throughput/peak_memory_mb": peak_memory_mb(device),
+        }
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.steps:
+            return
+        values = self.summary(trainer.world_size, pl_module.device)
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=trainer.global_step)
+        log.info("epoch %d: %.0f samples/s, %.1f ms/step, %.0f%% of it waiting for data, peak memory %.0f MB",
+                 trainer.current_epoch, values["throughput/samples_per_sec"], values["throughput/step_ms"],
+                 100 * values["throughput/data_wait_fraction"], values["throughput/peak_memory_mb"])

@@ -142,6 +142,7 @@ class BaseTask(pl.LightningModule):
         options = OmegaConf.to_container(self.hyp.scheduler, resolve=True)
         interval = options.pop("interval", "epoch")
         if options.get("total_steps") == "auto":
-            options["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            # OneCycleLR divides by its warm-up length: very short runs (debug=limit) need a floor.
+            options["total_steps"] = max(int(self.trainer.estimated_stepping_batches), 20)
         scheduler = instantiate(options)(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -7,8 +7,8 @@ from pathlib import Path
 import timm
 import torch.nn as nn
 
-# Registers the framework's own small models ("simple_cnn", ...) in timm's registry.
-from pipeline.modules import small_cnn, tiny_cnn  # noqa: F401
+# Registers the framework's own small models (simple_cnn, face_cnn, glasses_cnn) in timm's registry.
+from pipeline.modules import face_cnn, small_cnn, tiny_cnn  # noqa: F401
 from pipeline.utils.errors import UserError
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn as nn
 from timm.models import register_model
+
+from pipeline.modules.small_cnn import PooledCNN
 
 
 def _conv(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
 
 
-class FaceCNN(nn.Module):
+class FaceCNN(PooledCNN):
     """A stride-2 3x3 stem, then one 3x3 conv-BN-ReLU per width with 2x2 max-pools between them, then
     global average pooling: a 16x downsampling whose last layer sees most of a 96x72 face (forehead
     lines, mask edge and hair at once) for about 60 MMACs. timm's model interface, like ``simple_cnn``."""
@@ -26,31 +27,12 @@ class FaceCNN(nn.Module):
         drop_rate: float = 0.0,
         **_: object,
     ) -> None:
-        super().__init__()
         layers: list[nn.Module] = [_conv(in_chans, widths[0], stride=2)]
         for i, (in_ch, out_ch) in enumerate(zip(widths[:-1], widths[1:])):
             layers.append(_conv(in_ch, out_ch))
             if i < len(widths) - 2:
                 layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
-        self.num_features = widths[-1]
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate)
-        self.reset_classifier(num_classes)
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.pool(x).flatten(1))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        super().__init__(nn.Sequential(*layers), widths[-1], num_classes, drop_rate)
 
 
 @register_model

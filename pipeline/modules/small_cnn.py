@@ -19,12 +19,36 @@ def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
     )
 
 
-class SimpleCNN(nn.Module):
-    """Stages of two 3x3 conv-BN-ReLU layers and a 2x2 max-pool, then global average pooling.
+class PooledCNN(nn.Module):
+    """timm's model interface (``num_features``, ``forward_features``, ``forward_head``,
+    ``reset_classifier``) over ``self.features`` + global average pooling + dropout + a linear
+    classifier, so the framework's own small CNNs stand wherever a timm backbone does."""
 
-    Follows timm's model interface (``num_features``, ``forward_features``, ``forward_head``,
-    ``reset_classifier``) so it can stand wherever a timm backbone does.
-    """
+    def __init__(self, features: nn.Module, num_features: int, num_classes: int, drop_rate: float) -> None:
+        super().__init__()
+        self.features = features
+        self.num_features = num_features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop_rate)
+        self.reset_classifier(num_classes)
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.pool(x).flatten(1))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class SimpleCNN(PooledCNN):
+    """Stages of two 3x3 conv-BN-ReLU layers and a 2x2 max-pool, then global average pooling."""
 
     def __init__(
         self,
@@ -34,31 +58,11 @@ class SimpleCNN(nn.Module):
         drop_rate: float = 0.0,
         **_: object,
     ) -> None:
-        super().__init__()
         stages, ch = [], in_chans
         for width in widths:
             stages.append(_conv_block(ch, width))
             ch = width
-        self.stages = nn.Sequential(*stages)
-        self.num_features = ch
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate)
-        self.num_classes = num_classes
-        self.fc = nn.Linear(ch, num_classes) if num_classes > 0 else nn.Identity()
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.pool(x).flatten(1))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        super().__init__(nn.Sequential(*stages), ch, num_classes, drop_rate)
 
 
 @register_model

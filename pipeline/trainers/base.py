@@ -94,13 +94,18 @@ class BaseTask(pl.LightningModule):
     def metrics_for(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
 
+    def update_metrics(self, stage: str, out: dict[str, torch.Tensor]) -> MetricCollection:
+        """Update the stage's metrics with a step's outputs and return them for logging."""
+        metrics = self.metrics_for(stage)
+        metrics.update(out["preds"], out["target"])
+        return metrics
+
     def _shared_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
         out = self.model_step(batch)
         batch_size = len(out["target"])
         self.log(f"{stage}/loss", out["loss"], on_step=stage == "train", on_epoch=True,
                  prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
-        metrics = self.metrics_for(stage)
-        metrics.update(out["preds"], out["target"])
+        metrics = self.update_metrics(stage, out)
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         if batch_idx == 0 and stage != "train":
             self.examples[stage] = self.cache_examples(batch, out)

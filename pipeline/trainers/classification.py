@@ -33,7 +33,6 @@ from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.formats.boostcamp import CLASS_NAMES, find_eval_root, read_boostcamp_eval
 from pipeline.data.formats.image_folder import csv_rows, visible_images
 from pipeline.data.io import is_image_file, load_image
-from pipeline.modules import face_cnn  # noqa: F401 - registers the face_cnn backbone in timm
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
@@ -234,21 +233,15 @@ class ClassificationTask(BaseTask):
         main = self.main_output()
         return {"loss": loss, "preds": probs[main], "target": pairs[main][1], "pairs": pairs}
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
-        out = self.model_step(batch)
-        batch_size = len(out["target"])
-        self.log(f"{stage}/loss", out["loss"], on_step=stage == "train", on_epoch=True,
-                 prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
+    def update_metrics(self, stage: str, out: dict[str, Any]) -> MetricCollection:
+        """Each metric follows its own output (18-way class or a head); val/test also fill the confusion matrices."""
         metrics = self.metrics_for(stage)
         for name, metric in metrics.items(keep_base=True, copy_state=False):
             metric.update(*out["pairs"][self.metric_output(name)])
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         if stage != "train":
             for name, (preds, target) in out["pairs"].items():
                 self.confusion[name].update(preds, target)
-            if batch_idx == 0:
-                self.examples[stage] = self.cache_examples(batch, out)
-        return out["loss"]
+        return metrics
 
     # --- confusion matrices and the per-class report ---------------------------------------------
     def _reset_confusion(self) -> None:

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.base import BaseDataModule
+from pipeline.data.samplers.epoch_seeded import EpochSampler
 from pipeline.data.synthetic.shapes import SHAPE_NAMES, sample_pair
 from pipeline.data.transforms import apply_transform, build_transform
 
@@ -47,17 +48,12 @@ class ShapesPairs(Dataset):
         }
 
 
-class FreshPairsSampler(Sampler[int]):
+class FreshPairsSampler(EpochSampler):
     """Yields indices ``epoch * size + i``: new pairs every epoch, identical after a resume."""
 
     def __init__(self, size: int, rank: int = 0, world_size: int = 1):
+        super().__init__(0, rank, world_size)
         self.size = size
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(range(self.rank, self.size, self.world_size))

@@ -8,7 +8,24 @@ import torch
 from torch.utils.data import Sampler
 
 
-class EpochSeededSampler(Sampler[int]):
+class EpochSampler(Sampler):
+    """Base of the framework's samplers: an order drawn from ``(seed, epoch)``, sharded over DDP ranks.
+
+    Lightning calls ``set_epoch`` before every training epoch (its own distributed sampler is off:
+    these samplers shard themselves by ``rank`` and ``world_size``).
+    """
+
+    def __init__(self, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+class EpochSeededSampler(EpochSampler):
     """Random permutation of ``range(num_samples)`` drawn from ``seed + epoch``; shards under DDP.
 
     Lightning calls ``set_epoch`` before every training epoch. Under DDP (``world_size > 1``) the
@@ -17,15 +34,9 @@ class EpochSeededSampler(Sampler[int]):
     """
 
     def __init__(self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        super().__init__(seed, rank, world_size)
         self.num_samples = num_samples
-        self.seed = seed
         self.shuffle = shuffle
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return -(-self.num_samples // self.world_size)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
 
+from pipeline.data.samplers.epoch_seeded import EpochSampler
 from pipeline.utils.errors import UserError
 
 
-class PKBatchSampler(Sampler[list[int]]):
+class PKBatchSampler(EpochSampler):
     """Batches of ``p`` distinct identities x ``k`` images each, for a DataLoader's ``batch_sampler``.
 
     Each epoch shuffles the identities and deals them out ``p`` at a time, ``passes`` times over, so
@@ -48,12 +48,8 @@ class PKBatchSampler(Sampler[list[int]]):
             )
         self.p, self.k = p, k
         self.batch_size = p * k
-        self.seed, self.rank, self.world_size, self.passes = seed, rank, world_size, passes
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the shuffle of this epoch (call before iterating, as with DistributedSampler)."""
-        self.epoch = epoch
+        super().__init__(seed, rank, world_size)
+        self.passes = passes
 
     def __len__(self) -> int:
         return self.passes * self._batches_per_pass()

@@ -6,8 +6,8 @@ import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
 
+from pipeline.data.samplers.epoch_seeded import EpochSampler
 from pipeline.utils.errors import UserError
 
 
@@ -32,7 +32,7 @@ class _CyclingPool:
         return taken
 
 
-class ShareBatchSampler(Sampler[list[int]]):
+class ShareBatchSampler(EpochSampler):
     """Batches whose share of positives (``labels == positive_label``) is drawn uniformly in a range.
 
     Each batch draws its number of positives uniformly among the counts k with
@@ -88,15 +88,8 @@ class ShareBatchSampler(Sampler[list[int]]):
             raise UserError(
                 f"batch_size: {len(labels)} samples give no full batch per rank ({world_size} ranks)"
             )
+        super().__init__(seed, rank, world_size)
         self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: each epoch has its own, reproducible batch sequence."""
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.batches_per_rank

@@ -6,7 +6,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler, WeightedRandomSampler
+from torch.utils.data import WeightedRandomSampler
+
+from pipeline.data.samplers.epoch_seeded import EpochSampler
 
 
 def inverse_frequency_weights(labels: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -33,7 +35,7 @@ def inverse_frequency_sampler(
     )
 
 
-class InverseFrequencySampler(Sampler[int]):
+class InverseFrequencySampler(EpochSampler):
     """Class-balanced draws with replacement, seeded by ``seed + epoch`` and sharded across ranks.
 
     Every epoch draws ``num_samples`` (default len(labels)) indices with probability 1 / count of
@@ -48,15 +50,9 @@ class InverseFrequencySampler(Sampler[int]):
         world_size: int = 1,
         num_samples: int | None = None,
     ) -> None:
+        super().__init__(seed, rank, world_size)
         self.weights = inverse_frequency_weights(labels)
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
         self.num_samples = num_samples or len(self.weights)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return -(-self.num_samples // self.world_size)

@@ -78,6 +78,7 @@ def check_composition(config_dir: str, config_name: str, argv: list[str]) -> Non
 
 
 def _missing_keys(cfg, prefix: str = ""):
+    # Not OmegaConf.missing_keys: it resolves interpolations, and ${hydra:...} fails before a run exists.
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import timm
 import torch.nn as nn
+from omegaconf import Container, OmegaConf
 
 # Registers the framework's own small models (simple_cnn, face_cnn, glasses_cnn) in timm's registry.
 from pipeline.modules import face_cnn, small_cnn, tiny_cnn  # noqa: F401
@@ -29,7 +30,9 @@ def create_backbone(
         close = timm.list_models(f"*{name}*")[:8]
         hint = f" (similar: {', '.join(close)})" if close else ""
         raise UserError(f"model.backbone: '{name}' is not a timm model name{hint}")
-    options = dict(num_classes=0, in_chans=in_chans, **kwargs)
+    # Config lists and dicts reach timm as plain Python (timm's models index and split them).
+    plain = {k: OmegaConf.to_container(v) if isinstance(v, Container) else v for k, v in kwargs.items()}
+    options = dict(num_classes=0, in_chans=in_chans, **plain)
     if weights:
         path = Path(weights).expanduser()
         if not path.is_file():

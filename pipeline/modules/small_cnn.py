@@ -7,13 +7,23 @@ import torch.nn as nn
 from timm.models import register_model
 
 
-def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    """``batch`` (BatchNorm) or ``group`` (GroupNorm: per-sample statistics, so a sample's output does
+    not depend on the rest of the batch, e.g. under DDP without SyncBatchNorm or with tiny batches)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    raise ValueError(f"model.kwargs.norm: '{kind}' is not one of batch, group")
+
+
+def _conv_block(in_ch: int, out_ch: int, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_ch),
+        _norm(norm, out_ch),
         nn.ReLU(inplace=True),
         nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_ch),
+        _norm(norm, out_ch),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
     )
@@ -48,7 +58,8 @@ class PooledCNN(nn.Module):
 
 
 class SimpleCNN(PooledCNN):
-    """Stages of two 3x3 conv-BN-ReLU layers and a 2x2 max-pool, then global average pooling."""
+    """Stages of two 3x3 conv-norm-ReLU layers and a 2x2 max-pool, then global average pooling; ``norm``
+    is ``batch`` (default) or ``group``."""
 
     def __init__(
         self,
@@ -56,11 +67,12 @@ class SimpleCNN(PooledCNN):
         in_chans: int = 3,
         widths: tuple[int, ...] = (16, 32, 64),
         drop_rate: float = 0.0,
+        norm: str = "batch",
         **_: object,
     ) -> None:
         stages, ch = [], in_chans
         for width in widths:
-            stages.append(_conv_block(ch, width))
+            stages.append(_conv_block(ch, width, norm))
             ch = width
         super().__init__(nn.Sequential(*stages), ch, num_classes, drop_rate)
 

@@ -159,6 +159,7 @@ def test_export_wrapper_pads_to_fixed_shape():
 @pytest.mark.parametrize("name", ["fcos", "retinanet"])
 def test_onnx_export_matches_pytorch(name, tmp_path):
     ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
     model = build_detector(name, num_classes=3, score_thresh=0.0, detections_per_img=50, **SMALL)
     wrapper = DetectorForExport(model).eval()
     image = torch.rand(1, 3, SIZE, SIZE)
@@ -177,6 +178,25 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
     with torch.no_grad():
         ref_boxes, ref_scores, ref_labels = wrapper(image)
     assert boxes.shape == (50, 4)
-    np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4)
-    np.testing.assert_allclose(boxes, ref_boxes.numpy(), atol=1e-2)
-    np.testing.assert_array_equal(labels, ref_labels.numpy())
+    ort_out, torch_out = (boxes, scores, labels), tuple(t.numpy() for t in (ref_boxes, ref_scores, ref_labels))
+    _assert_same_detections(ort_out, torch_out)
+    _assert_same_detections(torch_out, ort_out)
+
+
+def _assert_same_detections(got, ref, score_tol: float = 1e-4, box_tol: float = 1e-2) -> None:
+    """Every detection of ``got`` is in ``ref`` (same label, box and score within tolerance), in any order.
+
+    An untrained detector scores its anchors within ~1e-6 of one another, below the float noise between
+    two backends: near-tied detections may come out in either order, and those tied with the last kept
+    score may be cut by either backend, so only detections clearly above ``ref``'s cut must be found.
+    """
+    boxes, scores, labels = got
+    ref_boxes, ref_scores, ref_labels = ref
+    cut = ref_scores.min() + score_tol
+    for box, score, label in zip(boxes, scores, labels):
+        if score <= cut:
+            continue
+        same = ((ref_labels == label) & (np.abs(ref_scores - score) <= score_tol)
+                & (np.abs(ref_boxes - box).max(axis=1) <= box_tol))
+        assert same.any(), f"detection {label} {score:.6f} {box} has no counterpart"
+    assert (scores > cut).sum() >= len(scores) // 2, "most detections must be compared"

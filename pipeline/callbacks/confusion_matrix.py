@@ -9,23 +9,51 @@ import matplotlib
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from sklearn.metrics import ConfusionMatrixDisplay
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 
 
+def initials(word: str) -> str:
+    """``not_wear`` -> ``NW``; words not starting with a letter (``30-59``) stay whole."""
+    return "".join(w[:1].upper() for w in word.split("_") if w) if word[:1].isalpha() else word
+
+
+def short_labels(names: list[str], limit: int = 10) -> list[str]:
+    """Tick labels that fit a cell row: names longer than ``limit`` become the initials of their
+    ``/``- or ``_``-separated words (numbers kept whole), e.g. ``not_wear/female/30-59`` -> ``NW/F/30-59``;
+    duplicates get their class index appended."""
+    short = [name if len(name) <= limit else "/".join(map(initials, name.split("/"))) for name in names]
+    return [f"{label}#{i}" if short.count(label) > 1 else label for i, label in enumerate(short)]
+
+
 def render_confusion(matrix: torch.Tensor, class_names: list[str], title: str) -> np.ndarray:
-    """A row-normalised confusion matrix with counts in the cells, as an HWC uint8 RGB image."""
-    counts = matrix.numpy()
-    side = max(4.0, 0.45 * len(class_names) + 2)
-    fig, ax = plt.subplots(figsize=(side + 1, side), dpi=100)
+    """The confusion matrix as an HWC uint8 RGB image: rows are the truth, columns the prediction; each
+    cell shows its count and, below it, the row-normalised rate (the share of that true class), which
+    also sets the cell's colour. Labels are shortened and the figure sized so 18 classes stay legible."""
+    counts = matrix.numpy().astype(np.int64)
     rates = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
-    ConfusionMatrixDisplay(rates, display_labels=class_names).plot(
-        ax=ax, cmap="Blues", values_format=".2f", colorbar=False, xticks_rotation="vertical",
-        text_kw={"fontsize": 6 if len(class_names) > 8 else 9},
-    )
-    ax.set_title(title)
+    n = len(class_names)
+    cell = 0.5 if n > 8 else 0.8
+    fig, ax = plt.subplots(figsize=(cell * n + 2.2, cell * n + 1.8), dpi=100)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    labels = short_labels(list(class_names))
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=7 if n > 8 else 9)
+    ax.set_yticks(range(n), labels, fontsize=7 if n > 8 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    font = 6.5 if n > 8 else 9
+    for (row, col), count in np.ndenumerate(counts):
+        if count == 0 and row != col:
+            continue
+        colour = "white" if rates[row, col] > 0.5 else "black"
+        ax.text(col, row, f"{count}\n{rates[row, col]:.0%}", ha="center", va="center", fontsize=font, color=colour,
+                linespacing=0.9)
+    ax.set_title(f"{title}\ncells: count and share of the true class", fontsize=9)
+    shortened = sorted({f"{initials(part)}={part}" for name, label in zip(class_names, labels) if name != label
+                        for part in name.split("/") if initials(part) != part})
+    if shortened:
+        fig.text(0.01, 0.005, "  ".join(shortened), fontsize=7)
     fig.tight_layout()
     fig.canvas.draw()
     image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
@@ -35,7 +63,7 @@ def render_confusion(matrix: torch.Tensor, class_names: list[str], title: str) -
 
 class ConfusionMatrix(pl.Callback):
     """After each validation epoch and after test: ``<stage>/confusion_<output>`` in TensorBoard and
-    ``<out_dir>/<stage>_confusion_<output>.png`` (rows: truth, normalised; columns: prediction)."""
+    ``<out_dir>/<stage>_confusion_<output>.png`` (rows: truth, columns: prediction; counts and row rates)."""
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)

@@ -22,16 +22,31 @@ def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
     return ((images * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+FONT, FONT_SCALE, LINE_HEIGHT = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 14
+
+
+def caption_width(text: str) -> int:
+    """Pixel width of the widest line of ``text`` as ``annotated_grid`` draws it."""
+    return max(cv2.getTextSize(line, FONT, FONT_SCALE, 1)[0][0] for line in text.split("\n"))
+
+
 def annotated_grid(images: torch.Tensor, labels: Sequence[tuple[str, bool]], min_width: int = 128) -> torch.Tensor:
-    """Upscale each NCHW uint8 tile, frame it green (correct) or red (wrong), caption it; return a CHW grid."""
+    """Upscale each NCHW uint8 tile, frame it green (correct) or red (wrong) and caption it above the
+    image; captions may hold several lines (``\n``), e.g. truth and prediction. Every tile is widened
+    to its grid's longest caption line, so no text is cut off. Returns a CHW grid."""
+    width = max([min_width] + [caption_width(text) + 8 for text, _ in labels])
     tiles = []
     for image, (text, correct) in zip(images, labels):
         tile = image.permute(1, 2, 0).numpy()
         scale = max(1, int(np.ceil(min_width / tile.shape[1])))
         tile = cv2.resize(tile, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        lines = text.split("\n")
+        side = max(0, width - tile.shape[1])
+        tile = cv2.copyMakeBorder(tile, 0, 0, side // 2, side - side // 2, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         colour = GREEN if correct else RED
-        tile = cv2.copyMakeBorder(tile, 18, 3, 3, 3, cv2.BORDER_CONSTANT, value=colour)
-        cv2.putText(tile, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        tile = cv2.copyMakeBorder(tile, 4 + LINE_HEIGHT * len(lines), 3, 3, 3, cv2.BORDER_CONSTANT, value=colour)
+        for row, line in enumerate(lines):
+            cv2.putText(tile, line, (4, LINE_HEIGHT * (row + 1) - 1), FONT, FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
         tiles.append(torch.from_numpy(np.ascontiguousarray(tile)).permute(2, 0, 1))
     return make_grid(tiles, nrow=int(np.ceil(np.sqrt(len(tiles)))), padding=4)
 

@@ -283,7 +283,7 @@ class ClassificationTask(BaseTask):
         labels = []
         for probs, truth in zip(ex["out_preds"], ex["out_target"].tolist()):
             pred = int(self.decide(probs[None])[0])
-            labels.append((f"{names[pred]} {float(probs[pred]):.2f}", pred == truth))
+            labels.append((f"true {names[truth]}\npred {names[pred]} {float(probs[pred]):.2f}", pred == truth))
         return annotated_grid(images, labels)
 
     # --- delivery -------------------------------------------------------------------------------

@@ -14,14 +14,17 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.callbacks.dashboard import curated_hparams, headline_metrics
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.utils.config import save_config_pickle
+from pipeline.utils.console import final_table
 from pipeline.utils.errors import UserError
 from pipeline.utils.ranks import pin_run_dir, share_with_ranks
+from pipeline.utils.run_table import best_row, read_history, read_overrides
 from pipeline.utils.runs import find_checkpoint
 
 log = logging.getLogger(__name__)
@@ -119,26 +122,29 @@ def train(cfg: DictConfig) -> float | None:
         results["best"] = {"monitor": checkpoint.monitor, "score": float(best_score), "checkpoint": checkpoint.best_model_path}
     if cfg.get("test_after_train", True) and not trainer.fast_dev_run:
         has_best = checkpoint is not None and checkpoint.best_model_path
-        trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None)
+        trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
         results["test"] = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
         if trainer.is_global_zero:
             write_json(run_dir / "results" / "test_metrics.json", {"checkpoint": checkpoint.best_model_path if has_best else None, **results["test"]})
     if trainer.is_global_zero:
         log_hparams(trainer, cfg, results)
         write_json(run_dir / "results" / "metrics.json", results)
-        print_metrics(f"{cfg.name}: final metrics", {**fit_metrics, **results.get("test", {})})
+        history = read_history(run_dir)
+        Console().print(final_table(f"{cfg.name}: results", results, history, cfg.task.get("monitor_mode", "max"), run_dir))
         print(f"Run folder: {run_dir}")
     return optimized_value(cfg, results)
 
 
 def log_hparams(trainer: pl.Trainer, cfg: DictConfig, results: dict[str, Any]) -> None:
-    """Write the resolved config and the headline metrics to TensorBoard's HPARAMS view."""
-    metrics = {f"hp/{k.replace('/', '_')}": v for k, v in results.get("test", {}).items() if v is not None}
-    if "best" in results:
-        metrics["hp/best_score"] = results["best"]["score"]
+    """Write the curated settings (``curated_hparams``) and the headline metrics (best validation
+    epoch, validation there, test) to TensorBoard's HPARAMS view."""
+    run_dir = Path(cfg.paths.output_dir)
+    history = read_history(run_dir)
+    best = best_row(history, results["best"]["monitor"], cfg.task.get("monitor_mode", "max")) if "best" in results else None
+    metrics = headline_metrics(results, best)
     if not metrics:
         return
-    params = OmegaConf.to_container(cfg, resolve=True)
+    params = curated_hparams(cfg, read_overrides(run_dir))
     for logger in trainer.loggers:
         logger.log_hyperparams(params, metrics)
 

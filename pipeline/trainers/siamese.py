@@ -68,7 +68,7 @@ class SiameseTask(BaseTask):
         pairs = torch.cat([denormalize(ex["image1"], mean, std), denormalize(ex["image2"], mean, std)], dim=3)
         probs, truth = ex["out_preds"], ex["out_target"]
         labels = [
-            (f"t={int(t)} p={p:.2f}", int(p >= self.threshold) == int(t)) for p, t in zip(probs.tolist(), truth.tolist())
+            (f"true {'same' if t else 'different'}\npred p(same)={p:.2f}", int(p >= self.threshold) == int(t)) for p, t in zip(probs.tolist(), truth.tolist())
         ]
         return annotated_grid(pairs, labels)
 

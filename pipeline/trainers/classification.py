@@ -27,7 +27,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
-from tqdm import tqdm
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.formats.boostcamp import CLASS_NAMES, find_eval_root, read_boostcamp_eval
@@ -37,6 +36,7 @@ from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
 from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.progress import batched
 
 log = logging.getLogger(__name__)
 
@@ -321,8 +321,8 @@ class ClassificationTask(BaseTask):
         ``data_info["target"]`` when the data gives one."""
         self.eval()
         chunks: dict[str, list[torch.Tensor]] = {}
-        for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch"):
-            images = torch.stack([preprocess(load_image(p)) for p in paths[start : start + batch_size]])
+        for chunk in batched(paths, batch_size):
+            images = torch.stack([preprocess(load_image(p)) for p in chunk])
             for name, probs in self.probabilities(images.to(self.device), tta).items():
                 chunks.setdefault(name, []).append(probs.cpu())
         probs = {name: torch.cat(parts) for name, parts in chunks.items()}

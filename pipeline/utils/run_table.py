@@ -3,10 +3,17 @@ epoch, test figures, state, overrides; the table of an experiment's runs and two
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -34,10 +41,127 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
 
 def read_overrides(run_dir: Path) -> list[str]:
     """The command-line overrides Hydra saved for the run (``.hydra/overrides.yaml``)."""
-    import yaml
-
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
     try:
         return [str(item) for item in yaml.safe_load(path.read_text()) or []]
     except (OSError, yaml.YAMLError):
         return []
+
+
+def read_state(run_dir: Path) -> str:
+    """``finished`` (``results/metrics.json`` written), ``running`` (its process, recorded by the
+    ``RunState`` callback, is alive on this host) or ``interrupted``."""
+    run_dir = Path(run_dir)
+    if (run_dir / "results" / "metrics.json").is_file():
+        return "finished"
+    state = read_json(run_dir / "results" / "run_state.json", {})
+    if state.get("state") == "running" and state.get("host") == socket.gethostname() and pid_alive(state.get("pid")):
+        return "running"
+    return "interrupted"
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists on this host."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and empty mappings are kept as values."""
+    if not isinstance(node, dict) or not node:
+        return {prefix.rstrip("."): node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def config_diff(run_a: Path, run_b: Path) -> list[tuple[str, Any, Any]]:
+    """``(key, value in a, value in b)`` for every key of the two runs' saved configs that differs."""
+    configs = [flatten(yaml.safe_load((Path(run) / ".hydra" / "config.yaml").read_text()) or {}) for run in (run_a, run_b)]
+    keys = sorted(set(configs[0]) | set(configs[1]))
+    missing = "(absent)"
+    return [(key, configs[0].get(key, missing), configs[1].get(key, missing)) for key in keys
+            if configs[0].get(key, missing) != configs[1].get(key, missing)]
+
+
+@dataclass
+class RunSummary:
+    """One run folder as a row of the runs table."""
+
+    path: Path
+    name: str
+    started: str
+    state: str
+    overrides: dict[str, str]
+    monitor: str | None = None
+    best: float | None = None
+    best_epoch: int | None = None
+    epochs: int = 0
+    test: dict[str, float] = field(default_factory=dict)
+
+
+def summarize_run(run_dir: Path, experiment_dir: Path) -> RunSummary:
+    """Read one run folder: start time, state, overrides, best monitored value and epoch, test metrics."""
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+    task = config.get("task") or {}
+    monitor, mode = task.get("monitor"), task.get("monitor_mode", "max")
+    history = read_history(run_dir)
+    best = best_row(history, monitor, mode) if monitor else None
+    started = datetime.fromtimestamp((run_dir / ".hydra" / "config.yaml").stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
+    overrides = dict(item.lstrip("+~").partition("=")[::2] for item in read_overrides(run_dir))
+    test = {k: v for k, v in read_json(run_dir / "results" / "test_metrics.json", {}).items()
+            if k.startswith("test/") and isinstance(v, int | float)}
+    return RunSummary(path=run_dir, name=str(run_dir.relative_to(experiment_dir)), started=started,
+                      state=read_state(run_dir), overrides=overrides, monitor=monitor,
+                      best=best[monitor] if best else None, best_epoch=best["epoch"] if best else None,
+                      epochs=len(history), test=test)
+
+
+def find_runs(experiment_dir: Path) -> list[RunSummary]:
+    """Every run under ``experiment_dir`` (single runs and multirun jobs), oldest first."""
+    experiment_dir = Path(experiment_dir)
+    configs = list(experiment_dir.glob("*/.hydra/config.yaml")) + list(experiment_dir.glob("multiruns/*/*/.hydra/config.yaml"))
+    runs = [summarize_run(config.parent.parent, experiment_dir) for config in configs]
+    return sorted(runs, key=lambda run: (run.started, run.name))
+
+
+# Overrides every run of a sweep or of a test harness carries with its own value, and that say
+# where a run writes rather than what it trains.
+WHERE_KEYS = ("paths.", "hydra.")
+
+
+def differing_overrides(runs: list[RunSummary]) -> list[str]:
+    """Override keys whose value is not the same in every run (absent counts as a value)."""
+    keys = sorted({key for run in runs for key in run.overrides if not key.startswith(WHERE_KEYS)})
+    return [key for key in keys if len({run.overrides.get(key) for run in runs}) > 1]
+
+
+def runs_rows(runs: list[RunSummary]) -> list[dict[str, Any]]:
+    """The runs table as rows: run, started, state, the differing overrides, best value and epoch, test."""
+    keys = differing_overrides(runs)
+    tests = sorted({name for run in runs for name in run.test})
+    rows = []
+    for run in runs:
+        row: dict[str, Any] = {"run": run.name, "started": run.started, "state": run.state}
+        row.update({key: run.overrides.get(key, "-") for key in keys})
+        row.update({"monitor": run.monitor or "", "best": run.best, "best_epoch": run.best_epoch, "epochs": run.epochs})
+        row.update({name: run.test.get(name) for name in tests})
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows (same keys) to a CSV file with a header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["run"])
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,113 @@
+"""The runs of an experiment side by side: ``python bin/runs.py [experiment=<name>] [--diff <run> <run>]``.
+
+Without ``experiment=`` every experiment under ``paths.results_dir`` is listed. Each table is also
+written to ``<results_dir>/<experiment>/runs.csv``.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from pipeline.utils.cli import check_composition, exit_on_user_error  # noqa: E402
+from pipeline.utils.config import register_resolvers  # noqa: E402
+from pipeline.utils.errors import UserError  # noqa: E402
+from pipeline.utils.run_table import config_diff, find_runs, runs_rows, write_csv  # noqa: E402
+from pipeline.utils.runs import is_run_dir  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def wide_console() -> Console:
+    """The terminal's width, or a wide page when the output goes to a file or pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=250)
+
+
+def show_table(title: str, rows: list[dict]) -> None:
+    table = Table(title=title, title_justify="left")
+    for key in rows[0]:
+        table.add_column(key, justify="right" if isinstance(rows[0][key], float | int) else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*("" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    wide_console().print(table)
+
+
+def list_runs(results_dir: Path, experiment: str | None) -> None:
+    experiment_dirs = [results_dir / experiment] if experiment else sorted(p for p in results_dir.iterdir() if p.is_dir())
+    for experiment_dir in experiment_dirs:
+        runs = find_runs(experiment_dir)
+        if not runs:
+            if experiment:
+                raise UserError(f"experiment: no runs in '{experiment_dir}' (train one with bin/train.py experiment={experiment})")
+            continue
+        rows = runs_rows(runs)
+        write_csv(experiment_dir / "runs.csv", rows)
+        show_table(f"{experiment_dir.name}: {len(rows)} runs ({experiment_dir / 'runs.csv'})", rows)
+
+
+def resolve(run: str, results_dir: Path, experiment: str | None) -> Path:
+    """A run folder given as a path, or as its name under the experiment's folder."""
+    candidates = [Path(run).expanduser()] + ([results_dir / experiment / run] if experiment else [])
+    for candidate in candidates:
+        if is_run_dir(candidate):
+            return candidate.resolve()
+    raise UserError(f"diff: '{run}' is not a run folder (give a path, or a run name with experiment=<name>)")
+
+
+def show_diff(run_a: Path, run_b: Path) -> None:
+    changes = config_diff(run_a, run_b)
+    table = Table(title=f"config differences: {len(changes)} keys", title_justify="left")
+    table.add_column("key")
+    table.add_column(run_a.name)
+    table.add_column(run_b.name)
+    for key, a, b in changes:
+        table.add_row(key, str(a), str(b))
+    wide_console().print(table)
+
+
+def runs(cfg: DictConfig) -> None:
+    results_dir = Path(cfg.paths.results_dir)
+    given = HydraConfig.initialized() and any(o.split("=")[0] == "experiment" for o in HydraConfig.get().overrides.task)
+    experiment = cfg.name if given else None
+    if cfg.diff:
+        if len(cfg.diff) != 2:
+            raise UserError("diff: give two runs (--diff <run> <run>)")
+        show_diff(*(resolve(str(run), results_dir, experiment) for run in cfg.diff))
+        return
+    list_runs(results_dir, experiment)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="runs")
+def hydra_main(cfg: DictConfig) -> None:
+    exit_on_user_error(runs)(cfg)
+
+
+def diff_flag_to_override(argv: list[str]) -> list[str]:
+    """``--diff A B`` -> ``diff=[A,B]`` (Hydra has no two-value flags)."""
+    if "--diff" not in argv:
+        return argv
+    at = argv.index("--diff")
+    pair = argv[at + 1 : at + 3]
+    if len(pair) != 2:
+        raise UserError("diff: give two runs (--diff <run> <run>)")
+    return argv[:at] + [f"diff=[{pair[0]},{pair[1]}]"] + argv[at + 3 :]
+
+
+@exit_on_user_error
+def main() -> None:
+    register_resolvers()
+    argv = diff_flag_to_override(sys.argv[1:])
+    sys.argv[1:] = argv
+    check_composition(str(CONFIG_DIR), "runs", argv)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

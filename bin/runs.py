@@ -12,22 +12,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from pipeline.utils.cli import check_composition, exit_on_user_error  # noqa: E402
 from pipeline.utils.config import register_resolvers  # noqa: E402
+from pipeline.utils.console import wide_console  # noqa: E402
 from pipeline.utils.errors import UserError  # noqa: E402
 from pipeline.utils.run_table import config_diff, find_runs, runs_rows, write_csv  # noqa: E402
 from pipeline.utils.runs import is_run_dir  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-
-def wide_console() -> Console:
-    """The terminal's width, or a wide page when the output goes to a file or pipe."""
-    console = Console()
-    return console if console.is_terminal else Console(width=250)
 
 
 def show_table(title: str, rows: list[dict]) -> None:

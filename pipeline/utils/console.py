@@ -21,6 +21,12 @@ NOISE_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.util
 STAGE_PREFIX = re.compile(r"^(train|val|test)/(.+?)(_epoch)?$")
 
 
+def wide_console() -> Console:
+    """The terminal's width, or a wide page when the output goes to a file or pipe (no wrapped tables)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=250)
+
+
 class NoiseFilter(logging.Filter):
     """Drop log records whose message matches one of ``NOISE_MESSAGES``."""
 

@@ -1,0 +1,79 @@
+"""A dataset report before training: ``python bin/inspect.py experiment=<name> [data.root=...]``.
+
+Writes ``<out_dir>/data_report.md``, ``data_report.json`` and PNGs, prints a summary, and exits
+with code 1 when identical images or a group (person, identity) sit in more than one split.
+"""
+
+import sys
+from pathlib import Path
+
+# This file shares its name with the standard library's inspect module, which the imports below need:
+# the repository root replaces bin/ at the head of the import path.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from pipeline.analysis.dataset_report import DatasetReport, write_report  # noqa: E402
+from pipeline.analysis.items import list_items  # noqa: E402
+from pipeline.trainers.engine import build_datamodule  # noqa: E402
+from pipeline.utils.cli import check_composition, exit_on_user_error  # noqa: E402
+from pipeline.utils.config import register_resolvers  # noqa: E402
+from pipeline.utils.console import wide_console  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+FOUND_PROBLEMS_EXIT = 1
+
+
+def summary(report: DatasetReport, title: str) -> Table:
+    """Per-split totals, then the checks with their counts."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("check")
+    table.add_column("result", justify="right")
+    totals: dict[str, int] = {}
+    for per_split in report.counts.values():
+        for split, n in per_split.items():
+            totals[split] = totals.get(split, 0) + n
+    for split, n in sorted(totals.items(), key=lambda kv: kv[0] == "total"):
+        table.add_row(f"images in {split}", str(n))
+    table.add_row("classes", str(len(report.counts)))
+    table.add_row("groups (person / identity)", str(report.groups.get("groups", 0)))
+    table.add_row("image sizes", ", ".join(list(report.sizes)[:3]) + (" ..." if len(report.sizes) > 3 else ""))
+    table.add_row("unusable files", str(len(report.unusable)))
+    table.add_row("identical image sets", str(len(report.exact_duplicates)))
+    table.add_row("near-duplicate pairs", str(len(report.near_duplicates)))
+    table.add_row("groups in several splits", str(len(report.group_leaks)))
+    return table
+
+
+def inspect(cfg: DictConfig) -> int:
+    datamodule = build_datamodule(cfg)
+    out_dir = Path(cfg.out_dir)
+    report = write_report(list_items(datamodule), out_dir, f"{cfg.name}: data report", cfg.near_distance,
+                          cfg.fail_on_near_duplicates)
+    console = wide_console()
+    console.print(summary(report, f"{cfg.name}: data report ({out_dir / 'data_report.md'})"))
+    for problem in report.problems:
+        console.print(f"[bold red]problem:[/] {problem}")
+    if not report.problems:
+        console.print("no leak, no identical images across splits")
+    return FOUND_PROBLEMS_EXIT if report.problems else 0
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="inspect")
+def hydra_main(cfg: DictConfig) -> None:
+    code = exit_on_user_error(inspect)(cfg)
+    if code:
+        sys.exit(code)
+
+
+@exit_on_user_error
+def main() -> None:
+    register_resolvers()
+    check_composition(str(CONFIG_DIR), "inspect", sys.argv[1:])
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""A dataset report before training: counts per class and split, groups, image sizes, unusable files,
+exact and near-duplicate images within and across splits, group leakage, sample grids.
+
+Near duplicates use a perceptual hash (``imagehash.phash``, 64 bits): two images whose hashes differ
+in at most ``near_distance`` bits look alike even after re-encoding or small edits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import imagehash
+import matplotlib
+import numpy as np
+from PIL import Image
+
+from pipeline.analysis.items import Item
+from pipeline.data.io import is_image_file
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass
+class ImageFacts:
+    """What is read from one image file: size, a hash of its pixels, its perceptual hash."""
+
+    width: int
+    height: int
+    pixels_sha1: str
+    phash: int
+
+
+@dataclass
+class DatasetReport:
+    """The figures of a dataset report; ``problems`` lists what makes ``bin/inspect.py`` fail."""
+
+    counts: dict[str, dict[str, int]]
+    groups: dict[str, Any]
+    sizes: dict[str, int]
+    unusable: list[dict[str, str]]
+    exact_duplicates: list[list[dict[str, str]]]
+    near_duplicates: list[dict[str, Any]]
+    group_leaks: dict[str, list[str]]
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__
+
+
+def read_facts(path: Path) -> ImageFacts | None:
+    """Size and hashes of an image, or None when it does not decode."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            pixels = np.asarray(image)
+            return ImageFacts(image.width, image.height, hashlib.sha1(pixels.tobytes()).hexdigest(),
+                              int(str(imagehash.phash(image)), 16))
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def split_sort_key(split: str) -> tuple[int, str]:
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+
+def count_by_class(items: list[Item]) -> dict[str, dict[str, int]]:
+    """``{class: {split: n, "total": n}}``."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for item in items:
+        counts[item.label][item.split] += 1
+        counts[item.label]["total"] += 1
+    return {label: dict(per_split) for label, per_split in sorted(counts.items())}
+
+
+def group_stats(items: list[Item]) -> dict[str, Any]:
+    """Images per group (person, identity): count of groups, min / median / max images each."""
+    per_group = Counter(item.group for item in items if item.group is not None)
+    if not per_group:
+        return {"groups": 0}
+    sizes = np.array(list(per_group.values()))
+    return {"groups": len(per_group), "images_min": int(sizes.min()), "images_median": float(np.median(sizes)),
+            "images_max": int(sizes.max())}
+
+
+def group_leaks(items: list[Item]) -> dict[str, list[str]]:
+    """Groups found in more than one split -> their splits."""
+    splits: dict[str, set[str]] = defaultdict(set)
+    for item in items:
+        if item.group is not None:
+            splits[item.group].add(item.split)
+    return {group: sorted(s, key=split_sort_key) for group, s in sorted(splits.items()) if len(s) > 1}
+
+
+def exact_duplicates(items: list[Item], facts: dict[Path, ImageFacts]) -> list[list[dict[str, str]]]:
+    """Sets of items with identical pixels (the same file listed twice counts too)."""
+    by_hash: dict[str, list[Item]] = defaultdict(list)
+    for item in items:
+        if item.path in facts:
+            by_hash[facts[item.path].pixels_sha1].append(item)
+    return [[{"path": str(i.path), "split": i.split, "label": i.label} for i in same]
+            for same in by_hash.values() if len(same) > 1]
+
+
+def near_duplicates(items: list[Item], facts: dict[Path, ImageFacts], max_distance: int) -> list[dict[str, Any]]:
+    """Pairs of items whose perceptual hashes differ in at most ``max_distance`` bits but whose pixels
+    differ (exact copies are reported by ``exact_duplicates``)."""
+    usable = [item for item in items if item.path in facts]
+    if len(usable) < 2:
+        return []
+    hashes = np.array([facts[item.path].phash for item in usable], dtype=np.uint64)
+    pairs = []
+    for i in range(len(usable) - 1):
+        xor = hashes[i] ^ hashes[i + 1 :]
+        distance = np.unpackbits(xor.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+        for j in np.nonzero(distance <= max_distance)[0]:
+            a, b = usable[i], usable[i + 1 + j]
+            if facts[a.path].pixels_sha1 != facts[b.path].pixels_sha1:
+                pairs.append({"a": str(a.path), "b": str(b.path), "splits": [a.split, b.split],
+                              "distance": int(distance[j])})
+    return pairs
+
+
+def unusable_files(items: list[Item], facts: dict[Path, ImageFacts]) -> list[dict[str, str]]:
+    """Image files next to the dataset's items that no split uses (unlabelled, or dropped by the
+    reader's checks) and listed items that do not decode."""
+    used = {item.path for item in items}
+    listed_bad = [{"path": str(p), "reason": "unreadable"} for p in sorted(used) if p not in facts]
+    root = Path(os.path.commonpath([p.parent for p in used])) if used else None
+    if root is None or not root.is_dir():
+        return listed_bad
+    unused = [p for p in sorted(root.rglob("*")) if p.is_file() and is_image_file(p) and p not in used]
+    return listed_bad + [{"path": str(p), "reason": unused_reason(p)} for p in unused]
+
+
+def unused_reason(path: Path) -> str:
+    """Why an image file next to the dataset is in no split, as far as the file itself tells."""
+    if path.name.startswith("."):
+        return "hidden file (e.g. macOS ._ metadata), skipped by the reader"
+    return "unreadable" if read_facts(path) is None else "not in any split (unlabelled or filtered by the reader)"
+
+
+def build_report(items: list[Item], near_distance: int = 2, fail_on_near_duplicates: bool = False,
+                 ) -> tuple[DatasetReport, dict[Path, ImageFacts]]:
+    """All figures of the report for ``items`` (reads every image once)."""
+    facts = {}
+    for item in items:
+        if item.path not in facts:
+            read = read_facts(item.path)
+            if read is not None:
+                facts[item.path] = read
+    sizes = Counter(f"{f.width}x{f.height}" for f in facts.values())
+    exact = exact_duplicates(items, facts)
+    near = near_duplicates(items, facts, near_distance)
+    report = DatasetReport(
+        counts=count_by_class(items), groups=group_stats(items), sizes=dict(sizes.most_common()),
+        unusable=unusable_files(items, facts), exact_duplicates=exact, near_duplicates=near,
+        group_leaks=group_leaks(items),
+    )
+    across = [d for d in exact if len({i["split"] for i in d}) > 1]
+    if across:
+        report.problems.append(f"{len(across)} set(s) of identical images across splits")
+    if report.group_leaks:
+        report.problems.append(f"{len(report.group_leaks)} group(s) (person, identity) in more than one split")
+    near_across = [p for p in near if p["splits"][0] != p["splits"][1]]
+    if fail_on_near_duplicates and near_across:
+        report.problems.append(f"{len(near_across)} near-duplicate pair(s) across splits")
+    return report, facts
+
+
+def plot_counts(report: DatasetReport, path: Path) -> None:
+    """Items per class, one bar per split."""
+    labels = list(report.counts)
+    splits = sorted({s for c in report.counts.values() for s in c if s != "total"}, key=split_sort_key)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(labels) + 2), 4), dpi=100)
+    width = 0.8 / max(1, len(splits))
+    for k, split in enumerate(splits):
+        ax.bar(np.arange(len(labels)) + k * width, [report.counts[c].get(split, 0) for c in labels], width, label=split)
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=90, fontsize=8)
+    ax.set_ylabel("images")
+    ax.set_title("items per class and split")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_groups_and_sizes(items: list[Item], facts: dict[Path, ImageFacts], path: Path) -> None:
+    """Histogram of images per group and scatter of image sizes."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    per_group = Counter(item.group for item in items if item.group is not None)
+    if per_group:
+        left.hist(list(per_group.values()), bins=range(1, max(per_group.values()) + 2), align="left")
+    left.set_title("images per person / identity")
+    left.set_xlabel("images")
+    left.set_ylabel("groups")
+    sizes = np.array([[f.width, f.height] for f in facts.values()])
+    if len(sizes):
+        right.scatter(sizes[:, 0], sizes[:, 1], s=8, alpha=0.4)
+    right.set_title("image sizes")
+    right.set_xlabel("width (px)")
+    right.set_ylabel("height (px)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_samples(items: list[Item], path: Path, per_class: int = 6) -> None:
+    """A few training images of every class, one row per class."""
+    by_class: dict[str, list[Item]] = defaultdict(list)
+    for item in sorted(items, key=lambda i: (split_sort_key(i.split), str(i.path))):
+        if len(by_class[item.label]) < per_class:
+            by_class[item.label].append(item)
+    labels = sorted(by_class)
+    fig, axes = plt.subplots(len(labels), per_class, figsize=(1.3 * per_class + 1.5, 1.3 * len(labels)), dpi=100,
+                             squeeze=False)
+    for row, label in enumerate(labels):
+        for col in range(per_class):
+            ax = axes[row][col]
+            ax.axis("off")
+            if col < len(by_class[label]):
+                with Image.open(by_class[label][col].path) as image:
+                    ax.imshow(image.convert("RGB"))
+        axes[row][0].text(-0.1, 0.5, label, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=8)
+    fig.subplots_adjust(left=0.25, wspace=0.05, hspace=0.1)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_markdown(report: DatasetReport, path: Path, title: str) -> None:
+    """``data_report.md``: the tables and the figures' links."""
+    splits = sorted({s for c in report.counts.values() for s in c if s != "total"}, key=split_sort_key)
+    lines = [f"# {title}", "", "## Items per class and split", "", "| class | " + " | ".join(splits) + " | total |",
+             "|---|" + "---:|" * (len(splits) + 1)]
+    for label, per_split in report.counts.items():
+        lines.append(f"| {label} | " + " | ".join(str(per_split.get(s, 0)) for s in splits) + f" | {per_split['total']} |")
+    lines += ["", "![items per class](counts.png)", "", "## Groups and image sizes", "",
+              f"groups (person / identity): {json.dumps(report.groups)}", "",
+              "image sizes: " + ", ".join(f"{size} ({n})" for size, n in report.sizes.items()), "",
+              "![groups and sizes](groups_sizes.png)", "", "## Problems", ""]
+    lines += [f"- **{p}**" for p in report.problems] or ["none"]
+    lines += ["", f"- group leaks: {len(report.group_leaks)}"]
+    lines += [f"  - {group}: {', '.join(splits_)}" for group, splits_ in list(report.group_leaks.items())[:20]]
+    lines += [f"- identical image sets: {len(report.exact_duplicates)}"]
+    lines += ["  - " + ", ".join(f"{d['path']} ({d['split']})" for d in dup) for dup in report.exact_duplicates[:20]]
+    lines += [f"- near-duplicate pairs (perceptual hash): {len(report.near_duplicates)}"]
+    lines += [f"  - {p['a']} ({p['splits'][0]}) ~ {p['b']} ({p['splits'][1]}), distance {p['distance']}"
+              for p in report.near_duplicates[:20]]
+    lines += [f"- unusable files: {len(report.unusable)}"]
+    lines += [f"  - {u['path']}: {u['reason']}" for u in report.unusable[:20]]
+    lines += ["", "## Samples per class", "", "![samples](samples.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_report(items: list[Item], out_dir: Path, title: str, near_distance: int = 2,
+                 fail_on_near_duplicates: bool = False) -> DatasetReport:
+    """Build the report and write ``data_report.md``, ``data_report.json`` and the PNGs into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report, facts = build_report(items, near_distance, fail_on_near_duplicates)
+    (out_dir / "data_report.json").write_text(json.dumps(report.to_json(), indent=2))
+    plot_counts(report, out_dir / "counts.png")
+    plot_groups_and_sizes(items, facts, out_dir / "groups_sizes.png")
+    plot_samples(items, out_dir / "samples.png")
+    write_markdown(report, out_dir / "data_report.md", title)
+    return report

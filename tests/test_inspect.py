@@ -1,4 +1,4 @@
-"""bin/inspect.py: the dataset report against counts computed here, planted duplicates and leaks."""
+"""bin/inspect_data.py: the dataset report against counts computed here, planted duplicates and leaks."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def clean_root(tmp_path_factory, data_dir) -> Path:
 
 
 def inspect(root: Path, out: Path):
-    proc = run_cli("inspect.py", *TINY, f"data.root={root}", f"out_dir={out}")
+    proc = run_cli("inspect_data.py", *TINY, f"data.root={root}", f"out_dir={out}")
     report = json.loads((out / "data_report.json").read_text()) if (out / "data_report.json").is_file() else None
     return proc, report
 
@@ -94,5 +94,5 @@ def test_group_in_two_splits_is_a_leak(clean_root, tmp_path, data_dir):
 
 
 def test_unknown_key_is_one_line_and_exit_2(tmp_path):
-    proc = run_cli("inspect.py", "experiment=mask_age_gender", "data.nope=1")
+    proc = run_cli("inspect_data.py", "experiment=mask_age_gender", "data.nope=1")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")

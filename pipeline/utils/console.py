@@ -68,7 +68,9 @@ def by_metric(metrics: dict[str, Any], stage: str) -> dict[str, float]:
     for key, value in metrics.items():
         match = STAGE_PREFIX.match(key)
         if match and match.group(1) == stage and not key.endswith("_step") and value is not None:
-            out[match.group(2)] = value
+            # "train/loss" may hold the last step's value; "train/loss_epoch" is the epoch's.
+            if match.group(3) or match.group(2) not in out:
+                out[match.group(2)] = value
     return out
 
 

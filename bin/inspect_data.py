@@ -1,4 +1,7 @@
-"""A dataset report before training: ``python bin/inspect.py experiment=<name> [data.root=...]``.
+"""A dataset report before training: ``python bin/inspect_data.py experiment=<name> [data.root=...]``.
+
+Not ``bin/inspect.py``: every script in bin/ has bin/ first on its import path, and a file named like
+the standard library's ``inspect`` module would be imported in its place by all of them.
 
 Writes ``<out_dir>/data_report.md``, ``data_report.json`` and PNGs, prints a summary, and exits
 with code 1 when identical images or a group (person, identity) sit in more than one split.
@@ -7,9 +10,7 @@ with code 1 when identical images or a group (person, identity) sit in more than
 import sys
 from pathlib import Path
 
-# This file shares its name with the standard library's inspect module, which the imports below need:
-# the repository root replaces bin/ at the head of the import path.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

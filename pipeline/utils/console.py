@@ -44,6 +44,8 @@ def quiet_third_party() -> None:
         if not any(isinstance(f, NoiseFilter) for f in logger.filters):
             logger.addFilter(NoiseFilter())
     warnings.filterwarnings("ignore", message=NOISE_MESSAGES[1])
+    # TensorBoard's event reader (the run report) logs every file it opens.
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)
 
 
 class ConsoleLogHandler(logging.Handler):

@@ -11,6 +11,9 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from pipeline.callbacks.throughput import TAGS as THROUGHPUT_TAGS
+from pipeline.callbacks.throughput import Throughput
+
 STAGE_SUFFIX = re.compile(r"^(train|val)/(.+?)(_epoch|_step)?$")
 MAX_HPARAMS = 30
 # Overrides that say where a run writes, not what it trains.
@@ -43,6 +46,8 @@ class Dashboard(pl.Callback):
         if trainer.sanity_checking:
             return
         names = set(trainer.callback_metrics) | {f"lr-{type(o).__name__}" for o in trainer.optimizers}
+        if any(isinstance(callback, Throughput) for callback in trainer.callbacks):
+            names |= set(THROUGHPUT_TAGS)
         if names <= self.written:
             return
         self.written |= names
@@ -102,15 +107,15 @@ def curated_hparams(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str,
 
 
 def headline_metrics(results: dict[str, Any], best_row: dict[str, Any] | None) -> dict[str, float]:
-    """HPARAMS metrics: the best monitored value and its epoch, validation at that epoch, test figures."""
+    """HPARAMS metrics, under the tags of their own stage so Time Series gets no extra group: the best
+    monitored value (``val/best_f1``) and its epoch (``val/best_epoch``), and the test figures (already
+    logged as ``test/*``; ``DashboardLogger`` does not write them twice)."""
     metrics: dict[str, float] = {}
     best = results.get("best")
     if best:
-        metrics[f"hp/best_{best['monitor'].replace('/', '_')}"] = best["score"]
-    if best_row:
-        metrics["hp/best_epoch"] = best_row["epoch"]
-        monitor = best["monitor"] if best else None
-        metrics.update({f"hp/{k.replace('/', '_')}": v for k, v in best_row.items()
-                        if k.startswith("val/") and k != monitor and v is not None})
-    metrics.update({f"hp/{k.replace('/', '_')}": v for k, v in results.get("test", {}).items() if v is not None})
+        stage, _, name = best["monitor"].rpartition("/")
+        metrics[f"{stage or 'val'}/best_{name}"] = best["score"]
+        if best_row:
+            metrics[f"{stage or 'val'}/best_epoch"] = best_row["epoch"]
+    metrics.update({key: value for key, value in results.get("test", {}).items() if value is not None})
     return metrics

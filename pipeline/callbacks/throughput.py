@@ -22,6 +22,10 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+TAGS = ("throughput/samples_per_sec", "throughput/data_wait_fraction", "throughput/step_ms",
+        "throughput/peak_memory_mb")
+
+
 class Throughput(pl.Callback):
     """Log ``throughput/samples_per_sec`` (all ranks together), ``throughput/data_wait_fraction``,
     ``throughput/step_ms`` and ``throughput/peak_memory_mb`` to the loggers at each training epoch end.
@@ -60,12 +64,12 @@ class Throughput(pl.Callback):
     def summary(self, world_size: int, device: torch.device) -> dict[str, float]:
         """The epoch's figures so far."""
         elapsed = self.wait_s + self.compute_s
-        return {
-            "throughput/samples_per_sec": self.samples * world_size / elapsed if elapsed else 0.0,
-            "throughput/data_wait_fraction": self.wait_s / elapsed if elapsed else 0.0,
-            "throughput/step_ms": 1000 * elapsed / self.steps if self.steps else 0.0,
-            "throughput/peak_memory_mb": peak_memory_mb(device),
-        }
+        return dict(zip(TAGS, (
+            self.samples * world_size / elapsed if elapsed else 0.0,
+            self.wait_s / elapsed if elapsed else 0.0,
+            1000 * elapsed / self.steps if self.steps else 0.0,
+            peak_memory_mb(device),
+        )))
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -58,11 +58,15 @@ def test_epoch_counter_is_not_a_scalar_and_hparams_are_curated(short_run):
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         events.SummaryMetadata("_hparams_/experiment").plugin_data.content).experiment
     metric_tags = {info.name.tag for info in experiment.metric_infos}
-    assert {"hp/best_val_f1", "hp/best_epoch", "hp/test_f1", "hp/test_loss"} <= metric_tags
+    assert {"val/best_f1", "val/best_epoch", "test/f1", "test/loss"} <= metric_tags
     history = json.loads((run_dir / "results" / "metrics_history.json").read_text())
     best = max(history, key=lambda row: (row["val/f1"], -row["epoch"]))
-    assert events.Scalars("hp/best_epoch")[-1].value == best["epoch"]
-    assert events.Scalars("hp/best_val_f1")[-1].value == pytest.approx(best["val/f1"])
+    assert events.Scalars("val/best_epoch")[-1].value == best["epoch"]
+    assert events.Scalars("val/best_f1")[-1].value == pytest.approx(best["val/f1"])
+    # The HPARAMS metrics add no Time Series group of their own, and test figures are written once.
+    assert not any(tag.startswith("hp/") for tag in events.Tags()["scalars"])
+    assert len(events.Scalars("test/f1")) == 1
+    assert (run_dir / "results" / "report.md").is_file() and (run_dir / "results" / "curves.png").is_file()
 
 
 def test_grid_and_confusion_images_are_logged(short_run):
@@ -85,6 +89,7 @@ def test_layout_skips_step_values_and_puts_loss_first():
     layout = scalars_layout(["train/loss_step", "train/loss_epoch", "val/loss", "train/acc", "val/acc", "lr-AdamW"])
     assert list(layout["train vs val"]) == ["loss", "acc"]
     assert list(layout["optimisation and speed"]) == ["lr-AdamW"]
+    assert "throughput/step_ms" in scalars_layout(["val/loss", "throughput/step_ms"])["optimisation and speed"]
 
 
 def test_grid_tiles_are_wide_enough_for_truth_and_prediction():

@@ -1,4 +1,5 @@
-"""TensorBoard logger for the framework's dashboards: no ``epoch`` counter among the scalars."""
+"""TensorBoard logger for the framework's dashboards: no ``epoch`` counter among the scalars, the
+Custom Scalars layout, and HPARAMS that open on the settings people compare runs by."""
 
 from __future__ import annotations
 
@@ -7,6 +8,20 @@ from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+# Shown first in TensorBoard's HPARAMS table, with the command-line overrides (it sorts them by name).
+PROMINENT_HPARAMS = ("backbone", "lr", "batch_size", "epochs")
+
+
+def flag_prominent(experiment_summary: Any, names: list[str]) -> None:
+    """Set ``differs`` on the named hyperparameters of an HPARAMS experiment summary, in place."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    value = experiment_summary.value[0]
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in names
+    value.metadata.plugin_data.content = data.SerializeToString()
 
 
 class DashboardLogger(TensorBoardLogger):
@@ -32,12 +47,27 @@ class DashboardLogger(TensorBoardLogger):
             super().log_metrics(metrics, step)
 
     @rank_zero_only
-    def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None) -> None:
+    def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, Any] | None = None,
+                        step: int | None = None) -> None:
+        """Lightning's HPARAMS record, with the ``PROMINENT_HPARAMS`` and every dotted key (a command-line
+        override: what a sweep varies) flagged ``differs``: TensorBoard's table sorts those first and
+        shows only its first five hyperparameters until more are ticked."""
+        from torch.utils.tensorboard.summary import hparams
+
+        if not metrics:
+            super().log_hyperparams(params, metrics, step)
+            return
+        self.hparams.update(params)
         self._writing_hparams = True
         try:
-            super().log_hyperparams(params, metrics)
+            self.log_metrics(metrics, step or 0)
         finally:
             self._writing_hparams = False
+        experiment, start, end = hparams(self._sanitize_params(dict(params)), metrics)
+        flag_prominent(experiment, [key for key in params if key in PROMINENT_HPARAMS or "." in key or "/" in key])
+        writer = self.experiment._get_file_writer()
+        for summary in (experiment, start, end):
+            writer.add_summary(summary, step)
 
     @rank_zero_only
     def log_layout(self, layout: dict[str, dict[str, list]]) -> None:

@@ -58,6 +58,8 @@ def test_epoch_counter_is_not_a_scalar_and_hparams_are_curated(short_run):
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         events.SummaryMetadata("_hparams_/experiment").plugin_data.content).experiment
     metric_tags = {info.name.tag for info in experiment.metric_infos}
+    # TensorBoard's table shows the hyperparameters flagged "differs" first (and only five at first).
+    assert {"lr", "backbone"} <= {info.name for info in experiment.hparam_infos if info.differs}
     assert {"val/best_f1", "val/best_epoch", "test/f1", "test/loss"} <= metric_tags
     history = json.loads((run_dir / "results" / "metrics_history.json").read_text())
     best = max(history, key=lambda row: (row["val/f1"], -row["epoch"]))

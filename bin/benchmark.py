@@ -1,29 +1,29 @@
-"""Benchmarks: ``python bin/benchmark.py train [experiment=<x>] [steps=..] [key=value ...]`` compares the
-framework's training throughput with a plain PyTorch loop; any other first word goes to the
-inference benchmark (``python bin/benchmark.py <what> ...``, see pipeline/benchmarks/inference.py).
+"""Benchmarks: ``python bin/benchmark.py train [experiment=<x>] [steps=60] [key=value ...]`` compares the
+framework's training throughput with a plain PyTorch loop (configs/benchmark.yaml);
+``python bin/benchmark.py inference [run=<folder>|latest] [threads=1] [batch=64]`` times a trained run in
+PyTorch and onnxruntime (configs/benchmark_inference.yaml).
 """
 
-import importlib
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.utils.cli import exit_on_user_error
+from pipeline.utils.errors import UserError
 
-from pipeline.utils.cli import exit_on_user_error  # noqa: E402
-from pipeline.utils.errors import UserError  # noqa: E402
+USAGE = "bin/benchmark.py train [experiment=<x>] [key=value ...] | bin/benchmark.py inference [run=<folder>] [...]"
 
 
 @exit_on_user_error
 def main() -> None:
-    argv = sys.argv[1:]
-    if not argv:
-        raise UserError("say what to benchmark: `bin/benchmark.py train [experiment=<x>] ...` or an inference benchmark")
-    if argv[0] == "train":
-        module, args = "pipeline.benchmarks.train", argv[1:]
+    command = next((arg for arg in sys.argv[1:] if arg in ("train", "inference")), None)
+    if command is not None:
+        sys.argv.remove(command)
+    if command == "train":
+        from pipeline.benchmarks.train import main as benchmark_main
+    elif command == "inference":
+        from pipeline.benchmarks.inference import main as benchmark_main
     else:
-        # Imported only when asked for: the inference benchmark lives in its own module.
-        module, args = "pipeline.benchmarks.inference", argv
-    importlib.import_module(module).main(args)
+        raise UserError(f"say what to benchmark: {USAGE}")
+    benchmark_main()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MetricCollection
 
+from pipeline.utils.contracts import ExportSpec
+
 STAGES = ("train", "val", "test")
 
 
@@ -73,9 +75,8 @@ class BaseTask(pl.LightningModule):
         return None
 
     # --- delivery: bin/export.py, bin/predict.py, bin/serve.py call these -------------------------
-    def export_spec(self) -> dict[str, Any]:
-        """What to write to ONNX: ``{"module": nn.Module, "inputs": {name: example tensor},
-        "outputs": [names], "dynamic_axes": {name: {axis: label}}, "metadata": {key: value}}``."""
+    def export_spec(self) -> ExportSpec:
+        """What to write to ONNX and how the service reads its outputs (see ``ExportSpec``)."""
         raise NotImplementedError(f"{type(self).__name__} has no ONNX export")
 
     def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:

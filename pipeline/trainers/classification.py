@@ -22,9 +22,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import OmegaConf
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 from tqdm import tqdm
@@ -36,6 +35,7 @@ from pipeline.data.io import is_image_file, load_image
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
+from pipeline.utils.contracts import ExportSpec, Output
 from pipeline.utils.errors import UserError, require_path
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,11 @@ def combine_mask_gender_age(probs: dict[str, torch.Tensor]) -> torch.Tensor:
 COMBINERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, torch.Tensor]], torch.Tensor]]] = {
     "boostcamp": (("mask", "gender", "age"), combine_mask_gender_age),
 }
+
+
+def output_name(name: str) -> str:
+    """The exported name of an output's probabilities: ``probabilities`` for the main one, ``<head>_probabilities``."""
+    return "probabilities" if name == MAIN else f"{name}_probabilities"
 
 
 def decide(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -98,16 +103,22 @@ class MultiHeadClassifier(nn.Module):
 
 
 class ProbabilityModel(nn.Module):
-    """Exportable wrapper: images -> softmax probabilities per output (combined ones included), as a tuple."""
+    """Exportable wrapper: images -> softmax probabilities per output (combined ones included), averaged
+    over the ``tta`` views exactly as test and predict do, as a tuple in ``outputs`` order."""
 
-    def __init__(self, net: nn.Module, combine: str | None, outputs: Sequence[str]):
+    def __init__(self, net: nn.Module, combine: str | None, outputs: Sequence[str], tta: str | None = None):
         super().__init__()
         self.net = net
         self.combine = combine
         self.outputs = list(outputs)
+        self.tta = tta
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        probs = {name: logits.softmax(dim=1) for name, logits in self.net(images).items()}
+        views = tta_views(images, self.tta)
+        probs: dict[str, torch.Tensor] = {}
+        for view in views:
+            for name, logits in self.net(view).items():
+                probs[name] = probs.get(name, 0) + logits.softmax(dim=1) / len(views)
         if self.combine:
             probs[MAIN] = COMBINERS[self.combine][1](probs)
         return tuple(probs[name] for name in self.outputs)
@@ -122,6 +133,7 @@ class ClassificationTask(BaseTask):
         self.threshold = threshold
         super().__init__(*args, **kwargs)
         self.hparams.update({"tta": tta, "threshold": threshold})
+        self.exported = None
         self.loss_weights = self.head_weights()
         self.confusion = nn.ModuleDict(
             {name: MulticlassConfusionMatrix(len(names)) for name, names in self.output_classes().items()}
@@ -207,15 +219,19 @@ class ClassificationTask(BaseTask):
         return self.net(images)
 
     def probabilities(self, images: torch.Tensor, tta: str | None = None) -> dict[str, torch.Tensor]:
-        """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output."""
-        views = tta_views(images, tta)
-        probs = {name: torch.zeros(len(images), n, device=images.device) for name, n in self.head_sizes().items()}
-        for view in views:
-            for name, logits in self(view).items():
-                probs[name] += logits.softmax(dim=1) / len(views)
-        if self.combine:
-            probs[MAIN] = COMBINERS[self.combine][1](probs)
-        return probs
+        """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output;
+        from the exported ONNX model (TTA inside) after ``use_exported``."""
+        if self.exported is None:
+            outputs = list(self.output_classes())
+            return dict(zip(outputs, ProbabilityModel(self.net, self.combine, outputs, tta)(images), strict=True))
+        if tta != self.tta:
+            raise UserError(f"tta: the exported model averages the views of task.tta={self.tta}; predict with backend=torch for tta={tta}")
+        arrays = self.exported(image=images.cpu().numpy())
+        return {name: torch.from_numpy(arrays[output_name(name)]) for name in self.output_classes()}
+
+    def use_exported(self, model: Any) -> None:
+        """Predict with the run's exported ONNX model (an ``OnnxModel``) instead of the PyTorch network."""
+        self.exported = model
 
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
         return decide(probs, self.threshold)
@@ -287,31 +303,18 @@ class ClassificationTask(BaseTask):
         return annotated_grid(images, labels)
 
     # --- delivery -------------------------------------------------------------------------------
-    def export_spec(self) -> dict[str, Any]:
-        """A single-image classifier: ``image`` [B, C, H, W] -> probabilities per output."""
-        outputs = list(self.output_classes())
-        output_names = [f"{name}_probabilities" if name != MAIN else "probabilities" for name in outputs]
+    def export_spec(self) -> ExportSpec:
+        """A single-image classifier: ``image`` [B, C, H, W] -> probabilities per output, main output first,
+        test-time augmentation (``tta``) inside the graph."""
         classes = self.output_classes()
-        metadata = {
-            "task": self.data_info.get("task", "classification"),
-            "input_size": self.data_info["input_size"],
-            "mean": self.data_info["mean"],
-            "std": self.data_info["std"],
-            "class_names": classes[self.main_output()],
-            "output_activation": "softmax",
-        }
-        if self.multi_head:
-            metadata["heads"] = {name: classes[name] for name in self.head_sizes()}
-        if len(classes[self.main_output()]) == 2:
-            metadata["threshold"] = self.threshold
-        batch = {0: "batch"}
-        return {
-            "module": ProbabilityModel(self.net, self.combine, outputs),
-            "inputs": {"image": torch.zeros(2, *self.data_info["input_size"])},
-            "outputs": output_names,
-            "dynamic_axes": {"image": batch, **{name: batch for name in output_names}},
-            "metadata": metadata,
-        }
+        names = sorted(classes, key=lambda name: name != self.main_output())
+        outputs = [Output(output_name(name), "softmax", self.threshold if len(classes[name]) == 2 else None, classes[name])
+                   for name in names]
+        metadata = {"task": self.data_info.get("task", "classification"), "input_size": self.data_info["input_size"],
+                    "mean": self.data_info["mean"], "std": self.data_info["std"], "class_names": classes[self.main_output()],
+                    "tta": self.tta}
+        return ExportSpec(ProbabilityModel(self.net, self.combine, names, self.tta),
+                          {"image": torch.zeros(2, *self.data_info["input_size"])}, outputs, metadata=metadata)
 
     @torch.no_grad()
     def predict_paths(
@@ -410,27 +413,14 @@ def per_class_report(matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> lis
     return rows
 
 
-def load_run(run: str | Path, ckpt: str = "best") -> tuple[ClassificationTask, Any]:
-    """A trained run's task (from its checkpoint) and its set-up datamodule."""
-    from pipeline.trainers.engine import build_datamodule
-    from pipeline.utils.runs import find_checkpoint, resolve_run_dir
-
-    run_dir = resolve_run_dir(str(run), "", "")
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    cfg.paths.output_dir = str(run_dir)
-    datamodule = build_datamodule(cfg)
-    task = get_class(cfg.task._target_).load_from_checkpoint(find_checkpoint(run_dir, ckpt), map_location="cpu")
-    return task, datamodule
-
-
-def predict_combined(runs: Sequence[str | Path], source: Path, out_dir: Path, **options: Any) -> Path:
-    """Combine separately trained runs (e.g. ``data.target=mask``, ``gender``, ``age``) into the
-    dataset's classes with its ``combine`` rule and write the same outputs as ``predict_files``."""
+def predict_combined(runs: Sequence[Any], source: Path, out_dir: Path, **options: Any) -> Path:
+    """Combine separately trained runs (opened ``Run``s, e.g. ``data.target=mask``, ``gender``, ``age``) into
+    the dataset's classes with its ``combine`` rule and write the same outputs as ``predict_files``."""
     probs: dict[str, torch.Tensor] = {}
     inputs = prediction_inputs(Path(source))
     rule, class_names, threshold = None, None, 0.5
     for run in runs:
-        task, datamodule = load_run(run, options.get("ckpt", "best"))
+        task, datamodule = run.task(options.get("ckpt", "best")), run.datamodule()
         rule = rule or task.data_info.get("combine")
         class_names = class_names or list(task.data_info.get("combine_class_names") or task.data_info["class_names"])
         batch_size = int(options.get("batch_size", datamodule.eval_batch_size))

@@ -18,6 +18,7 @@ from pipeline.data.io import is_image_file, list_images, load_image
 from pipeline.metrics.detection import DetectionMetrics
 from pipeline.modules.detectors import DetectorForExport, build_detector
 from pipeline.trainers.base import BaseTask
+from pipeline.utils.contracts import ExportSpec, Output
 from pipeline.utils.errors import UserError, require_path
 
 # Class colours for drawn boxes (cycled); ground truth is drawn in white.
@@ -172,33 +173,22 @@ class DetectionTask(BaseTask):
         return make_grid(tiles, nrow=int(np.ceil(np.sqrt(len(tiles)))), padding=4)
 
     # --- delivery -------------------------------------------------------------------------------
-    def export_spec(self) -> dict[str, Any]:
+    def export_spec(self) -> ExportSpec:
         """Fixed-size single-image ONNX: ``images`` [1, 3, H, W] letterboxed RGB in [0, 1] -> boxes [N, 4]
         (letterboxed pixels), scores [N], labels [N] (padding rows: score 0, label -1). Export by tracing."""
         _, height, width = self.data_info["input_size"]
-        return {
-            "module": DetectorForExport(self.net).eval(),
-            "inputs": {"images": torch.zeros(1, 3, height, width)},
-            "outputs": ["boxes", "scores", "labels"],
-            "dynamic_axes": {},
-            "export_options": {"dynamo": False, "opset_version": 17},
-            "sample_keys": {"images": "image"},
-            "parity_batch": 1,
-            # Box corners are pixels (hundreds): float32 rounding in the box decoding differs by ~1e-5..1e-3 px.
-            "parity_tolerance": {"boxes": 1e-2, "scores": 1e-4, "labels": 0.0},
-            "metadata": {
-                "task": "detection",
-                "input_size": [height, width],
-                "resize": "letterbox (keep aspect, centre, pad)",
-                "pad_value": self.data_info.get("pad_value", 114),
-                "input_range": "RGB float in [0, 1]; ImageNet normalisation is inside the model",
-                "mean": self.data_info["mean"],
-                "std": self.data_info["std"],
-                "class_names": self.class_names,
-                "score_threshold": self.score_threshold,
-                "box_format": "xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale",
-            },
+        metadata = {
+            "task": "detection", "input_size": [height, width], "resize": "letterbox (keep aspect, centre, pad)",
+            "pad_value": self.data_info.get("pad_value", 114),
+            "input_range": "RGB float in [0, 1]; ImageNet normalisation is inside the model",
+            "mean": self.data_info["mean"], "std": self.data_info["std"], "class_names": self.class_names,
+            "box_format": "xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale",
         }
+        outputs = [Output("boxes"), Output("scores", None, self.score_threshold), Output("labels", None, None, self.class_names)]
+        # Box corners are pixels (hundreds): float32 rounding in the box decoding differs by ~1e-5..1e-3 px.
+        return ExportSpec(DetectorForExport(self.net).eval(), {"images": torch.zeros(1, 3, height, width)}, outputs,
+                          kind="detection", metadata=metadata, dynamic=False, sample_keys={"images": "image"},
+                          parity_tolerance={"boxes": 1e-2, "scores": 1e-4, "labels": 0.0})
 
     def predict_files(
         self, datamodule: Any, source: Path, out_dir: Path, score_threshold: float | None = None,
@@ -237,12 +227,27 @@ class DetectionTask(BaseTask):
                         self._save_drawing(image, detections, self._drawing_path(out_dir, path, source))
         return csv_path
 
+    def use_exported(self, model: Any) -> None:
+        """Detect with the run's exported ONNX model (an ``OnnxModel``, one image per call) instead of the network."""
+        self.exported = model
+
+    def raw_detections(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Boxes, scores and labels (letterboxed pixels) per letterboxed image, by the network or its export."""
+        if getattr(self, "exported", None) is None:
+            return self.net([image.to(self.device) for image in images])
+        results = []
+        for image in images:
+            out = {k: torch.from_numpy(v) for k, v in self.exported(images=image[None].numpy()).items()}
+            keep = out["labels"] >= 0
+            results.append({key: value[keep] for key, value in out.items()})
+        return results
+
     @torch.no_grad()
     def _detect(self, datamodule: Any, paths: list[Path], threshold: float) -> tuple[list[np.ndarray], list[dict]]:
         """Load, letterbox and detect; boxes mapped back to original pixels and clipped to the image."""
         images = [load_image(path) for path in paths]
         boxed = [datamodule.letterbox_image(image) for image in images]
-        raw = self.net([tensor.to(self.device) for tensor, _, _ in boxed])
+        raw = self.raw_detections([tensor for tensor, _, _ in boxed])
         results = []
         for image, (_, scale, pad), det in zip(images, boxed, raw, strict=True):
             det = self.above_threshold({k: v.cpu() for k, v in det.items()}, threshold)

@@ -28,6 +28,7 @@ from pipeline.metrics.verification import EmbeddingCollector, metrics_from_histo
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
 from pipeline.trainers.base import BaseTask
+from pipeline.utils.contracts import ExportSpec, Output
 from pipeline.utils.errors import UserError
 
 LOGGED = ("eer_real", "eer_real_fnr", "eer_fake", "eer_fake_fnr", "eer_mean", "fnmr_at_fmr_1e-2",
@@ -186,23 +187,14 @@ class MetricLearningTask(BaseTask):
         return annotated_grid(images[keep], labels) if keep else None
 
     # --- delivery ----------------------------------------------------------------------------
-    def export_spec(self) -> dict[str, Any]:
+    def export_spec(self) -> ExportSpec:
+        """One image -> its normalised embedding; two embeddings show one person when cosine >= threshold."""
         _, height, width = self.data_info["input_size"]
-        return {
-            "module": self.net,
-            "inputs": {"image": torch.zeros(1, 3, height, width)},
-            "outputs": ["embedding"],
-            "dynamic_axes": {"image": {0: "batch"}, "embedding": {0: "batch"}},
-            "metadata": {
-                "task": "verification",
-                "metric": "cosine",
-                "threshold": float(self.threshold),
-                "embedding_dim": self.net.embedding_dim,
-                "input_size": list(self.data_info["input_size"]),
-                "mean": list(self.data_info["mean"]),
-                "std": list(self.data_info["std"]),
-            },
-        }
+        metadata = {"task": "verification", "metric": "cosine", "embedding_dim": self.net.embedding_dim,
+                    "input_size": list(self.data_info["input_size"]), "mean": list(self.data_info["mean"]),
+                    "std": list(self.data_info["std"])}
+        return ExportSpec(self.net, {"image": torch.zeros(1, 3, height, width)},
+                          [Output("embedding", None, float(self.threshold))], kind="embedding", metadata=metadata)
 
     @torch.no_grad()
     def embed_files(self, datamodule: Any, paths: list[Path], batch_size: int = 64) -> torch.Tensor:

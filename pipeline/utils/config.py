@@ -14,6 +14,7 @@ from pipeline.utils.errors import UserError
 from pipeline.utils.runs import unique_run_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = PROJECT_ROOT / "configs"
 
 
 def register_resolvers() -> None:

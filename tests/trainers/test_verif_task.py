@@ -99,9 +99,9 @@ def test_predict_files_scores_consecutive_rows(run_dir, data_root, tmp_path):
 def test_export_spec_is_a_normalised_embedding_with_the_threshold(run_dir):
     task = MetricLearningTask.load_from_checkpoint(best_checkpoint(run_dir), map_location="cpu").eval()
     spec = task.export_spec()
-    image = spec["inputs"]["image"]
+    image = spec.inputs["image"]
     with torch.no_grad():
-        out = spec["module"](image.repeat(3, 1, 1, 1))
+        out = spec.module(image.repeat(3, 1, 1, 1))
     assert out.shape == (3, 64) and torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
-    assert spec["metadata"]["metric"] == "cosine" and spec["metadata"]["threshold"] == pytest.approx(float(task.threshold))
-    assert spec["dynamic_axes"]["image"] == {0: "batch"}
+    assert spec.metadata["metric"] == "cosine" and spec.outputs[0].threshold == pytest.approx(float(task.threshold))
+    assert spec.kind == "embedding" and spec.dynamic_axes()["image"] == {0: "batch"}

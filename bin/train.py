@@ -7,7 +7,7 @@ import sys
 
 from pipeline.trainers.engine import train
 from pipeline.utils.cli import exit_on_user_error, run_hydra
-from pipeline.utils.config import CONFIG_DIR, register_resolvers
+from pipeline.utils.config import register_resolvers
 from pipeline.utils.ranks import rank_config
 from pipeline.utils.resume import resume_config
 
@@ -15,7 +15,7 @@ from pipeline.utils.resume import resume_config
 @exit_on_user_error
 def main() -> None:
     register_resolvers()
-    cfg = rank_config() or resume_config(sys.argv[1:], CONFIG_DIR)
+    cfg = rank_config() or resume_config(sys.argv[1:])
     if cfg is not None:
         train(cfg)
         return

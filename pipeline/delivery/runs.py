@@ -20,34 +20,15 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from pipeline.trainers.engine import build_task
 from pipeline.utils.cli import HYDRA_FLAGS, exit_on_user_error, run_hydra
-from pipeline.utils.config import CONFIG_DIR, apply_overrides, register_resolvers
+from pipeline.utils.config import CONFIG_DIR, apply_overrides, load_run_config, locate_run, register_resolvers
 from pipeline.utils.errors import UserError
-from pipeline.utils.runs import find_checkpoint, resolve_run_dir
+from pipeline.utils.runs import find_checkpoint
 
 SAVED_RUN_GROUP = "saved_run"
-
-
-def load_run_config(run_dir: Path) -> DictConfig:
-    """A run's saved config, with ``paths.output_dir`` pointing at the run."""
-    register_resolvers()
-    cfg = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-    return cfg
-
-
-def locate_run(run: str | None, experiment: str | None = None, path_overrides: Sequence[str] = ()) -> Path:
-    """The run folder named by ``run``, or the newest run of ``experiment`` (default experiment if None)."""
-    if run not in (None, "", "latest"):
-        return resolve_run_dir(str(run), "", "")
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        selection = [f"experiment={experiment}"] if experiment else []
-        defaults = compose(config_name="train", overrides=selection + list(path_overrides))
-    return resolve_run_dir(None, defaults.paths.results_dir, defaults.name)
 
 
 @dataclass

@@ -125,26 +125,24 @@ class DetectionTask(BaseTask):
     def targets_of(batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
         return [{"boxes": b, "labels": y} for b, y in zip(batch["boxes"], batch["labels"], strict=True)]
 
-    def _shared_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> torch.Tensor | None:
+    def model_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Training: the detector's losses; evaluation: its detections. Both with the ``target`` boxes."""
         targets = self.targets_of(batch)
-        batch_size = len(targets)
-        if stage == "train":
+        if self.training:
             losses = self.net(list(batch["image"]), targets)
-            loss = sum(losses.values())
-            self.log_dict({f"train/loss_{name}": value for name, value in losses.items()},
-                          on_step=True, on_epoch=True, batch_size=batch_size)
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
-            return loss
-        detections = self(batch["image"])
-        self.metrics_for(stage).update(detections, targets)
-        if batch_idx == 0:
-            n = self.example_count
-            self.examples[stage] = {
-                "image": batch["image"][:n].detach().cpu(),
-                "truth": [{k: v.detach().cpu() for k, v in t.items()} for t in targets[:n]],
-                "detections": [{k: v.detach().cpu() for k, v in d.items()} for d in detections[:n]],
-            }
-        return None
+            return {"loss": sum(losses.values()), **{f"loss_{name}": value for name, value in losses.items()}, "target": targets}
+        return {"detections": self(batch["image"]), "target": targets}
+
+    def update_metrics(self, stage: str, out: dict[str, Any]) -> None:
+        """mAP and P/R/F1 follow the detections of val/test; they are logged at the epoch's end."""
+        if stage != "train":
+            self.metrics_for(stage).update(out["detections"], out["target"])
+
+    def cache_examples(self, batch: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+        n = self.example_count
+        return {"image": batch["image"][:n].detach().cpu(),
+                "truth": [{k: v.detach().cpu() for k, v in t.items()} for t in out["target"][:n]],
+                "detections": [{k: v.detach().cpu() for k, v in d.items()} for d in out["detections"][:n]]}
 
     def _log_epoch_metrics(self, stage: str) -> None:
         metrics = self.metrics_for(stage)

@@ -74,7 +74,7 @@ class MetricLearningTask(BaseTask):
     def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         embeddings = self(batch["image"])
         identity, is_fake = batch["label"], batch["is_fake"]
-        out = {"preds": embeddings, "target": identity}
+        out = {"preds": embeddings, "target": identity, "is_fake": is_fake, "index": batch["index"]}
         terms = self.loss_fn.terms(embeddings, identity, is_fake)
         out.update({f"loss_{name}": value for name, value in terms.items()})
         loss = self.loss_fn.combine(terms)
@@ -84,18 +84,10 @@ class MetricLearningTask(BaseTask):
         out["loss"] = loss
         return out
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
-        out = self.model_step(batch)
-        batch_size = len(out["target"])
-        for name, value in out.items():
-            if name.startswith("loss"):
-                self.log(f"{stage}/{name}", value, on_step=stage == "train", on_epoch=True,
-                         prog_bar=name == "loss", batch_size=batch_size, sync_dist=stage != "train")
+    def update_metrics(self, stage: str, out: dict[str, torch.Tensor]) -> None:
+        """Val/test collect embeddings; the metrics are computed over the whole epoch at its end."""
         if stage != "train":
-            self.metrics_for(stage)["embeddings"].update(out["preds"], batch["label"], batch["is_fake"], batch["index"])
-            if batch_idx == 0:
-                self.examples[stage] = self.cache_examples(batch, out)
-        return out["loss"]
+            self.metrics_for(stage)["embeddings"].update(out["preds"], out["target"], out["is_fake"], out["index"])
 
     # --- epoch ends: metrics, threshold, figures ---------------------------------------------
     def _epoch_results(self, stage: str, threshold: float | None) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, torch.Tensor]]:

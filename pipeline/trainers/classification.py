@@ -77,7 +77,8 @@ def tta_views(images: torch.Tensor, mode: str | None) -> list[torch.Tensor]:
         raise UserError(f"task.tta: '{mode}' is not one of {', '.join(TTA_MODES)} or null")
     views = [images, images.flip(-1)]
     if mode == "flip_crops":
-        height, width = images.shape[-2:]
+        # Plain ints: an ONNX export has a fixed image size, so the crops are constants of the graph.
+        height, width = (int(size) for size in images.shape[-2:])
         ch, cw = round(height * CROP_SCALE), round(width * CROP_SCALE)
         offsets = [(0, 0), (0, width - cw), (height - ch, 0), (height - ch, width - cw),
                    ((height - ch) // 2, (width - cw) // 2)]

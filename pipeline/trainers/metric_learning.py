@@ -1,4 +1,4 @@
-"""Face verification robust to fakes (seed 002): an embedding trained with triplet or real/fake quadruplet loss.
+"""Face verification robust to fakes: an embedding trained with triplet or real/fake quadruplet loss.
 
 Validation collects every embedding of the epoch (gathered across DDP ranks), scores all pairs and
 logs eer_real, eer_fake (both conventions), FNMR at FMR 1e-2/1e-3 and ROC AUC. The cosine

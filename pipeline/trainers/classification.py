@@ -3,8 +3,8 @@
 Single-head mode (``model.heads`` unset) predicts ``data_info["class_names"]`` from ``batch["label"]``.
 Multi-head mode (``model.heads: {mask: 3, gender: 2, age: 3}``) trains one head per name on
 ``batch[<name>]`` with a weighted sum of per-head losses (``model.head_weights``); when the data
-names a ``combine`` rule (``data_info["combine"]``, e.g. ``boostcamp``), the heads' probabilities
-are recombined into the dataset's classes and scored against ``batch["label"]`` too.
+names a ``combine`` rule (``data_info["combine"]``, see ``pipeline/data/combine.py``), the heads'
+probabilities are recombined into the dataset's classes and scored against ``batch["label"]`` too.
 
 Every prediction path (validation, test, files, export) averages probabilities over the views of
 ``tta`` (``flip`` or ``flip_crops``) when it is set.
@@ -29,32 +29,20 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from tqdm import tqdm
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
-from pipeline.data.formats.boostcamp import CLASS_NAMES, find_eval_root, read_boostcamp_eval
-from pipeline.data.formats.image_folder import csv_rows, visible_images
-from pipeline.data.io import is_image_file, load_image
+from pipeline.data.combine import COMBINERS, submission_writer
+from pipeline.data.io import load_image
+from pipeline.data.prediction_inputs import PredictionInputs, prediction_inputs
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
 from pipeline.utils.contracts import ExportSpec, Output
-from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
 MAIN = "label"
 TTA_MODES = ("flip", "flip_crops")
 CROP_SCALE = 0.9
-
-
-def combine_mask_gender_age(probs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """18-way boostcamp probabilities ``P(mask) P(gender) P(age)`` in class order ``mask*6 + gender*3 + age``."""
-    mask, gender, age = probs["mask"], probs["gender"], probs["age"]
-    return (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).flatten(1)
-
-
-# data_info["combine"] -> (heads it needs, rule turning their probabilities into the dataset's classes).
-COMBINERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, torch.Tensor]], torch.Tensor]]] = {
-    "boostcamp": (("mask", "gender", "age"), combine_mask_gender_age),
-}
 
 
 def output_name(name: str) -> str:
@@ -335,10 +323,10 @@ class ClassificationTask(BaseTask):
         return probs
 
     def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
-        """Classify a file, a folder of images, a ``path`` CSV or a boostcamp eval folder.
+        """Classify what ``prediction_inputs`` reads (a file, a folder, a ``path`` CSV, a dataset's eval folder).
 
-        Writes ``out_dir/predictions.csv`` (``path,label,probability``), or for a boostcamp eval
-        folder with an 18-way model ``out_dir/submission.csv`` (``ImageID,ans`` in info.csv order).
+        Writes ``out_dir/predictions.csv`` (``path,label,probability``), or the dataset's submission
+        file when the input is its eval folder and the classes are its own (``submission_writer``).
         Options: ``tta=flip|flip_crops``, ``batch_size``.
         """
         tta = options.get("tta", self.tta)
@@ -349,49 +337,20 @@ class ClassificationTask(BaseTask):
         return write_predictions(inputs, probs[main], self.output_classes()[main], self.threshold, Path(out_dir))
 
 
-class PredictionInputs:
-    """Image paths to classify; ``image_ids`` is set when they come from a boostcamp eval folder."""
-
-    def __init__(self, paths: list[Path], image_ids: list[str] | None = None):
-        self.paths = paths
-        self.image_ids = image_ids
-
-
-def prediction_inputs(source: Path) -> PredictionInputs:
-    """Images of a boostcamp eval folder (in info.csv order), a folder, a single image or a ``path`` CSV."""
-    source = require_path(source, "input")
-    eval_root = find_eval_root(source)
-    if eval_root is not None:
-        records = read_boostcamp_eval(eval_root)
-        return PredictionInputs([r.path for r in records], [r.image_id for r in records])
-    if source.is_dir():
-        paths = visible_images(source)
-    elif source.suffix.lower() == ".csv":
-        paths = [Path(row["path"]) if Path(row["path"]).is_absolute() else source.parent / row["path"]
-                 for _, row in csv_rows(source, ("path",))]
-    elif is_image_file(source):
-        paths = [source]
-    else:
-        raise UserError(f"input: '{source}' is not an image, a folder of images or a CSV with a 'path' column")
-    if not paths:
-        raise UserError(f"input: no images found in '{source}'")
-    return PredictionInputs(paths)
-
-
 def write_predictions(
     inputs: PredictionInputs, probs: torch.Tensor, class_names: list[str], threshold: float, out_dir: Path
 ) -> Path:
-    """``submission.csv`` (ImageID,ans) for boostcamp eval input with 18 classes, else ``predictions.csv``."""
+    """The dataset's submission when the input and classes are its own (``submission_writer``), else
+    ``predictions.csv`` (path,label,probability)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     preds = decide(probs, threshold).tolist()
-    if inputs.image_ids is not None and class_names == list(CLASS_NAMES):
-        out_file = out_dir / "submission.csv"
-        rows = [["ImageID", "ans"], *zip(inputs.image_ids, preds, strict=True)]
-    else:
-        out_file = out_dir / "predictions.csv"
-        confidence = probs.gather(1, torch.tensor(preds)[:, None]).squeeze(1).tolist()
-        rows = [["path", "label", "probability"]]
-        rows += [[str(p), class_names[c], f"{q:.6f}"] for p, c, q in zip(inputs.paths, preds, confidence, strict=True)]
+    writer = submission_writer(class_names) if inputs.image_ids is not None else None
+    if writer is not None:
+        return writer(out_dir, inputs.image_ids, preds)
+    out_file = out_dir / "predictions.csv"
+    confidence = probs.gather(1, torch.tensor(preds)[:, None]).squeeze(1).tolist()
+    rows = [["path", "label", "probability"]]
+    rows += [[str(p), class_names[c], f"{q:.6f}"] for p, c, q in zip(inputs.paths, preds, confidence, strict=True)]
     with open(out_file, "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     log.info("wrote %d predictions to %s", len(rows) - 1, out_file)
@@ -429,7 +388,7 @@ def predict_combined(runs: Sequence[Any], source: Path, out_dir: Path, **options
         probs.update({name: p for name, p in outputs.items() if name != MAIN})
         threshold = task.threshold
     if rule not in COMBINERS:
-        raise UserError(f"run: these runs' data has no combine rule (got {rule!r}); combining needs e.g. boostcamp data")
+        raise UserError(f"run: these runs' data has no combine rule (got {rule!r}); see pipeline/data/combine.py")
     needed = COMBINERS[rule][0]
     missing = [name for name in needed if name not in probs]
     if missing:

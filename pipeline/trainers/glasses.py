@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from pipeline.data.io import load_image
-from pipeline.trainers.classification import ClassificationTask, prediction_inputs
+from pipeline.data.prediction_inputs import prediction_inputs
+from pipeline.trainers.classification import ClassificationTask
 from pipeline.utils.contracts import ExportSpec, Route
 from pipeline.utils.errors import UserError
 from pipeline.utils.progress import batched

@@ -9,12 +9,16 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from pipeline.data.formats.boostcamp import CLASS_NAMES, encode_class, read_boostcamp_eval
+from pipeline.data.formats.boostcamp import (
+    CLASS_NAMES,
+    combine_mask_gender_age,
+    encode_class,
+    read_boostcamp_eval,
+)
 from pipeline.data.synthetic.boostcamp import generate_boostcamp
 from pipeline.data.transforms import apply_transform, build_transform
 from pipeline.trainers.classification import (
     ClassificationTask,
-    combine_mask_gender_age,
     per_class_report,
     tta_views,
 )

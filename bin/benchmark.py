@@ -4,26 +4,22 @@ framework's training throughput with a plain PyTorch loop (configs/benchmark.yam
 PyTorch and onnxruntime (configs/benchmark_inference.yaml).
 """
 
+import importlib
 import sys
 
 from pipeline.utils.cli import exit_on_user_error
 from pipeline.utils.errors import UserError
 
-USAGE = "bin/benchmark.py train [experiment=<x>] [key=value ...] | bin/benchmark.py inference [run=<folder>] [...]"
+COMMANDS = {"train": "pipeline.benchmarks.train", "inference": "pipeline.benchmarks.inference"}
 
 
 @exit_on_user_error
 def main() -> None:
-    command = next((arg for arg in sys.argv[1:] if arg in ("train", "inference")), None)
-    if command is not None:
-        sys.argv.remove(command)
-    if command == "train":
-        from pipeline.benchmarks.train import main as benchmark_main
-    elif command == "inference":
-        from pipeline.benchmarks.inference import main as benchmark_main
-    else:
-        raise UserError(f"say what to benchmark: {USAGE}")
-    benchmark_main()
+    command = next((arg for arg in sys.argv[1:] if arg in COMMANDS), None)
+    if command is None:
+        raise UserError("say what to benchmark: bin/benchmark.py train [experiment=<x>] | inference [run=<folder>]")
+    sys.argv.remove(command)
+    importlib.import_module(COMMANDS[command]).main()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pipeline.utils.contracts import ExportSpec
 
 log = logging.getLogger(__name__)
 
+EXPORT_DIR = "export"
 MODEL_FILE = "model.onnx"
 REPORT_FILE = "export.json"
 OPSET = 17
@@ -105,19 +106,14 @@ def export_task(task: Any, datamodule: Any, out_dir: Path, samples: int = 16, to
     return report
 
 
-def export_dir(run: Run) -> Path:
-    """Where a run's export lives."""
-    return Path(run.dir) / "export"
-
-
 def export_run(run: Run, ckpt: str = "best", samples: int = 16, tolerance: float = 1e-4) -> dict[str, Any]:
     """Export a run's checkpoint to ``<run>/export/`` (parity checked on its validation split)."""
-    return export_task(run.task(ckpt), run.datamodule(), export_dir(run), samples, tolerance)
+    return export_task(run.task(ckpt), run.datamodule(), run.dir / EXPORT_DIR, samples, tolerance)
 
 
 def ensure_export(run: Run) -> Path:
     """The run's ONNX file, exported first (best checkpoint) when it does not exist yet."""
-    path = export_dir(run) / MODEL_FILE
+    path = run.dir / EXPORT_DIR / MODEL_FILE
     if not path.is_file():
         log.info("No export in %s yet: exporting the best checkpoint first", run.dir)
         export_run(run)

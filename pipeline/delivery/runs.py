@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from pipeline.trainers.engine import build_task
+from pipeline.trainers.engine import build_datamodule, build_task
 from pipeline.utils.cli import HYDRA_FLAGS, exit_on_user_error, run_hydra
 from pipeline.utils.config import CONFIG_DIR, apply_overrides, load_run_config, locate_run, register_resolvers
 from pipeline.utils.errors import UserError
@@ -49,11 +49,7 @@ class Run:
 
     def datamodule(self, setup: bool = True) -> Any:
         """The run's datamodule; ``setup=False`` skips data loading (enough for ``preprocess`` and ``info``)."""
-        datamodule = instantiate(self.cfg.data, _recursive_=False)
-        if setup:
-            datamodule.prepare_data()
-            datamodule.setup("fit")
-        return datamodule
+        return build_datamodule(self.cfg) if setup else instantiate(self.cfg.data, _recursive_=False)
 
     def task(self, ckpt: str = "best") -> Any:
         """The run's task with the weights of checkpoint ``ckpt`` (best | last | a path), in eval mode.

@@ -90,6 +90,10 @@ class ExportedModel:
         array = self.preprocess(rgb)
         return None if array is None else self.model(**{self.model.input_names[0]: array})
 
+    def embedding(self, rgb: np.ndarray) -> dict[str, Any]:
+        arrays = self.run_one(rgb)
+        return {"embedding": None if arrays is None else arrays[next(iter(self.outputs))][0].tolist()}
+
     def classes(self, rgb: np.ndarray) -> dict[str, Any]:
         """Label and probabilities of the main output, and of every output under ``outputs``."""
         arrays = self.run_one(rgb)
@@ -111,10 +115,6 @@ class ExportedModel:
         names = self.outputs["labels"]["classes"]
         return {"detections": [{"label": names[int(c)], "score": float(s), "box": [float(v) for v in box]}
                                for c, s, box in zip(arrays["labels"][keep], arrays["scores"][keep], boxes, strict=True)]}
-
-    def embedding(self, rgb: np.ndarray) -> dict[str, Any]:
-        arrays = self.run_one(rgb)
-        return {"embedding": None if arrays is None else arrays["embedding"][0].tolist()}
 
     def compare(self, first: np.ndarray, second: np.ndarray) -> dict[str, Any]:
         """Whether two images show the same thing: cosine of embeddings, or the pair model's probability."""

@@ -205,9 +205,6 @@ class DetectionTask(BaseTask):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         threshold = self.score_threshold if score_threshold is None else float(score_threshold)
-        # Options may arrive as command-line strings.
-        batch_size = int(batch_size)
-        draw = draw if isinstance(draw, bool) else str(draw).lower() in ("true", "1", "yes")
         csv_path = out_dir / "detections.csv"
         self.eval()
         with csv_path.open("w", newline="") as handle:

@@ -63,7 +63,7 @@ class GlassesTask(ClassificationTask):
         out_file = out_dir / "predictions.csv"
         with open(out_file, "w", newline="") as fh:
             csv.writer(fh).writerows([("path", "label", "probability"), *rows])
-        if str(options.get("quiet", "false")).lower() not in ("1", "true", "yes"):
+        if not options.get("quiet"):
             for path, label, _ in rows:
                 if label == class_names[1]:
                     print(path)

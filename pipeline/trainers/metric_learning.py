@@ -198,14 +198,10 @@ class MetricLearningTask(BaseTask):
             chunks.append(self(images.to(self.device)).cpu())
         return torch.cat(chunks)
 
-    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, with_decision: bool | str = False,
-                      path_column: str = "path", batch_size: int | str = 64, **options: Any) -> Path:
+    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, with_decision: bool = False,
+                      path_column: str = "path", batch_size: int = 64, **options: Any) -> Path:
         """Score a pairs CSV (consecutive rows form a pair; ``path`` relative to the CSV's folder) and
-        write ``pair_scores.csv``: ``pair_id,similarity`` (+ ``same,threshold`` with ``with_decision``).
-
-        Options may arrive as command-line strings (``with_decision=true``, ``batch_size=128``).
-        """
-        with_decision = _as_bool(with_decision, "with_decision")
+        write ``pair_scores.csv``: ``pair_id,similarity`` (+ ``same,threshold`` with ``with_decision``)."""
         if options:
             raise UserError(f"predict: unknown options {sorted(options)} (known: with_decision, path_column, batch_size)")
         source = Path(source)
@@ -213,7 +209,7 @@ class MetricLearningTask(BaseTask):
             raise UserError(f"input: '{source}' is not a pairs CSV (consecutive rows with a '{path_column}' column form a pair)")
         pairs = read_pairs_csv(source, path_column)
         paths = [_resolve(row[path_column], source.parent) for pair in pairs for row in pair]
-        embeddings = self.embed_files(datamodule, paths, int(batch_size))
+        embeddings = self.embed_files(datamodule, paths, batch_size)
         similarity = (embeddings[0::2] * embeddings[1::2]).sum(1)
         threshold = float(self.threshold)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,16 +219,6 @@ class MetricLearningTask(BaseTask):
         else:
             write_pair_scores(out, similarity.tolist())
         return out
-
-
-def _as_bool(value: bool | str, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "1", "yes"):
-        return True
-    if str(value).lower() in ("false", "0", "no"):
-        return False
-    raise UserError(f"{key}: '{value}' is not true or false")
 
 
 def _resolve(path: str, base: Path) -> Path:

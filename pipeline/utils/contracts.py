@@ -8,9 +8,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-# How the service answers an export: one image -> class probabilities, boxes or an embedding; two images -> a score.
-KINDS = ("classes", "detection", "embedding", "pair")
-
 
 @dataclass
 class Output:
@@ -35,7 +32,8 @@ class Route:
 @dataclass
 class ExportSpec:
     """What to write to ONNX and how to read it back: the module and example inputs, its named outputs,
-    the service ``kind``, task routes and free ``metadata`` (preprocessing facts)."""
+    task routes, free ``metadata`` (preprocessing facts) and the ``kind`` of answer the service gives:
+    one image -> ``classes``, ``detection`` boxes or an ``embedding``; two images -> a ``pair`` score."""
 
     module: nn.Module
     inputs: dict[str, torch.Tensor]

@@ -114,7 +114,7 @@ def test_predict_files_writes_csv_in_original_pixels(built, tmp_path):
     assert max(float(r["xmax"]) for r in wide_rows) > 96 and all(float(r["ymax"]) <= 120 for r in wide_rows)
     assert {r["label"] for r in rows} <= set(datamodule.class_names)
     assert (tmp_path / "out" / "images" / "A.png").is_file() and (tmp_path / "out" / "images" / "sub" / "wide.png").is_file()
-    single = task.predict_files(datamodule, source / "A.PNG", tmp_path / "one", draw="false", batch_size="2")
+    single = task.predict_files(datamodule, source / "A.PNG", tmp_path / "one", draw=False, batch_size=2)
     assert single.read_text().startswith("path,label,score") and not (tmp_path / "one" / "images").exists()
 
 

@@ -90,7 +90,7 @@ def test_predict_files_scores_consecutive_rows(run_dir, data_root, tmp_path):
     plain = read_pair_scores(task.predict_files(datamodule, data_root / "pairs.csv", tmp_path / "a"))
     assert plain["pair_id"].tolist() == [0, 1] and set(plain) == {"pair_id", "similarity"}
     assert plain["similarity"][0] == pytest.approx(1.0, abs=1e-5) and plain["similarity"][1] < 1.0
-    decided = read_pair_scores(task.predict_files(datamodule, data_root / "pairs.csv", tmp_path / "b", with_decision="true"))
+    decided = read_pair_scores(task.predict_files(datamodule, data_root / "pairs.csv", tmp_path / "b", with_decision=True))
     threshold = float(task.threshold)
     assert decided["threshold"].tolist() == pytest.approx([threshold] * 2)
     assert decided["same"].tolist() == (decided["similarity"] >= threshold).tolist()

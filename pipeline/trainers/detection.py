@@ -176,7 +176,7 @@ class DetectionTask(BaseTask):
         (letterboxed pixels), scores [N], labels [N] (padding rows: score 0, label -1). Export by tracing."""
         _, height, width = self.data_info["input_size"]
         metadata = {
-            "task": "detection", "input_size": [height, width], "resize": "letterbox (keep aspect, centre, pad)",
+            "task": "detection", "input_size": [3, height, width], "resize": "letterbox (keep aspect, centre, pad)",
             "pad_value": self.data_info.get("pad_value", 114),
             "input_range": "RGB float in [0, 1]; ImageNet normalisation is inside the model",
             "mean": self.data_info["mean"], "std": self.data_info["std"], "class_names": self.class_names,

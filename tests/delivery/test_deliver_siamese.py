@@ -104,10 +104,15 @@ def test_cli_user_errors_exit_2_with_one_line(siamese_run):
     for script, *args in (("export.py", "sample=3"), ("predict.py", "input=.", "output=out.csv"), ("test.py", "bogus=1"),
                           ("serve.py", "prot=1"), ("benchmark.py", "inference", "bacth=2"),
                           ("predict.py", "input=.", "data.num_wokers=0")):
-        proc = run_cli(script, f"run={siamese_run}", *args)
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-        assert proc.returncode == 2 and len(errors) == 1 and args[-1].split("=")[0] in errors[0], (script, proc.stderr)
-        assert "Traceback" not in proc.stderr
+        _one_line_error(run_cli(script, f"run={siamese_run}", *args), args[-1].split("=")[0])
+    _one_line_error(run_cli("benchmark.py", "train", "stpes=3"), "stpes")
+    _one_line_error(run_cli("train.py", "hyp.epoch=3"), "hyp.epoch")
+
+
+def _one_line_error(proc, key: str) -> None:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1 and key in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_every_command_prints_its_config(siamese_run):

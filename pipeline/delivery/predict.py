@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from pipeline.delivery.export import ensure_export
 from pipeline.delivery.onnx_runtime import OnnxModel, OnnxModule
 from pipeline.delivery.runs import Run
+from pipeline.utils.contracts import PredictsWithExport
 from pipeline.utils.errors import UserError, require_path
 
 BACKENDS = ("torch", "onnx")
@@ -24,7 +25,7 @@ def timestamped_dir(run_dir: Path) -> Path:
 def use_onnx(task: Any, run: Run) -> None:
     """Make the task predict with the run's exported ONNX model (exported first if missing): through the
     task's ``use_exported`` hook, or in place of its network when the export is that network."""
-    if hasattr(task, "use_exported"):
+    if isinstance(task, PredictsWithExport):
         task.use_exported(OnnxModel(ensure_export(run)))
     elif task.export_spec().module is task.net:
         task.net = OnnxModule(OnnxModel(ensure_export(run)))

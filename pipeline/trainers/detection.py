@@ -86,6 +86,7 @@ class DetectionTask(BaseTask):
             "fpn_channels": fpn_channels, "head_convs": head_convs,
         }
         super().__init__(*args, example_count=example_count, **kwargs)
+        self.exported = None
         # Kept with the checkpoint, so load_from_checkpoint rebuilds the same detector.
         self.hparams.update(self.options)
 
@@ -228,7 +229,7 @@ class DetectionTask(BaseTask):
 
     def raw_detections(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Boxes, scores and labels (letterboxed pixels) per letterboxed image, by the network or its export."""
-        if getattr(self, "exported", None) is None:
+        if self.exported is None:
             return self.net([image.to(self.device) for image in images])
         results = []
         for image in images:

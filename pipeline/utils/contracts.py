@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -60,3 +60,10 @@ class ExportSpec:
         """Everything a reader of the ONNX file needs: the free metadata, the kind, outputs and routes."""
         return {**self.metadata, "kind": self.kind, "outputs": [asdict(o) for o in self.outputs],
                 "routes": [asdict(r) for r in self.routes]}
+
+
+@runtime_checkable
+class PredictsWithExport(Protocol):
+    """A task that can predict with its exported ONNX model (an ``OnnxModel``) instead of its network."""
+
+    def use_exported(self, model: Any) -> None: ...

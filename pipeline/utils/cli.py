@@ -87,7 +87,13 @@ def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
 
     register_resolvers()
     check_composition(str(CONFIG_DIR), config_name, sys.argv[1:])
-    return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(exit_on_user_error(fn))()
+    guarded = exit_on_user_error(fn)
+
+    def task(cfg: Any) -> Any:
+        return guarded(cfg)
+
+    task.__module__ = config_name  # Hydra names the job (and --help's app) after the task function's module
+    return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(task)()
 
 
 def _missing_keys(cfg, prefix: str = ""):

@@ -1,29 +1,25 @@
-"""Benchmarks: ``python bin/benchmark.py train [experiment=<x>] [steps=..] [key=value ...]`` compares the
-framework's training throughput with a plain PyTorch loop; any other first word goes to the
-inference benchmark (``python bin/benchmark.py <what> ...``, see pipeline/benchmarks/inference.py).
+"""Benchmarks: ``python bin/benchmark.py train [experiment=<x>] [steps=60] [key=value ...]`` compares the
+framework's training throughput with a plain PyTorch loop (configs/benchmark.yaml);
+``python bin/benchmark.py inference [run=<folder>|latest] [threads=1] [batch=64]`` times a trained run in
+PyTorch and onnxruntime (configs/benchmark_inference.yaml).
 """
 
 import importlib
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.utils.cli import exit_on_user_error
+from pipeline.utils.errors import UserError
 
-from pipeline.utils.cli import exit_on_user_error  # noqa: E402
-from pipeline.utils.errors import UserError  # noqa: E402
+COMMANDS = {"train": "pipeline.benchmarks.train", "inference": "pipeline.benchmarks.inference"}
 
 
 @exit_on_user_error
 def main() -> None:
-    argv = sys.argv[1:]
-    if not argv:
-        raise UserError("say what to benchmark: `bin/benchmark.py train [experiment=<x>] ...` or an inference benchmark")
-    if argv[0] == "train":
-        module, args = "pipeline.benchmarks.train", argv[1:]
-    else:
-        # Imported only when asked for: the inference benchmark lives in its own module.
-        module, args = "pipeline.benchmarks.inference", argv
-    importlib.import_module(module).main(args)
+    command = next((arg for arg in sys.argv[1:] if arg in COMMANDS), None)
+    if command is None:
+        raise UserError("say what to benchmark: bin/benchmark.py train [experiment=<x>] | inference [run=<folder>]")
+    sys.argv.remove(command)
+    importlib.import_module(COMMANDS[command]).main()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``bin/<script>`` in a subprocess as a user would; returns the completed process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    # The repository root on the path, as pytest's `pythonpath` setting gives it in-process (tests.toy).
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", "PYTHONPATH": path}
     return subprocess.run(
         [sys.executable, str(ROOT / "bin" / script), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,

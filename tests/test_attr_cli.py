@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from pipeline.delivery.runs import Run
 from pipeline.trainers.classification import predict_combined
 
 TINY_BOOSTCAMP = ["data.synthetic.num_people=40", "data.synthetic.image_size=[32,24]", "data.image_size=[32,24]",
@@ -36,8 +37,10 @@ def test_resnet18_focal_trains_and_tests_with_tta(tmp_path, data_root):
     with (results / "per_class_report.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 18
     before = json.loads((results / "test_metrics.json").read_text())
+    (results / "test_confusion_label.png").unlink()
     proc = run_cli("test.py", f"run={run}", "data.num_workers=0", "task.tta=flip")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (results / "test_confusion_label.png").is_file()  # test_callbacks keeps the confusion matrix
     after = json.loads((results / "test_metrics.json").read_text())
     assert after["test/loss"] == pytest.approx(before["test/loss"], rel=1e-4)  # loss is the clean pass
     assert {"test/acc", "test/f1"} <= set(after)
@@ -47,7 +50,7 @@ def test_resnet18_focal_trains_and_tests_with_tta(tmp_path, data_root):
 def test_separate_task_runs_combine_into_a_submission(tmp_path, data_root):
     runs = [train_run(tmp_path, data_root, "experiment=mask_age_gender", f"data.target={target}", "debug=limit",
                       "hyp.epochs=1", f"name=attr_{target}") for target in ("mask", "gender", "age")]
-    out = predict_combined(runs, data_root / "synthetic" / "boostcamp_p40_32x24_s0" / "eval", tmp_path / "out", tta="flip")
+    out = predict_combined([Run.open(run) for run in runs], data_root / "synthetic" / "boostcamp_p40_32x24_s0" / "eval", tmp_path / "out", tta="flip")
     with out.open() as fh:
         rows = list(csv.reader(fh))
     assert out.name == "submission.csv" and rows[0] == ["ImageID", "ans"] and len(rows) == 1 + 8 * 7

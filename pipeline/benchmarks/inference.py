@@ -1,14 +1,14 @@
 """Inference benchmark of a trained run: size, batch-1 latency and batch throughput, PyTorch vs onnxruntime.
 
-``python bin/benchmark.py run=<folder>|latest [experiment=<name>] [threads=1] [batch=64] [runs=200]
-[warmup=20]`` prints a table and writes ``<run>/results/benchmark.json``.
+``python bin/benchmark.py inference [run=<folder>|latest] [experiment=<name>] [threads=1] [batch=64]
+[runs=200] [warmup=20]`` prints a table and writes ``<run>/results/benchmark.json``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,8 @@ from rich.table import Table
 
 from pipeline.delivery.export import ensure_export
 from pipeline.delivery.onnx_runtime import OnnxModel
-from pipeline.delivery.runs import load_run_args, load_task
-from pipeline.utils.errors import UserError
-
-USAGE = "run=<folder>|latest, experiment=<name>, ckpt=best|last, threads=<n>, batch=<n>, runs=<n>, warmup=<n>"
-DEFAULTS = {"threads": 1, "batch": 64, "runs": 200, "warmup": 20}
+from pipeline.delivery.runs import Run, run_command
+from pipeline.utils.contracts import ExportSpec
 
 
 def time_calls(call: Callable[[], Any], runs: int, warmup: int) -> np.ndarray:
@@ -50,16 +47,16 @@ def measure(call_for_batch: Callable[[int], Callable[[], Any]], batch: int, runs
     }
 
 
-def example_inputs(spec: dict[str, Any], batch: int) -> dict[str, torch.Tensor]:
+def example_inputs(spec: ExportSpec, batch: int) -> dict[str, torch.Tensor]:
     """Random inputs shaped like the export's, with ``batch`` samples."""
     generator = torch.Generator().manual_seed(0)
-    return {name: torch.randn(batch, *tensor.shape[1:], generator=generator) for name, tensor in spec["inputs"].items()}
+    return {name: torch.randn(batch, *tensor.shape[1:], generator=generator) for name, tensor in spec.inputs.items()}
 
 
 def benchmark(task: Any, onnx_path: Path, threads: int, batch: int, runs: int, warmup: int) -> dict[str, Any]:
     """Figures for the task's exported network in PyTorch eager mode and in onnxruntime."""
     spec = task.export_spec()
-    module = spec["module"].eval()
+    module = spec.module.eval()
     torch.set_num_threads(threads)
     onnx_model = OnnxModel(onnx_path, threads=threads)
 
@@ -79,7 +76,7 @@ def benchmark(task: Any, onnx_path: Path, threads: int, batch: int, runs: int, w
     return {
         "parameters": sum(p.numel() for p in module.parameters()),
         "onnx_bytes": onnx_path.stat().st_size,
-        "inputs": {name: list(tensor.shape[1:]) for name, tensor in spec["inputs"].items()},
+        "inputs": {name: list(tensor.shape[1:]) for name, tensor in spec.inputs.items()},
         "threads": threads,
         "batch": batch,
         "runs": runs,
@@ -103,24 +100,16 @@ def print_table(title: str, figures: dict[str, Any]) -> None:
                   f"threads {figures['threads']}  inputs {figures['inputs']}")
 
 
-def main(argv: Sequence[str]) -> dict[str, Any]:
+@run_command("benchmark_inference")
+def main(run: Run) -> dict[str, Any]:
     """Benchmark a run (see module docstring); returns the figures written to benchmark.json."""
-    args = load_run_args(argv, USAGE)
-    options = dict(args.options)
-    ckpt = options.pop("ckpt", "best")
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"{unknown[0]}: unknown option ({USAGE})")
-    try:
-        settings = {key: int(options.get(key, value)) for key, value in DEFAULTS.items()}
-    except ValueError as exc:
-        raise UserError(f"threads/batch/runs/warmup: expected whole numbers ({exc})") from None
-    task = load_task(args.cfg, args.run_dir, ckpt)
-    figures = benchmark(task, ensure_export(args.run_dir, args.cfg), **settings)
-    figures["run"] = str(args.run_dir)
-    out_file = args.run_dir / "results" / "benchmark.json"
+    cfg = run.cfg
+    settings = {key: int(cfg[key]) for key in ("threads", "batch", "runs", "warmup")}
+    figures = benchmark(run.task(cfg.ckpt), ensure_export(run), **settings)
+    figures["run"] = str(run.dir)
+    out_file = run.dir / "results" / "benchmark.json"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(figures, indent=2))
-    print_table(f"{args.cfg.name}: inference benchmark", figures)
+    print_table(f"{cfg.name}: inference benchmark", figures)
     print(f"Wrote {out_file}")
     return figures

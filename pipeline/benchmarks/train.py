@@ -1,6 +1,7 @@
 """Training throughput of the framework against a hand-written PyTorch loop doing the same work.
 
 ``python bin/benchmark.py train [experiment=<x>] [steps=60] [warmup=10] [rounds=2] [out=<file.json>] [key=value ...]``
+(configs/benchmark.yaml: the experiment's training config plus these keys).
 
 Both runs use the experiment's datamodule (the same DataLoader: workers, sampler, batch size), the
 task's network and loss (``model_step``) and its optimiser. The framework run is the real path:
@@ -23,7 +24,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.utilities.data import extract_batch_size
@@ -31,11 +32,10 @@ from omegaconf import DictConfig, open_dict
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.trainers.engine import build_datamodule, build_task, instantiate_each
-from pipeline.utils.config import PROJECT_ROOT, register_resolvers
+from pipeline.trainers.engine import build_callbacks, build_datamodule, build_task, instantiate_each
+from pipeline.utils.cli import run_hydra
 from pipeline.utils.errors import UserError
 
-OWN_KEYS = {"steps": 60, "warmup": 10, "rounds": 2, "out": None}
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
@@ -67,34 +67,6 @@ def rate(ends: list[float], cpu: list[float], sizes: list[int], warmup: int) -> 
             "cpu_ms_per_step": 1000 * (cpu[-1] - cpu[first]) / steps, "steps": steps}
 
 
-def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Split ``steps=``, ``warmup=``, ``rounds=``, ``out=`` from the config overrides."""
-    own, overrides = dict(OWN_KEYS), []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise UserError(f"'{arg}': arguments are key=value (steps=<n>, warmup=<n>, rounds=<n>, out=<file.json>, overrides)")
-        if key in ("steps", "warmup", "rounds"):
-            if not value.isdigit():
-                raise UserError(f"{key}: give a whole number, not '{value}'")
-            own[key] = int(value)
-        elif key == "out":
-            own[key] = value
-        else:
-            overrides.append(arg)
-    return own, overrides
-
-
-def benchmark_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The training config of ``overrides``, writing into a scratch ``output_dir``."""
-    config_dir = PROJECT_ROOT / "configs"
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
-
 def device_of(cfg: DictConfig) -> torch.device:
     """The device the trainer config asks for (``auto`` -> CUDA when there is one)."""
     accelerator = cfg.trainer.get("accelerator", "cpu")
@@ -108,10 +80,10 @@ def run_framework(cfg: DictConfig, steps: int, warmup: int) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
     clock = StepClock()
+    loggers = instantiate_each(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(
         cfg.trainer, max_steps=steps, max_epochs=None, limit_val_batches=0, num_sanity_val_steps=0,
-        devices=1, num_nodes=1, strategy="auto",
-        callbacks=[*instantiate_each(cfg.get("callbacks")), clock], logger=instantiate_each(cfg.get("logger")) or False,
+        devices=1, num_nodes=1, strategy="auto", callbacks=[*build_callbacks(cfg, loggers), clock], logger=loggers or False,
     )
     trainer.fit(task, datamodule=datamodule)
     return rate(clock.ends, clock.cpu, clock.sizes, warmup)
@@ -176,24 +148,28 @@ def print_table(title: str, rows: dict[str, dict[str, float]], ratio: float) -> 
     Console().print(table)
 
 
-def main(argv: list[str]) -> dict[str, Any]:
+def main() -> None:
+    """``bin/benchmark.py train``: the Hydra app of configs/benchmark.yaml."""
+    run_hydra("benchmark", benchmark_training)
+
+
+def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
     """Benchmark training throughput; prints a table and writes the figures as JSON."""
-    register_resolvers()
-    own, overrides = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="benchmark_") as scratch:
-        cfg = benchmark_config(overrides, Path(scratch))
-        rounds = [{"plain": run_plain(cfg, own["steps"], own["warmup"]),
-                   "framework": run_framework(cfg, own["steps"], own["warmup"])} for _ in range(max(own["rounds"], 1))]
+        with open_dict(cfg):
+            cfg.paths.output_dir = scratch
+        rounds = [{"plain": run_plain(cfg, cfg.steps, cfg.warmup), "framework": run_framework(cfg, cfg.steps, cfg.warmup)}
+                  for _ in range(max(cfg.rounds, 1))]
     rows = {name: max((r[name] for r in rounds), key=lambda row: row["samples_per_sec"]) for name in ("plain", "framework")}
     ratio = rows["framework"]["samples_per_sec"] / rows["plain"]["samples_per_sec"]
     report = {
-        "experiment": cfg.name, "overrides": overrides, "batch_size": cfg.data.batch_size,
+        "experiment": cfg.name, "overrides": list(HydraConfig.get().overrides.task), "batch_size": cfg.data.batch_size,
         "num_workers": cfg.data.get("num_workers"), "device": str(device_of(cfg)),
         "precision": str(cfg.trainer.precision), "torch_threads": torch.get_num_threads(),
         **rows, "framework_over_plain": ratio, "rounds": rounds,
     }
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    out = Path(own["out"] or Path(cfg.paths.results_dir) / "benchmarks" / f"train_{cfg.name}_{stamp}.json")
+    out = Path(cfg.out or Path(cfg.paths.results_dir) / "benchmarks" / f"train_{cfg.name}_{stamp}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print_table(f"{cfg.name}: training throughput (batch {cfg.data.batch_size}, {report['device']})", rows, ratio)

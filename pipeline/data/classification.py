@@ -9,7 +9,6 @@ counts for ``weight: balanced`` losses, the weighted sampler option, and the syn
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from pipeline.data.io import load_image
 from pipeline.data.samplers.weighted import InverseFrequencySampler
 from pipeline.data.splits import split_by_group
 from pipeline.data.synthetic.boostcamp import generate_boostcamp
+from pipeline.data.synthetic.cache import ensure_generated
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, apply_transform, build_transform
 from pipeline.utils.errors import UserError, require_path
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 SAMPLERS = ("random", "weighted")
-READY_MARKER = ".complete"
 
 
 @dataclass(frozen=True)
@@ -149,27 +148,9 @@ class ImageClassificationDataModule(BaseDataModule):
         return self.cache_dir / self.synthetic_name()
 
     def prepare_data(self) -> None:
-        """Generate the synthetic dataset once and reuse it after.
-
-        It is written into a staging folder, marked complete, then renamed into place, so a half-written
-        folder (no marker) is regenerated and two processes starting together cannot mix their files.
-        """
-        if self.root:
-            return
-        folder = self.data_root
-        if (folder / READY_MARKER).is_file():
-            return
-        staging = folder.parent / f".{folder.name}.{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        log.info("generating synthetic data into %s", folder)
-        self.generate(staging)
-        (staging / READY_MARKER).write_text("ok\n")
-        if folder.exists() and not (folder / READY_MARKER).is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            staging.rename(folder)
-        except OSError:  # another process put a complete copy in place first
-            shutil.rmtree(staging, ignore_errors=True)
+        """Generate the synthetic dataset once and reuse it after (``ensure_generated``)."""
+        if not self.root:
+            ensure_generated(self.data_root, self.generate)
 
     # --- datasets -------------------------------------------------------------------------------
     def build_datasets(self) -> dict[str, Dataset]:

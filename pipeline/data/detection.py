@@ -28,6 +28,7 @@ from pipeline.data.formats.voc import (
     split_voc_images,
 )
 from pipeline.data.io import load_image
+from pipeline.data.synthetic.cache import ensure_generated
 from pipeline.data.synthetic.voc_facemask import FACEMASK_CLASSES, generate_voc_facemask
 from pipeline.utils.errors import UserError, require_path
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-READY_MARKER = ".complete"
 SPLITS = ("train", "val", "test")
 
 
@@ -123,13 +123,9 @@ class VocDetectionDataModule(BaseDataModule):
     def prepare_data(self) -> None:
         if self.root is not None:
             return
-        root = self.data_root
-        if (root / READY_MARKER).is_file():
-            return
         s = self.synthetic
-        log.info("Generating %d synthetic face-mask images into %s", s["num_images"], root)
-        generate_voc_facemask(root, s["num_images"], (s["image_size"], s["image_size"]), s["seed"])
-        (root / READY_MARKER).write_text("ok\n")
+        ensure_generated(self.data_root, lambda folder: generate_voc_facemask(
+            folder, s["num_images"], (s["image_size"], s["image_size"]), s["seed"]))
 
     # --- splits and datasets ------------------------------------------------------------------
     def make_splits(self) -> dict[str, list[VocImage]]:

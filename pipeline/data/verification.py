@@ -1,4 +1,4 @@
-"""Face-verification data (seed 002): identity-disjoint splits, P x K training batches, optional face-part cutout.
+"""Face-verification data: identity-disjoint splits, P x K training batches, optional face-part cutout.
 
 Reads the Kryptonite folder format (``pipeline.data.formats.verification``) from ``data.root``, or
 generates the synthetic set into the cache on first use when ``root`` is null. Every split holds
@@ -21,11 +21,11 @@ from pipeline.data.face_parts import FACE_PARTS, FacePartCutout, read_landmarks_
 from pipeline.data.formats.verification import VerificationDataset, read_verification
 from pipeline.data.samplers.pk import PKBatchSampler
 from pipeline.data.splits import split_by_group
+from pipeline.data.synthetic.cache import ensure_generated
 from pipeline.data.synthetic.verification import generate_verification
 from pipeline.data.transforms import apply_transform, build_transform
 from pipeline.utils.errors import UserError, require_path
 
-READY_MARKER = ".complete"
 SYNTHETIC_DEFAULTS = {"num_identities": 200, "images_per_identity": 6, "fakes_per_identity": 6, "seed": 0}
 
 
@@ -94,11 +94,8 @@ class VerificationDataModule(BaseDataModule):
         if self.root is not None:
             require_path(self.root, "data.root", "dataset folder")
             return
-        root = self.synthetic_root()
-        if (root / READY_MARKER).is_file():
-            return
-        generate_verification(root, image_size=self.image_size, **self.synthetic)
-        (root / READY_MARKER).write_text("ok\n")
+        ensure_generated(self.synthetic_root(),
+                         lambda folder: generate_verification(folder, image_size=self.image_size, **self.synthetic))
 
     # --- datasets ----------------------------------------------------------------------------
     def eval_transform(self):

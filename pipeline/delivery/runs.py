@@ -1,94 +1,109 @@
-"""Loading a trained run for delivery: its saved config, datamodule and task from a checkpoint."""
+"""A trained run, opened once for every command: its folder, its saved config, checkpoint, datamodule and task.
+
+``bin/test.py``, ``predict.py``, ``export.py``, ``serve.py`` and ``benchmark.py`` are Hydra apps
+(``run_command``): the run named by ``run=<folder>|latest`` (+ ``experiment=``) is found first, its
+saved config is offered to Hydra as the config group ``saved_run`` and each command's own config
+(``configs/<command>.yaml``) is merged on top. So ``--help``, ``--cfg job`` and unknown keys behave
+as in ``bin/train.py``, and ``data.num_workers=0`` overrides the run's own config.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
-from pipeline.trainers.engine import build_task
-from pipeline.utils.config import PROJECT_ROOT, apply_overrides, register_resolvers
+from pipeline.trainers.engine import build_datamodule, build_task
+from pipeline.utils.cli import HYDRA_FLAGS, exit_on_user_error, run_hydra
+from pipeline.utils.config import CONFIG_DIR, apply_overrides, load_run_config, locate_run, register_resolvers
 from pipeline.utils.errors import UserError
-from pipeline.utils.runs import find_checkpoint, resolve_run_dir
+from pipeline.utils.runs import find_checkpoint
 
-CONFIG_DIR = PROJECT_ROOT / "configs"
+SAVED_RUN_GROUP = "saved_run"
 
 
 @dataclass
-class RunArgs:
-    """A delivery command line: the run folder, its config, the tool's own options and config overrides."""
+class Run:
+    """A trained run: ``dir`` and ``cfg`` (its saved config, with a command's own keys merged on top)."""
 
-    run_dir: Path
+    dir: Path
     cfg: DictConfig
-    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, run: str | Path | None = "latest", overrides: Sequence[str] = (), experiment: str | None = None) -> Run:
+        """Open a run from Python: ``run`` folder or ``latest`` and ``key=value`` overrides of its config."""
+        run_dir = locate_run(None if run is None else str(run), experiment, [o for o in overrides if o.startswith("paths.")])
+        return cls(run_dir, apply_overrides(load_run_config(run_dir), overrides))
+
+    def checkpoint(self, which: str = "best") -> Path:
+        return find_checkpoint(self.dir, which)
+
+    def datamodule(self, setup: bool = True) -> Any:
+        """The run's datamodule; ``setup=False`` skips data loading (enough for ``preprocess`` and ``info``)."""
+        return build_datamodule(self.cfg) if setup else instantiate(self.cfg.data, _recursive_=False)
+
+    def task(self, ckpt: str = "best") -> Any:
+        """The run's task with the weights of checkpoint ``ckpt`` (best | last | a path), in eval mode.
+
+        The data description comes from the checkpoint: exactly what the model was trained with.
+        """
+        state = torch.load(self.checkpoint(ckpt), map_location="cpu", weights_only=True)
+        task = build_task(self.cfg, state["hyper_parameters"]["data_info"])
+        task.load_state_dict(state["state_dict"])
+        return task.eval()
 
 
-def parse_key_values(argv: Sequence[str], usage: str) -> list[tuple[str, str]]:
-    """``key=value`` pairs of a command line; anything else is a UserError quoting ``usage``."""
-    pairs = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or not key:
-            raise UserError(f"'{arg}': arguments are key=value ({usage})")
-        pairs.append((key, value))
-    return pairs
+def requested_run(argv: Sequence[str]) -> Path | None:
+    """The run folder that a command line's ``run=``/``experiment=``/``paths.*`` name; None when the command
+    line only asks Hydra for help or a config print and no run can be found."""
+    overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+    values = {o.key_or_group: o.value() for o in overrides}
+    run = values.get("run")
+    if isinstance(run, list):  # several runs (combined prediction): the first one's config is the base
+        run = run[0] if run else None
+    paths = [o.input_line for o in overrides if o.key_or_group.startswith("paths.")]
+    try:
+        return locate_run(run, values.get("experiment"), paths)
+    except UserError:
+        if any(arg.split("=")[0] in HYDRA_FLAGS for arg in argv):
+            return None
+        raise
 
 
-def load_run_args(argv: Sequence[str], usage: str) -> RunArgs:
-    """Resolve ``run=<folder>|latest`` (newest run of ``experiment=``), load its saved config and apply
-    the config overrides (keys containing a dot, e.g. ``data.num_workers=0``); other keys are options."""
+def offer_run(argv: Sequence[str]) -> Path | None:
+    """Find the run a command line names and offer its saved config to Hydra as ``saved_run/config``."""
     register_resolvers()
-    options, overrides = {}, []
-    for key, value in parse_key_values(argv, usage):
-        if "." in key:
-            overrides.append(f"{key}={value}")
-        else:
-            options[key] = value
-    run_dir = resolve_run(options.pop("run", None), options.pop("experiment", None), overrides)
-    return RunArgs(run_dir, apply_overrides(load_run_config(run_dir), overrides), options)
+    run_dir = requested_run(argv)
+    if run_dir is not None:
+        ConfigStore.instance().store(group=SAVED_RUN_GROUP, name="config", node=load_run_config(run_dir))
+    return run_dir
 
 
-def load_run_config(run_dir: Path) -> DictConfig:
-    """A run's saved config, with ``paths.output_dir`` pointing at the run."""
-    register_resolvers()
-    cfg = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-    return cfg
-
-
-def resolve_run(run: str | None, experiment: str | None, overrides: Sequence[str]) -> Path:
-    """The run folder named by ``run``, or the newest run of ``experiment`` (default experiment if None)."""
-    if run not in (None, "", "latest"):
-        return resolve_run_dir(run, "", "")
+def compose_command(config_name: str, argv: Sequence[str]) -> Run:
+    """The run and config a command line gives the Hydra app of ``configs/<config_name>.yaml`` (Python use, tests)."""
+    run_dir = offer_run(argv)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        selection = [f"experiment={experiment}"] if experiment else []
-        defaults = compose(config_name="train", overrides=selection + [o for o in overrides if o.startswith("paths.")])
-    return resolve_run_dir(None, defaults.paths.results_dir, defaults.name)
+        return Run(run_dir, compose(config_name=config_name, overrides=list(argv)))
 
 
-def build_datamodule(cfg: DictConfig, setup: bool = True) -> Any:
-    """The run's datamodule; ``setup=False`` skips data loading (enough for ``preprocess`` and ``info``)."""
-    datamodule = instantiate(cfg.data, _recursive_=False)
-    if setup:
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-    return datamodule
+def run_command(config_name: str) -> Callable[[Callable[[Run], Any]], Callable[[], Any]]:
+    """Decorate ``fn(run)`` into the ``main()`` of a Hydra app of ``configs/<config_name>.yaml`` over a run."""
 
+    def decorate(fn: Callable[[Run], Any]) -> Callable[[], Any]:
+        @exit_on_user_error
+        def main() -> Any:
+            run_dir = offer_run(sys.argv[1:])
+            return run_hydra(config_name, lambda cfg: fn(Run(run_dir, cfg)))
 
-def load_task(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> Any:
-    """The run's task with the weights of checkpoint ``ckpt`` (best | last | a path), in eval mode.
+        return main
 
-    The data description comes from the checkpoint: exactly what the model was trained with.
-    """
-    checkpoint = find_checkpoint(run_dir, ckpt)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    task = build_task(cfg, state["hyper_parameters"]["data_info"])
-    task.load_state_dict(state["state_dict"])
-    return task.eval()
+    return decorate

@@ -188,13 +188,8 @@ def build_detector(
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     body = TimmFpnBackbone(backbone, fpn_channels, pretrained, backbone_weights)
     weights_per_class = _class_weights(class_weights, num_classes)
-    common = dict(
-        min_size=min(height, width),
-        max_size=max(height, width),
-        score_thresh=score_thresh,
-        nms_thresh=nms_thresh,
-        detections_per_img=detections_per_img,
-    )
+    common = dict(min_size=min(height, width), max_size=max(height, width), score_thresh=score_thresh,
+                  nms_thresh=nms_thresh, detections_per_img=detections_per_img)
     if name == "fcos":
         anchors = AnchorGenerator(FCOS_ANCHOR_SIZES, ((1.0,),) * len(FCOS_ANCHOR_SIZES))
         head = WeightedFCOSHead(fpn_channels, 1, num_classes, head_convs, weights_per_class)

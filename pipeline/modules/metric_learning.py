@@ -106,7 +106,7 @@ class MarginLoss(nn.Module):
 class TripletLoss(MarginLoss):
     """Batch-hard triplet loss ``mean relu(margin + d(a, p) - d(a, n))`` on L2 distances.
 
-    Fakes count as images of their identity (the seed's baseline); ``is_fake`` is accepted for a
+    Fakes count as images of their identity (the triplet baseline); ``is_fake`` is accepted for a
     uniform signature and ignored. ``normalize`` L2-normalises the embeddings first.
     """
 

@@ -17,6 +17,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MetricCollection
 
+from pipeline.utils.contracts import ExportSpec
+
 STAGES = ("train", "val", "test")
 
 
@@ -64,8 +66,9 @@ class BaseTask(pl.LightningModule):
     def build_metrics(self) -> MetricCollection:
         raise NotImplementedError
 
-    def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Return at least ``loss``, ``preds`` and ``target`` (what the metrics are updated with)."""
+    def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The one required hook: return ``target`` and what ``update_metrics`` reads (``preds`` by default),
+        with ``loss`` (and ``loss_<term>`` parts) whenever the step trains."""
         raise NotImplementedError
 
     def render_examples(self, stage: str) -> torch.Tensor | None:
@@ -73,9 +76,8 @@ class BaseTask(pl.LightningModule):
         return None
 
     # --- delivery: bin/export.py, bin/predict.py, bin/serve.py call these -------------------------
-    def export_spec(self) -> dict[str, Any]:
-        """What to write to ONNX: ``{"module": nn.Module, "inputs": {name: example tensor},
-        "outputs": [names], "dynamic_axes": {name: {axis: label}}, "metadata": {key: value}}``."""
+    def export_spec(self) -> ExportSpec:
+        """What to write to ONNX and how the service reads its outputs (see ``ExportSpec``)."""
         raise NotImplementedError(f"{type(self).__name__} has no ONNX export")
 
     def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
@@ -94,22 +96,31 @@ class BaseTask(pl.LightningModule):
     def metrics_for(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
 
-    def update_metrics(self, stage: str, out: dict[str, torch.Tensor]) -> MetricCollection:
-        """Update the stage's metrics with a step's outputs and return them for logging."""
+    def update_metrics(self, stage: str, out: dict[str, Any]) -> MetricCollection | None:
+        """Update the stage's metrics with a step's outputs; return those to log per step (None: the task
+        logs its metrics at the epoch's end)."""
         metrics = self.metrics_for(stage)
         metrics.update(out["preds"], out["target"])
         return metrics
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
+    def log_losses(self, stage: str, out: dict[str, Any], batch_size: int) -> None:
+        """Log ``loss`` and every ``loss_<term>`` a step returns as ``<stage>/<name>``."""
+        for name, value in out.items():
+            if name.startswith("loss"):
+                self.log(f"{stage}/{name}", value, on_step=stage == "train", on_epoch=True, prog_bar=name == "loss",
+                         batch_size=batch_size, sync_dist=stage != "train")
+
+    def _shared_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> torch.Tensor | None:
+        """``model_step`` for every stage, then the hooks: losses, metrics, cached examples."""
         out = self.model_step(batch)
         batch_size = len(out["target"])
-        self.log(f"{stage}/loss", out["loss"], on_step=stage == "train", on_epoch=True,
-                 prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
+        self.log_losses(stage, out, batch_size)
         metrics = self.update_metrics(stage, out)
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        if metrics is not None:
+            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         if batch_idx == 0 and stage != "train":
             self.examples[stage] = self.cache_examples(batch, out)
-        return out["loss"]
+        return out.get("loss")
 
     def cache_examples(self, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Keep the first ``example_count`` items of the batch and outputs (on CPU) for image grids."""

@@ -3,8 +3,8 @@
 Single-head mode (``model.heads`` unset) predicts ``data_info["class_names"]`` from ``batch["label"]``.
 Multi-head mode (``model.heads: {mask: 3, gender: 2, age: 3}``) trains one head per name on
 ``batch[<name>]`` with a weighted sum of per-head losses (``model.head_weights``); when the data
-names a ``combine`` rule (``data_info["combine"]``, e.g. ``boostcamp``), the heads' probabilities
-are recombined into the dataset's classes and scored against ``batch["label"]`` too.
+names a ``combine`` rule (``data_info["combine"]``, see ``pipeline/data/combine.py``), the heads'
+probabilities are recombined into the dataset's classes and scored against ``batch["label"]`` too.
 
 Every prediction path (validation, test, files, export) averages probabilities over the views of
 ``tta`` (``flip`` or ``flip_crops``) when it is set.
@@ -22,20 +22,20 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import OmegaConf
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
-from pipeline.data.formats.boostcamp import CLASS_NAMES, find_eval_root, read_boostcamp_eval
-from pipeline.data.formats.image_folder import csv_rows, visible_images
-from pipeline.data.io import is_image_file, load_image
+from pipeline.data.combine import COMBINERS, submission_writer
+from pipeline.data.io import load_image
+from pipeline.data.prediction_inputs import PredictionInputs, prediction_inputs
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.contracts import ExportSpec, Output
+from pipeline.utils.errors import UserError
 from pipeline.utils.progress import batched
 
 log = logging.getLogger(__name__)
@@ -45,16 +45,9 @@ TTA_MODES = ("flip", "flip_crops")
 CROP_SCALE = 0.9
 
 
-def combine_mask_gender_age(probs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """18-way boostcamp probabilities ``P(mask) P(gender) P(age)`` in class order ``mask*6 + gender*3 + age``."""
-    mask, gender, age = probs["mask"], probs["gender"], probs["age"]
-    return (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).flatten(1)
-
-
-# data_info["combine"] -> (heads it needs, rule turning their probabilities into the dataset's classes).
-COMBINERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, torch.Tensor]], torch.Tensor]]] = {
-    "boostcamp": (("mask", "gender", "age"), combine_mask_gender_age),
-}
+def output_name(name: str) -> str:
+    """The exported name of an output's probabilities: ``probabilities`` for the main one, ``<head>_probabilities``."""
+    return "probabilities" if name == MAIN else f"{name}_probabilities"
 
 
 def decide(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -72,7 +65,8 @@ def tta_views(images: torch.Tensor, mode: str | None) -> list[torch.Tensor]:
         raise UserError(f"task.tta: '{mode}' is not one of {', '.join(TTA_MODES)} or null")
     views = [images, images.flip(-1)]
     if mode == "flip_crops":
-        height, width = images.shape[-2:]
+        # Plain ints: an ONNX export has a fixed image size, so the crops are constants of the graph.
+        height, width = (int(size) for size in images.shape[-2:])
         ch, cw = round(height * CROP_SCALE), round(width * CROP_SCALE)
         offsets = [(0, 0), (0, width - cw), (height - ch, 0), (height - ch, width - cw),
                    ((height - ch) // 2, (width - cw) // 2)]
@@ -98,16 +92,22 @@ class MultiHeadClassifier(nn.Module):
 
 
 class ProbabilityModel(nn.Module):
-    """Exportable wrapper: images -> softmax probabilities per output (combined ones included), as a tuple."""
+    """Exportable wrapper: images -> softmax probabilities per output (combined ones included), averaged
+    over the ``tta`` views exactly as test and predict do, as a tuple in ``outputs`` order."""
 
-    def __init__(self, net: nn.Module, combine: str | None, outputs: Sequence[str]):
+    def __init__(self, net: nn.Module, combine: str | None, outputs: Sequence[str], tta: str | None = None):
         super().__init__()
         self.net = net
         self.combine = combine
         self.outputs = list(outputs)
+        self.tta = tta
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        probs = {name: logits.softmax(dim=1) for name, logits in self.net(images).items()}
+        views = tta_views(images, self.tta)
+        probs: dict[str, torch.Tensor] = {}
+        for view in views:
+            for name, logits in self.net(view).items():
+                probs[name] = probs.get(name, 0) + logits.softmax(dim=1) / len(views)
         if self.combine:
             probs[MAIN] = COMBINERS[self.combine][1](probs)
         return tuple(probs[name] for name in self.outputs)
@@ -122,6 +122,7 @@ class ClassificationTask(BaseTask):
         self.threshold = threshold
         super().__init__(*args, **kwargs)
         self.hparams.update({"tta": tta, "threshold": threshold})
+        self.exported = None
         self.loss_weights = self.head_weights()
         self.confusion = nn.ModuleDict(
             {name: MulticlassConfusionMatrix(len(names)) for name, names in self.output_classes().items()}
@@ -207,15 +208,19 @@ class ClassificationTask(BaseTask):
         return self.net(images)
 
     def probabilities(self, images: torch.Tensor, tta: str | None = None) -> dict[str, torch.Tensor]:
-        """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output."""
-        views = tta_views(images, tta)
-        probs = {name: torch.zeros(len(images), n, device=images.device) for name, n in self.head_sizes().items()}
-        for view in views:
-            for name, logits in self(view).items():
-                probs[name] += logits.softmax(dim=1) / len(views)
-        if self.combine:
-            probs[MAIN] = COMBINERS[self.combine][1](probs)
-        return probs
+        """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output;
+        from the exported ONNX model (TTA inside) after ``use_exported``."""
+        if self.exported is None:
+            outputs = list(self.output_classes())
+            return dict(zip(outputs, ProbabilityModel(self.net, self.combine, outputs, tta)(images), strict=True))
+        if tta != self.tta:
+            raise UserError(f"tta: the exported model averages the views of task.tta={self.tta}; predict with backend=torch for tta={tta}")
+        arrays = self.exported(image=images.cpu().numpy())
+        return {name: torch.from_numpy(arrays[output_name(name)]) for name in self.output_classes()}
+
+    def use_exported(self, model: Any) -> None:
+        """Predict with the run's exported ONNX model (an ``OnnxModel``) instead of the PyTorch network."""
+        self.exported = model
 
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
         return decide(probs, self.threshold)
@@ -287,31 +292,18 @@ class ClassificationTask(BaseTask):
         return annotated_grid(images, labels)
 
     # --- delivery -------------------------------------------------------------------------------
-    def export_spec(self) -> dict[str, Any]:
-        """A single-image classifier: ``image`` [B, C, H, W] -> probabilities per output."""
-        outputs = list(self.output_classes())
-        output_names = [f"{name}_probabilities" if name != MAIN else "probabilities" for name in outputs]
+    def export_spec(self) -> ExportSpec:
+        """A single-image classifier: ``image`` [B, C, H, W] -> probabilities per output, main output first,
+        test-time augmentation (``tta``) inside the graph."""
         classes = self.output_classes()
-        metadata = {
-            "task": self.data_info.get("task", "classification"),
-            "input_size": self.data_info["input_size"],
-            "mean": self.data_info["mean"],
-            "std": self.data_info["std"],
-            "class_names": classes[self.main_output()],
-            "output_activation": "softmax",
-        }
-        if self.multi_head:
-            metadata["heads"] = {name: classes[name] for name in self.head_sizes()}
-        if len(classes[self.main_output()]) == 2:
-            metadata["threshold"] = self.threshold
-        batch = {0: "batch"}
-        return {
-            "module": ProbabilityModel(self.net, self.combine, outputs),
-            "inputs": {"image": torch.zeros(2, *self.data_info["input_size"])},
-            "outputs": output_names,
-            "dynamic_axes": {"image": batch, **{name: batch for name in output_names}},
-            "metadata": metadata,
-        }
+        names = sorted(classes, key=lambda name: name != self.main_output())
+        outputs = [Output(output_name(name), "softmax", self.threshold if len(classes[name]) == 2 else None, classes[name])
+                   for name in names]
+        metadata = {"task": self.data_info.get("task", "classification"), "input_size": self.data_info["input_size"],
+                    "mean": self.data_info["mean"], "std": self.data_info["std"], "class_names": classes[self.main_output()],
+                    "tta": self.tta}
+        return ExportSpec(ProbabilityModel(self.net, self.combine, names, self.tta),
+                          {"image": torch.zeros(2, *self.data_info["input_size"])}, outputs, metadata=metadata)
 
     @torch.no_grad()
     def predict_paths(
@@ -331,10 +323,10 @@ class ClassificationTask(BaseTask):
         return probs
 
     def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
-        """Classify a file, a folder of images, a ``path`` CSV or a boostcamp eval folder.
+        """Classify what ``prediction_inputs`` reads (a file, a folder, a ``path`` CSV, a dataset's eval folder).
 
-        Writes ``out_dir/predictions.csv`` (``path,label,probability``), or for a boostcamp eval
-        folder with an 18-way model ``out_dir/submission.csv`` (``ImageID,ans`` in info.csv order).
+        Writes ``out_dir/predictions.csv`` (``path,label,probability``), or the dataset's submission
+        file when the input is its eval folder and the classes are its own (``submission_writer``).
         Options: ``tta=flip|flip_crops``, ``batch_size``.
         """
         tta = options.get("tta", self.tta)
@@ -345,49 +337,20 @@ class ClassificationTask(BaseTask):
         return write_predictions(inputs, probs[main], self.output_classes()[main], self.threshold, Path(out_dir))
 
 
-class PredictionInputs:
-    """Image paths to classify; ``image_ids`` is set when they come from a boostcamp eval folder."""
-
-    def __init__(self, paths: list[Path], image_ids: list[str] | None = None):
-        self.paths = paths
-        self.image_ids = image_ids
-
-
-def prediction_inputs(source: Path) -> PredictionInputs:
-    """Images of a boostcamp eval folder (in info.csv order), a folder, a single image or a ``path`` CSV."""
-    source = require_path(source, "input")
-    eval_root = find_eval_root(source)
-    if eval_root is not None:
-        records = read_boostcamp_eval(eval_root)
-        return PredictionInputs([r.path for r in records], [r.image_id for r in records])
-    if source.is_dir():
-        paths = visible_images(source)
-    elif source.suffix.lower() == ".csv":
-        paths = [Path(row["path"]) if Path(row["path"]).is_absolute() else source.parent / row["path"]
-                 for _, row in csv_rows(source, ("path",))]
-    elif is_image_file(source):
-        paths = [source]
-    else:
-        raise UserError(f"input: '{source}' is not an image, a folder of images or a CSV with a 'path' column")
-    if not paths:
-        raise UserError(f"input: no images found in '{source}'")
-    return PredictionInputs(paths)
-
-
 def write_predictions(
     inputs: PredictionInputs, probs: torch.Tensor, class_names: list[str], threshold: float, out_dir: Path
 ) -> Path:
-    """``submission.csv`` (ImageID,ans) for boostcamp eval input with 18 classes, else ``predictions.csv``."""
+    """The dataset's submission when the input and classes are its own (``submission_writer``), else
+    ``predictions.csv`` (path,label,probability)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     preds = decide(probs, threshold).tolist()
-    if inputs.image_ids is not None and class_names == list(CLASS_NAMES):
-        out_file = out_dir / "submission.csv"
-        rows = [["ImageID", "ans"], *zip(inputs.image_ids, preds, strict=True)]
-    else:
-        out_file = out_dir / "predictions.csv"
-        confidence = probs.gather(1, torch.tensor(preds)[:, None]).squeeze(1).tolist()
-        rows = [["path", "label", "probability"]]
-        rows += [[str(p), class_names[c], f"{q:.6f}"] for p, c, q in zip(inputs.paths, preds, confidence, strict=True)]
+    writer = submission_writer(class_names) if inputs.image_ids is not None else None
+    if writer is not None:
+        return writer(out_dir, inputs.image_ids, preds)
+    out_file = out_dir / "predictions.csv"
+    confidence = probs.gather(1, torch.tensor(preds)[:, None]).squeeze(1).tolist()
+    rows = [["path", "label", "probability"]]
+    rows += [[str(p), class_names[c], f"{q:.6f}"] for p, c, q in zip(inputs.paths, preds, confidence, strict=True)]
     with open(out_file, "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     log.info("wrote %d predictions to %s", len(rows) - 1, out_file)
@@ -410,27 +373,14 @@ def per_class_report(matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> lis
     return rows
 
 
-def load_run(run: str | Path, ckpt: str = "best") -> tuple[ClassificationTask, Any]:
-    """A trained run's task (from its checkpoint) and its set-up datamodule."""
-    from pipeline.trainers.engine import build_datamodule
-    from pipeline.utils.runs import find_checkpoint, resolve_run_dir
-
-    run_dir = resolve_run_dir(str(run), "", "")
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    cfg.paths.output_dir = str(run_dir)
-    datamodule = build_datamodule(cfg)
-    task = get_class(cfg.task._target_).load_from_checkpoint(find_checkpoint(run_dir, ckpt), map_location="cpu")
-    return task, datamodule
-
-
-def predict_combined(runs: Sequence[str | Path], source: Path, out_dir: Path, **options: Any) -> Path:
-    """Combine separately trained runs (e.g. ``data.target=mask``, ``gender``, ``age``) into the
-    dataset's classes with its ``combine`` rule and write the same outputs as ``predict_files``."""
+def predict_combined(runs: Sequence[Any], source: Path, out_dir: Path, **options: Any) -> Path:
+    """Combine separately trained runs (opened ``Run``s, e.g. ``data.target=mask``, ``gender``, ``age``) into
+    the dataset's classes with its ``combine`` rule and write the same outputs as ``predict_files``."""
     probs: dict[str, torch.Tensor] = {}
     inputs = prediction_inputs(Path(source))
     rule, class_names, threshold = None, None, 0.5
     for run in runs:
-        task, datamodule = load_run(run, options.get("ckpt", "best"))
+        task, datamodule = run.task(options.get("ckpt", "best")), run.datamodule()
         rule = rule or task.data_info.get("combine")
         class_names = class_names or list(task.data_info.get("combine_class_names") or task.data_info["class_names"])
         batch_size = int(options.get("batch_size", datamodule.eval_batch_size))
@@ -438,7 +388,7 @@ def predict_combined(runs: Sequence[str | Path], source: Path, out_dir: Path, **
         probs.update({name: p for name, p in outputs.items() if name != MAIN})
         threshold = task.threshold
     if rule not in COMBINERS:
-        raise UserError(f"run: these runs' data has no combine rule (got {rule!r}); combining needs e.g. boostcamp data")
+        raise UserError(f"run: these runs' data has no combine rule (got {rule!r}); see pipeline/data/combine.py")
     needed = COMBINERS[rule][0]
     missing = [name for name in needed if name not in probs]
     if missing:

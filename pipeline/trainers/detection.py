@@ -18,6 +18,7 @@ from pipeline.data.io import is_image_file, list_images, load_image
 from pipeline.metrics.detection import DetectionMetrics
 from pipeline.modules.detectors import DetectorForExport, build_detector
 from pipeline.trainers.base import BaseTask
+from pipeline.utils.contracts import ExportSpec, Output
 from pipeline.utils.errors import UserError, require_path
 
 # Class colours for drawn boxes (cycled); ground truth is drawn in white.
@@ -85,6 +86,7 @@ class DetectionTask(BaseTask):
             "fpn_channels": fpn_channels, "head_convs": head_convs,
         }
         super().__init__(*args, example_count=example_count, **kwargs)
+        self.exported = None
         # Kept with the checkpoint, so load_from_checkpoint rebuilds the same detector.
         self.hparams.update(self.options)
 
@@ -124,26 +126,24 @@ class DetectionTask(BaseTask):
     def targets_of(batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
         return [{"boxes": b, "labels": y} for b, y in zip(batch["boxes"], batch["labels"], strict=True)]
 
-    def _shared_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> torch.Tensor | None:
+    def model_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Training: the detector's losses; evaluation: its detections. Both with the ``target`` boxes."""
         targets = self.targets_of(batch)
-        batch_size = len(targets)
-        if stage == "train":
+        if self.training:
             losses = self.net(list(batch["image"]), targets)
-            loss = sum(losses.values())
-            self.log_dict({f"train/loss_{name}": value for name, value in losses.items()},
-                          on_step=True, on_epoch=True, batch_size=batch_size)
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
-            return loss
-        detections = self(batch["image"])
-        self.metrics_for(stage).update(detections, targets)
-        if batch_idx == 0:
-            n = self.example_count
-            self.examples[stage] = {
-                "image": batch["image"][:n].detach().cpu(),
-                "truth": [{k: v.detach().cpu() for k, v in t.items()} for t in targets[:n]],
-                "detections": [{k: v.detach().cpu() for k, v in d.items()} for d in detections[:n]],
-            }
-        return None
+            return {"loss": sum(losses.values()), **{f"loss_{name}": value for name, value in losses.items()}, "target": targets}
+        return {"detections": self(batch["image"]), "target": targets}
+
+    def update_metrics(self, stage: str, out: dict[str, Any]) -> None:
+        """mAP and P/R/F1 follow the detections of val/test; they are logged at the epoch's end."""
+        if stage != "train":
+            self.metrics_for(stage).update(out["detections"], out["target"])
+
+    def cache_examples(self, batch: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+        n = self.example_count
+        return {"image": batch["image"][:n].detach().cpu(),
+                "truth": [{k: v.detach().cpu() for k, v in t.items()} for t in out["target"][:n]],
+                "detections": [{k: v.detach().cpu() for k, v in d.items()} for d in out["detections"][:n]]}
 
     def _log_epoch_metrics(self, stage: str) -> None:
         metrics = self.metrics_for(stage)
@@ -172,33 +172,22 @@ class DetectionTask(BaseTask):
         return make_grid(tiles, nrow=int(np.ceil(np.sqrt(len(tiles)))), padding=4)
 
     # --- delivery -------------------------------------------------------------------------------
-    def export_spec(self) -> dict[str, Any]:
+    def export_spec(self) -> ExportSpec:
         """Fixed-size single-image ONNX: ``images`` [1, 3, H, W] letterboxed RGB in [0, 1] -> boxes [N, 4]
         (letterboxed pixels), scores [N], labels [N] (padding rows: score 0, label -1). Export by tracing."""
         _, height, width = self.data_info["input_size"]
-        return {
-            "module": DetectorForExport(self.net).eval(),
-            "inputs": {"images": torch.zeros(1, 3, height, width)},
-            "outputs": ["boxes", "scores", "labels"],
-            "dynamic_axes": {},
-            "export_options": {"dynamo": False, "opset_version": 17},
-            "sample_keys": {"images": "image"},
-            "parity_batch": 1,
-            # Box corners are pixels (hundreds): float32 rounding in the box decoding differs by ~1e-5..1e-3 px.
-            "parity_tolerance": {"boxes": 1e-2, "scores": 1e-4, "labels": 0.0},
-            "metadata": {
-                "task": "detection",
-                "input_size": [height, width],
-                "resize": "letterbox (keep aspect, centre, pad)",
-                "pad_value": self.data_info.get("pad_value", 114),
-                "input_range": "RGB float in [0, 1]; ImageNet normalisation is inside the model",
-                "mean": self.data_info["mean"],
-                "std": self.data_info["std"],
-                "class_names": self.class_names,
-                "score_threshold": self.score_threshold,
-                "box_format": "xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale",
-            },
+        metadata = {
+            "task": "detection", "input_size": [3, height, width], "resize": "letterbox (keep aspect, centre, pad)",
+            "pad_value": self.data_info.get("pad_value", 114),
+            "input_range": "RGB float in [0, 1]; ImageNet normalisation is inside the model",
+            "mean": self.data_info["mean"], "std": self.data_info["std"], "class_names": self.class_names,
+            "box_format": "xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale",
         }
+        outputs = [Output("boxes"), Output("scores", None, self.score_threshold), Output("labels", None, None, self.class_names)]
+        # Box corners are pixels (hundreds): float32 rounding in the box decoding differs by ~1e-5..1e-3 px.
+        return ExportSpec(DetectorForExport(self.net).eval(), {"images": torch.zeros(1, 3, height, width)}, outputs,
+                          kind="detection", metadata=metadata, dynamic=False, sample_keys={"images": "image"},
+                          parity_tolerance={"boxes": 1e-2, "scores": 1e-4, "labels": 0.0})
 
     def predict_files(
         self, datamodule: Any, source: Path, out_dir: Path, score_threshold: float | None = None,
@@ -217,9 +206,6 @@ class DetectionTask(BaseTask):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         threshold = self.score_threshold if score_threshold is None else float(score_threshold)
-        # Options may arrive as command-line strings.
-        batch_size = int(batch_size)
-        draw = draw if isinstance(draw, bool) else str(draw).lower() in ("true", "1", "yes")
         csv_path = out_dir / "detections.csv"
         self.eval()
         with csv_path.open("w", newline="") as handle:
@@ -237,12 +223,27 @@ class DetectionTask(BaseTask):
                         self._save_drawing(image, detections, self._drawing_path(out_dir, path, source))
         return csv_path
 
+    def use_exported(self, model: Any) -> None:
+        """Detect with the run's exported ONNX model (an ``OnnxModel``, one image per call) instead of the network."""
+        self.exported = model
+
+    def raw_detections(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Boxes, scores and labels (letterboxed pixels) per letterboxed image, by the network or its export."""
+        if self.exported is None:
+            return self.net([image.to(self.device) for image in images])
+        results = []
+        for image in images:
+            out = {k: torch.from_numpy(v) for k, v in self.exported(images=image[None].numpy()).items()}
+            keep = out["labels"] >= 0
+            results.append({key: value[keep] for key, value in out.items()})
+        return results
+
     @torch.no_grad()
     def _detect(self, datamodule: Any, paths: list[Path], threshold: float) -> tuple[list[np.ndarray], list[dict]]:
         """Load, letterbox and detect; boxes mapped back to original pixels and clipped to the image."""
         images = [load_image(path) for path in paths]
         boxed = [datamodule.letterbox_image(image) for image in images]
-        raw = self.net([tensor.to(self.device) for tensor, _, _ in boxed])
+        raw = self.raw_detections([tensor for tensor, _, _ in boxed])
         results = []
         for image, (_, scale, pad), det in zip(images, boxed, raw, strict=True):
             det = self.above_threshold({k: v.cpu() for k, v in det.items()}, threshold)

@@ -50,6 +50,11 @@ def instantiate_each(nodes: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in nodes.values() if node is not None and "_target_" in node]
 
 
+def build_callbacks(cfg: DictConfig, loggers: list[Any]) -> list[Any]:
+    """The configured callbacks; LearningRateMonitor refuses to run without a logger (logger=none)."""
+    return [c for c in instantiate_each(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
+
+
 def print_metrics(title: str, metrics: dict[str, float]) -> None:
     """A two-column table of metric values on the console."""
     table = Table(title=title)
@@ -107,8 +112,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
     loggers = instantiate_each(cfg.get("logger"))
-    # LearningRateMonitor refuses to run without a logger (logger=none).
-    callbacks = [c for c in instantiate_each(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
+    callbacks = build_callbacks(cfg, loggers)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if ckpt_path:
         log.info("Resuming %s from %s", run_dir, ckpt_path)
@@ -168,7 +172,8 @@ def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, fl
     seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
-    callbacks = [c for c in instantiate_each(cfg.get("callbacks")) if type(c).__name__ == "PredictionGrid"]
+    kept = set(cfg.get("test_callbacks") or ())
+    callbacks = instantiate_each({name: node for name, node in (cfg.get("callbacks") or {}).items() if name in kept})
     trainer: pl.Trainer = instantiate(cfg.trainer, devices=1, num_nodes=1, strategy="auto", callbacks=callbacks,
                                       logger=instantiate_each(cfg.get("logger")) or False)
     trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint))

@@ -1,9 +1,9 @@
-"""Glasses on the eyes: the single-head classifier plus the "no_face" answer and the seed's folder run.
+"""Glasses on the eyes: the single-head classifier plus the "no_face" answer and a folder run.
 
 Training, metrics, TTA and export are :class:`ClassificationTask`'s. What glasses adds: a photo
 without a face (``datamodule.preprocess`` returns None) is answered ``no_face`` instead of failing,
-``predict_files`` prints the paths of images with glasses (the seed's ``run_on_folder``), and
-``backend=onnx`` predictions run the exported model.
+``predict_files`` prints the paths of images with glasses, and the service gets the task's own route
+``/glass_no_glass/``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from pipeline.data.io import load_image
-from pipeline.trainers.classification import ClassificationTask, prediction_inputs, tta_views
+from pipeline.data.prediction_inputs import prediction_inputs
+from pipeline.trainers.classification import ClassificationTask
+from pipeline.utils.contracts import ExportSpec, Route
 from pipeline.utils.errors import UserError
 from pipeline.utils.progress import batched
 
@@ -29,25 +31,12 @@ UNREADABLE = "unreadable"
 class GlassesTask(ClassificationTask):
     """Binary glasses classifier; class 1 (``glasses``) when its probability >= ``threshold``."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.exported = None
-
-    def use_exported(self, model: Any) -> None:
-        """Predict with an exported ONNX model (``OnnxModel``) instead of the PyTorch network."""
-        self.exported = model
-
-    def probabilities(self, images: torch.Tensor, tta: str | None = None) -> dict[str, torch.Tensor]:
-        if self.exported is None:
-            return super().probabilities(images, tta)
-        views = tta_views(images, tta)
-        probs = sum(torch.from_numpy(self.exported(image=view.cpu().numpy())["probabilities"]) for view in views)
-        return {"label": probs / len(views)}
-
-    def export_spec(self) -> dict[str, Any]:
+    def export_spec(self) -> ExportSpec:
+        """The classifier's export, with the eye-zone preprocessing facts and the ``/glass_no_glass/`` route."""
         spec = super().export_spec()
-        spec["metadata"].update({"preprocessing": "eye_zone", "detect_face": self.data_info.get("detect_face", False),
-                                 "face_margin": self.data_info.get("face_margin", 0.1)})
+        spec.metadata.update({"preprocessing": "eye_zone", "detect_face": self.data_info.get("detect_face", False),
+                              "face_margin": self.data_info.get("face_margin", 0.1)})
+        spec.routes.append(Route("/glass_no_glass/", spec.outputs[0].name))
         return spec
 
     def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
@@ -74,7 +63,7 @@ class GlassesTask(ClassificationTask):
         out_file = out_dir / "predictions.csv"
         with open(out_file, "w", newline="") as fh:
             csv.writer(fh).writerows([("path", "label", "probability"), *rows])
-        if str(options.get("quiet", "false")).lower() not in ("1", "true", "yes"):
+        if not options.get("quiet"):
             for path, label, _ in rows:
                 if label == class_names[1]:
                     print(path)

@@ -1,4 +1,4 @@
-"""Face verification robust to fakes (seed 002): an embedding trained with triplet or real/fake quadruplet loss.
+"""Face verification robust to fakes: an embedding trained with triplet or real/fake quadruplet loss.
 
 Validation collects every embedding of the epoch (gathered across DDP ranks), scores all pairs and
 logs eer_real, eer_fake (both conventions), FNMR at FMR 1e-2/1e-3 and ROC AUC. The cosine
@@ -28,6 +28,7 @@ from pipeline.metrics.verification import EmbeddingCollector, metrics_from_histo
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
 from pipeline.trainers.base import BaseTask
+from pipeline.utils.contracts import ExportSpec, Output
 from pipeline.utils.errors import UserError
 
 LOGGED = ("eer_real", "eer_real_fnr", "eer_fake", "eer_fake_fnr", "eer_mean", "fnmr_at_fmr_1e-2",
@@ -73,7 +74,7 @@ class MetricLearningTask(BaseTask):
     def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         embeddings = self(batch["image"])
         identity, is_fake = batch["label"], batch["is_fake"]
-        out = {"preds": embeddings, "target": identity}
+        out = {"preds": embeddings, "target": identity, "is_fake": is_fake, "index": batch["index"]}
         terms = self.loss_fn.terms(embeddings, identity, is_fake)
         out.update({f"loss_{name}": value for name, value in terms.items()})
         loss = self.loss_fn.combine(terms)
@@ -83,18 +84,10 @@ class MetricLearningTask(BaseTask):
         out["loss"] = loss
         return out
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
-        out = self.model_step(batch)
-        batch_size = len(out["target"])
-        for name, value in out.items():
-            if name.startswith("loss"):
-                self.log(f"{stage}/{name}", value, on_step=stage == "train", on_epoch=True,
-                         prog_bar=name == "loss", batch_size=batch_size, sync_dist=stage != "train")
+    def update_metrics(self, stage: str, out: dict[str, torch.Tensor]) -> None:
+        """Val/test collect embeddings; the metrics are computed over the whole epoch at its end."""
         if stage != "train":
-            self.metrics_for(stage)["embeddings"].update(out["preds"], batch["label"], batch["is_fake"], batch["index"])
-            if batch_idx == 0:
-                self.examples[stage] = self.cache_examples(batch, out)
-        return out["loss"]
+            self.metrics_for(stage)["embeddings"].update(out["preds"], out["target"], out["is_fake"], out["index"])
 
     # --- epoch ends: metrics, threshold, figures ---------------------------------------------
     def _epoch_results(self, stage: str, threshold: float | None) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, torch.Tensor]]:
@@ -186,23 +179,14 @@ class MetricLearningTask(BaseTask):
         return annotated_grid(images[keep], labels) if keep else None
 
     # --- delivery ----------------------------------------------------------------------------
-    def export_spec(self) -> dict[str, Any]:
+    def export_spec(self) -> ExportSpec:
+        """One image -> its normalised embedding; two embeddings show one person when cosine >= threshold."""
         _, height, width = self.data_info["input_size"]
-        return {
-            "module": self.net,
-            "inputs": {"image": torch.zeros(1, 3, height, width)},
-            "outputs": ["embedding"],
-            "dynamic_axes": {"image": {0: "batch"}, "embedding": {0: "batch"}},
-            "metadata": {
-                "task": "verification",
-                "metric": "cosine",
-                "threshold": float(self.threshold),
-                "embedding_dim": self.net.embedding_dim,
-                "input_size": list(self.data_info["input_size"]),
-                "mean": list(self.data_info["mean"]),
-                "std": list(self.data_info["std"]),
-            },
-        }
+        metadata = {"task": "verification", "metric": "cosine", "embedding_dim": self.net.embedding_dim,
+                    "input_size": list(self.data_info["input_size"]), "mean": list(self.data_info["mean"]),
+                    "std": list(self.data_info["std"])}
+        return ExportSpec(self.net, {"image": torch.zeros(1, 3, height, width)},
+                          [Output("embedding", None, float(self.threshold))], kind="embedding", metadata=metadata)
 
     @torch.no_grad()
     def embed_files(self, datamodule: Any, paths: list[Path], batch_size: int = 64) -> torch.Tensor:
@@ -214,14 +198,10 @@ class MetricLearningTask(BaseTask):
             chunks.append(self(images.to(self.device)).cpu())
         return torch.cat(chunks)
 
-    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, with_decision: bool | str = False,
-                      path_column: str = "path", batch_size: int | str = 64, **options: Any) -> Path:
+    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, with_decision: bool = False,
+                      path_column: str = "path", batch_size: int = 64, **options: Any) -> Path:
         """Score a pairs CSV (consecutive rows form a pair; ``path`` relative to the CSV's folder) and
-        write ``pair_scores.csv``: ``pair_id,similarity`` (+ ``same,threshold`` with ``with_decision``).
-
-        Options may arrive as command-line strings (``with_decision=true``, ``batch_size=128``).
-        """
-        with_decision = _as_bool(with_decision, "with_decision")
+        write ``pair_scores.csv``: ``pair_id,similarity`` (+ ``same,threshold`` with ``with_decision``)."""
         if options:
             raise UserError(f"predict: unknown options {sorted(options)} (known: with_decision, path_column, batch_size)")
         source = Path(source)
@@ -229,7 +209,7 @@ class MetricLearningTask(BaseTask):
             raise UserError(f"input: '{source}' is not a pairs CSV (consecutive rows with a '{path_column}' column form a pair)")
         pairs = read_pairs_csv(source, path_column)
         paths = [_resolve(row[path_column], source.parent) for pair in pairs for row in pair]
-        embeddings = self.embed_files(datamodule, paths, int(batch_size))
+        embeddings = self.embed_files(datamodule, paths, batch_size)
         similarity = (embeddings[0::2] * embeddings[1::2]).sum(1)
         threshold = float(self.threshold)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -239,16 +219,6 @@ class MetricLearningTask(BaseTask):
         else:
             write_pair_scores(out, similarity.tolist())
         return out
-
-
-def _as_bool(value: bool | str, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "1", "yes"):
-        return True
-    if str(value).lower() in ("false", "0", "no"):
-        return False
-    raise UserError(f"{key}: '{value}' is not true or false")
 
 
 def _resolve(path: str, base: Path) -> Path:

@@ -23,6 +23,7 @@ from pipeline.data.io import load_image
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.siamese import SiameseNet
 from pipeline.trainers.base import BaseTask
+from pipeline.utils.contracts import ExportSpec, Output
 from pipeline.utils.progress import batched
 
 
@@ -72,24 +73,13 @@ class SiameseTask(BaseTask):
         ]
         return annotated_grid(pairs, labels)
 
-    def export_spec(self) -> dict[str, Any]:
+    def export_spec(self) -> ExportSpec:
+        """Two images -> the logit that they show the same thing (``sigmoid(logit) >= threshold``)."""
         example = torch.zeros(2, *self.data_info["input_size"])
-        batch = {0: "batch"}
-        return {
-            "module": self.net,
-            "inputs": {"image1": example, "image2": example.clone()},
-            "outputs": ["logit"],
-            "dynamic_axes": {"image1": batch, "image2": batch, "logit": batch},
-            "metadata": {
-                "task": self.data_info["task"],
-                "input_size": self.data_info["input_size"],
-                "mean": self.data_info["mean"],
-                "std": self.data_info["std"],
-                "class_names": self.data_info["class_names"],
-                "threshold": self.threshold,
-                "decision": "sigmoid(logit) >= threshold",
-            },
-        }
+        metadata = {key: self.data_info[key] for key in ("task", "input_size", "mean", "std", "class_names")}
+        return ExportSpec(self.net, {"image1": example, "image2": example.clone()},
+                          [Output("logit", None, self.threshold, list(self.data_info["class_names"]))], kind="pair",
+                          metadata={**metadata, "decision": "sigmoid(logit) >= threshold"})
 
     def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
         """Score image pairs (a ``path1,path2`` CSV or a folder with two sub-folders paired by file name)

@@ -11,6 +11,7 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline.utils.config import CONFIG_DIR, register_resolvers
 from pipeline.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,28 @@ def check_composition(config_dir: str, config_name: str, argv: list[str]) -> Non
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=[a for a in argv if not a.startswith("hydra.")])
+        # Hydra's own settings are Hydra's to check, except the search path: it decides what composes.
+        overrides = [a for a in argv if not a.startswith("hydra.") or a.startswith("hydra.searchpath=")]
+        cfg = compose(config_name=config_name, overrides=overrides)
     missing = sorted(_missing_keys(cfg))
     if missing:
         raise UserError(f"{missing[0]}: a required value is missing (set it on the command line: {missing[0]}=...)")
+
+
+def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
+    """Run ``fn(cfg)`` as the Hydra app of ``configs/<config_name>.yaml`` on ``sys.argv``: ``--help``,
+    ``--cfg job``, multirun; a bad override or a user mistake is one ``error:`` line and exit code 2."""
+    import hydra
+
+    register_resolvers()
+    check_composition(str(CONFIG_DIR), config_name, sys.argv[1:])
+    guarded = exit_on_user_error(fn)
+
+    def task(cfg: Any) -> Any:
+        return guarded(cfg)
+
+    task.__module__ = config_name  # Hydra names the job (and --help's app) after the task function's module
+    return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(task)()
 
 
 def _missing_keys(cfg, prefix: str = ""):

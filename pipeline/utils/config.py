@@ -7,13 +7,15 @@ import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from pipeline.utils.errors import UserError
-from pipeline.utils.runs import unique_run_dir
+from pipeline.utils.runs import resolve_run_dir, unique_run_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = PROJECT_ROOT / "configs"
 
 
 def register_resolvers() -> None:
@@ -82,3 +84,22 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
         with open_dict(cfg):
             OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
     return cfg
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """A run's saved config, with ``paths.output_dir`` pointing at the run."""
+    register_resolvers()
+    cfg = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    return cfg
+
+
+def locate_run(run: str | None, experiment: str | None = None, path_overrides: Sequence[str] = ()) -> Path:
+    """The run folder named by ``run``, or the newest run of ``experiment`` (default experiment if None)."""
+    if run not in (None, "", "latest"):
+        return resolve_run_dir(str(run), "", "")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        selection = [f"experiment={experiment}"] if experiment else []
+        defaults = compose(config_name="train", overrides=selection + list(path_overrides))
+    return resolve_run_dir(None, defaults.paths.results_dir, defaults.name)

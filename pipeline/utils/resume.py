@@ -10,46 +10,39 @@ Unlike Hydra's own rerun, further ``key=value`` overrides are applied on top of 
 
 from __future__ import annotations
 
+import argparse
 import copy
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import configure_log, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from pipeline.utils.config import apply_overrides, load_config_pickle
+from pipeline.utils.config import apply_overrides, load_config_pickle, locate_run
 from pipeline.utils.errors import UserError
-from pipeline.utils.runs import resolve_run_dir
 
 RERUN_FLAG = "--experimental-rerun"
 
 
 def parse_resume_request(argv: list[str]) -> tuple[str | None, str | None, list[str]]:
     """Split argv into (rerun pickle path, resume value, remaining overrides)."""
-    pickle_path, resume, rest = None, None, []
-    args = iter(argv)
-    for arg in args:
-        if arg == RERUN_FLAG:
-            pickle_path = next(args, None)
-            if pickle_path is None:
-                raise UserError(f"{RERUN_FLAG}: give the path of a run's .hydra/config.pickle")
-        elif arg.startswith(f"{RERUN_FLAG}="):
-            pickle_path = arg.split("=", 1)[1]
-        elif arg.startswith("resume="):
-            resume = arg.split("=", 1)[1]
-        else:
-            rest.append(arg)
-    return pickle_path, resume, rest
+    flags = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    flags.add_argument(RERUN_FLAG)
+    try:
+        known, rest = flags.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):
+        raise UserError(f"{RERUN_FLAG}: give the path of a run's .hydra/config.pickle") from None
+    overrides = OverridesParser.create().parse_overrides([a for a in rest if "=" in a and not a.startswith("-")])
+    resume = next((o.value() for o in overrides if o.key_or_group == "resume"), None)
+    return known.experimental_rerun, None if resume is None else str(resume), [a for a in rest if not a.startswith("resume=")]
 
 
-def run_dir_for(resume: str, overrides: list[str], config_dir: Path) -> Path:
-    """The run folder that ``resume=<value>`` names; ``latest`` looks in the selected experiment."""
-    if resume != "latest":
-        return resolve_run_dir(resume, "", "")
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    return resolve_run_dir("latest", cfg.paths.results_dir, cfg.name)
+def run_dir_for(resume: str, overrides: list[str]) -> Path:
+    """The run folder that ``resume=<value>`` names; ``latest`` looks in the experiment the overrides select."""
+    selection = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o and not o.startswith("-")])
+    experiment = next((o.value() for o in selection if o.key_or_group == "experiment"), None)
+    return locate_run(resume, experiment, [o.input_line for o in selection if o.key_or_group.startswith("paths.")])
 
 
 def load_resume_config(pickle_path: Path, run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -68,7 +61,7 @@ def load_resume_config(pickle_path: Path, run_dir: Path, overrides: list[str]) -
     return apply_overrides(cfg, [o for o in overrides if not o.startswith("hydra.")])
 
 
-def resume_config(argv: list[str], config_dir: Path) -> DictConfig | None:
+def resume_config(argv: list[str]) -> DictConfig | None:
     """The config to resume with, or None when argv asks for no resume."""
     pickle_path, resume, overrides = parse_resume_request(argv)
     if pickle_path is None and resume in (None, "", "null"):
@@ -77,6 +70,6 @@ def resume_config(argv: list[str], config_dir: Path) -> DictConfig | None:
         pickle_file = Path(pickle_path).expanduser().resolve()
         run_dir = pickle_file.parent.parent
     else:
-        run_dir = run_dir_for(resume, overrides, config_dir)
+        run_dir = run_dir_for(resume, overrides)
         pickle_file = run_dir / ".hydra" / "config.pickle"
     return load_resume_config(pickle_file, run_dir, overrides)

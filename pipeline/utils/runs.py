@@ -69,7 +69,7 @@ def best_checkpoint(run_dir: Path) -> Path | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None
-    state = torch.load(last, map_location="cpu", weights_only=False)
+    state = torch.load(last, map_location="cpu", weights_only=True)
     for key, value in state.get("callbacks", {}).items():
         if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
             candidate = run_dir / "checkpoints" / Path(value["best_model_path"]).name

@@ -7,10 +7,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline.data.classification import READY_MARKER, ImageFolderDataModule
+from pipeline.data.classification import ImageFolderDataModule
 from pipeline.data.face_attributes import BoostcampDataModule, FaceMaskCropsDataModule, crop_box
 from pipeline.data.samplers.weighted import InverseFrequencySampler
 from pipeline.data.synthetic.boostcamp import generate_boostcamp
+from pipeline.data.synthetic.cache import READY_MARKER
 from pipeline.data.synthetic.voc_facemask import generate_voc_facemask
 from pipeline.utils.errors import UserError
 

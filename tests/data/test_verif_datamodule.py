@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from pipeline.data.synthetic.cache import READY_MARKER
 from pipeline.data.synthetic.verification import generate_verification
-from pipeline.data.verification import READY_MARKER, VerificationDataModule
+from pipeline.data.verification import VerificationDataModule
 from pipeline.utils.errors import UserError
 
 SMALL = {"num_identities": 12, "images_per_identity": 3, "fakes_per_identity": 2}

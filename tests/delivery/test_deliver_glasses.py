@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from pipeline.data.io import load_image
 from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.predict import predict
-from pipeline.delivery.runs import build_datamodule, load_run_config, load_task
+from pipeline.delivery.runs import Run, compose_command
 from pipeline.delivery.serve import create_app
 
 TINY_GLASSES = [
@@ -45,7 +45,7 @@ def glasses_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def datamodule(glasses_run):
-    return build_datamodule(load_run_config(glasses_run))
+    return Run.open(glasses_run).datamodule()
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +66,15 @@ def test_export_is_small_with_metadata_and_parity(glasses_run):
     assert report["size_bytes"] <= 1_000_000
     metadata = OnnxModel(glasses_run / "export" / "model.onnx").metadata
     assert metadata["task"] == "glasses" and metadata["class_names"] == ["no_glasses", "glasses"]
-    assert metadata["input_size"] == [3, 82, 82] and metadata["threshold"] == 0.5
+    assert metadata["input_size"] == [3, 82, 82] and metadata["outputs"][0]["threshold"] == 0.5
+    assert metadata["outputs"][0]["name"] == "probabilities" and metadata["outputs"][0]["activation"] == "softmax"
+    assert metadata["routes"] == [{"path": "/glass_no_glass/", "output": "probabilities", "answer": "answer"}]
     assert metadata["mean"] == [0.5, 0.5, 0.5] and metadata["preprocessing"] == "eye_zone"
 
 
 def test_same_tensor_for_the_same_file_in_eval_predict_and_serve(glasses_run, datamodule):
     dataset = datamodule.datasets["val"]
-    served = create_app(glasses_run).state.image_model.datamodule
+    served = create_app(glasses_run).state.exported.datamodule
     for index in range(3):
         path = dataset.samples[index].path
         from_dataset = dataset[index]["image"]
@@ -83,7 +85,7 @@ def test_same_tensor_for_the_same_file_in_eval_predict_and_serve(glasses_run, da
 def test_predict_writes_csv_prints_glasses_and_answers_no_face(glasses_run, photos, tmp_path, capsys):
     folder, has_face = photos
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
-    out = predict([f"run={glasses_run}", f"input={folder}", f"out={tmp_path}", "data.detect_face=true"])
+    out = predict(compose_command("predict", [f"run={glasses_run}", f"input={folder}", f"out={tmp_path}", "data.detect_face=true"]))
     with open(out, newline="") as fh:
         rows = {row["path"].split("/")[-1]: row for row in csv.DictReader(fh)}
     assert rows["broken.png"]["label"] == "unreadable"
@@ -97,8 +99,8 @@ def test_predict_writes_csv_prints_glasses_and_answers_no_face(glasses_run, phot
 
 def test_predict_backends_agree(glasses_run, datamodule, tmp_path):
     images = datamodule.data_root / "images"
-    by_torch = predict([f"run={glasses_run}", f"input={images}", f"out={tmp_path / 't'}", "quiet=true"])
-    by_onnx = predict([f"run={glasses_run}", f"input={images}", f"out={tmp_path / 'o'}", "quiet=true", "backend=onnx"])
+    by_torch = predict(compose_command("predict", [f"run={glasses_run}", f"input={images}", f"out={tmp_path / 't'}", "options.quiet=true"]))
+    by_onnx = predict(compose_command("predict", [f"run={glasses_run}", f"input={images}", f"out={tmp_path / 'o'}", "options.quiet=true", "backend=onnx"]))
     a, b = (list(csv.DictReader(open(path, newline=""))) for path in (by_torch, by_onnx))
     assert len(a) == len(b) == 240
     assert max(abs(float(x["probability"]) - float(y["probability"])) for x, y in zip(a, b)) < 1e-5
@@ -125,7 +127,7 @@ def server(glasses_run):
 
 def test_service_answers_like_predict(server, datamodule, glasses_run):
     path = datamodule.datasets["test"].samples[0].path
-    task = load_task(load_run_config(glasses_run), glasses_run)
+    task = Run.open(glasses_run).task()
     expected = task.glasses_probabilities(datamodule.preprocess(load_image(path))[None], None)[0]
     assert httpx.get(f"{server}/ping/").json()["status"] == "ok"
     answer = httpx.post(f"{server}/glass_no_glass/", files={"image": ("face.jpg", path.read_bytes())}).json()
@@ -167,12 +169,11 @@ def test_service_handles_50_concurrent_requests(server, datamodule):
 def test_service_answers_no_face(glasses_run, photos):
     from fastapi.testclient import TestClient
 
-    cfg = load_run_config(glasses_run)
-    cfg.data.detect_face = True
+    run = Run.open(glasses_run, ["data.detect_face=true"])
     folder, has_face = photos
     no_face = next(name for name, face in has_face.items() if not face)
-    with TestClient(create_app(glasses_run, cfg)) as client:
+    with TestClient(create_app(run)) as client:
         for data in ((folder / no_face).read_bytes(), png_bytes(np.zeros((120, 160, 3), np.uint8))):
             response = client.post("/glass_no_glass/", files={"image": ("photo.jpg", io.BytesIO(data))})
             assert response.status_code == 200 and response.json() == {"answer": "no_face", "probability": None}
-    assert OmegaConf.select(load_run_config(glasses_run), "data.detect_face") is False
+    assert OmegaConf.select(Run.open(glasses_run).cfg, "data.detect_face") is False

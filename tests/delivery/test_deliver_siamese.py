@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from conftest import TINY_SIAMESE, run_cli
 
-from pipeline.benchmarks.inference import main as benchmark_main
 from pipeline.data.synthetic.shapes import sample_pair
 from pipeline.delivery.export import ParityError, export_task
 from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.predict import predict
-from pipeline.delivery.runs import build_datamodule, load_run_config, load_task
+from pipeline.delivery.runs import Run, compose_command
 from pipeline.utils.errors import UserError
 
 
@@ -52,7 +51,7 @@ def test_export_has_two_dynamic_inputs_metadata_and_parity(siamese_run):
     model = OnnxModel(siamese_run / "export" / "model.onnx")
     assert model.input_names == ["image1", "image2"]
     assert model.metadata["task"] == "siamese"
-    assert model.metadata["input_size"] == [3, 32, 32] and model.metadata["threshold"] == 0.5
+    assert model.metadata["input_size"] == [3, 32, 32] and model.metadata["outputs"][0]["threshold"] == 0.5
     batch = np.zeros((5, 3, 32, 32), np.float32)
     assert model(image1=batch, image2=batch)["logit"].shape == (5,)
 
@@ -64,11 +63,11 @@ def _rows(path):
 
 def test_predict_folders_and_csv_agree_across_backends(siamese_run, pair_folders, tmp_path):
     root, _ = pair_folders
-    by_folder = _rows(predict([f"run={siamese_run}", f"input={root}", f"out={tmp_path / 'a'}", "data.num_workers=0"]))
+    by_folder = _rows(predict(compose_command("predict", [f"run={siamese_run}", f"input={root}", f"out={tmp_path / 'a'}", "data.num_workers=0"])))
     assert [(r["path1"].split("/")[-1], r["path2"].split("/")[-1]) for r in by_folder] == [(f"{i}.png", f"{i}.png") for i in range(6)]
     pairs_csv = tmp_path / "pairs.csv"
     pairs_csv.write_text("path1,path2\n" + "".join(f"{root}/left/{i}.png,{root}/right/{i}.png\n" for i in range(6)))
-    by_csv = _rows(predict([f"run={siamese_run}", f"input={pairs_csv}", f"out={tmp_path / 'b'}", "backend=onnx"]))
+    by_csv = _rows(predict(compose_command("predict", [f"run={siamese_run}", f"input={pairs_csv}", f"out={tmp_path / 'b'}", "backend=onnx"])))
     for a, b in zip(by_folder, by_csv, strict=True):
         assert abs(float(a["probability"]) - float(b["probability"])) < 1e-5
         assert a["same"] == str(int(float(a["probability"]) >= 0.5))
@@ -76,15 +75,16 @@ def test_predict_folders_and_csv_agree_across_backends(siamese_run, pair_folders
 
 def test_predict_reports_missing_input_and_bad_backend(siamese_run, pair_folders):
     with pytest.raises(UserError, match="input"):
-        predict([f"run={siamese_run}"])
+        predict(compose_command("predict", [f"run={siamese_run}"]))
     with pytest.raises(UserError, match="backend"):
-        predict([f"run={siamese_run}", f"input={pair_folders[0]}", "backend=tensorrt"])
+        predict(compose_command("predict", [f"run={siamese_run}", f"input={pair_folders[0]}", "backend=tensorrt"]))
 
 
 def test_benchmark_writes_figures(siamese_run):
-    figures = benchmark_main([f"run={siamese_run}", "runs=5", "warmup=1", "batch=4"])
+    proc = run_cli("benchmark.py", "inference", f"run={siamese_run}", "runs=5", "warmup=1", "batch=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads((siamese_run / "results" / "benchmark.json").read_text())
-    assert saved["threads"] == 1 and saved["parameters"] == figures["parameters"] > 0
+    assert saved["threads"] == 1 and saved["parameters"] > 0
     assert saved["onnx_bytes"] == (siamese_run / "export" / "model.onnx").stat().st_size
     for backend in ("torch", "onnxruntime"):
         assert 0 < saved[backend]["latency_ms_median"] <= saved[backend]["latency_ms_p95"]
@@ -92,15 +92,34 @@ def test_benchmark_writes_figures(siamese_run):
 
 
 def test_export_fails_when_parity_is_off(siamese_run, tmp_path):
-    cfg = load_run_config(siamese_run)
-    cfg.data.num_workers = 0
+    run = Run.open(siamese_run, ["data.num_workers=0"])
     with pytest.raises(ParityError, match="differs from PyTorch"):
-        export_task(load_task(cfg, siamese_run), build_datamodule(cfg), tmp_path, samples=4, tolerance=-1.0)
+        export_task(run.task(), run.datamodule(), tmp_path, samples=4, tolerance=-1.0)
     assert json.loads((tmp_path / "export.json").read_text())["parity_samples"] == 4
 
 
 def test_cli_user_errors_exit_2_with_one_line(siamese_run):
     proc = run_cli("predict.py", f"run={siamese_run}")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: input")
-    proc = run_cli("export.py", f"run={siamese_run}", "sample=3")
-    assert proc.returncode == 2 and "error: sample: unknown option" in proc.stderr
+    for script, *args in (("export.py", "sample=3"), ("predict.py", "input=.", "output=out.csv"), ("test.py", "bogus=1"),
+                          ("serve.py", "prot=1"), ("benchmark.py", "inference", "bacth=2"),
+                          ("predict.py", "input=.", "data.num_wokers=0")):
+        _one_line_error(run_cli(script, f"run={siamese_run}", *args), args[-1].split("=")[0])
+    _one_line_error(run_cli("benchmark.py", "train", "stpes=3"), "stpes")
+    _one_line_error(run_cli("train.py", "hyp.epoch=3"), "hyp.epoch")
+
+
+def _one_line_error(proc, key: str) -> None:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1 and key in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_every_command_prints_its_config(siamese_run):
+    on_run = [f"run={siamese_run}", "--cfg", "job"]
+    for script, *args in (("test.py", *on_run), ("predict.py", *on_run), ("export.py", *on_run), ("serve.py", *on_run),
+                          ("benchmark.py", "inference", *on_run), ("benchmark.py", "train", "--cfg", "job"),
+                          ("train.py", "--cfg", "job")):
+        proc = run_cli(script, *args)
+        assert proc.returncode == 0, (script, proc.stderr[-2000:])
+        assert "name: siamese_shapes" in proc.stdout, script

@@ -9,12 +9,16 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from pipeline.data.formats.boostcamp import CLASS_NAMES, encode_class, read_boostcamp_eval
+from pipeline.data.formats.boostcamp import (
+    CLASS_NAMES,
+    combine_mask_gender_age,
+    encode_class,
+    read_boostcamp_eval,
+)
 from pipeline.data.synthetic.boostcamp import generate_boostcamp
 from pipeline.data.transforms import apply_transform, build_transform
 from pipeline.trainers.classification import (
     ClassificationTask,
-    combine_mask_gender_age,
     per_class_report,
     tta_views,
 )
@@ -146,11 +150,13 @@ def test_folder_predictions_have_path_label_probability(boostcamp_root, tmp_path
 
 def test_export_spec_is_a_single_image_classifier():
     spec = make_task(class_names=("no", "yes"), threshold=0.3).export_spec()
-    (probs,) = spec["module"](spec["inputs"]["image"])
-    assert probs.shape == (2, 2) and spec["outputs"] == ["probabilities"]
-    assert spec["metadata"]["threshold"] == 0.3 and spec["metadata"]["class_names"] == ["no", "yes"]
-    assert spec["dynamic_axes"]["image"] == {0: "batch"}
+    (probs,) = spec.module(spec.inputs["image"])
+    assert probs.shape == (2, 2) and spec.output_names == ["probabilities"]
+    assert spec.outputs[0].threshold == 0.3 and spec.outputs[0].classes == ["no", "yes"]
+    assert spec.outputs[0].activation == "softmax" and spec.dynamic_axes()["image"] == {0: "batch"}
     multi = make_task(class_names=CLASS_NAMES, heads=True).export_spec()
-    outputs = multi["module"](multi["inputs"]["image"])
-    assert [o.shape[1] for o in outputs] == [3, 2, 3, 18]
-    assert "threshold" not in multi["metadata"] and set(multi["metadata"]["heads"]) == {"mask", "gender", "age"}
+    outputs = multi.module(multi.inputs["image"])
+    assert [o.shape[1] for o in outputs] == [18, 3, 2, 3] and multi.output_names[0] == "probabilities"
+    assert multi.outputs[0].threshold is None and multi.output_names[1:] == ["mask_probabilities", "gender_probabilities",
+                                                                            "age_probabilities"]
+    assert multi.outputs[2].threshold == 0.5 and multi.outputs[2].classes == ["male", "female"]

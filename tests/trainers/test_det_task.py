@@ -81,15 +81,15 @@ def test_onnx_export_matches_pytorch_on_a_real_sample(built, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     datamodule, task = built
     spec = task.export_spec()
-    assert spec["metadata"]["pad_value"] == 114 and spec["metadata"]["class_names"][0] == "with_mask"
+    assert spec.metadata["pad_value"] == 114 and spec.metadata["class_names"][0] == "with_mask"
     path = tmp_path / "det.onnx"
-    torch.onnx.export(spec["module"], tuple(spec["inputs"].values()), path, input_names=list(spec["inputs"]),
-                      output_names=spec["outputs"], dynamic_axes=spec["dynamic_axes"], **spec["export_options"])
+    torch.onnx.export(spec.module, tuple(spec.inputs.values()), path, input_names=list(spec.inputs),
+                      output_names=spec.output_names, dynamic_axes=spec.dynamic_axes() or None, dynamo=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     image = datamodule.datasets["val"][0]["image"][None]
     boxes, scores, labels = session.run(None, {"images": image.numpy()})
     with torch.no_grad():
-        ref_boxes, ref_scores, ref_labels = spec["module"](image)
+        ref_boxes, ref_scores, ref_labels = spec.module(image)
     assert (ref_scores > 0).sum() > 0
     np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4)
     np.testing.assert_allclose(boxes, ref_boxes.numpy(), atol=1e-2)
@@ -114,7 +114,7 @@ def test_predict_files_writes_csv_in_original_pixels(built, tmp_path):
     assert max(float(r["xmax"]) for r in wide_rows) > 96 and all(float(r["ymax"]) <= 120 for r in wide_rows)
     assert {r["label"] for r in rows} <= set(datamodule.class_names)
     assert (tmp_path / "out" / "images" / "A.png").is_file() and (tmp_path / "out" / "images" / "sub" / "wide.png").is_file()
-    single = task.predict_files(datamodule, source / "A.PNG", tmp_path / "one", draw="false", batch_size="2")
+    single = task.predict_files(datamodule, source / "A.PNG", tmp_path / "one", draw=False, batch_size=2)
     assert single.read_text().startswith("path,label,score") and not (tmp_path / "one" / "images").exists()
 
 

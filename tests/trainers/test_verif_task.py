@@ -92,7 +92,7 @@ def test_predict_files_scores_consecutive_rows(run_dir, data_root, tmp_path):
     plain = read_pair_scores(task.predict_files(datamodule, data_root / "pairs.csv", tmp_path / "a"))
     assert plain["pair_id"].tolist() == [0, 1] and set(plain) == {"pair_id", "similarity"}
     assert plain["similarity"][0] == pytest.approx(1.0, abs=1e-5) and plain["similarity"][1] < 1.0
-    decided = read_pair_scores(task.predict_files(datamodule, data_root / "pairs.csv", tmp_path / "b", with_decision="true"))
+    decided = read_pair_scores(task.predict_files(datamodule, data_root / "pairs.csv", tmp_path / "b", with_decision=True))
     threshold = float(task.threshold)
     assert decided["threshold"].tolist() == pytest.approx([threshold] * 2)
     assert decided["same"].tolist() == (decided["similarity"] >= threshold).tolist()
@@ -101,9 +101,9 @@ def test_predict_files_scores_consecutive_rows(run_dir, data_root, tmp_path):
 def test_export_spec_is_a_normalised_embedding_with_the_threshold(run_dir):
     task = MetricLearningTask.load_from_checkpoint(best_checkpoint(run_dir), map_location="cpu").eval()
     spec = task.export_spec()
-    image = spec["inputs"]["image"]
+    image = spec.inputs["image"]
     with torch.no_grad():
-        out = spec["module"](image.repeat(3, 1, 1, 1))
+        out = spec.module(image.repeat(3, 1, 1, 1))
     assert out.shape == (3, 64) and torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
-    assert spec["metadata"]["metric"] == "cosine" and spec["metadata"]["threshold"] == pytest.approx(float(task.threshold))
-    assert spec["dynamic_axes"]["image"] == {0: "batch"}
+    assert spec.metadata["metric"] == "cosine" and spec.outputs[0].threshold == pytest.approx(float(task.threshold))
+    assert spec.kind == "embedding" and spec.dynamic_axes()["image"] == {0: "batch"}

@@ -40,10 +40,12 @@ only meaningful for eval sets that carry true answers (such as the synthetic one
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
 import yaml
 
 from pipeline.data.formats.image_folder import csv_rows
@@ -334,3 +336,17 @@ def find_eval_root(source: str | Path) -> Path | None:
     if source.is_dir() and source.name == "eval" and (source / "info.csv").is_file():
         return source.parent
     return None
+
+
+def combine_mask_gender_age(probs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """18-way probabilities ``P(mask) P(gender) P(age)`` in class order ``mask*6 + gender*3 + age``."""
+    mask, gender, age = probs["mask"], probs["gender"], probs["age"]
+    return (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).flatten(1)
+
+
+def write_submission(out_dir: Path, image_ids: list[str], classes: list[int]) -> Path:
+    """``out_dir/submission.csv``: ``ImageID,ans`` in the eval folder's info.csv order."""
+    out_file = Path(out_dir) / "submission.csv"
+    with open(out_file, "w", newline="") as fh:
+        csv.writer(fh).writerows([["ImageID", "ans"], *zip(image_ids, classes, strict=True)])
+    return out_file

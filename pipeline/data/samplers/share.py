@@ -36,7 +36,7 @@ class ShareBatchSampler(EpochSampler):
     """Batches whose share of positives (``labels == positive_label``) is drawn uniformly in a range.
 
     Each batch draws its number of positives uniformly among the counts k with
-    ``min_share <= k / batch_size <= max_share`` (seed 004 used 20-50% glasses per batch); positives
+    ``min_share <= k / batch_size <= max_share`` (the glasses task uses 20-50% glasses per batch); positives
     and negatives come from separately shuffled pools that restart when exhausted, so the rarer
     class is oversampled as needed. An epoch has ``num_batches`` batches in all ranks together
     (default: ``len(labels) // batch_size``); the sequence depends only on ``seed`` and the epoch set

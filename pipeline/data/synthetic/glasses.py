@@ -182,28 +182,14 @@ def draw_face(
         _ellipse(canvas, (cx + side * (rx - 1), eye_y + 6), (5, 9), identity.skin, scale)
     _ellipse(canvas, (cx, cy), (rx, ry), identity.skin, scale)
     if not identity.bald:
-        _ellipse(
-            canvas,
-            (cx, cy - ry + identity.hair_line / 2),
-            (rx + 2, identity.hair_line),
-            identity.hair,
-            scale,
-            arc=(180, 360),
-        )
+        _ellipse(canvas, (cx, cy - ry + identity.hair_line / 2), (rx + 2, identity.hair_line), identity.hair, scale,
+                 arc=(180, 360))
     shade = tuple(int(c * 0.55) for c in identity.skin)
     for side in (-1, 1):
         eye = (cx + side * identity.eye_gap, eye_y)
         _draw_eye(canvas, eye, identity.skin, scale, rng)
         brow = (eye[0], eye_y - 8 + rng.uniform(-1, 1))
-        _ellipse(
-            canvas,
-            brow,
-            (7, 2.5),
-            identity.hair if not identity.bald else shade,
-            scale,
-            thickness=2,
-            arc=(200, 340),
-        )
+        _ellipse(canvas, brow, (7, 2.5), identity.hair if not identity.bald else shade, scale, thickness=2, arc=(200, 340))
     _ellipse(canvas, (cx, eye_y + 20), (4, 2.5), shade, scale, thickness=1, arc=(0, 180))
     lips = (int(identity.skin[0] * 0.8), int(identity.skin[1] * 0.45), int(identity.skin[2] * 0.45))
     _ellipse(canvas, (cx, eye_y + 35), (rng.uniform(8, 12), rng.uniform(2, 4.5)), lips, scale)

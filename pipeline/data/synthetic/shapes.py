@@ -1,4 +1,4 @@
-"""Synthetic shapes: black images with one white filled circle or square (seed 003's task)."""
+"""Synthetic shapes: black images with one white filled circle or square (the siamese task)."""
 
 from __future__ import annotations
 

@@ -92,20 +92,7 @@ def _draw_face(look: FaceLook, size: int, rng: np.random.Generator) -> tuple[np.
     def ln(v: float) -> int:
         return max(1, int(round(v * big)))
 
-    axes = (ln(look.face_w), ln(look.face_h))
-    if look.hair_style == "long":
-        cv2.ellipse(layer, pt(0, 0.02), (ln(look.face_w + 0.06), ln(look.face_h + 0.04)), 0, 180, 360, look.hair, -1)
-        cv2.rectangle(layer, pt(-look.face_w - 0.06, 0.02), pt(look.face_w + 0.06, 0.3), look.hair, -1)
-        cv2.ellipse(mask, pt(0, 0.02), (ln(look.face_w + 0.06), ln(look.face_h + 0.04)), 0, 180, 360, 255, -1)
-        cv2.rectangle(mask, pt(-look.face_w - 0.06, 0.02), pt(look.face_w + 0.06, 0.3), 255, -1)
-    cv2.ellipse(layer, pt(0, 0), axes, 0, 0, 360, look.skin, -1)
-    cv2.ellipse(mask, pt(0, 0), axes, 0, 0, 360, 255, -1)
-    if look.hair_style in ("short", "long", "fringe"):
-        cv2.ellipse(layer, pt(0, -0.02), (ln(look.face_w + 0.02), ln(look.face_h + 0.02)), 0, 180, 360, look.hair, -1)
-        cv2.ellipse(mask, pt(0, -0.02), (ln(look.face_w + 0.02), ln(look.face_h + 0.02)), 0, 180, 360, 255, -1)
-        cv2.ellipse(layer, pt(0, -0.02), (ln(look.face_w - 0.02), ln(look.face_h * 0.6)), 0, 180, 360, look.skin, -1)
-    if look.hair_style == "fringe":
-        cv2.rectangle(layer, pt(-look.face_w * 0.8, -look.face_h * 0.75), pt(look.face_w * 0.8, -look.face_h * 0.5), look.hair, -1)
+    _draw_head(layer, mask, look, pt, ln)
     if look.beard:
         cv2.ellipse(layer, pt(0, look.mouth_y), (ln(look.face_w * 0.8), ln(look.face_h - look.mouth_y + 0.02)), 0, 0, 180, look.hair, -1)
     half = look.eye_dist / 2
@@ -135,6 +122,24 @@ def _draw_face(look: FaceLook, size: int, rng: np.random.Generator) -> tuple[np.
     mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     landmarks = (np.array([*eyes, nose_tip, mouth_l, mouth_r]) + 0.5) * size
     return layer, mask, landmarks
+
+
+def _draw_head(layer: np.ndarray, mask: np.ndarray, look: FaceLook, pt, ln) -> None:
+    """Skin and hair of the face layer and its mask (``pt``, ``ln``: face units -> drawing pixels)."""
+    axes = (ln(look.face_w), ln(look.face_h))
+    if look.hair_style == "long":
+        cv2.ellipse(layer, pt(0, 0.02), (ln(look.face_w + 0.06), ln(look.face_h + 0.04)), 0, 180, 360, look.hair, -1)
+        cv2.rectangle(layer, pt(-look.face_w - 0.06, 0.02), pt(look.face_w + 0.06, 0.3), look.hair, -1)
+        cv2.ellipse(mask, pt(0, 0.02), (ln(look.face_w + 0.06), ln(look.face_h + 0.04)), 0, 180, 360, 255, -1)
+        cv2.rectangle(mask, pt(-look.face_w - 0.06, 0.02), pt(look.face_w + 0.06, 0.3), 255, -1)
+    cv2.ellipse(layer, pt(0, 0), axes, 0, 0, 360, look.skin, -1)
+    cv2.ellipse(mask, pt(0, 0), axes, 0, 0, 360, 255, -1)
+    if look.hair_style in ("short", "long", "fringe"):
+        cv2.ellipse(layer, pt(0, -0.02), (ln(look.face_w + 0.02), ln(look.face_h + 0.02)), 0, 180, 360, look.hair, -1)
+        cv2.ellipse(mask, pt(0, -0.02), (ln(look.face_w + 0.02), ln(look.face_h + 0.02)), 0, 180, 360, 255, -1)
+        cv2.ellipse(layer, pt(0, -0.02), (ln(look.face_w - 0.02), ln(look.face_h * 0.6)), 0, 180, 360, look.skin, -1)
+    if look.hair_style == "fringe":
+        cv2.rectangle(layer, pt(-look.face_w * 0.8, -look.face_h * 0.75), pt(look.face_w * 0.8, -look.face_h * 0.5), look.hair, -1)
 
 
 def _background(size: int, rng: np.random.Generator) -> np.ndarray:

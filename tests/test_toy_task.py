@@ -1,0 +1,48 @@
+"""A sixth task defined only under tests/toy (datamodule, task, YAML) goes through every bin/ command."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+from conftest import ROOT, run_cli
+from fastapi.testclient import TestClient
+
+from pipeline.delivery.runs import Run
+from pipeline.delivery.serve import create_app
+
+SEARCH_PATH = f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]"
+
+
+def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(tmp_path):
+    results = tmp_path / "results"
+    toy = [SEARCH_PATH, "experiment=brightness", f"paths.results_dir={results}", "logger=none"]
+    proc = run_cli("train.py", *toy)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (results / "brightness").iterdir()
+    proc = run_cli("test.py", f"run={run_dir}")
+    assert proc.returncode == 0 and "test/acc" in proc.stdout, proc.stderr[-3000:]
+    proc = run_cli("export.py", f"run={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, value in (("dark.png", 40), ("bright.png", 200)):
+        cv2.imwrite(str(images / name), np.full((24, 24, 3), value, np.uint8))
+    answers = {}
+    for backend in ("torch", "onnx"):
+        proc = run_cli("predict.py", f"run={run_dir}", f"input={images}", f"out={tmp_path / backend}", f"backend={backend}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with open(tmp_path / backend / "predictions.csv", newline="") as fh:
+            answers[backend] = {row["path"].split("/")[-1]: row for row in csv.DictReader(fh)}
+    assert {k: v["label"] for k, v in answers["torch"].items()} == {k: v["label"] for k, v in answers["onnx"].items()}
+    with TestClient(create_app(Run.open(run_dir))) as client:
+        for name, row in answers["torch"].items():
+            body = client.post("/predict", files={"image": (name, (images / name).read_bytes())}).json()
+            assert body["label"] == row["label"]
+            assert abs(body["probabilities"]["bright"] - float(row["probability"])) < 1e-5
+    out = tmp_path / "bench.json"
+    proc = run_cli("benchmark.py", "train", *toy, "steps=4", "warmup=1", "rounds=1", f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(out.read_text())["experiment"] == "brightness"

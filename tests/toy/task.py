@@ -1,0 +1,54 @@
+"""The toy task: bright or dark, a linear model on mean colour; built only on the framework's contracts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy
+
+from pipeline.data.io import list_images, load_image
+from pipeline.trainers.base import BaseTask
+from pipeline.utils.contracts import ExportSpec, Output
+
+
+class BrightnessNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.linear(images.mean(dim=(2, 3))).softmax(dim=1)
+
+
+class BrightnessTask(BaseTask):
+    def build_net(self) -> nn.Module:
+        return BrightnessNet()
+
+    def build_metrics(self) -> MetricCollection:
+        return MetricCollection({"acc": BinaryAccuracy()})
+
+    def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        probs = self.net(batch["image"])
+        loss = self.loss_fn(probs.clamp_min(1e-6).log(), batch["label"])
+        return {"loss": loss, "preds": probs[:, 1], "target": batch["label"]}
+
+    def export_spec(self) -> ExportSpec:
+        classes = list(self.data_info["class_names"])
+        return ExportSpec(self.net, {"image": torch.zeros(2, *self.data_info["input_size"])},
+                          [Output("probabilities", "softmax", 0.5, classes)], metadata={"task": "brightness"})
+
+    @torch.no_grad()
+    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
+        paths = list_images(source)
+        probs = self.net(torch.stack([datamodule.preprocess(load_image(p)) for p in paths]))[:, 1].tolist()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "predictions.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "label", "probability"])
+            writer.writerows((p, self.data_info["class_names"][int(q >= 0.5)], f"{q:.6f}") for p, q in zip(paths, probs))
+        return out_dir / "predictions.csv"

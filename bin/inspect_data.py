@@ -10,20 +10,15 @@ with code 1 when identical images or a group (person, identity) sit in more than
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from omegaconf import DictConfig
+from rich.table import Table
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from rich.table import Table  # noqa: E402
+from pipeline.analysis.dataset_report import DatasetReport, write_report
+from pipeline.analysis.items import list_items
+from pipeline.trainers.engine import build_datamodule
+from pipeline.utils.cli import exit_on_user_error, run_hydra
+from pipeline.utils.console import wide_console
 
-from pipeline.analysis.dataset_report import DatasetReport, write_report  # noqa: E402
-from pipeline.analysis.items import list_items  # noqa: E402
-from pipeline.trainers.engine import build_datamodule  # noqa: E402
-from pipeline.utils.cli import check_composition, exit_on_user_error  # noqa: E402
-from pipeline.utils.config import register_resolvers  # noqa: E402
-from pipeline.utils.console import wide_console  # noqa: E402
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 FOUND_PROBLEMS_EXIT = 1
 
 
@@ -62,18 +57,15 @@ def inspect(cfg: DictConfig) -> int:
     return FOUND_PROBLEMS_EXIT if report.problems else 0
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="inspect")
-def hydra_main(cfg: DictConfig) -> None:
-    code = exit_on_user_error(inspect)(cfg)
+def inspect_and_exit(cfg: DictConfig) -> None:
+    code = inspect(cfg)
     if code:
         sys.exit(code)
 
 
 @exit_on_user_error
 def main() -> None:
-    register_resolvers()
-    check_composition(str(CONFIG_DIR), "inspect", sys.argv[1:])
-    hydra_main()
+    run_hydra("inspect", inspect_and_exit)
 
 
 if __name__ == "__main__":

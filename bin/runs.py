@@ -7,21 +7,15 @@ written to ``<results_dir>/<experiment>/runs.csv``.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from rich.table import Table
 
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from pipeline.utils.cli import check_composition, exit_on_user_error  # noqa: E402
-from pipeline.utils.config import register_resolvers  # noqa: E402
-from pipeline.utils.console import wide_console  # noqa: E402
-from pipeline.utils.errors import UserError  # noqa: E402
-from pipeline.utils.run_table import config_diff, find_runs, runs_rows, write_csv  # noqa: E402
-from pipeline.utils.runs import is_run_dir  # noqa: E402
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from pipeline.utils.cli import exit_on_user_error, run_hydra
+from pipeline.utils.console import wide_console
+from pipeline.utils.errors import UserError
+from pipeline.utils.run_table import config_diff, find_runs, runs_rows, write_csv
+from pipeline.utils.runs import is_run_dir
 
 
 def show_table(title: str, rows: list[dict]) -> None:
@@ -78,11 +72,6 @@ def runs(cfg: DictConfig) -> None:
     list_runs(results_dir, experiment)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="runs")
-def hydra_main(cfg: DictConfig) -> None:
-    exit_on_user_error(runs)(cfg)
-
-
 def diff_flag_to_override(argv: list[str]) -> list[str]:
     """``--diff A B`` -> ``diff=[A,B]`` (Hydra has no two-value flags)."""
     if "--diff" not in argv:
@@ -96,11 +85,8 @@ def diff_flag_to_override(argv: list[str]) -> list[str]:
 
 @exit_on_user_error
 def main() -> None:
-    register_resolvers()
-    argv = diff_flag_to_override(sys.argv[1:])
-    sys.argv[1:] = argv
-    check_composition(str(CONFIG_DIR), "runs", argv)
-    hydra_main()
+    sys.argv[1:] = diff_flag_to_override(sys.argv[1:])
+    run_hydra("runs", runs)
 
 
 if __name__ == "__main__":

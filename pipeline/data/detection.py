@@ -137,7 +137,10 @@ class VocDetectionDataModule(BaseDataModule):
 
     def build_datasets(self) -> dict[str, Dataset]:
         self.splits = self.make_splits()
-        augment = build_train_augment(**self.augment) if self.augment is not None else None
+        options = dict(self.augment or {})
+        if options.get("crop") and int(options["crop"]) >= self.image_size:
+            options["crop"] = None  # a crop as large as the letterbox is the whole image
+        augment = build_train_augment(**options) if self.augment is not None else None
         eval_transform = DetectionTransform(self.image_size)
         return {
             name: VocDetectionDataset(self.splits[name], DetectionTransform(self.image_size, augment) if name == "train" else eval_transform)

@@ -193,6 +193,11 @@ def assign_by_entries(
     unknown = []
     for entry, split in assignment.items():
         items = next((table[entry] for table in lookups if entry in table), None)
+        parts = entry.split("/")
+        # An absolute path, or one relative to a parent of data.root: its tail is an item key.
+        for start in range(1, len(parts)):
+            if items is None:
+                items = lookups[0].get("/".join(parts[start:]))
         if items is None:
             unknown.append(entry)
             continue

@@ -117,6 +117,16 @@ def test_split_file_csv_of_groups(tmp_path):
     (tmp_path / "split.csv").write_text("\n".join(lines) + "\n")
     datamodule = _folder_module(root, tmp_path, group_by=r"^(p\d+)_", split_file=str(tmp_path / "split.csv"))
     assert {n.split("_")[0] for n in _names(datamodule.datasets["val"])} == {"p08", "p09"}
+    absolute = [f"{p},{s}" for p, s in (
+        *((root / "dog" / f"p{i:02d}_{n}.png", "train") for i in range(0, 8, 2) for n in range(3)),
+        *((root / "cat" / f"p{i:02d}_{n}.png", "train") for i in range(1, 8, 2) for n in range(3)),
+        *((root / "dog" / f"p{i:02d}_{n}.png", "val") for i in (8,) for n in range(3)),
+        *((root / "cat" / f"p{i:02d}_{n}.png", "val") for i in (9,) for n in range(3)),
+    )]
+    (tmp_path / "paths.csv").write_text("path,split\n" + "\n".join(absolute) + "\n")
+    by_path = _folder_module(root, tmp_path / "p", split_file=str(tmp_path / "paths.csv"))
+    assert {n.split("_")[0] for n in _names(by_path.datasets["val"])} == {"p08", "p09"}
+    assert by_path.datasets["test"] is by_path.datasets["val"]
     (tmp_path / "split.csv").write_text("group,split\nnobody,train\n")
     with pytest.raises(UserError, match="'nobody' names no item, group or file"):
         _folder_module(root, tmp_path / "x", group_by=r"^(p\d+)_", split_file=str(tmp_path / "split.csv"))

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.samplers.epoch_seeded import EpochSeededSampler
+from pipeline.data.splits import SplitChooser
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 class EpochSeededLoader(DataLoader):
@@ -39,6 +48,9 @@ class BaseDataModule(pl.LightningDataModule):
     """Subclasses implement ``build_datasets()`` returning ``{"train": ds, "val": ds, "test": ds}``
     and ``info`` (class names, input size, normalisation: everything export and serve need).
 
+    Datasets that split themselves ask ``self.splitter`` (``data.split`` fractions, ``data.split_file``,
+    the run's ``split_out`` record); an empty test split is replaced by val, with a warning.
+
     The training order comes from :class:`EpochSeededSampler` (seed + epoch), so a run resumed at
     an epoch boundary sees exactly the batches an uninterrupted run would have seen.
     """
@@ -51,8 +63,12 @@ class BaseDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         eval_batch_size: int | None = None,
+        split: dict[str, float] | None = None,
+        split_file: str | None = None,
+        split_out: str | None = None,
     ) -> None:
         super().__init__()
+        self.splitter = SplitChooser(_plain(split), seed, split_file, split_out)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -77,6 +93,9 @@ class BaseDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
             self.datasets = self.build_datasets()
+            if "val" in self.datasets and not len(self.datasets.get("test", ())):
+                log.warning("no test split: test metrics are computed on the val split")
+                self.datasets["test"] = self.datasets["val"]
 
     def _distributed(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

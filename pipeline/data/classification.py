@@ -26,7 +26,7 @@ from pipeline.data.formats.boostcamp import MASK_NAMES, read_boostcamp_train
 from pipeline.data.formats.image_folder import drop_unreadable, read_labelled_images
 from pipeline.data.io import load_image
 from pipeline.data.samplers.weighted import InverseFrequencySampler
-from pipeline.data.splits import split_by_group
+from pipeline.data.splits import groups_from_pattern, relative_key
 from pipeline.data.synthetic.boostcamp import generate_boostcamp
 from pipeline.data.synthetic.cache import ensure_generated
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, apply_transform, build_transform
@@ -99,7 +99,6 @@ class ImageClassificationDataModule(BaseDataModule):
         std: Sequence[float] = IMAGENET_STD,
         augment: Sequence | None = None,
         sampler: str = "random",
-        split: dict[str, float] | None = None,
         skip_bad_files: bool = False,
         check_images: bool = True,
         **loader_kwargs,
@@ -114,7 +113,6 @@ class ImageClassificationDataModule(BaseDataModule):
         self.std = [float(v) for v in std]
         self.augment = to_plain(augment) or []
         self.sampler = sampler
-        self.split = to_plain(split) or {"train": 0.7, "val": 0.15, "test": 0.15}
         self.skip_bad_files = skip_bad_files
         self.check_images = check_images
         self.train_class_counts: list[int] = []
@@ -198,24 +196,46 @@ class ImageClassificationDataModule(BaseDataModule):
         rank, world_size = self._distributed()
         return InverseFrequencySampler(dataset.labels(), self.seed, rank=rank, world_size=world_size)
 
-    def split_samples(self, samples: list[Sample], groups: Sequence, strata: Sequence) -> dict[str, list[Sample]]:
-        """Group-disjoint, stratified, seeded split of ``samples`` by ``data.split`` fractions."""
+    def split_samples(
+        self,
+        samples: list[Sample],
+        groups: Sequence,
+        strata: Sequence,
+        presplit: Sequence[str] | None = None,
+        what: str = "groups",
+    ) -> dict[str, list[Sample]]:
+        """Split ``samples`` with ``self.splitter``: a split file, the data's own layout, or a group-disjoint,
+        stratified, seeded split by ``data.split``. Keys are the paths relative to the data root."""
         if not samples:
             raise UserError(f"data.root: no samples found in '{self.data_root}'")
-        indices = split_by_group(groups, self.split, seed=self.seed, strata=strata)
+        base = self.data_root if self.data_root.is_dir() else self.data_root.parent
+        keys = [relative_key(s.path, base) for s in samples]
+        indices = self.splitter.choose(keys, groups, strata=strata, presplit=presplit, what=what)
         return {name: [samples[i] for i in idx] for name, idx in indices.items()}
 
 
 class ImageFolderDataModule(ImageClassificationDataModule):
-    """Users' own images: ``root/<class name>/*`` folders or a ``path,label`` CSV, split per image.
+    """Users' own images: ``root/<class name>/*`` folders, pre-split ``root/{train,val,test}/<class>/``
+    folders, or a ``path,label[,split]`` CSV.
 
-    The default (``root`` null) is a small synthetic folder dataset: boostcamp-style faces sorted into
-    ``wear/``, ``incorrect/``, ``not_wear/`` by mask state.
+    ``group_by`` keeps a group in one split: a CSV column, or a regex on the file name whose first
+    capture group is the group (a person id); without it the split is per image. The default
+    (``root`` null) is a small synthetic folder dataset: boostcamp-style faces sorted into ``wear/``,
+    ``incorrect/``, ``not_wear/`` by mask state, named ``<person>_<file>`` and split by person.
     """
 
-    def __init__(self, class_names: Sequence[str] | None = None, synthetic: dict | None = None, **kwargs) -> None:
+    SYNTHETIC_GROUP_BY = r"^([^_]+)_"
+
+    def __init__(
+        self,
+        class_names: Sequence[str] | None = None,
+        group_by: str | None = None,
+        synthetic: dict | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.fixed_class_names = list(to_plain(class_names)) if class_names else None
+        self.group_by = group_by if group_by or self.root else self.SYNTHETIC_GROUP_BY
         self.synthetic = {"num_people": 60, "image_size": [64, 48], "seed": 0, **(to_plain(synthetic) or {})}
         self._class_names: list[str] | None = None
 
@@ -229,7 +249,14 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         records, self._class_names = read_labelled_images(root, self.fixed_class_names)
         samples = [Sample(r.path, {"label": r.label}) for r in records]
         labels = [s.labels["label"] for s in samples]
-        return self.split_samples(samples, groups=list(range(len(samples))), strata=labels)
+        presplit = [r.split for r in records] if records and records[0].split else None
+        if not self.group_by:
+            return self.split_samples(samples, list(range(len(samples))), labels, presplit, what="images")
+        if self.group_by in records[0].columns:
+            groups = [r.columns[self.group_by] for r in records]
+        else:
+            groups = groups_from_pattern([r.path.name for r in records], self.group_by)
+        return self.split_samples(samples, groups, labels, presplit, what=f"groups ({self.group_by})")
 
     def synthetic_name(self) -> str:
         s = self.synthetic

@@ -22,10 +22,8 @@ from pipeline.data.detection_transforms import (
 from pipeline.data.formats.voc import (
     VocImage,
     class_counts_per_image,
-    load_split,
     read_voc_dataset,
-    save_split,
-    split_voc_images,
+    split_voc,
 )
 from pipeline.data.io import load_image
 from pipeline.data.synthetic.cache import ensure_generated
@@ -74,8 +72,9 @@ class VocDetectionDataset(Dataset):
 class VocDetectionDataModule(BaseDataModule):
     """Face-mask VOC data: ``root/images`` + ``root/annotations``, or the synthetic set generated on first use.
 
-    The split (by image, stratified by per-class object counts, seeded) is written to ``split_out`` (every
-    run records its split) and reused from there on resume; ``split_file`` reuses the split of another run.
+    The split (``data.split_file``, VOC's ``ImageSets/Main`` lists, or by image, stratified by per-class
+    object counts, seeded) is written to ``split_out`` (every run records its split) and reused from there
+    on resume; ``split_file`` reuses the split of another run or the user's own.
     """
 
     def __init__(
@@ -86,9 +85,6 @@ class VocDetectionDataModule(BaseDataModule):
         images_dir: str = "images",
         annotations_dir: str = "annotations",
         image_size: int = 256,
-        fractions: dict[str, float] | None = None,
-        split_file: str | None = None,
-        split_out: str | None = None,
         augment: dict[str, Any] | None = None,
         synthetic: dict[str, Any] | None = None,
         skip_bad_files: bool = False,
@@ -102,9 +98,6 @@ class VocDetectionDataModule(BaseDataModule):
         self.images_dir = images_dir
         self.annotations_dir = annotations_dir
         self.image_size = int(image_size)
-        self.fractions = dict(fractions or {"train": 0.7, "val": 0.15, "test": 0.15})
-        self.split_file = split_file
-        self.split_out = Path(split_out) if split_out else None
         self.augment = dict(augment) if augment else None
         self.synthetic = {"num_images": 400, "image_size": 256, "seed": 0, **dict(synthetic or {})}
         self.skip_bad_files = skip_bad_files
@@ -129,28 +122,21 @@ class VocDetectionDataModule(BaseDataModule):
 
     # --- splits and datasets ------------------------------------------------------------------
     def make_splits(self) -> dict[str, list[VocImage]]:
-        """Read the dataset and split it (reusing ``split_file``, or ``split_out`` when it already exists)."""
+        """Read the dataset and split it (see ``split_voc``)."""
         images = read_voc_dataset(
             self.data_root, self.class_names, self.images_dir, self.annotations_dir,
             self.skip_bad_files, self.unknown_class,
         )
         if not images:
             raise UserError(f"data.root: no images found in '{self.data_root / self.images_dir}'")
-        reuse = self.split_file or (self.split_out if self.split_out and self.split_out.is_file() else None)
-        if reuse:
-            splits = load_split(reuse, images)
-        else:
-            splits = split_voc_images(images, len(self.class_names), self.fractions, self.seed)
-        missing = [name for name in SPLITS if not splits.get(name)]
-        if missing:
-            raise UserError(f"data.fractions: split '{missing[0]}' is empty; give it a larger fraction or more images")
-        if self.split_out and (reuse is None or Path(reuse).resolve() != self.split_out.resolve()):
-            save_split(splits, self.split_out)
-        return splits
+        return split_voc(self.splitter, self.data_root, images, len(self.class_names))
 
     def build_datasets(self) -> dict[str, Dataset]:
         self.splits = self.make_splits()
-        augment = build_train_augment(**self.augment) if self.augment is not None else None
+        options = dict(self.augment or {})
+        if options.get("crop") and int(options["crop"]) >= self.image_size:
+            options["crop"] = None  # a crop as large as the letterbox is the whole image
+        augment = build_train_augment(**options) if self.augment is not None else None
         eval_transform = DetectionTransform(self.image_size)
         return {
             name: VocDetectionDataset(self.splits[name], DetectionTransform(self.image_size, augment) if name == "train" else eval_transform)

@@ -14,7 +14,7 @@ from pipeline.data.formats.boostcamp import (
     MASK_NAMES,
     read_boostcamp_train,
 )
-from pipeline.data.formats.voc import VocImage, read_voc_dataset, split_voc_images
+from pipeline.data.formats.voc import VocImage, read_voc_dataset, split_voc
 from pipeline.data.synthetic.boostcamp import generate_boostcamp
 from pipeline.data.synthetic.voc_facemask import FACEMASK_CLASSES, generate_voc_facemask
 from pipeline.utils.errors import UserError
@@ -60,7 +60,7 @@ class BoostcampDataModule(ImageClassificationDataModule):
             labels["label"] = r.class_id if self.target == "class" else labels[self.target]
             samples.append(Sample(r.path, labels))
         strata = [r.gender * len(AGE_NAMES) + r.age_group for r in records]
-        splits = self.split_samples(samples, groups=[r.person_id for r in records], strata=strata)
+        splits = self.split_samples(samples, [r.person_id for r in records], strata, what="people")
         self.head_class_counts = {name: class_counts(splits["train"], len(names), name) for name, names in HEADS.items()}
         return splits
 
@@ -132,7 +132,7 @@ class FaceMaskCropsDataModule(ImageClassificationDataModule):
                                   self.skip_bad_files, self.unknown_class)
         if not any(image.objects for image in images):
             raise UserError(f"data.root: no annotated faces in '{root}' (expected {self.annotations_dir}/*.xml with <object>s)")
-        split = split_voc_images(images, len(self._class_names), self.split, self.seed)
+        split = split_voc(self.splitter, root, images, len(self._class_names))
         return {name: self.crops(split_images) for name, split_images in split.items()}
 
     def crops(self, images: list[VocImage]) -> list[Sample]:

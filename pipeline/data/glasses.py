@@ -105,7 +105,9 @@ class GlassesDataModule(ImageClassificationDataModule):
         else:
             records, _ = read_labelled_images(root, self.folder_classes)
         samples = [Sample(r.path, {"label": r.label}) for r in records]
-        return self.split_samples(samples, [identity_of(r.path) for r in records], [r.label for r in records])
+        presplit = [r.split for r in records] if getattr(records[0], "split", None) else None
+        return self.split_samples(samples, [identity_of(r.path) for r in records], [r.label for r in records],
+                                  presplit, what="people")
 
     def synthetic_name(self) -> str:
         params = "_".join(f"{key}{value}" for key, value in sorted(self.synthetic.items()))

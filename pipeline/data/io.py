@@ -9,7 +9,8 @@ import numpy as np
 
 from pipeline.utils.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# .pgm/.ppm: the Netpbm files of classic face sets (ORL/AT&T faces).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm")
 
 
 def is_image_file(path: str | Path) -> bool:

@@ -18,9 +18,9 @@ from torch.utils.data import Dataset
 
 from pipeline.data.base import BaseDataModule
 from pipeline.data.face_parts import FACE_PARTS, FacePartCutout, read_landmarks_csv
-from pipeline.data.formats.verification import VerificationDataset, read_verification
+from pipeline.data.formats.verification import VerificationDataset, read_verification_splits
 from pipeline.data.samplers.pk import PKBatchSampler
-from pipeline.data.splits import split_by_group
+from pipeline.data.splits import relative_key
 from pipeline.data.synthetic.cache import ensure_generated
 from pipeline.data.synthetic.verification import generate_verification
 from pipeline.data.transforms import apply_transform, build_transform
@@ -48,7 +48,6 @@ class VerificationDataModule(BaseDataModule):
         cache_dir: str = "data/synthetic",
         synthetic: DictConfig | dict | None = None,
         image_size: int = 32,
-        splits: DictConfig | dict | None = None,
         images_per_identity: int = 6,
         passes: int = 1,
         augment: Sequence | None = None,
@@ -64,7 +63,6 @@ class VerificationDataModule(BaseDataModule):
         self.cache_dir = Path(cache_dir)
         self.synthetic = {**SYNTHETIC_DEFAULTS, **(_plain(synthetic) or {})}
         self.image_size = image_size
-        self.splits = dict(_plain(splits) or {"train": 0.6, "val": 0.2, "test": 0.2})
         self.images_per_identity = images_per_identity
         self.passes = passes
         self.augment = _plain(augment) or []
@@ -73,6 +71,7 @@ class VerificationDataModule(BaseDataModule):
         self.skip_bad_files = skip_bad_files
         self.mean, self.std = tuple(mean), tuple(std)
         self.num_identities = 0
+        self.val_has_fakes = True
         if batch_size_rest := self.batch_size % images_per_identity:
             raise UserError(
                 f"hyp.batch_size: {self.batch_size} is not a multiple of data.images_per_identity={images_per_identity} "
@@ -121,12 +120,13 @@ class VerificationDataModule(BaseDataModule):
 
     def build_datasets(self) -> dict[str, Dataset]:
         root = self.data_root()
-        records = read_verification(root, skip_bad_files=self.skip_bad_files)
+        records, presplit = read_verification_splits(root, self.skip_bad_files)
         self.num_identities = max(r.identity_index for r in records) + 1
-        indices = split_by_group([r.identity for r in records], self.splits, seed=self.seed)
-        for split in ("train", "val", "test"):
-            if split not in indices or not len(indices[split]):
-                raise UserError(f"data.splits: split '{split}' got no identities (give it a larger share; splits={self.splits})")
+        keys = [relative_key(r.path, root) for r in records]
+        # Pre-split folders may reuse a name for different people: their identity index tells them apart.
+        groups = [r.identity for r in records] if presplit is None else [r.identity_index for r in records]
+        indices = self.splitter.choose(keys, groups, presplit=presplit, what="identities")
+        self.val_has_fakes = any(records[i].is_fake for i in indices["val"])
         datasets = {}
         for split, chosen in indices.items():
             subset = [records[i] for i in chosen]
@@ -152,4 +152,5 @@ class VerificationDataModule(BaseDataModule):
             "std": list(self.std),
             "num_identities": self.num_identities,
             "metric": "cosine",
+            "val_has_fakes": self.val_has_fakes,
         }

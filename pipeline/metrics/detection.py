@@ -114,6 +114,10 @@ class DetectionMetrics(nn.Module):
         self.mean_ap.update(preds, targets)
         self.prf.update(preds, targets)
 
+    def detections_seen(self) -> int:
+        """Predicted boxes given to ``update`` since the last reset (this process)."""
+        return sum(int(scores.numel()) for scores in self.mean_ap.detection_scores)
+
     def reset(self) -> None:
         self.mean_ap.reset()
         self.prf.reset()

@@ -24,6 +24,7 @@ from torchvision.models.detection import FCOS, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -203,9 +204,20 @@ def build_detector(
             fpn_channels, num_anchors, num_classes, weights_per_class, norm_layer=norm
         )
         model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **common)
+    model.transform = NoResizeTransform(
+        min(height, width), max(height, width), model.transform.image_mean, model.transform.image_std
+    )
     if weights is not None:
         _load_detector_weights(model, weights)
     return model
+
+
+class NoResizeTransform(GeneralizedRCNNTransform):
+    """torchvision's detector transform without its resize: inputs arrive letterboxed to the model size
+    (or as training crops, which must keep their pixel scale), so it only normalises and batches."""
+
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None) -> tuple[Tensor, dict | None]:
+        return image, target
 
 
 class DetectorForExport(nn.Module):

@@ -154,6 +154,10 @@ class DetectionTask(BaseTask):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
 
+    def detections_seen(self, stage: str) -> int:
+        """Boxes the detector emitted (above ``min_score``) in the current ``stage`` epoch so far."""
+        return self.metrics_for(stage).detections_seen()
+
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 

@@ -41,7 +41,7 @@ def test_split_written_disjoint_and_reused(tmp_path):
     assert sum(map(len, names)) == SMALL["num_images"] and not (names[0] & names[1] or names[0] & names[2])
     other = make_datamodule(tmp_path / "other", cache_dir=str(tmp_path / "cache"), seed=99,
                             split_file=str(tmp_path / "run" / "results" / "split.json"))
-    assert {s: sorted(i.image_path.name for i in other.splits[s]) for s in saved} == saved
+    assert {s: sorted(f"images/{i.image_path.name}" for i in other.splits[s]) for s in saved} == saved
     assert json.loads((tmp_path / "other" / "run" / "results" / "split.json").read_text()) == saved
 
 
@@ -83,7 +83,8 @@ def test_user_data_errors(tmp_path):
     with pytest.raises(UserError, match="data.root"):
         make_datamodule(tmp_path, root=str(tmp_path / "missing"))
     generate_voc_facemask(tmp_path / "three", num_images=3, image_size=(64, 64), seed=0, empty_fraction=0.0)
-    with pytest.raises(UserError, match="data.fractions"):
-        make_datamodule(tmp_path, root=str(tmp_path / "three"), fractions={"train": 0.9, "val": 0.1, "test": 0.0})
+    generate_voc_facemask(tmp_path / "two", num_images=2, image_size=(64, 64), seed=0, empty_fraction=0.0)
+    with pytest.raises(UserError, match=r"data.split: fractions \{train: 0.7, val: 0.15, test: 0.15\} need at least 3 images"):
+        make_datamodule(tmp_path, root=str(tmp_path / "two"))
     with pytest.raises(UserError, match="unknown class"):
         make_datamodule(tmp_path, root=str(tmp_path / "three"), class_names=["with_mask"])

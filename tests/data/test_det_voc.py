@@ -11,12 +11,11 @@ import pytest
 from pipeline.data.formats.voc import (
     class_counts_per_image,
     image_strata,
-    load_split,
     read_voc_annotation,
     read_voc_dataset,
-    save_split,
     split_voc_images,
 )
+from pipeline.data.splits import assign_by_entries, read_split_file, write_split_json
 from pipeline.utils.errors import UserError
 
 CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
@@ -191,11 +190,11 @@ def test_split_is_image_disjoint_reproducible_and_roundtrips_through_json(tmp_pa
     assert len(set().union(*names.values())) == 60
     again = split_voc_images(images, 3, fractions, seed=3)
     assert {k: [i.image_path.name for i in v] for k, v in again.items()} == names
-    save_split(split, tmp_path / "split.json")
-    loaded = load_split(tmp_path / "split.json", read_voc_dataset(tmp_path, CLASSES))
-    assert {k: sorted(i.image_path.name for i in v) for k, v in loaded.items()} == {
-        k: sorted(v) for k, v in names.items()
-    }
+    keys = [i.image_path.name for i in images]
+    by_name = {i.image_path.name: n for n, i in enumerate(images)}
+    write_split_json(tmp_path / "split.json", keys, {k: [by_name[n] for n in v] for k, v in names.items()})
+    loaded = assign_by_entries(read_split_file(tmp_path / "split.json"), keys, keys, "split.json")
+    assert {k: sorted(keys[i] for i in v) for k, v in loaded.items()} == {k: sorted(v) for k, v in names.items()}
 
 
 def test_split_keeps_rare_class_in_every_split(tmp_path):
@@ -206,15 +205,15 @@ def test_split_keeps_rare_class_in_every_split(tmp_path):
         assert class_counts_per_image(part, 3)[:, 2].sum() > 0
 
 
-def test_load_split_rejects_unknown_or_repeated_images(tmp_path):
+def test_split_file_rejects_unknown_or_repeated_images(tmp_path):
     _dataset(tmp_path, 4)
-    images = read_voc_dataset(tmp_path, CLASSES)
+    keys = [i.image_path.name for i in read_voc_dataset(tmp_path, CLASSES)]
     (tmp_path / "s.json").write_text('{"train": ["im0.png", "nope.png"]}')
     with pytest.raises(UserError, match="nope.png"):
-        load_split(tmp_path / "s.json", images)
+        assign_by_entries(read_split_file(tmp_path / "s.json"), keys, keys, "s.json")
     (tmp_path / "s.json").write_text('{"train": ["im0.png"], "val": ["im0.png"]}')
-    with pytest.raises(UserError, match="more than one split"):
-        load_split(tmp_path / "s.json", images)
+    with pytest.raises(UserError, match="in both train and val"):
+        read_split_file(tmp_path / "s.json")
 
 
 def test_swapped_corners_are_reordered(voc):

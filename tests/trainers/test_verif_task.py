@@ -14,7 +14,7 @@ from pipeline.trainers.metric_learning import MetricLearningTask
 from pipeline.utils.runs import best_checkpoint
 
 TINY = ["data.passes=1", "hyp.epochs=2", "hyp.batch_size=12", "data.images_per_identity=3",
-        "trainer.log_every_n_steps=1", "task.projector_size=12", "data.splits.val=0.25", "data.splits.test=0.25"]
+        "trainer.log_every_n_steps=1", "task.projector_size=12", "data.split.val=0.25", "data.split.test=0.25"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,8 @@ def _config(tmp_path, data_root, *extra):
 
 
 def test_fake_term_is_live_in_the_training_step(tmp_path, data_root):
-    cfg = _config(tmp_path, data_root)
+    # Without the identity head the loss is exactly the real plus the fake term.
+    cfg = _config(tmp_path, data_root, "hyp.identity_head_weight=0.0")
     datamodule = build_datamodule(cfg)
     batch = next(iter(datamodule.train_dataloader()))
     batch["is_fake"] = torch.arange(len(batch["label"])) % 3 == 2  # two reals and a fake per identity
@@ -45,7 +46,8 @@ def test_fake_term_is_live_in_the_training_step(tmp_path, data_root):
     assert fake > 0 and loss == pytest.approx(real + fake, rel=1e-5)
     out["loss_fake"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.net.parameters())
-    without = build_task(_config(tmp_path, data_root, "hyp.loss.lambda_fake=0.0"), datamodule.info)
+    without = build_task(_config(tmp_path, data_root, "hyp.loss.lambda_fake=0.0", "hyp.identity_head_weight=0.0"),
+                         datamodule.info)
     without.load_state_dict(task.state_dict())
     assert float(without.model_step(batch)["loss"]) == pytest.approx(real, rel=1e-5)
 

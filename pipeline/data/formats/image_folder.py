@@ -4,13 +4,19 @@ Class folders::
 
     root/<class name>/**/*.jpg|png|...      class names sorted; hidden files, dot-folders and non-images ignored
 
-CSV (``path,label`` header; extra columns ignored)::
+Pre-split class folders (torchvision's ImageFolder per split, timm's ``train/`` + ``validation/``)::
+
+    root/train/<class name>/*   root/val|valid|validation/<class name>/*   root/test/<class name>/* (optional)
+
+CSV (``path,label`` header; a ``split`` column assigns train/val/test; other columns, e.g. a person
+id for ``data.group_by``, are kept on the record)::
 
     path,label
     cats/001.jpg,cat          # relative to the CSV's folder, or absolute
     /data/dogs/7.png,1        # a class name or a class index
 
-Both return ``(records, class_names)``; record labels index into ``class_names``.
+All return ``(records, class_names)``; record labels index into ``class_names``, ``split`` is the
+split a pre-split layout or CSV gives the record (None otherwise).
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 from pipeline.data.io import list_images, load_image
+from pipeline.data.splits import canonical_split, presplit_folders
 from pipeline.utils.errors import UserError, require_path
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,8 @@ class ImageRecord:
 
     path: Path
     label: int
+    split: str | None = None
+    columns: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 def read_image_folder(
@@ -75,21 +84,22 @@ def read_image_csv(
 ) -> tuple[list[ImageRecord], list[str]]:
     """Records from a ``path,label`` CSV; labels are class names or indices."""
     csv_path = require_path(csv_path, "data.csv", kind="file")
-    rows = [
-        (f"{csv_path}:{line}", row["path"], row["label"])
-        for line, row in csv_rows(csv_path, ("path", "label"))
-    ]
+    rows = [(f"{csv_path}:{line}", row) for line, row in csv_rows(csv_path, ("path", "label"))]
     if not rows:
         raise UserError(f"{csv_path}: no rows (expected a header 'path,label' and one row per image)")
     if class_names is None:
-        class_names = _infer_class_names([label for _, _, label in rows])
+        class_names = _infer_class_names([row["label"] for _, row in rows])
     class_names = list(class_names)
     records = []
-    for where, path, label in rows:
+    for where, row in rows:
+        path = row["path"]
         image = Path(path) if Path(path).is_absolute() else csv_path.parent / path
         if not image.is_file():
             raise UserError(f"{where}: image '{image}' does not exist")
-        records.append(ImageRecord(image, _label_index(label, class_names, where)))
+        split = canonical_split(row["split"], where) if row.get("split") else None
+        records.append(ImageRecord(image, _label_index(row["label"], class_names, where), split, row))
+    if any(r.split for r in records) and not all(r.split for r in records):
+        raise UserError(f"{csv_path}: the 'split' column is empty on some rows; fill it on every row or drop it")
     return records, class_names
 
 
@@ -126,10 +136,36 @@ def read_labelled_images(
     class_names: Sequence[str] | None = None,
     allow_empty_classes: bool = False,
 ) -> tuple[list[ImageRecord], list[str]]:
-    """Read a ``.csv`` file with ``read_image_csv``, anything else with ``read_image_folder``."""
+    """Read a ``.csv`` file with ``read_image_csv``, pre-split class folders with
+    ``read_presplit_folders``, anything else with ``read_image_folder``."""
     if Path(source).suffix.lower() == ".csv":
         return read_image_csv(source, class_names)
+    folders = presplit_folders(require_path(source, "data.root", kind="folder"))
+    if folders is not None:
+        return read_presplit_folders(folders, class_names)
     return read_image_folder(source, class_names, allow_empty_classes)
+
+
+def read_presplit_folders(
+    folders: dict[str, Path], class_names: Sequence[str] | None = None
+) -> tuple[list[ImageRecord], list[str]]:
+    """Records of ``<split>/<class>/`` folders, each carrying its split; classes are the union of the
+    class folders (sorted) unless ``class_names`` fixes them."""
+    if class_names is None:
+        class_names = sorted({p.name for folder in folders.values() for p in folder.iterdir()
+                              if p.is_dir() and not p.name.startswith(".")})
+        if not class_names:
+            raise UserError(f"{folders['train']}: no class folders found (expected train/<class name>/<images>)")
+    records = []
+    for split, folder in folders.items():
+        found, _ = read_image_folder(folder, class_names, allow_empty_classes=True)
+        records.extend(replace(record, split=split) for record in found)
+    trained = {r.label for r in records if r.split == "train"}
+    for label, name in enumerate(class_names):
+        if label not in trained:
+            raise UserError(f"{folders['train'] / name}: class '{name}' has no training images")
+    log.info("pre-split class folders: %s", ", ".join(f"{s} {sum(r.split == s for r in records)}" for s in folders))
+    return records, list(class_names)
 
 
 def drop_unreadable(records: Sequence[RecordT], skip_bad_files: bool = False) -> list[RecordT]:

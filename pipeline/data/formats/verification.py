@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.io import is_image_file, load_image
+from pipeline.data.splits import presplit_folders
 from pipeline.utils.errors import UserError, require_path
 
 IMAGES_DIR = "images"
@@ -128,6 +129,27 @@ def read_verification(root: str | Path, skip_bad_files: bool = False) -> list[Ve
         raise UserError(f"{images_dir}: no images listed in {meta_path}")
     index = {name: i for i, name in enumerate(sorted({k[0] for k in keys}, key=_identity_sort_key))}
     return [VerificationRecord(images[k], k[0], index[k[0]], meta[k]) for k in keys]
+
+
+def read_verification_splits(
+    root: str | Path, skip_bad_files: bool = False
+) -> tuple[list[VerificationRecord], list[str] | None]:
+    """Records of ``root`` (one dataset), or of ``root/{train,val|valid|validation,test}/`` (each a
+    dataset, test optional) with each record's split. Identity indices run over all splits; an
+    identity name in two split folders counts as two people."""
+    root = require_path(root, "data.root", "dataset folder")
+    folders = presplit_folders(root) if not (root / IMAGES_DIR).is_dir() else None
+    if folders is None:
+        return read_verification(root, skip_bad_files), None
+    records: list[VerificationRecord] = []
+    splits: list[str] = []
+    index: dict[tuple[str, str], int] = {}
+    for split, folder in folders.items():
+        for record in read_verification(folder, skip_bad_files):
+            person = index.setdefault((split, record.identity), len(index))
+            records.append(VerificationRecord(record.path, record.identity, person, record.is_fake))
+            splits.append(split)
+    return records, splits
 
 
 class VerificationDataset(Dataset):

@@ -11,13 +11,14 @@ Conventions (the reader's contract, shared by training, evaluation and predictio
 - ``<filename>`` may be missing or carry another extension than the file on disk: the image is then
   found by the filename's stem, then by the XML's stem, with any image extension (any case).
 - ``<size>`` missing or 0: the size is read from the image file.
+- Folders: ``images/`` + ``annotations/`` (Kaggle), or VOC's own ``JPEGImages/`` + ``Annotations/``;
+  ``ImageSets/Main/{train,val,test}.txt`` (image ids), when present, give the split.
 - Negatives: an XML without ``<object>`` gives an image with no objects; in ``read_voc_dataset`` an
   image with no XML at all is also kept as a negative, with ``annotation_path=None``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -28,12 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.io import list_images, load_image
-from pipeline.data.splits import split_by_group
+from pipeline.data.splits import SplitChooser, relative_key, split_by_group
 from pipeline.utils.errors import UserError, require_path
 
 log = logging.getLogger(__name__)
 
 MIN_BOX_SIDE = 1.0
+IMAGE_SETS_DIR = "ImageSets/Main"
+# Folder names of the original Pascal VOC release, used when the configured ones are absent.
+VOC_IMAGES_DIR, VOC_ANNOTATIONS_DIR = "JPEGImages", "Annotations"
 # Per-image object-count buckets used to stratify splits: 0, 1, 2-3, 4-7, 8+.
 COUNT_BUCKET_EDGES = (1, 2, 4, 8)
 
@@ -221,6 +225,10 @@ def read_voc_dataset(
     ``class_names`` instead of raising.
     """
     root = require_path(root, "data.root", "dataset folder")
+    if not (root / images_dir).is_dir() and (root / VOC_IMAGES_DIR).is_dir():
+        images_dir = VOC_IMAGES_DIR
+    if not (root / annotations_dir).is_dir() and (root / VOC_ANNOTATIONS_DIR).is_dir():
+        annotations_dir = VOC_ANNOTATIONS_DIR
     image_dir = require_path(root / images_dir, "data.images_dir", "image folder")
     annotation_dir = require_path(root / annotations_dir, "data.annotations_dir", "annotation folder")
     class_to_label = _class_index(class_names, unknown_class)
@@ -322,35 +330,37 @@ def split_voc_images(
     return {name: [images[i] for i in idx] for name, idx in indices.items()}
 
 
-def save_split(split: dict[str, Sequence[VocImage]], path: str | Path) -> None:
-    """Write the split as JSON: split name -> sorted image file names."""
-    names = {name: sorted(image.image_path.name for image in images) for name, images in split.items()}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(names, indent=1))
+def voc_image_sets(root: Path, images: Sequence[VocImage]) -> list[str | None] | None:
+    """Each image's split from VOC's ``ImageSets/Main/{train,val,test}.txt`` (one image id per line),
+    or None when the dataset has no such lists; images no list names get None (left out)."""
+    folder = Path(root) / IMAGE_SETS_DIR
+    lists = {name: folder / f"{name}.txt" for name in ("train", "val", "test")}
+    if not lists["train"].is_file():
+        return None
+    if not lists["val"].is_file():
+        raise UserError(f"{folder}: has train.txt but no val.txt; add it or pass data.split_file")
+    split_of: dict[str, str] = {}
+    for name, path in lists.items():
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8-sig").splitlines():
+                if line.strip():
+                    split_of[line.split()[0]] = name
+    found = [split_of.get(image.image_path.stem) for image in images]
+    unknown = set(split_of) - {image.image_path.stem for image in images}
+    if unknown:
+        raise UserError(f"{folder}: image id '{sorted(unknown)[0]}' has no image ({len(unknown)} such ids)")
+    left_out = sum(split is None for split in found)
+    if left_out:
+        log.warning("%s: %d images are in no list and are left out", folder, left_out)
+    log.info("VOC image sets from %s", folder)
+    return found
 
 
-def load_split(path: str | Path, images: Sequence[VocImage]) -> dict[str, list[VocImage]]:
-    """Rebuild a split saved by ``save_split`` from the images of a dataset read again."""
-    path = require_path(path, "data.split_file", "split file")
-    try:
-        names = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not a valid split JSON ({exc}); delete it to make a new split") from None
-    by_name = {image.image_path.name: image for image in images}
-    split: dict[str, list[VocImage]] = {}
-    seen: set[str] = set()
-    for split_name, file_names in names.items():
-        missing = [n for n in file_names if n not in by_name]
-        if missing:
-            raise UserError(
-                f"{path}: split '{split_name}' names images not in the dataset, e.g. '{missing[0]}'"
-            )
-        repeated = seen.intersection(file_names)
-        if repeated:
-            raise UserError(f"{path}: image '{sorted(repeated)[0]}' is in more than one split")
-        seen.update(file_names)
-        split[split_name] = [by_name[n] for n in file_names]
-    unused = len(by_name) - len(seen)
-    if unused:
-        log.warning("%s: %d dataset images are in no split", path, unused)
-    return split
+def split_voc(
+    splitter: SplitChooser, root: Path, images: Sequence[VocImage], num_classes: int
+) -> dict[str, list[VocImage]]:
+    """The images of each split: a split file, ``ImageSets/Main`` lists, or a stratified split by image."""
+    keys = [relative_key(image.image_path, root) for image in images]
+    strata = image_strata(class_counts_per_image(images, num_classes))
+    indices = splitter.choose(keys, keys, strata, voc_image_sets(root, images), what="images")
+    return {name: [images[i] for i in idx] for name, idx in indices.items()}

@@ -1,0 +1,60 @@
+"""Model selection that cannot silently fail: the monitored metric must exist and be finite."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from pipeline.callbacks.metrics_history import scalar_metrics
+from pipeline.utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _state(value: float | None) -> str:
+    """``NaN`` (null), ``infinite`` or ``ok``: whether a logged value can rank epochs."""
+    if value is None or math.isnan(value):
+        return "NaN"
+    return "infinite" if math.isinf(value) else "ok"
+
+
+class MonitorGuard(pl.Callback):
+    """After every validation epoch, checks that ``monitor`` (``task.monitor``) was logged and is finite.
+
+    Otherwise the checkpoint callback would never rank epochs and keep the first one as "best". When
+    ``fallback`` is finite instead (verification without fakes: ``val/eer_mean`` is NaN, ``val/eer_real``
+    is not), the checkpoint and early-stopping callbacks switch to it, with a log line saying so; with
+    neither, the run stops with one line naming ``task.monitor`` and the metrics that were logged.
+    Lightning runs checkpoint callbacks after all others, so the switch happens before any ranking.
+    """
+
+    def __init__(self, monitor: str, fallback: str | None = None) -> None:
+        self.monitor = monitor
+        self.fallback = fallback
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self.monitor:
+            return
+        metrics = scalar_metrics(trainer.callback_metrics)
+        state = _state(metrics[self.monitor]) if self.monitor in metrics else "missing"
+        if state == "ok":
+            return
+        if self.fallback and self.fallback in metrics and _state(metrics[self.fallback]) == "ok":
+            log.warning("task.monitor: %s is %s (e.g. val has no fakes); model selection uses %s instead",
+                        self.monitor, state, self.fallback)
+            self._switch(trainer, self.fallback)
+            return
+        logged = ", ".join(sorted(k for k, v in metrics.items() if _state(v) == "ok")) or "none"
+        raise UserError(
+            f"task.monitor: '{self.monitor}' is {state} after validation epoch {trainer.current_epoch}, so no "
+            f"checkpoint can be ranked; set task.monitor to a finite metric (logged: {logged})"
+        )
+
+    def _switch(self, trainer: pl.Trainer, monitor: str) -> None:
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint | EarlyStopping) and callback.monitor == self.monitor:
+                callback.monitor = monitor
+        self.monitor = monitor

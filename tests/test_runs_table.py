@@ -26,13 +26,20 @@ def train(results: Path, data: Path, *overrides: str) -> Path:
     return Path(proc.stdout.split("Run folder: ")[-1].split()[0])
 
 
+def _default_sigint() -> None:
+    # A shell without job control (nohup, a background CI step) starts its children with SIGINT ignored,
+    # and Python then never turns Ctrl-C into KeyboardInterrupt: give the trainer the default handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupted_run(results: Path, data: Path) -> Path:
     """A long run stopped with Ctrl-C (SIGINT) once its first epoch's checkpoint exists."""
     before = set((results / "siamese_shapes").glob("20*"))
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "train.py"), f"paths.results_dir={results}",
                              f"paths.data_dir={data}", *TINY, "hyp.epochs=200"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + 300
     run = None
     while time.time() < deadline:

@@ -70,10 +70,10 @@ def check_parity(spec: ExportSpec, path: Path, batches: list[dict[str, torch.Ten
     """Max absolute difference per output between PyTorch and onnxruntime over the same input batches."""
     session = OnnxModel(path)
     worst = dict.fromkeys(spec.output_names, 0.0)
+    differences = detection_differences if spec.kind == "detection" else output_differences
     for inputs in batches:
         expected = torch_outputs(spec.module.eval(), inputs, spec.output_names)
         actual = session(**{name: tensor.numpy() for name, tensor in inputs.items()})
-        differences = detection_differences if spec.kind == "detection" else output_differences
         for name, value in differences(expected, actual).items():
             worst[name] = max(worst[name], value)
     return worst

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead
 
+from pipeline.delivery.export import detection_differences
 from pipeline.modules.detectors import DetectorForExport, build_detector
 from pipeline.utils.errors import UserError
 
@@ -178,25 +178,13 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
     with torch.no_grad():
         ref_boxes, ref_scores, ref_labels = wrapper(image)
     assert boxes.shape == (50, 4)
-    ort_out, torch_out = (boxes, scores, labels), tuple(t.numpy() for t in (ref_boxes, ref_scores, ref_labels))
-    _assert_same_detections(ort_out, torch_out)
-    _assert_same_detections(torch_out, ort_out)
-
-
-def _assert_same_detections(got, ref, score_tol: float = 1e-4, box_tol: float = 1e-2) -> None:
-    """Every detection of ``got`` is in ``ref`` (same label, box and score within tolerance), in any order.
-
-    An untrained detector scores its anchors within ~1e-6 of one another, below the float noise between
-    two backends: near-tied detections may come out in either order, and those tied with the last kept
-    score may be cut by either backend, so only detections clearly above ``ref``'s cut must be found.
-    """
-    boxes, scores, labels = got
-    ref_boxes, ref_scores, ref_labels = ref
-    cut = ref_scores.min() + score_tol
-    for box, score, label in zip(boxes, scores, labels):
-        if score <= cut:
-            continue
-        same = ((ref_labels == label) & (np.abs(ref_scores - score) <= score_tol)
-                & (np.abs(ref_boxes - box).max(axis=1) <= box_tol))
-        assert same.any(), f"detection {label} {score:.6f} {box} has no counterpart"
-    assert (scores > cut).sum() >= len(scores) // 2, "most detections must be compared"
+    names = ("boxes", "scores", "labels")
+    ort_out = dict(zip(names, (boxes, scores, labels)))
+    torch_out = dict(zip(names, (t.numpy() for t in (ref_boxes, ref_scores, ref_labels))))
+    # Untrained scores are tied within ~1e-6, below the backends' float noise: detections are paired in
+    # any order (export's own parity check), and those tied with the last kept score are not compared.
+    for got, ref in ((ort_out, torch_out), (torch_out, ort_out)):
+        worst = detection_differences(got, ref)
+        assert worst["labels"] == 0.0 and worst["scores"] <= 1e-4 and worst["boxes"] <= 1e-2, worst
+        assert (got["scores"] > ref["scores"].min() + 1e-4).sum() >= len(got["scores"]) // 2, \
+            "most detections must be compared"

@@ -134,5 +134,6 @@ def test_task_metrics_gather_across_processes(tmp_path, data_dir):
     assert set(gathered) == set(whole)
     for key, value in whole.items():
         assert gathered[key] == pytest.approx(value, abs=1e-6), key
-    assert any(abs((a[k] + b[k]) / 2 - whole[k]) > 1e-3 for a, b in [per_rank] for k in whole), \
+    first, second = per_rank
+    assert any(abs((first[k] + second[k]) / 2 - whole[k]) > 1e-3 for k in whole), \
         "the scores must tell a gathered metric from an average of per-rank metrics"

@@ -1,4 +1,4 @@
-"""bin/inspect_data.py: the dataset report against counts computed here, planted duplicates and leaks."""
+"""bin/inspect.py: the dataset report against counts computed here, planted duplicates and leaks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import compose_config, run_cli
+from PIL import Image
 
 from pipeline.analysis.dataset_report import build_report
 from pipeline.analysis.items import Item, list_items
@@ -31,7 +33,7 @@ def clean_root(tmp_path_factory, data_dir) -> Path:
 
 
 def inspect(root: Path, out: Path):
-    proc = run_cli("inspect_data.py", *TINY, f"data.root={root}", f"out_dir={out}")
+    proc = run_cli("inspect.py", *TINY, f"data.root={root}", f"out_dir={out}")
     report = json.loads((out / "data_report.json").read_text()) if (out / "data_report.json").is_file() else None
     return proc, report
 
@@ -94,5 +96,53 @@ def test_group_in_two_splits_is_a_leak(clean_root, tmp_path, data_dir):
 
 
 def test_unknown_key_is_one_line_and_exit_2(tmp_path):
-    proc = run_cli("inspect_data.py", "experiment=mask_age_gender", "data.nope=1")
+    proc = run_cli("inspect.py", "experiment=mask_age_gender", "data.nope=1")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")
+
+
+def _photo(path: Path, seed: int, size: tuple[int, int] = (64, 48)) -> None:
+    """A distinct random image (no two alike, so no duplicates are reported)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), np.uint8)).save(path)
+
+
+def test_detection_report_counts_boxes_as_planted(tmp_path, data_dir):
+    """Boxes per class, per image and small-box counts equal what the test wrote into the VOC files."""
+    root, planted = tmp_path / "voc", {}
+    rng = np.random.default_rng(0)
+    for k in range(20):
+        _photo(root / "images" / f"img{k}.png", k, (120, 90))
+        boxes = [(str(rng.choice(["with_mask", "without_mask"])), int(x), 10, int(x) + int(w), 10 + int(w))
+                 for x, w in zip(rng.integers(0, 60, k % 4), rng.integers(8, 40, k % 4))]
+        planted[root / "images" / f"img{k}.png"] = boxes
+        objects = "".join(f"<object><name>{n}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+                          f"<ymax>{y2}</ymax></bndbox></object>" for n, x1, y1, x2, y2 in boxes)
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"img{k}.xml").write_text(
+            f"<annotation><filename>img{k}.png</filename><size><width>120</width><height>90</height><depth>3</depth>"
+            f"</size>{objects}</annotation>")
+    cfg = compose_config(["experiment=facemask_detection", f"data.root={root}", "data.num_workers=0", "data.split_out=null"],
+                         tmp_path / "run", data_dir)
+    items = list_items(build_datamodule(cfg))
+    report, _ = build_report(items)
+    all_boxes = [b for boxes in planted.values() for b in boxes]
+    assert {name: n["total"] for name, n in report.objects["per_class"].items()} == Counter(b[0] for b in all_boxes)
+    assert {i.path: [o[0] for o in i.objects] for i in items} == {p: [b[0] for b in bs] for p, bs in planted.items()}
+    assert report.objects["boxes_per_image"]["max"] == 3 and report.objects["boxes_per_image"]["images_without_boxes"] == 5
+    assert report.objects["boxes_under_16px"] == sum(b[3] - b[1] < 16 for b in all_boxes)
+    assert report.problems == []
+
+
+def test_verification_report_counts_real_and_fake_per_identity(tmp_path, data_dir):
+    root, meta = tmp_path / "ids", {}
+    for person in range(10):
+        for k in range(4):
+            _photo(root / "images" / f"{person:04d}" / f"{k}.jpg", 100 * person + k)
+            meta[f"{person:04d}/{k}.jpg"] = int(k == 3 and person % 2 == 0)
+    (root / "meta.json").write_text(json.dumps(meta))
+    cfg = compose_config(["experiment=face_verification", f"data.root={root}", "data.num_workers=0", "data.split_out=null"],
+                         tmp_path / "run", data_dir)
+    report, _ = build_report(list_items(build_datamodule(cfg)))
+    assert {label: n["total"] for label, n in report.counts.items()} == {"real": 35, "fake": 5}
+    assert report.groups == {"groups": 10, "images_min": 4, "images_median": 4.0, "images_max": 4}
+    assert report.group_leaks == {} and report.objects is None

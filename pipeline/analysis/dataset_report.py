@@ -1,5 +1,6 @@
 """A dataset report before training: counts per class and split, groups, image sizes, unusable files,
-exact and near-duplicate images within and across splits, group leakage, sample grids.
+exact and near-duplicate images within and across splits, group leakage, sample grids; for detection
+also objects per class and split, boxes per image and box sizes.
 
 Near duplicates use a perceptual hash (``imagehash.phash``, 64 bits): two images whose hashes differ
 in at most ``near_distance`` bits look alike even after re-encoding or small edits.
@@ -41,7 +42,7 @@ class ImageFacts:
 
 @dataclass
 class DatasetReport:
-    """The figures of a dataset report; ``problems`` lists what makes ``bin/inspect_data.py`` fail."""
+    """The figures of a dataset report; ``problems`` lists what makes ``bin/inspect.py`` fail."""
 
     counts: dict[str, dict[str, int]]
     groups: dict[str, Any]
@@ -50,6 +51,7 @@ class DatasetReport:
     exact_duplicates: list[list[dict[str, str]]]
     near_duplicates: list[dict[str, Any]]
     group_leaks: dict[str, list[str]]
+    objects: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -98,6 +100,26 @@ def group_leaks(items: list[Item]) -> dict[str, list[str]]:
         if item.group is not None:
             splits[item.group].add(item.split)
     return {group: sorted(s, key=split_sort_key) for group, s in sorted(splits.items()) if len(s) > 1}
+
+
+def object_stats(items: list[Item]) -> dict[str, Any] | None:
+    """Detection: boxes per class and split, boxes per image, and box sizes (shorter side in pixels)."""
+    if not any(item.objects for item in items):
+        return None
+    per_class: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for item in items:
+        for name, *_ in item.objects:
+            per_class[name][item.split] += 1
+            per_class[name]["total"] += 1
+    per_image = np.array([len(item.objects) for item in items])
+    sides = np.array([min(x2 - x1, y2 - y1) for item in items for _, x1, y1, x2, y2 in item.objects])
+    return {
+        "per_class": {name: dict(n) for name, n in sorted(per_class.items())},
+        "boxes_per_image": {"min": int(per_image.min()), "median": float(np.median(per_image)),
+                            "max": int(per_image.max()), "images_without_boxes": int((per_image == 0).sum())},
+        "box_short_side_px": {q: float(np.percentile(sides, int(q[1:]))) for q in ("p5", "p50", "p95")},
+        "boxes_under_16px": int((sides < 16).sum()), "boxes_under_32px": int((sides < 32).sum()),
+    }
 
 
 def exact_duplicates(items: list[Item], facts: dict[Path, ImageFacts]) -> list[list[dict[str, str]]]:
@@ -163,7 +185,7 @@ def build_report(items: list[Item], near_distance: int = 2, fail_on_near_duplica
     report = DatasetReport(
         counts=count_by_class(items), groups=group_stats(items), sizes=dict(sizes.most_common()),
         unusable=unusable_files(items, facts), exact_duplicates=exact, near_duplicates=near,
-        group_leaks=group_leaks(items),
+        group_leaks=group_leaks(items), objects=object_stats(items),
     )
     across = [d for d in exact if len({i["split"] for i in d}) > 1]
     if across:
@@ -213,6 +235,24 @@ def plot_groups_and_sizes(items: list[Item], facts: dict[Path, ImageFacts], path
     plt.close(fig)
 
 
+def plot_objects(items: list[Item], path: Path) -> None:
+    """Detection: histogram of boxes per image and box width against height."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    per_image = [len(item.objects) for item in items]
+    left.hist(per_image, bins=range(0, max(per_image) + 2), align="left")
+    left.set_title("boxes per image")
+    left.set_xlabel("boxes")
+    left.set_ylabel("images")
+    for name in sorted({o[0] for item in items for o in item.objects}):
+        boxes = np.array([o[1:] for item in items for o in item.objects if o[0] == name])
+        right.scatter(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1], s=6, alpha=0.4, label=name)
+    right.set(xscale="log", yscale="log", title="box sizes", xlabel="width (px)", ylabel="height (px)")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_samples(items: list[Item], path: Path, per_class: int = 6) -> None:
     """A few training images of every class, one row per class."""
     by_class: dict[str, list[Item]] = defaultdict(list)
@@ -227,8 +267,11 @@ def plot_samples(items: list[Item], path: Path, per_class: int = 6) -> None:
             ax = axes[row][col]
             ax.axis("off")
             if col < len(by_class[label]):
-                with Image.open(by_class[label][col].path) as image:
+                item = by_class[label][col]
+                with Image.open(item.path) as image:
                     ax.imshow(image.convert("RGB"))
+                for _, x1, y1, x2, y2 in item.objects:
+                    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=0.8))
         axes[row][0].text(-0.1, 0.5, label, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=8)
     fig.subplots_adjust(left=0.25, wspace=0.05, hspace=0.1)
     fig.savefig(path)
@@ -242,7 +285,9 @@ def write_markdown(report: DatasetReport, path: Path, title: str) -> None:
              "|---|" + "---:|" * (len(splits) + 1)]
     for label, per_split in report.counts.items():
         lines.append(f"| {label} | " + " | ".join(str(per_split.get(s, 0)) for s in splits) + f" | {per_split['total']} |")
-    lines += ["", "![items per class](counts.png)", "", "## Groups and image sizes", "",
+    lines += ["", "![items per class](counts.png)", ""]
+    lines += objects_markdown(report.objects, splits) if report.objects else []
+    lines += ["## Groups and image sizes", "",
               f"groups (person / identity): {json.dumps(report.groups)}", "",
               "image sizes: " + ", ".join(f"{size} ({n})" for size, n in report.sizes.items()), "",
               "![groups and sizes](groups_sizes.png)", "", "## Problems", ""]
@@ -260,6 +305,19 @@ def write_markdown(report: DatasetReport, path: Path, title: str) -> None:
     path.write_text("\n".join(lines))
 
 
+def objects_markdown(objects: dict[str, Any], splits: list[str]) -> list[str]:
+    """The detection section of ``data_report.md``."""
+    lines = ["## Objects (boxes) per class and split", "", "| class | " + " | ".join(splits) + " | total |",
+             "|---|" + "---:|" * (len(splits) + 1)]
+    for name, per_split in objects["per_class"].items():
+        lines.append(f"| {name} | " + " | ".join(str(per_split.get(s, 0)) for s in splits) + f" | {per_split['total']} |")
+    sides = objects["box_short_side_px"]
+    return lines + ["", f"boxes per image: {json.dumps(objects['boxes_per_image'])}", "",
+                    f"box shorter side (px): 5% {sides['p5']:.0f}, median {sides['p50']:.0f}, 95% {sides['p95']:.0f}; "
+                    f"{objects['boxes_under_16px']} boxes under 16 px, {objects['boxes_under_32px']} under 32 px", "",
+                    "![boxes](boxes.png)", ""]
+
+
 def write_report(items: list[Item], out_dir: Path, title: str, near_distance: int = 2,
                  fail_on_near_duplicates: bool = False) -> DatasetReport:
     """Build the report and write ``data_report.md``, ``data_report.json`` and the PNGs into ``out_dir``."""
@@ -269,5 +327,7 @@ def write_report(items: list[Item], out_dir: Path, title: str, near_distance: in
     plot_counts(report, out_dir / "counts.png")
     plot_groups_and_sizes(items, facts, out_dir / "groups_sizes.png")
     plot_samples(items, out_dir / "samples.png")
+    if report.objects:
+        plot_objects(items, out_dir / "boxes.png")
     write_markdown(report, out_dir / "data_report.md", title)
     return report

@@ -1,10 +1,12 @@
-"""A dataset report before training: ``python bin/inspect_data.py experiment=<name> [data.root=...]``.
-
-Not ``bin/inspect.py``: every script in bin/ has bin/ first on its import path, and a file named like
-the standard library's ``inspect`` module would be imported in its place by all of them.
+"""A dataset report before training: ``python bin/inspect.py experiment=<name> [data.root=...]``.
 
 Writes ``<out_dir>/data_report.md``, ``data_report.json`` and PNGs, prints a summary, and exits
 with code 1 when identical images or a group (person, identity) sit in more than one split.
+
+``bin/inspect.py`` is a folder with this ``__main__.py``, which Python runs like a script: a file
+``bin/inspect.py`` would shadow the standard library's ``inspect`` module for every script in bin/
+(Python puts the script's folder first on the import path), while a folder named ``inspect.py`` is
+not importable as ``inspect``.
 """
 
 import sys
@@ -33,7 +35,12 @@ def summary(report: DatasetReport, title: str) -> Table:
             totals[split] = totals.get(split, 0) + n
     for split, n in sorted(totals.items(), key=lambda kv: kv[0] == "total"):
         table.add_row(f"images in {split}", str(n))
-    table.add_row("classes", str(len(report.counts)))
+    table.add_row("classes" if report.objects is None else "class combinations", str(len(report.counts)))
+    if report.objects:
+        per_image = report.objects["boxes_per_image"]
+        table.add_row("boxes", str(sum(n["total"] for n in report.objects["per_class"].values())))
+        table.add_row("boxes per image (median / max)", f"{per_image['median']:g} / {per_image['max']}")
+        table.add_row("boxes under 16 px (shorter side)", str(report.objects["boxes_under_16px"]))
     table.add_row("groups (person / identity)", str(report.groups.get("groups", 0)))
     table.add_row("image sizes", ", ".join(list(report.sizes)[:3]) + (" ..." if len(report.sizes) > 3 else ""))
     table.add_row("unusable files", str(len(report.unusable)))

@@ -54,11 +54,16 @@ def test_tensorboard_holds_the_scalars(trained_run):
 
 def test_bin_test_evaluates_latest_and_named_runs(trained_run):
     results_dir = trained_run.parent.parent
-    proc = run_cli("test.py", f"paths.results_dir={results_dir}", "data.num_workers=0", "ckpt=last")
+    proc = run_cli("test.py", f"paths.results_dir={results_dir}", "experiment=siamese_shapes", "data.num_workers=0", "ckpt=last")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "test/acc" in proc.stdout
     written = json.loads((trained_run / "results" / "test_metrics.json").read_text())
     assert written["checkpoint"].endswith("last.ckpt") and 0 <= written["test/acc"] <= 1
+    # The training run's labelled table, with the test column of the checkpoint just tested.
+    header = next(line for line in proc.stdout.splitlines() if "metric" in line)
+    assert "val, best epoch" in header and "test, last.ckpt" in header
+    acc_row = next(line for line in proc.stdout.splitlines() if re.match(r"\W*acc\b", line))
+    assert acc_row.split("│")[-2].strip() == f"{written['test/acc']:.4f}"
+    assert "Tip:" not in proc.stdout + proc.stderr
     proc = run_cli("test.py", f"run={trained_run}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not json.loads((trained_run / "results" / "test_metrics.json").read_text())["checkpoint"].endswith("last.ckpt")

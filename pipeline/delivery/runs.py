@@ -88,11 +88,17 @@ def offer_run(argv: Sequence[str]) -> Path | None:
     return run_dir
 
 
+def without_experiment(argv: Sequence[str]) -> list[str]:
+    """``argv`` less ``experiment=<name>``: it only says which run ``latest`` means (``requested_run``), and
+    Hydra would read it as a choice in the ``experiment`` config group, which a command's config has not."""
+    return [a for a in argv if not a.startswith("experiment=")]
+
+
 def compose_command(config_name: str, argv: Sequence[str]) -> Run:
     """The run and config a command line gives the Hydra app of ``configs/<config_name>.yaml`` (Python use, tests)."""
     run_dir = offer_run(argv)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return Run(run_dir, compose(config_name=config_name, overrides=list(argv)))
+        return Run(run_dir, compose(config_name=config_name, overrides=without_experiment(argv)))
 
 
 def run_command(config_name: str) -> Callable[[Callable[[Run], Any]], Callable[[], Any]]:
@@ -102,6 +108,7 @@ def run_command(config_name: str) -> Callable[[Callable[[Run], Any]], Callable[[
         @exit_on_user_error
         def main() -> Any:
             run_dir = offer_run(sys.argv[1:])
+            sys.argv[1:] = without_experiment(sys.argv[1:])
             return run_hydra(config_name, lambda cfg: fn(Run(run_dir, cfg)))
 
         return main

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.table import Table
 
 from pipeline.callbacks.dashboard import curated_hparams, headline_metrics
 from pipeline.callbacks.metrics_history import scalar_metrics
@@ -53,17 +53,6 @@ def instantiate_each(nodes: DictConfig | None) -> list[Any]:
 def build_callbacks(cfg: DictConfig, loggers: list[Any]) -> list[Any]:
     """The configured callbacks; LearningRateMonitor refuses to run without a logger (logger=none)."""
     return [c for c in instantiate_each(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
-
-
-def print_metrics(title: str, metrics: dict[str, float]) -> None:
-    """A two-column table of metric values on the console."""
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in sorted(metrics):
-        value = metrics[key]
-        table.add_row(key, "nan" if value is None else f"{value:.4f}")
-    Console().print(table)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -176,9 +165,14 @@ def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, fl
     callbacks = instantiate_each({name: node for name, node in (cfg.get("callbacks") or {}).items() if name in kept})
     trainer: pl.Trainer = instantiate(cfg.trainer, devices=1, num_nodes=1, strategy="auto", callbacks=callbacks,
                                       logger=instantiate_each(cfg.get("logger")) or False)
-    trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint))
+    # Only the weights are restored for a test; Lightning's advice to pass the run's checkpoint callbacks is moot.
+    warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+    trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False)
     metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
     write_json(run_dir / "results" / "test_metrics.json", {"checkpoint": str(checkpoint), **metrics})
-    print_metrics(f"{cfg.name}: test metrics ({checkpoint.name})", metrics)
+    saved = run_dir / "results" / "metrics.json"
+    results = {**(json.loads(saved.read_text()) if saved.is_file() else {"fit": {}}), "test": metrics}
+    Console().print(final_table(f"{cfg.name}: test of {run_dir.name}", results, read_history(run_dir),
+                                cfg.task.get("monitor_mode", "max"), run_dir, tested=checkpoint))
     print(f"Wrote {run_dir / 'results' / 'test_metrics.json'}")
     return metrics

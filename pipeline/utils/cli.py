@@ -12,6 +12,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.utils.config import CONFIG_DIR, register_resolvers
+from pipeline.utils.console import quiet_third_party
 from pipeline.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
     import hydra
 
     register_resolvers()
+    quiet_third_party()
     check_composition(str(CONFIG_DIR), config_name, sys.argv[1:])
     guarded = exit_on_user_error(fn)
 

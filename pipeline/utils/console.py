@@ -76,10 +76,11 @@ def by_metric(metrics: dict[str, Any], stage: str) -> dict[str, float]:
     return out
 
 
-def final_table(title: str, results: dict[str, Any], history: list[dict[str, Any]], mode: str, run_dir: Path) -> Table:
+def final_table(title: str, results: dict[str, Any], history: list[dict[str, Any]], mode: str, run_dir: Path,
+                tested: Path | None = None) -> Table:
     """One table of a finished run: each metric once per row; columns for training (last epoch),
-    validation at the best epoch and test on the best checkpoint, each labelled; the best epoch and
-    checkpoint in the caption. ``results`` is what ``train()`` writes to ``results/metrics.json``."""
+    validation at the best epoch and test on the best checkpoint (or ``tested``), each labelled; the best
+    epoch and checkpoint in the caption. ``results`` is what ``train()`` writes to ``results/metrics.json``."""
     history_last = history[-1]["epoch"] if history else None
     best = best_row(history, results["best"]["monitor"], mode) if "best" in results else None
     columns: list[tuple[str, dict[str, float]]] = [
@@ -91,7 +92,8 @@ def final_table(title: str, results: dict[str, Any], history: list[dict[str, Any
         columns.append(("val, last epoch", by_metric(results["fit"], "val")))
     checkpoint = results.get("best", {}).get("checkpoint")
     if "test" in results:
-        columns.append((f"test, {Path(checkpoint).name if checkpoint else 'final weights'}", by_metric(results["test"], "test")))
+        tested_name = Path(tested or checkpoint).name if (tested or checkpoint) else "final weights"
+        columns.append((f"test, {tested_name}", by_metric(results["test"], "test")))
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for label, _ in columns:

@@ -267,7 +267,7 @@ def create_app(run: Run | str | Path, limits: ServeLimits | None = None, threads
         app.add_middleware(ApiKeyAuth, api_key=limits.api_key)
 
     @app.get("/ping/")
-    def ping() -> dict[str, Any]:
+    async def ping() -> dict[str, Any]:  # on the event loop: answers while every worker thread waits for a slot
         return {"status": "ok", "task": exported.metadata.get("task"), "model": str(exported.model.path)}
 
     add_model_routes(app, exported)

@@ -18,7 +18,7 @@ def main(run: Run) -> None:
     cfg = run.cfg
     limits = ServeLimits.from_config(cfg)  # a bad value stops here, before the model loads
     if not limits.api_key and not is_loopback(str(cfg.host)):
-        log.warning("host=%s: the service is reachable from other machines without an API key "
+        log.warning("warning: host=%s: the service is reachable from other machines without an API key "
                     "(set api_key or $%s)", cfg.host, API_KEY_ENV)
     uvicorn.run(create_app(run, limits, threads=cfg.threads), host=cfg.host, port=cfg.port)
 

@@ -50,8 +50,8 @@ def png_bomb(side: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def png(height: int, width: int, value: int = 200) -> bytes:
-    return cv2.imencode(".png", np.full((height, width, 3), value, np.uint8))[1].tobytes()
+def png(height: int, width: int, value: int = 200, ext: str = ".png") -> bytes:
+    return cv2.imencode(ext, np.full((height, width, 3), value, np.uint8))[1].tobytes()
 
 
 def free_port() -> int:
@@ -114,7 +114,8 @@ def test_pixel_cap_answers_413_from_the_header_without_decoding(toy_run, monkeyp
     decoded = []
     monkeypatch.setattr(serve, "decode_image", lambda data, source: decoded.append(source) or decode_image(data, source))
     with TestClient(create_app(toy_run, ServeLimits(max_pixels=30 * 30))) as client:
-        for image, status in ((png_bomb(BOMB_SIDE), 413), (png(30, 31), 413), (png(30, 30), 200)):
+        for image, status in ((png_bomb(BOMB_SIDE), 413), (png(30, 31), 413), (png(31, 30, ext=".jpg"), 413),
+                              (png(30, 30), 200)):
             response = client.post("/predict", files={"image": ("x.png", image)})
             assert response.status_code == status and ("error" in response.json()) == (status == 413)
     assert len(decoded) == 1  # only the image within the cap reached the decoder

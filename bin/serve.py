@@ -1,18 +1,26 @@
 """Serve a trained run over HTTP (FastAPI + uvicorn) with its exported ONNX model:
-``python bin/serve.py [run=<folder>|latest] [host=127.0.0.1] [port=8888] [max_upload_mb=10] [threads=<n>]``
-(config: configs/serve.yaml); the run is exported first if it has no export."""
+``python bin/serve.py [run=<folder>|latest] [host=127.0.0.1] [port=8888] [max_upload_mb=10] [max_pixels=50000000]
+[max_concurrency=<n>] [max_queue=64] [api_key=<key>] [threads=<n>]`` (config: configs/serve.yaml); the run is
+exported first if it has no export."""
+
+import logging
 
 import uvicorn
 
 from pipeline.delivery.runs import Run, run_command
-from pipeline.delivery.serve import create_app
+from pipeline.delivery.serve import API_KEY_ENV, ServeLimits, create_app, is_loopback
+
+log = logging.getLogger(__name__)
 
 
 @run_command("serve")
 def main(run: Run) -> None:
     cfg = run.cfg
-    app = create_app(run, max_upload_bytes=int(cfg.max_upload_mb * 1024 * 1024), threads=cfg.threads)
-    uvicorn.run(app, host=cfg.host, port=int(cfg.port))
+    limits = ServeLimits.from_config(cfg)  # a bad value stops here, before the model loads
+    if not limits.api_key and not is_loopback(str(cfg.host)):
+        log.warning("warning: host=%s: the service is reachable from other machines without an API key "
+                    "(set api_key or $%s)", cfg.host, API_KEY_ENV)
+    uvicorn.run(create_app(run, limits, threads=cfg.threads), host=cfg.host, port=cfg.port)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pipeline.data.io import load_image
 from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.predict import predict
 from pipeline.delivery.runs import Run, compose_command
-from pipeline.delivery.serve import create_app
+from pipeline.delivery.serve import ServeLimits, create_app
 
 TINY_GLASSES = [
     "experiment=glasses", "data.synthetic.num_images=240", "data.synthetic.num_photos=10", "data.num_workers=0",
@@ -112,7 +112,7 @@ def server(glasses_run):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    app = create_app(glasses_run, max_upload_bytes=200_000)
+    app = create_app(glasses_run, ServeLimits(max_upload_bytes=200_000))
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()

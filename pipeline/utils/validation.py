@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
-from pydantic import Field, StrictBool, TypeAdapter, ValidationError
+from omegaconf.errors import ConfigKeyError, ConfigTypeError
+from pydantic import Field, StrictBool, StrictStr, TypeAdapter, ValidationError
 
 from pipeline.utils.errors import UserError
 
@@ -59,20 +60,25 @@ BATCH = Rule(_int(1, MAX_BATCH), f"an integer in [1, {MAX_BATCH}]")
 WORKERS = Rule(_int(0, MAX_WORKERS), f"an integer in [0, {MAX_WORKERS}]")
 SEED = Rule(_int(0, MAX_SEED), f"an integer in [0, {MAX_SEED}]")
 PIXELS = _int(1, MAX_PIXELS)
-SIZE = Rule(PIXELS | Annotated[list[PIXELS], Field(min_length=2, max_length=2)],
-            f"a size in pixels in [1, {MAX_PIXELS}]: an integer or [height, width]")
+SIDE = Rule(PIXELS, f"one side of a square in pixels, an integer in [1, {MAX_PIXELS}]")
+HEIGHT_WIDTH = Rule(Annotated[list[PIXELS], Field(min_length=2, max_length=2)],
+                    f"[height, width] in pixels, each an integer in [1, {MAX_PIXELS}]")
+TRANSFORMS = Rule(list[dict[str, Any]] | None, "a list of transforms ({_target_: ..., ...} each), or null")
+OPTIONS = Rule(dict[str, Any] | None, "a mapping of augmentation options, or null")
 POSITIVE = Rule(_number(gt=0), "a finite number > 0")
 NON_NEGATIVE = Rule(_number(ge=0), "a finite number >= 0")
 FRACTION = Rule(_number(ge=0, le=1), "a number in [0, 1]")
 BELOW_ONE = Rule(_number(ge=0, lt=1), "a number in [0, 1)")
 FLAG = Rule(StrictBool, "true or false")
 BATCHES = Rule(_int(0) | _number(ge=0, le=1), "a number of batches (an integer >= 0) or a fraction in [0, 1]")
+NAME = Rule(StrictStr, "a name (a string; quote digits: '2024')")
+PATH = Rule(StrictStr | None, "a path, or null (a string; quote digits: '2024')")
 NORMALISATION = Rule(Annotated[list[_number()], Field(min_length=3, max_length=3)], "3 numbers, one per RGB channel")
 
 # (rule, keys). Order matters only for which of two wrong keys is named: the keys users type come
 # before the ones that interpolate them (hyp.epochs before trainer.max_epochs).
 TABLE: tuple[tuple[Rule, str], ...] = (
-    (SEED, "seed data.synthetic.seed"),
+    (SEED, "seed data.seed data.synthetic.seed callbacks.epoch_reseed.seed"),
     (COUNT, "hyp.epochs trainer.max_epochs hyp.accumulate_grad_batches trainer.accumulate_grad_batches "
             "trainer.log_every_n_steps data.passes data.images_per_identity data.train_size data.val_size "
             "data.synthetic.num_people data.synthetic.num_images data.synthetic.num_identities "
@@ -88,7 +94,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (BATCH, "hyp.batch_size data.batch_size data.eval_batch_size batch"),
     (BATCH.or_null(), "options.batch_size"),
     (WORKERS, "data.num_workers"),
-    (SIZE, "data.image_size data.synthetic.image_size"),
+    (SIDE, "data.image_size data.synthetic.image_size"),
     (POSITIVE, "hyp.optimizer.lr hyp.scheduler.gamma hyp.identity_head_scale tolerance"),
     (NON_NEGATIVE, "hyp.optimizer.weight_decay hyp.scheduler.eta_min hyp.loss.margin hyp.loss.gamma "
                    "hyp.loss.lambda_fake hyp.identity_head_weight data.margin data.face_margin "
@@ -105,23 +111,48 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (Rule(StrictBool | Literal["warn"], "true, false or warn"), "trainer.deterministic"),
     (FLAG, "data.skip_bad_files data.check_images data.detect_face data.rotate model.pretrained "
            "hyp.channels_last hyp.compile test_after_train"),
+    (NAME, "name task.monitor data.format data.sampler data.target data.unknown_class task.detector "
+           "trainer.accelerator model.backbone data.images_dir data.annotations_dir"),
+    (NAME.or_null(), "callbacks.monitor_guard.fallback optimized_metric task.tta"),
+    (Rule(StrictStr, "a path (a string; quote digits: '2024')"), "paths.results_dir paths.data_dir paths.cache_dir"),
+    (PATH, "data.root data.cache_dir data.split_file "
+           "data.split_out data.list_file data.face_model data.label_corrections data.landmarks_csv model.weights"),
+    (Rule(Literal["min", "max"], "min or max"), "task.monitor_mode"),
+    (Rule(Literal["step", "epoch"], "step or epoch"), "hyp.scheduler.interval callbacks.lr_monitor.logging_interval"),
+    (Rule(list[StrictStr] | None, "a list of names, or null"), "data.class_names"),
+    (TRANSFORMS, "data.augment"),
     (NORMALISATION, "data.mean"),
     (Rule(Annotated[list[_number(gt=0)], Field(min_length=3, max_length=3)], "3 numbers > 0, one per RGB channel"),
      "data.std"),
-    (Rule(Annotated[list[_int(1)], Field(max_length=64)], "a list of integers >= 1"), "model.head.hidden_dims"),
+    (Rule(Annotated[list[_int(1)], Field(max_length=64)], "a list of integers >= 1"), "model.head.hidden_dims model.kwargs.widths"),
     (Rule(PIXELS, f"an integer in [1, {MAX_PIXELS}]").or_null(), "data.augment.crop"),
 )
 RULES: dict[str, Rule] = {key: rule for rule, keys in TABLE for key in keys.split()}
+# Where a reader (a data._target_ under this module) takes another shape than the table's.
+READER_RULES: dict[tuple[str, str], Rule] = {
+    (key, reader): HEIGHT_WIDTH for key in ("data.image_size", "data.synthetic.image_size")
+    for reader in ("pipeline.data.classification.", "pipeline.data.face_attributes.")
+} | {("data.augment", "pipeline.data.detection."): OPTIONS}
 _ABSENT = object()
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Check every key of ``RULES`` that ``cfg`` has; UserError naming the first wrong one."""
     for key, rule in RULES.items():
-        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        try:
+            value = OmegaConf.select(cfg, key, default=_ABSENT)
+        except (ConfigKeyError, ConfigTypeError):  # a parent of another shape (a list, a value)
+            continue
         if value is _ABSENT:
             continue
+        rule = next((special for (special_key, reader), special in READER_RULES.items()
+                     if key == special_key and reader_of(cfg).startswith(reader)), rule)
         rule.check(key, OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
+
+
+def reader_of(cfg: DictConfig) -> str:
+    """The ``_target_`` of the config's datamodule ('' without one)."""
+    return str(OmegaConf.select(cfg, "data._target_", default="") or "")
 
 
 def refuse_other_experiment(run_dir: Path, argv: Sequence[str]) -> None:

@@ -89,7 +89,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (ZERO_OR_MORE, "data.test_size data.synthetic.fakes_per_identity data.min_box_size task.head_convs "
                    "task.example_count task.projector_size warmup callbacks.progress_bar.refresh_rate "
                    "callbacks.early_stopping.patience"),
-    (Rule(_int(-1), "an integer >= 1, or -1 (no step limit)"), "trainer.max_steps"),
+    (Rule(Literal[-1] | _int(1), "an integer >= 1, or -1 (no step limit)"), "trainer.max_steps"),
     (Rule(_int(-1), "an integer >= 0, or -1 (all)"), "trainer.num_sanity_val_steps callbacks.model_checkpoint.save_top_k"),
     (BATCH, "hyp.batch_size data.batch_size data.eval_batch_size batch"),
     (BATCH.or_null(), "options.batch_size"),

@@ -8,15 +8,17 @@ value is a UserError naming the key, the value and what is allowed, e.g.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, ConfigTypeError
+from omegaconf.errors import ConfigKeyError, ConfigTypeError, InterpolationResolutionError
 from pydantic import Field, StrictBool, StrictStr, TypeAdapter, ValidationError
 
 from pipeline.utils.errors import UserError
@@ -44,9 +46,13 @@ class Rule:
     type: Any
     allowed: str
 
+    @functools.cached_property
+    def adapter(self) -> TypeAdapter:
+        return TypeAdapter(self.type)
+
     def check(self, key: str, value: Any) -> None:
         try:
-            TypeAdapter(self.type).validate_python(value)
+            self.adapter.validate_python(value)
         except ValidationError:
             raise UserError(f"{key}={json.dumps(value, default=str)}: expected {self.allowed}") from None
 
@@ -143,6 +149,10 @@ def validate_config(cfg: DictConfig) -> None:
             value = OmegaConf.select(cfg, key, default=_ABSENT)
         except (ConfigKeyError, ConfigTypeError):  # a parent of another shape (a list, a value)
             continue
+        except InterpolationResolutionError:
+            if HydraConfig.initialized():
+                raise
+            continue  # before the run exists (``${hydra:runtime.output_dir}``): checked again in the job
         if value is _ABSENT:
             continue
         rule = next((special for (special_key, reader), special in READER_RULES.items()

@@ -134,11 +134,13 @@ def test_fuzz_bin_train_main(stop_at_fit, monkeypatch, capsys, tmp_path, data_di
     spec = importlib.util.spec_from_file_location("bin_train", ROOT / "bin" / "train.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    base = [*TINY_SIAMESE, f"paths.results_dir={tmp_path}", f"paths.data_dir={data_dir}"]
     failures = []
-    for case in draw_cases(train_keys(compose_config([], tmp_path)), MAIN_CASES, seed=1000):
-        monkeypatch.setattr(sys, "argv", ["bin/train.py", *base, case])
-        failures.append(problem(case, *outcome_of(module.main, capsys)))
+    for experiment, tiny in TINY_EXPERIMENTS.items():
+        base = [f"experiment={experiment}", *tiny, f"paths.results_dir={tmp_path}", f"paths.data_dir={data_dir}"]
+        keys = train_keys(compose_config(base[:-2], tmp_path))
+        for case in draw_cases(keys, MAIN_CASES // len(TINY_EXPERIMENTS), seed=1000 + len(failures)):
+            monkeypatch.setattr(sys, "argv", ["bin/train.py", *base, case])
+            failures.append(problem(f"experiment={experiment} {case}", *outcome_of(module.main, capsys)))
     assert not [f for f in failures if f], "\n".join(f for f in failures if f)
 
 

@@ -162,7 +162,7 @@ def test_bin_train_wrong_values_before_any_run_folder(tmp_path):
     assert not list(tmp_path.iterdir())  # validated before Hydra made a run folder
 
 
-def test_an_error_inside_a_run_is_printed_once(tmp_path, caplog):
+def test_an_error_inside_a_run_is_printed_once(tmp_path, caplog, capsys):
     """exit_on_user_error inside a run: once on the console, and in the run's log file."""
     from pipeline.utils.cli import exit_on_user_error
 
@@ -175,6 +175,7 @@ def test_an_error_inside_a_run_is_printed_once(tmp_path, caplog):
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+    assert capsys.readouterr().err == "error: data.root: broken\n"
     assert "data.root: broken" in log_file.read_text()
     assert not [r for r in caplog.records if "broken" in r.getMessage()]  # not through the console's loggers
 

@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 from conftest import CONFIG_DIR, EXPERIMENTS, compose_config, run_cli
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from pipeline.delivery.runs import SAVED_RUN_GROUP
 from pipeline.utils.cli import check_composition
 from pipeline.utils.errors import UserError
 from pipeline.utils.validation import validate_config
 
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 def compose_command(config_name: str, overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -97,7 +100,8 @@ def one_error_line(main, argv: list[str], monkeypatch, capsys) -> str:
 
 @pytest.fixture
 def image_folder_run(tmp_path):
-    return fake_run(tmp_path, "image_folder")
+    yield fake_run(tmp_path, "image_folder")
+    ConfigStore.instance().repo.pop(SAVED_RUN_GROUP, None)  # the commands offered it to Hydra
 
 
 def test_export_samples_zero(image_folder_run, monkeypatch, capsys):

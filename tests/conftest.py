@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -55,3 +56,17 @@ TINY_SIAMESE = [
     "data.train_size=256", "data.val_size=128", "data.test_size=128", "data.num_workers=0",
     "hyp.batch_size=32", "trainer.log_every_n_steps=2",
 ]
+
+
+@pytest.fixture
+def restore_root_logging():
+    """For tests that run an entry point's main() in-process: Hydra points the root logger at the test's
+    captured (then closed) streams; pytest's handlers come back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -45,6 +45,8 @@ def predict(run: Run) -> Path:
         raise UserError("input: give the images to predict on (input=<dir|file|csv>)")
     source = require_path(cfg.input, "input")
     out_dir = Path(cfg.out) if cfg.out else timestamped_dir(run.dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"out: '{out_dir}' is a file; give a folder for the predictions (out=<folder>)")
     if OmegaConf.is_list(cfg.run):
         from pipeline.trainers.classification import predict_combined
 

@@ -27,6 +27,7 @@ from pipeline.utils.cli import HYDRA_FLAGS, exit_on_user_error, run_hydra
 from pipeline.utils.config import CONFIG_DIR, apply_overrides, load_run_config, locate_run, register_resolvers
 from pipeline.utils.errors import UserError
 from pipeline.utils.runs import find_checkpoint
+from pipeline.utils.validation import refuse_other_experiment
 
 SAVED_RUN_GROUP = "saved_run"
 
@@ -84,6 +85,7 @@ def offer_run(argv: Sequence[str]) -> Path | None:
     register_resolvers()
     run_dir = requested_run(argv)
     if run_dir is not None:
+        refuse_other_experiment(run_dir, argv)
         ConfigStore.instance().store(group=SAVED_RUN_GROUP, name="config", node=load_run_config(run_dir))
     return run_dir
 

@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.utils.config import CONFIG_DIR, register_resolvers
 from pipeline.utils.console import quiet_third_party
 from pipeline.utils.errors import UserError
+from pipeline.utils.validation import validate_config
 
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT = 2
@@ -49,12 +50,19 @@ def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
             message = describe_error(exc)
             if message is None:
                 raise
-            if logging.getLogger().handlers:  # inside a run: keep the error in its train.log too
-                log.error(message)
+            log_to_files(message)
             print(f"error: {message}", file=sys.stderr)
             sys.exit(USER_ERROR_EXIT)
 
     return wrapper
+
+
+def log_to_files(message: str) -> None:
+    """Inside a run, keep an error in its train.log too; the console already shows it as ``error:``."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 HYDRA_FLAGS = ("-m", "--multirun", "--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
@@ -79,6 +87,7 @@ def check_composition(config_dir: str, config_name: str, argv: list[str]) -> Non
     missing = sorted(_missing_keys(cfg))
     if missing:
         raise UserError(f"{missing[0]}: a required value is missing (set it on the command line: {missing[0]}=...)")
+    validate_config(cfg)
 
 
 def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
@@ -89,10 +98,11 @@ def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
     register_resolvers()
     quiet_third_party()
     check_composition(str(CONFIG_DIR), config_name, sys.argv[1:])
-    guarded = exit_on_user_error(fn)
 
+    @exit_on_user_error
     def task(cfg: Any) -> Any:
-        return guarded(cfg)
+        validate_config(cfg)  # again: a multirun's jobs each get their own values
+        return fn(cfg)
 
     task.__module__ = config_name  # Hydra names the job (and --help's app) after the task function's module
     return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(task)()

@@ -18,4 +18,6 @@ def require_path(path, key: str, kind: str = "path"):
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"{key}: {kind} '{p}' does not exist (set {key}=<existing {kind}>)")
+    if kind.endswith("folder") and not p.is_dir():
+        raise UserError(f"{key}: '{p}' is a file, not a {kind} (set {key}=<existing {kind}>)")
     return p

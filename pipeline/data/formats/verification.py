@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.data.formats.image_folder import drop_unreadable
 from pipeline.data.io import is_image_file, load_image
 from pipeline.data.splits import presplit_folders
 from pipeline.utils.errors import UserError, require_path
@@ -101,8 +102,8 @@ def _scan_images(images_dir: Path) -> dict[tuple[str, str], Path]:
 def read_verification(root: str | Path, skip_bad_files: bool = False) -> list[VerificationRecord]:
     """Records for every image under ``root/images`` with its real/fake flag from ``root/meta.json``.
 
-    An image missing from meta.json raises UserError, or is skipped (and counted in a warning) when
-    ``skip_bad_files``. A meta.json entry whose file is missing always raises UserError naming it.
+    An image missing from meta.json or that does not decode raises UserError naming it, or is skipped
+    (with a warning) when ``skip_bad_files``. A meta.json entry whose file is missing always raises UserError naming it.
     """
     root = require_path(root, "data.root", "dataset folder")
     images_dir = require_path(root / IMAGES_DIR, "data.root", "images folder")
@@ -128,7 +129,7 @@ def read_verification(root: str | Path, skip_bad_files: bool = False) -> list[Ve
     if not keys:
         raise UserError(f"{images_dir}: no images listed in {meta_path}")
     index = {name: i for i, name in enumerate(sorted({k[0] for k in keys}, key=_identity_sort_key))}
-    return [VerificationRecord(images[k], k[0], index[k[0]], meta[k]) for k in keys]
+    return drop_unreadable([VerificationRecord(images[k], k[0], index[k[0]], meta[k]) for k in keys], skip_bad_files)
 
 
 def read_verification_splits(

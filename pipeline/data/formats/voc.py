@@ -6,7 +6,9 @@ Conventions (the reader's contract, shared by training, evaluation and predictio
   1-based inclusive pixel indices, so ``xmin - 1`` and ``ymin - 1`` are taken and ``xmax``/``ymax``
   kept (the convention of detectron2's VOC reader). Float coordinates are accepted.
 - Boxes are clipped to the image; boxes left with no area (< 1 px wide or high) are dropped and
-  counted in a warning.
+  counted in a warning. A coordinate that is not a finite number (``nan``, ``inf``, ``abc``) makes
+  the file bad (UserError naming it, or skipped with a warning under ``skip_bad_files``).
+- Every image is decoded while reading, so a corrupt one is named (or skipped) before training.
 - ``difficult``/``truncated`` default to False when missing.
 - ``<filename>`` may be missing or carry another extension than the file on disk: the image is then
   found by the filename's stem, then by the XML's stem, with any image extension (any case).
@@ -20,6 +22,7 @@ Conventions (the reader's contract, shared by training, evaluation and predictio
 from __future__ import annotations
 
 import logging
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -107,22 +110,22 @@ def _flag(node: ET.Element, tag: str) -> bool:
 def _number(node: ET.Element | None, tag: str, xml_path: Path) -> float:
     value = _text(node, tag)
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise UserError(
-            f"{xml_path}: <{tag}> is missing or not a number ({value!r}); fix the annotation"
-        ) from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise UserError(f"{xml_path}: <{tag}> is missing or not a finite number ({value!r}); fix the annotation")
+    return number
 
 
 def _image_size(root: ET.Element, image_path: Path, xml_path: Path) -> tuple[int, int]:
-    """(width, height) from <size>, or from the image itself when <size> is missing or 0."""
+    """(width, height) from <size>, or from the image itself when <size> is missing or 0. The image is
+    decoded either way: a corrupt one is named here, before training, not mid-epoch."""
+    h, w = load_image(image_path).shape[:2]
     size = root.find("size")
     width = int(_number(size, "width", xml_path)) if _text(size, "width") else 0
     height = int(_number(size, "height", xml_path)) if _text(size, "height") else 0
-    if width > 0 and height > 0:
-        return width, height
-    h, w = load_image(image_path).shape[:2]
-    return w, h
+    return (width, height) if width > 0 and height > 0 else (w, h)
 
 
 def _clipped_box(bndbox: ET.Element | None, width: int, height: int, xml_path: Path) -> tuple[float, ...]:
@@ -244,7 +247,9 @@ def read_voc_dataset(
     )
     annotated = _read_all(xml_files, read_xml, skip_bad_files, stats)
     claimed = {image.image_path for image in annotated}
-    unclaimed = [p for p in index.by_name.values() if p not in claimed]
+    # An image whose XML was skipped is not a negative: its objects are unknown, not absent.
+    annotated_stems = {p.stem.lower() for p in xml_files}
+    unclaimed = [p for p in index.by_name.values() if p not in claimed and p.stem.lower() not in annotated_stems]
     negatives = _read_all(unclaimed, _unannotated, skip_bad_files, stats)
     _report(stats, root)
     if negatives:
@@ -260,9 +265,10 @@ def _read_all(
     for path in paths:
         try:
             images.append(read(path))
-        except UserError:
+        except UserError as exc:
             if not skip_bad_files:
                 raise
+            log.warning("skipping: %s", exc)
             stats.bad_files += 1
     return images
 

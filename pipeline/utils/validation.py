@@ -1,0 +1,185 @@
+"""Typed checks of the config keys users type, run on the composed config before any work starts.
+
+One table, ``RULES``, maps each key to what it accepts (a pydantic type and the words that say it);
+a key the composed config does not have (another experiment's, a command's) is skipped. A wrong
+value is a UserError naming the key, the value and what is allowed, e.g.
+``trainer.max_epochs=-1: expected an integer >= 1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ConfigTypeError, InterpolationResolutionError
+from pydantic import Field, StrictBool, StrictStr, TypeAdapter, ValidationError
+
+from pipeline.utils.errors import UserError
+
+# Upper bounds where a larger value crashes (memory, processes, numpy's 32-bit seeds) instead of being slow.
+MAX_COUNT = 2**31 - 1
+MAX_BATCH = 65536
+MAX_PIXELS = 8192
+MAX_WORKERS = 256
+MAX_SEED = 2**32 - 1
+
+
+def _int(ge: int, le: int = MAX_COUNT) -> Any:
+    return Annotated[int, Field(strict=True, ge=ge, le=le)]
+
+
+def _number(**bounds: float) -> Any:
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a key accepts: a pydantic type and its description for the error line."""
+
+    type: Any
+    allowed: str
+
+    @functools.cached_property
+    def adapter(self) -> TypeAdapter:
+        return TypeAdapter(self.type)
+
+    def check(self, key: str, value: Any) -> None:
+        try:
+            self.adapter.validate_python(value)
+        except ValidationError:
+            raise UserError(f"{key}={json.dumps(value, default=str)}: expected {self.allowed}") from None
+
+    def or_null(self) -> Rule:
+        return Rule(self.type | None, f"{self.allowed}, or null")
+
+
+COUNT = Rule(_int(1), "an integer >= 1")
+ZERO_OR_MORE = Rule(_int(0), "an integer >= 0")
+BATCH = Rule(_int(1, MAX_BATCH), f"an integer in [1, {MAX_BATCH}]")
+WORKERS = Rule(_int(0, MAX_WORKERS), f"an integer in [0, {MAX_WORKERS}]")
+SEED = Rule(_int(0, MAX_SEED), f"an integer in [0, {MAX_SEED}]")
+PIXELS = _int(1, MAX_PIXELS)
+SIDE = Rule(PIXELS, f"one side of a square in pixels, an integer in [1, {MAX_PIXELS}]")
+HEIGHT_WIDTH = Rule(Annotated[list[PIXELS], Field(min_length=2, max_length=2)],
+                    f"[height, width] in pixels, each an integer in [1, {MAX_PIXELS}]")
+TRANSFORMS = Rule(list[dict[str, Any]] | None, "a list of transforms ({_target_: ..., ...} each), or null")
+OPTIONS = Rule(dict[str, Any] | None, "a mapping of augmentation options, or null")
+POSITIVE = Rule(_number(gt=0), "a finite number > 0")
+NON_NEGATIVE = Rule(_number(ge=0), "a finite number >= 0")
+FRACTION = Rule(_number(ge=0, le=1), "a number in [0, 1]")
+BELOW_ONE = Rule(_number(ge=0, lt=1), "a number in [0, 1)")
+FLAG = Rule(StrictBool, "true or false")
+BATCHES = Rule(_int(0) | _number(ge=0, le=1), "a number of batches (an integer >= 0) or a fraction in [0, 1]")
+NAME = Rule(StrictStr, "a name (a string; quote digits: '2024')")
+PATH = Rule(StrictStr | None, "a path, or null (a string; quote digits: '2024')")
+NORMALISATION = Rule(Annotated[list[_number()], Field(min_length=3, max_length=3)], "3 numbers, one per RGB channel")
+
+# (rule, keys). Order matters only for which of two wrong keys is named: the keys users type come
+# before the ones that interpolate them (hyp.epochs before trainer.max_epochs).
+TABLE: tuple[tuple[Rule, str], ...] = (
+    (SEED, "seed data.seed data.synthetic.seed callbacks.epoch_reseed.seed"),
+    (COUNT, "hyp.epochs trainer.max_epochs hyp.accumulate_grad_batches trainer.accumulate_grad_batches "
+            "trainer.log_every_n_steps data.passes data.images_per_identity data.train_size data.val_size "
+            "data.synthetic.num_people data.synthetic.num_images data.synthetic.num_identities "
+            "data.synthetic.images_per_identity data.synthetic.num_photos hyp.scheduler.T_max "
+            "hyp.scheduler.step_size model.embedding_dim task.detections_per_img task.fpn_channels "
+            "task.max_plot_points samples rounds steps runs"),
+    (COUNT.or_null(), "trainer.check_val_every_n_epoch threads"),
+    (ZERO_OR_MORE, "data.test_size data.synthetic.fakes_per_identity data.min_box_size task.head_convs "
+                   "task.example_count task.projector_size warmup callbacks.progress_bar.refresh_rate "
+                   "callbacks.early_stopping.patience"),
+    (Rule(Literal[-1] | _int(1), "an integer >= 1, or -1 (no step limit)"), "trainer.max_steps"),
+    (Rule(_int(-1), "an integer >= 0, or -1 (all)"), "trainer.num_sanity_val_steps callbacks.model_checkpoint.save_top_k"),
+    (BATCH, "hyp.batch_size data.batch_size data.eval_batch_size batch"),
+    (BATCH.or_null(), "options.batch_size"),
+    (WORKERS, "data.num_workers"),
+    (SIDE, "data.image_size data.synthetic.image_size"),
+    (POSITIVE, "hyp.optimizer.lr hyp.scheduler.gamma hyp.identity_head_scale tolerance"),
+    (NON_NEGATIVE, "hyp.optimizer.weight_decay hyp.scheduler.eta_min hyp.loss.margin hyp.loss.gamma "
+                   "hyp.loss.lambda_fake hyp.identity_head_weight data.margin data.face_margin "
+                   "data.split.train data.split.val data.split.test"),
+    (NON_NEGATIVE.or_null(), "hyp.gradient_clip_val trainer.gradient_clip_val"),
+    (FRACTION, "hyp.loss.label_smoothing hyp.optimizer.momentum hyp.scheduler.pct_start task.threshold "
+               "task.score_threshold task.min_score task.nms_threshold data.min_share data.max_share "
+               "data.augment.min_visibility data.augment.hflip data.augment.colour data.augment.translate"),
+    (FRACTION.or_null(), "options.score_threshold"),
+    (BELOW_ONE, "model.head.dropout"),
+    (BATCHES, "trainer.limit_train_batches trainer.limit_val_batches trainer.limit_test_batches "
+              "trainer.overfit_batches"),
+    (Rule(StrictBool | _int(0), "true, false or a number of batches >= 0"), "trainer.fast_dev_run"),
+    (Rule(StrictBool | Literal["warn"], "true, false or warn"), "trainer.deterministic"),
+    (FLAG, "data.skip_bad_files data.check_images data.detect_face data.rotate model.pretrained "
+           "hyp.channels_last hyp.compile test_after_train"),
+    (NAME, "name task.monitor data.format data.sampler data.target data.unknown_class task.detector "
+           "trainer.accelerator model.backbone data.images_dir data.annotations_dir"),
+    (NAME.or_null(), "callbacks.monitor_guard.fallback optimized_metric task.tta"),
+    (Rule(StrictStr, "a path (a string; quote digits: '2024')"), "paths.results_dir paths.data_dir paths.cache_dir"),
+    (PATH, "data.root data.cache_dir data.split_file "
+           "data.split_out data.list_file data.face_model data.label_corrections data.landmarks_csv model.weights"),
+    (Rule(Literal["min", "max"], "min or max"), "task.monitor_mode"),
+    (Rule(Literal["step", "epoch"], "step or epoch"), "hyp.scheduler.interval callbacks.lr_monitor.logging_interval"),
+    (Rule(list[StrictStr] | None, "a list of names, or null"), "data.class_names"),
+    (TRANSFORMS, "data.augment"),
+    (NORMALISATION, "data.mean"),
+    (Rule(Annotated[list[_number(gt=0)], Field(min_length=3, max_length=3)], "3 numbers > 0, one per RGB channel"),
+     "data.std"),
+    (Rule(Annotated[list[_int(1)], Field(max_length=64)], "a list of integers >= 1"), "model.head.hidden_dims model.kwargs.widths"),
+    (Rule(PIXELS, f"an integer in [1, {MAX_PIXELS}]").or_null(), "data.augment.crop"),
+)
+RULES: dict[str, Rule] = {key: rule for rule, keys in TABLE for key in keys.split()}
+# Where a reader (a data._target_ under this module) takes another shape than the table's.
+READER_RULES: dict[tuple[str, str], Rule] = {
+    (key, reader): HEIGHT_WIDTH for key in ("data.image_size", "data.synthetic.image_size")
+    for reader in ("pipeline.data.classification.", "pipeline.data.face_attributes.")
+} | {("data.augment", "pipeline.data.detection."): OPTIONS}
+_ABSENT = object()
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check every key of ``RULES`` that ``cfg`` has; UserError naming the first wrong one."""
+    for key, rule in RULES.items():
+        try:
+            value = OmegaConf.select(cfg, key, default=_ABSENT)
+        except (ConfigKeyError, ConfigTypeError):  # a parent of another shape (a list, a value)
+            continue
+        except InterpolationResolutionError:
+            if HydraConfig.initialized():
+                raise
+            continue  # before the run exists (``${hydra:runtime.output_dir}``): checked again in the job
+        if value is _ABSENT:
+            continue
+        rule = next((special for (special_key, reader), special in READER_RULES.items()
+                     if key == special_key and reader_of(cfg).startswith(reader)), rule)
+        rule.check(key, OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
+
+
+def reader_of(cfg: DictConfig) -> str:
+    """The ``_target_`` of the config's datamodule ('' without one)."""
+    return str(OmegaConf.select(cfg, "data._target_", default="") or "")
+
+
+def refuse_other_experiment(run_dir: Path, argv: Sequence[str]) -> None:
+    """A command line's ``experiment=`` must be the experiment of the run it opens."""
+    overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+    wanted = next((o.value() for o in overrides if o.key_or_group == "experiment"), None)
+    trained = run_experiment(run_dir)
+    if wanted and trained and wanted != trained:
+        raise UserError(f"experiment={wanted}: run '{run_dir}' is a run of experiment '{trained}' "
+                        f"(drop experiment= or give a run of {wanted})")
+
+
+def run_experiment(run_dir: Path) -> str | None:
+    """The experiment a run was trained with: Hydra's recorded choice, else the run's ``name``."""
+    hydra_file, config_file = run_dir / ".hydra" / "hydra.yaml", run_dir / ".hydra" / "config.yaml"
+    if hydra_file.is_file():
+        choice = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices.experiment")
+        if choice:
+            return str(choice)
+    return str(OmegaConf.load(config_file).get("name")) if config_file.is_file() else None

@@ -90,17 +90,23 @@ class GatheredMeanAveragePrecision(MeanAveragePrecision):
     """``MeanAveragePrecision`` whose per-image lists are gathered whole from every process, in rank order.
 
     torchmetrics gathers them image by image, which needs the same number of images on every process
-    (it hangs otherwise) and interleaves them; evaluation shards (``eval_batches``) are contiguous and may
-    differ by a batch, so each process's list is appended after the previous one's: the single-process order.
+    (otherwise its collectives fall out of step) and interleaves them. Evaluation shards
+    (``eval_batches``) are contiguous and may differ by a batch, so each process's list is appended
+    after the previous one's: the single-process order.
     """
 
     def _sync_dist(self, dist_sync_fn=None, process_group=None) -> None:
         group = process_group or self.process_group
-        local = {name: [t.cpu() if isinstance(t, Tensor) else t for t in getattr(self, name)] for name in self._reductions}
+        local = {name: [_moved(t, "cpu") for t in getattr(self, name)] for name in self._reductions}
         gathered: list[dict | None] = [None] * dist.get_world_size(group)
         dist.all_gather_object(gathered, local, group=group)
         for name in local:
-            setattr(self, name, [t.to(self.device) if isinstance(t, Tensor) else t for part in gathered for t in part[name]])
+            setattr(self, name, [_moved(t, self.device) for part in gathered for t in part[name]])
+
+
+def _moved(item, device):
+    """A tensor on ``device`` (pickled through the CPU); other state items (mask encodings) as they are."""
+    return item.to(device) if isinstance(item, Tensor) else item
 
 
 class DetectionMetrics(nn.Module):

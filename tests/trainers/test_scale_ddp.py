@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 import torch.distributed as dist
@@ -185,7 +186,7 @@ def _evaluation_states(rank: int, world: int, port: int, out: str) -> None:
 
 def test_detections_and_embeddings_gather_from_uneven_shards(tmp_path):
     """Detections (COCO mAP, P/R/F1) and embeddings (EER) from 2 gloo processes holding contiguous shards of
-    different sizes give the single-process metrics; torchmetrics' own per-image gathering would hang here."""
+    different sizes give the single-process metrics (torchmetrics' own gathering pairs images up by position)."""
     out = tmp_path / "gathered.pt"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -207,3 +208,59 @@ def test_detections_and_embeddings_gather_from_uneven_shards(tmp_path):
     assert torch.equal(epoch["index"], torch.arange(len(identity)))
     assert verification_metrics(epoch["embeddings"], epoch["identity"], epoch["is_fake"]) == \
         pytest.approx(verification_metrics(embeddings, identity, is_fake), abs=1e-9)
+
+
+# One tiny experiment per task family; the model trains a few steps so that its metrics are neither 0 nor 1.
+FAMILIES = {
+    "classification": (["experiment=image_folder", "data.image_size=[32,32]", "data.synthetic.num_people=20",
+                        "data.synthetic.image_size=[32,24]"], 10),
+    "verification": (["experiment=face_verification", "data.image_size=32", "data.synthetic.num_identities=24",
+                      "data.synthetic.images_per_identity=3", "data.synthetic.fakes_per_identity=2",
+                      "data.images_per_identity=3", "hyp.batch_size=12", "data.passes=1", "task.projector_size=0"], 10),
+    "detection": (["experiment=facemask_detection", "data.image_size=96", "data.synthetic.num_images=40",
+                   "data.synthetic.image_size=96", "hyp.batch_size=4", "task.min_score=0.0",
+                   "task.detections_per_img=20"], 6),
+}
+
+
+class ShardRecorder(pl.Callback):
+    """Writes the validation batches each process evaluates to ``<folder>/rank<r>.json``."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        Path(self.folder, f"rank{trainer.global_rank}.json").write_text(json.dumps(trainer.val_dataloaders.batch_sampler))
+
+
+def _evaluator(folder: Path, **options) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", precision="64-true", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+                      num_sanity_val_steps=0, default_root_dir=str(folder), **options)
+
+
+def _evaluate(task, datamodule, folder: Path, **options) -> dict[str, float]:
+    metrics = _evaluator(folder, **options).validate(task, datamodule=datamodule, verbose=False)[0]
+    options.pop("callbacks", None)
+    return {**metrics, **_evaluator(folder, **options).test(task, datamodule=datamodule, verbose=False)[0]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sharded_evaluation_equals_single_process(family, tmp_path, data_dir):
+    """One model's val and test metrics from 2 DDP processes, each scoring its own shard, equal those of one."""
+    overrides, steps = FAMILIES[family]
+    cfg = compose_config([*overrides, "data.num_workers=0", "+data.eval_batch_size=8"], tmp_path / "run", data_dir)
+    datamodule = build_datamodule(cfg)
+    task = build_task(cfg, datamodule.info)
+    _evaluator(tmp_path, max_steps=steps, limit_val_batches=0).fit(task, datamodule=datamodule)
+    single = _evaluate(task, datamodule, tmp_path / "single", devices=1)
+    ddp = _evaluate(task, datamodule, tmp_path / "ddp", devices=2, strategy="ddp_spawn",
+                    callbacks=[ShardRecorder(str(tmp_path))])
+    shards = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert all(shards) and sorted(i for shard in shards for b in shard for i in b) == list(range(len(datamodule.datasets["val"])))
+    assert set(ddp) == set(single)
+    headline = {"classification": "val/f1", "verification": "val/eer_real", "detection": "val/map_50"}[family]
+    assert 0 < single[headline] < 1, "a degenerate metric would equal any per-rank value"
+    for key, value in single.items():
+        assert ddp[key] == pytest.approx(value, abs=TOLERANCE, nan_ok=True), key

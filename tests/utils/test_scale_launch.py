@@ -69,15 +69,23 @@ def test_launch_size_must_match_the_trainer(monkeypatch):
     check_launch({"devices": 1, "num_nodes": 1})
 
 
+def _last_state(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
 @pytest.mark.slow
-def test_torchrun_launch_writes_one_run_folder(tmp_path):
+def test_torchrun_launch_writes_one_run_folder_and_resumes_in_it(tmp_path):
     results = tmp_path / "results"
     proc = run_cli("train.py", "trainer=torchrun", f"paths.results_dir={results}", *TINY_SIAMESE, "hyp.epochs=1",
                    "data.batch_size=16", launcher=TORCHRUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "siamese_shapes").iterdir()
-    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     # 256 training pairs in batches of 16: 8 steps when 2 ranks share them, 16 for one process.
-    assert state["global_step"] == 8
+    assert _last_state(run)["global_step"] == 8
     assert "test/acc" in json.loads((run / "results" / "metrics.json").read_text())["test"]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr
+
+    proc = run_cli("train.py", "resume=latest", f"paths.results_dir={results}", "trainer.max_epochs=2", launcher=TORCHRUN)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((results / "siamese_shapes").iterdir()) == [run]
+    assert _last_state(run)["epoch"] == 1 and _last_state(run)["global_step"] == 16

@@ -41,13 +41,13 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
-def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``bin/<script>`` in a subprocess as a user would; returns the completed process."""
+def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``bin/<script>`` in a subprocess as a user would (through ``python <launcher>``, e.g. ``-m torch.distributed.run``)."""
     # The repository root on the path, as pytest's `pythonpath` setting gives it in-process (tests.toy).
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", "PYTHONPATH": path}
     return subprocess.run(
-        [sys.executable, str(ROOT / "bin" / script), *args],
+        [sys.executable, *launcher, str(ROOT / "bin" / script), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )
 

@@ -68,11 +68,15 @@ class ConfusionMatrix(pl.Callback):
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
 
-    @rank_zero_only
     def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.sanity_checking or not hasattr(pl_module, "confusion_matrices"):
             return
-        for output, (matrix, names) in pl_module.confusion_matrices().items():
+        # Every process computes: the matrices are summed over the processes' evaluation shards.
+        self._write(trainer, stage, pl_module.confusion_matrices())
+
+    @rank_zero_only
+    def _write(self, trainer: pl.Trainer, stage: str, matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> None:
+        for output, (matrix, names) in matrices.items():
             image = render_confusion(matrix, names, f"{stage} {output} (epoch {trainer.current_epoch})")
             for logger in trainer.loggers:
                 if hasattr(logger.experiment, "add_image"):

@@ -12,7 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.samplers.epoch_seeded import EpochSeededSampler
+from pipeline.data.samplers.eval_shard import eval_batches
 from pipeline.data.splits import SplitChooser
+from pipeline.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,8 @@ class BaseDataModule(pl.LightningDataModule):
     the run's ``split_out`` record); an empty test split is replaced by val, with a warning.
 
     The training order comes from :class:`EpochSeededSampler` (seed + epoch), so a run resumed at
-    an epoch boundary sees exactly the batches an uninterrupted run would have seen.
+    an epoch boundary sees exactly the batches an uninterrupted run would have seen. Under DDP each
+    process evaluates its own run of the val/test batches (``eval_batches``), every item once.
     """
 
     def __init__(
@@ -108,6 +111,14 @@ class BaseDataModule(pl.LightningDataModule):
         rank, world_size = self._distributed()
         return EpochSeededSampler(len(dataset), self.seed, rank=rank, world_size=world_size)
 
+    def eval_shard(self, split: str, dataset: Dataset) -> list[list[int]]:
+        """This process's share of the ``split`` batches (all of them in one process; see ``eval_batches``)."""
+        rank, world_size = self._distributed()
+        if 0 < len(dataset) < world_size:
+            raise UserError(f"data: the {split} split has {len(dataset)} item(s), fewer than the {world_size} processes "
+                            "that evaluate it; use a larger split or fewer trainer.devices")
+        return eval_batches(len(dataset), self.eval_batch_size, rank, world_size)
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
         options = dict(
@@ -117,7 +128,7 @@ class BaseDataModule(pl.LightningDataModule):
             collate_fn=getattr(dataset, "collate_fn", None),
         )
         if not train:
-            return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, **options)
+            return DataLoader(dataset, batch_sampler=self.eval_shard(split, dataset), **options)
         sampler = self.train_sampler(dataset)
         trainer = getattr(self, "trainer", None)
         if trainer is not None and hasattr(sampler, "set_epoch"):

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from copy import deepcopy
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
@@ -85,6 +86,29 @@ class PrecisionRecallF1(Metric):
         return {"precision": precision.float(), "recall": recall.float(), "f1": f1.float()}
 
 
+class GatheredMeanAveragePrecision(MeanAveragePrecision):
+    """``MeanAveragePrecision`` whose per-image lists are gathered whole from every process, in rank order.
+
+    torchmetrics gathers them image by image, which needs the same number of images on every process
+    (otherwise its collectives fall out of step) and interleaves them. Evaluation shards
+    (``eval_batches``) are contiguous and may differ by a batch, so each process's list is appended
+    after the previous one's: the single-process order.
+    """
+
+    def _sync_dist(self, dist_sync_fn=None, process_group=None) -> None:
+        group = process_group or self.process_group
+        local = {name: [_moved(t, "cpu") for t in getattr(self, name)] for name in self._reductions}
+        gathered: list[dict | None] = [None] * dist.get_world_size(group)
+        dist.all_gather_object(gathered, local, group=group)
+        for name in local:
+            setattr(self, name, [_moved(t, self.device) for part in gathered for t in part[name]])
+
+
+def _moved(item, device):
+    """A tensor on ``device`` (pickled through the CPU); other state items (mask encodings) as they are."""
+    return item.to(device) if isinstance(item, Tensor) else item
+
+
 class DetectionMetrics(nn.Module):
     """mAP@50:95, mAP@50, per-class AP and AP50 (COCO via torchmetrics) plus per-class P/R/F1 at a threshold.
 
@@ -105,7 +129,7 @@ class DetectionMetrics(nn.Module):
         super().__init__()
         self.class_names = list(class_names)
         self.prefix = prefix
-        self.mean_ap = MeanAveragePrecision(
+        self.mean_ap = GatheredMeanAveragePrecision(
             box_format="xyxy", iou_type="bbox", class_metrics=True, extended_summary=True, backend=backend
         )
         self.prf = PrecisionRecallF1(len(self.class_names), score_threshold, iou_threshold)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 
 from pipeline.utils.contracts import ExportSpec
 
@@ -58,6 +58,7 @@ class BaseTask(pl.LightningModule):
         for stage in STAGES:
             setattr(self, f"{stage}_metrics", self.build_metrics().clone(prefix=f"{stage}/"))
         self.examples: dict[str, dict[str, torch.Tensor]] = {}
+        self.eval_losses = nn.ModuleDict()  # <stage>_<loss name> -> MeanMetric, made at the first step
 
     # --- to implement per task -------------------------------------------------------------
     def build_net(self) -> nn.Module:
@@ -104,11 +105,21 @@ class BaseTask(pl.LightningModule):
         return metrics
 
     def log_losses(self, stage: str, out: dict[str, Any], batch_size: int) -> None:
-        """Log ``loss`` and every ``loss_<term>`` a step returns as ``<stage>/<name>``."""
+        """Log ``loss`` and every ``loss_<term>`` a step returns as ``<stage>/<name>``; val/test as the mean
+        over the items of every process (a ``MeanMetric``: Lightning's ``sync_dist`` mean divides the integer
+        count of items by the number of processes and truncates it)."""
         for name, value in out.items():
-            if name.startswith("loss"):
-                self.log(f"{stage}/{name}", value, on_step=stage == "train", on_epoch=True, prog_bar=name == "loss",
-                         batch_size=batch_size, sync_dist=stage != "train")
+            if not name.startswith("loss"):
+                continue
+            if stage == "train":
+                self.log(f"train/{name}", value, on_step=True, on_epoch=True, prog_bar=name == "loss", batch_size=batch_size)
+                continue
+            key = f"{stage}_{name}"
+            if key not in self.eval_losses:
+                self.eval_losses[key] = MeanMetric(nan_strategy="disable").to(self.device)  # NaN must show
+            self.eval_losses[key].update(value.detach(), batch_size)
+            self.log(f"{stage}/{name}", self.eval_losses[key], on_step=False, on_epoch=True, prog_bar=name == "loss",
+                     metric_attribute=f"eval_losses.{key}")
 
     def _shared_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> torch.Tensor | None:
         """``model_step`` for every stage, then the hooks: losses, metrics, cached examples."""

@@ -155,8 +155,9 @@ class DetectionTask(BaseTask):
         self._log_epoch_metrics("val")
 
     def detections_seen(self, stage: str) -> int:
-        """Boxes the detector emitted (above ``min_score``) in the current ``stage`` epoch so far."""
-        return self.metrics_for(stage).detections_seen()
+        """Boxes the detector emitted (above ``min_score``) in the current ``stage`` epoch so far, all processes together."""
+        seen = torch.tensor(self.metrics_for(stage).detections_seen(), device=self.device)
+        return int(self.trainer.strategy.reduce(seen, reduce_op="sum"))
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")

@@ -23,7 +23,7 @@ from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.utils.config import save_config_pickle
 from pipeline.utils.console import final_table
 from pipeline.utils.errors import UserError
-from pipeline.utils.ranks import pin_run_dir, share_with_ranks
+from pipeline.utils.ranks import check_launch, pin_run_dir, publish_run_config, share_with_ranks
 from pipeline.utils.run_table import best_row, read_history, read_overrides
 from pipeline.utils.runs import find_checkpoint
 
@@ -95,7 +95,9 @@ def train(cfg: DictConfig) -> float | None:
         if rank_zero_only.rank == 0:
             pin_run_dir(run_dir)
             save_config_pickle(cfg, HydraConfig.get(), config_pickle)
+            publish_run_config(config_pickle)
         share_with_ranks(config_pickle)
+    check_launch(cfg.trainer)
     seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_checkpoint(cfg)
     datamodule = build_datamodule(cfg)

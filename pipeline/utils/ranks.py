@@ -1,10 +1,16 @@
-"""DDP ranks that Lightning starts by re-running bin/train.py take rank 0's config, not the command line.
+"""DDP ranks other than 0 take rank 0's config, not the command line.
 
 With ``strategy=ddp`` Lightning re-launches the script for every other local rank with the original
 argv plus ``hydra.run.dir=...``. Composing that again would draw a new timestamp (a second run
 folder), re-resolve ``resume=latest`` or start a multirun sweep of its own. Instead rank 0 writes its
 exact config (the run's ``.hydra/config.pickle``) and names it in ``PIPELINE_RUN_CONFIG``; the
 children inherit the variable and train with that config, in rank 0's run folder.
+
+Ranks started by ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
+``MASTER_PORT``) inherit nothing from rank 0: they wait for it to name that file in the key-value store
+of the launch (torchrun's own store, or the one rank 0 hosts at ``MASTER_ADDR:MASTER_PORT``, which the
+process group Lightning creates later shares), on every node; the results folder must be one that all
+nodes see, as checkpoints already require.
 """
 
 from __future__ import annotations
@@ -13,13 +19,17 @@ import copy
 import os
 from pathlib import Path
 
+import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from omegaconf import DictConfig, open_dict, read_write
 
 from pipeline.utils.config import load_config_pickle
+from pipeline.utils.errors import UserError
 
 RUN_CONFIG_ENV = "PIPELINE_RUN_CONFIG"
+LAUNCH_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_launch_store: list[dist.Store] = []  # kept open: rank 0 serves the other ranks from it
 
 
 def pin_run_dir(run_dir: Path) -> None:
@@ -40,10 +50,57 @@ def rank_config() -> DictConfig | None:
     path = os.environ.get(RUN_CONFIG_ENV)
     if not path or os.environ.get("LOCAL_RANK", "0") == "0":
         return None
+    return load_rank_config(Path(path))
+
+
+def load_rank_config(path: Path) -> DictConfig:
+    """The config rank 0 saved at ``path``, with Hydra's state set as rank 0's (its run folder)."""
     setup_globals()  # the ${hydra:...} and ${now:...} resolvers
-    full = load_config_pickle(Path(path))
+    full = load_config_pickle(path)
     HydraConfig.instance().set_config(full)
     cfg = copy.deepcopy(full)
     with read_write(cfg), open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def launch_rank() -> int | None:
+    """This process's rank when a launcher (torchrun, or one that sets ``LAUNCH_ENV``) started several; else None."""
+    if not all(key in os.environ for key in LAUNCH_ENV) or int(os.environ["WORLD_SIZE"]) < 2:
+        return None
+    return int(os.environ["RANK"])
+
+
+def launch_store() -> dist.Store:
+    """The launch's key-value store, as ``init_process_group``'s ``env://`` rendezvous opens it (torchrun's
+    agent store, or a multi-tenant one rank 0 hosts, which Lightning's process group reuses), under our prefix."""
+    if not _launch_store:
+        store, _, _ = next(dist.rendezvous("env://"))
+        attempt = f"{os.environ.get('TORCHELASTIC_RUN_ID', 'launch')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}"
+        _launch_store.append(dist.PrefixStore(f"pipeline/{attempt}/", store))
+    return _launch_store[0]
+
+
+def publish_run_config(path: Path) -> None:
+    """On rank 0 of a launch: name the config file the other ranks must train with."""
+    if launch_rank() == 0:
+        launch_store().set(RUN_CONFIG_ENV, str(path))
+
+
+def launched_rank_config() -> DictConfig | None:
+    """On a rank > 0 of a launch, rank 0's config (waiting until rank 0 has composed it); None otherwise."""
+    if not launch_rank():
+        return None
+    path = launch_store().get(RUN_CONFIG_ENV).decode()
+    os.environ[RUN_CONFIG_ENV] = path
+    return load_rank_config(Path(path))
+
+
+def check_launch(trainer: DictConfig | dict) -> None:
+    """A launch of WORLD_SIZE processes needs ``trainer.devices x trainer.num_nodes`` to match it."""
+    if launch_rank() is None or not str(trainer.get("devices")).isdigit():
+        return
+    devices, nodes, world = int(trainer["devices"]), int(trainer.get("num_nodes", 1)), int(os.environ["WORLD_SIZE"])
+    if devices * nodes != world:
+        raise UserError(f"trainer.devices: {devices} x trainer.num_nodes {nodes} processes, but the launcher started "
+                        f"{world} (WORLD_SIZE); use trainer=torchrun, or set trainer.devices and trainer.num_nodes to match")

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from omegaconf import DictConfig, open_dict, read_write
 
-from pipeline.utils.config import load_config_pickle
+from pipeline.utils.config import read_run_config
 
 RUN_CONFIG_ENV = "PIPELINE_RUN_CONFIG"
 
@@ -30,9 +30,9 @@ def pin_run_dir(run_dir: Path) -> None:
         hydra_cfg.run.dir = str(run_dir)
 
 
-def share_with_ranks(config_pickle: Path) -> None:
-    """Name the config file that ranks launched from this process must train with."""
-    os.environ[RUN_CONFIG_ENV] = str(config_pickle)
+def share_with_ranks(run_dir: Path) -> None:
+    """Name the run whose saved config ranks launched from this process must train with."""
+    os.environ[RUN_CONFIG_ENV] = str(run_dir)
 
 
 def rank_config() -> DictConfig | None:
@@ -41,7 +41,7 @@ def rank_config() -> DictConfig | None:
     if not path or os.environ.get("LOCAL_RANK", "0") == "0":
         return None
     setup_globals()  # the ${hydra:...} and ${now:...} resolvers
-    full = load_config_pickle(Path(path))
+    full = read_run_config(Path(path))
     HydraConfig.instance().set_config(full)
     cfg = copy.deepcopy(full)
     with read_write(cfg), open_dict(cfg):

@@ -51,20 +51,19 @@ def save_run_config(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> No
 
 
 def read_run_config(run_dir: Path) -> DictConfig:
-    """The run's config with its ``hydra`` node, rebuilt from ``.hydra/config.yaml`` and ``hydra.yaml``
-    (YAML: plain data, nothing runs while it is read)."""
-    hydra_dir = Path(run_dir) / ".hydra"
+    """``load_run_config`` with the run's ``hydra`` node from ``.hydra/hydra.yaml`` (YAML: plain data, nothing
+    runs while it is read), as Hydra's own config object."""
+    cfg = load_run_config(run_dir)
     try:
-        cfg, saved = OmegaConf.load(hydra_dir / "config.yaml"), OmegaConf.load(hydra_dir / "hydra.yaml")
-    except (OSError, ValueError) as exc:
-        raise UserError(f"resume: cannot read the config of run '{run_dir}' ({exc})") from None
+        saved = OmegaConf.load(Path(run_dir) / ".hydra" / "hydra.yaml")
+    except OSError as exc:
+        raise UserError(f"resume: cannot read the Hydra settings of run '{run_dir}' ({exc})") from None
     node = OmegaConf.structured(HydraConf)
     OmegaConf.set_struct(node, False)  # Hydra adds nodes of its own (hydra.env) to its schema
     node.merge_with(saved.hydra)
     with open_dict(cfg):
         cfg.hydra = node
         del cfg.hydra["defaults"]
-        cfg.trust_run = False
     return cfg
 
 

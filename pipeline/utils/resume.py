@@ -66,7 +66,8 @@ def load_resume_config(full: DictConfig, run_dir: Path, overrides: list[str], tr
     task_overrides = [o for o in overrides if not o.startswith("hydra.")]
     with open_dict(full):
         full.hydra.runtime.output_dir = str(run_dir)
-        full.hydra.overrides.task = merged_overrides(list(full.hydra.overrides.task), task_overrides)
+        recorded = [o for o in task_overrides if not o.startswith("trust_run=")]  # trust is given per command
+        full.hydra.overrides.task = merged_overrides(list(full.hydra.overrides.task), recorded)
     cfg = copy.deepcopy(full)
     with read_write(cfg), open_dict(cfg):
         del cfg["hydra"]

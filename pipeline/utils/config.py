@@ -67,6 +67,13 @@ def read_run_config(run_dir: Path) -> DictConfig:
     return cfg
 
 
+def project_job_logging() -> DictConfig:
+    """The logging setup of this project's own configs (``hydra.job_logging``): a resumed run logs with it, not
+    with its folder's, whose handlers and formats could name any class and write any file."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", return_hydra_config=True).hydra.job_logging
+
+
 def save_config_pickle(cfg: DictConfig, hydra_cfg: DictConfig | None, path: Path) -> None:
     """Write the full config (task config plus the ``hydra`` node) as Hydra's rerun pickle."""
     full = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))

@@ -19,9 +19,16 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import configure_log, setup_globals
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from pipeline.utils.config import apply_overrides, load_config_pickle, locate_run, read_run_config
+from pipeline.utils.config import (
+    apply_overrides,
+    load_config_pickle,
+    locate_run,
+    project_job_logging,
+    read_run_config,
+)
 from pipeline.utils.errors import UserError
 from pipeline.utils.runs import run_lock
 from pipeline.utils.trust import check_run_config
@@ -59,8 +66,8 @@ def merged_overrides(saved: list[str], new: list[str]) -> list[str]:
 
 
 def load_resume_config(full: DictConfig, run_dir: Path, overrides: list[str], trusted: bool = False) -> DictConfig:
-    """Point the run's full config at ``run_dir``, apply overrides, check what it names unless ``trusted``,
-    then set up Hydra's logging; the run's recorded overrides gain the new ones."""
+    """Point the run's full config at ``run_dir``, apply overrides and, unless ``trusted``, check what it names and
+    log with the project's own logging setup; then set up Hydra's logging. The recorded overrides gain the new ones."""
     setup_globals()  # Hydra's ${hydra:...} and ${now:...} resolvers
     OmegaConf.set_readonly(full.hydra, False)  # Hydra froze its node before it was pickled
     task_overrides = [o for o in overrides if not o.startswith("hydra.")]
@@ -74,7 +81,10 @@ def load_resume_config(full: DictConfig, run_dir: Path, overrides: list[str], tr
         cfg.resume = str(run_dir)
     cfg = apply_overrides(cfg, task_overrides)
     if not trusted:
-        check_run_config(run_dir, cfg, full.hydra.job_logging)
+        check_run_config(run_dir, cfg)
+        if not cfg.trust_run:
+            with open_dict(full):
+                full.hydra.job_logging = project_job_logging()
     configure_log(full.hydra.job_logging, full.hydra.verbose)
     HydraConfig.instance().set_config(full)
     return cfg
@@ -91,6 +101,7 @@ def resume_config(argv: list[str]) -> DictConfig | None:
     else:
         run_dir = run_dir_for(resume, overrides)
         full = read_run_config(run_dir)
-    with run_lock(run_dir):  # a run still training is refused here, before its log is touched
-        pass
+    if rank_zero_only.rank == 0:  # a run still training is refused here, before its log is touched
+        with run_lock(run_dir):
+            pass
     return load_resume_config(full, run_dir, overrides, trusted=pickle_path is not None)

@@ -1,8 +1,8 @@
 """What a run folder may make this program build.
 
 A run folder is data: a shared model or a downloaded run may hold any config. Before anything of a saved
-config is instantiated, every ``_target_`` in it (and every class its logging config names) must be a class of
-this project's own packages or of the named libraries; functions (``os.system``, ``builtins.exec``...) and the
+config is instantiated, every ``_target_`` in it must be a class of this project's own packages or of the
+named libraries; functions (``os.system``, ``builtins.exec``...) and the
 library corners that load code or write files given a string are refused. ``trust_run=true`` on the command
 line trusts a folder; the folder's own config cannot say so (``load_run_config`` resets the key).
 """
@@ -25,8 +25,6 @@ LIBRARIES = ("torch", "torchvision", "timm", "lightning", "albumentations")
 DENIED = ("torch.hub", "torch.jit", "torch.package", "torch.serialization", "torch.utils.cpp_extension", "torch.library",
           "torch.distributed", "torch.multiprocessing", "torch._", "torchvision.io", "torchvision.datasets",
           "lightning.pytorch.cli", "lightning.fabric.cli")
-LOGGING_KEYS = ("class", "()")
-LOGGING_STREAMS = ("ext://sys.stdout", "ext://sys.stderr")
 
 
 def _in_project(path: str | None) -> bool:
@@ -79,22 +77,17 @@ def _nodes(node: object, path: str) -> Iterator[tuple[str, str, object]]:
         yield from _nodes(value, full)
 
 
-def refused_targets(cfg: DictConfig, logging_node: DictConfig | None = None) -> Iterator[tuple[str, str, str]]:
-    """(key path, target, reason) of every target a run folder may not name, in the config and its logging setup."""
+def refused_targets(cfg: DictConfig) -> Iterator[tuple[str, str, str]]:
+    """(key path, target, reason) of every ``_target_`` in ``cfg`` that a run folder may not name."""
     for path, key, value in _nodes(cfg, ""):
         if key == "_target_" and (reason := target_problem(value)):
             yield path, str(value), reason
-    for path, key, value in _nodes(logging_node, "hydra.job_logging") if logging_node is not None else ():
-        if key in LOGGING_KEYS and (reason := target_problem(value, ("logging", *LIBRARIES))):
-            yield path, str(value), reason
-        elif isinstance(value, str) and value.startswith("ext://") and value not in LOGGING_STREAMS:
-            yield path, value, "not a standard stream"
 
 
-def check_run_config(run_dir: Path, cfg: DictConfig, logging_node: DictConfig | None = None) -> None:
+def check_run_config(run_dir: Path, cfg: DictConfig) -> None:
     """UserError naming the first target of a run folder's config that is not built unless ``cfg.trust_run``."""
     if cfg.get("trust_run"):
         return
-    for path, target, reason in refused_targets(cfg, logging_node):
+    for path, target, reason in refused_targets(cfg):
         raise UserError(f"{path}: '{target}' in run folder '{run_dir}' is not built ({reason}); "
                         "trust_run=true trusts the folder (only for runs you made or trust)")

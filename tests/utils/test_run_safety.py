@@ -95,16 +95,13 @@ def test_only_classes_of_the_project_and_named_libraries_are_built(run, node):
         Run.open(run)
 
 
-def test_the_saved_config_cannot_trust_itself_and_logging_is_checked(run):
+def test_the_saved_config_cannot_trust_itself(run):
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     assert not list(refused_targets(cfg)), "the project's own runs pass"
     _plant(run, "trust_run", True)
     _plant(run, "callbacks.evil", {"_target_": "os.system", "command": "true"})
     with pytest.raises(UserError, match="trust_run=true"):
         Run.open(run)
-    logging_cfg = OmegaConf.create({"handlers": {"h": {"()": "os.system", "stream": "ext://os.environ"}}})
-    keys = [path for path, _, _ in refused_targets(OmegaConf.create({}), logging_cfg)]
-    assert keys == ["hydra.job_logging.handlers.h.()", "hydra.job_logging.handlers.h.stream"]
 
 
 def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(run, caplog):
@@ -123,7 +120,10 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(run, caplog):
     assert "stale lock" in caplog.text and str(2**22 + 7) in caplog.text
 
 
-def test_failed_resume_leaves_the_run_resumable_and_truncated_history_is_set_aside(run):
+def test_failed_resume_leaves_the_run_resumable_and_truncated_history_is_set_aside(run, tmp_path):
+    # The folder's logging setup is not used either: its handlers and formats could write any file.
+    hydra_yaml = run / ".hydra" / "hydra.yaml"
+    hydra_yaml.write_text(hydra_yaml.read_text().replace("${hydra.runtime.output_dir}/train.log", str(tmp_path / "bashrc")))
     saved = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
     proc = run_cli("train.py", f"resume={run}", "trainer.max_epochs=2", "trainer.precision=abc")
     assert proc.returncode != 0
@@ -137,7 +137,7 @@ def test_failed_resume_leaves_the_run_resumable_and_truncated_history_is_set_asi
     assert last["epoch"] == 1
     assert [row["epoch"] for row in json.loads(history.read_text())] == [1]
     assert (run / "results" / "metrics_history.json.broken").read_text() == truncated
-    assert "cannot be read" in (run / "train.log").read_text()
+    assert "cannot be read" in (run / "train.log").read_text() and not (tmp_path / "bashrc").exists()
     assert "max_epochs: 2" in (run / ".hydra" / "config.yaml").read_text()
     assert "trainer.max_epochs=2" in (run / ".hydra" / "overrides.yaml").read_text()
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from pipeline.delivery.export import ensure_export
 from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.runs import Run, run_command
 from pipeline.utils.contracts import ExportSpec
+from pipeline.utils.files import write_json
 
 
 def time_calls(call: Callable[[], Any], runs: int, warmup: int) -> np.ndarray:
@@ -108,8 +108,7 @@ def main(run: Run) -> dict[str, Any]:
     figures = benchmark(run.task(cfg.ckpt), ensure_export(run), **settings)
     figures["run"] = str(run.dir)
     out_file = run.dir / "results" / "benchmark.json"
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(figures, indent=2))
+    write_json(out_file, figures)
     print_table(f"{cfg.name}: inference benchmark", figures)
     print(f"Wrote {out_file}")
     return figures

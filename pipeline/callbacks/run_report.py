@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.utils.console import by_metric
+from pipeline.utils.files import atomic_write_text
 from pipeline.utils.run_table import best_row, read_history
 
 matplotlib.use("Agg")
@@ -93,7 +94,7 @@ class RunReport(pl.Callback):
             with per_class.open() as fh:
                 rows = list(csv.reader(fh))
             lines += ["## Per class (test)", ""] + markdown_table(rows[0], rows[1:]) + [""]
-        (self.results_dir / "report.md").write_text("\n".join(lines))
+        atomic_write_text(self.results_dir / "report.md", "\n".join(lines))
 
     def metrics_section(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str]:
         """Validation at the best epoch and test on the tested checkpoint, one row per metric."""

@@ -3,7 +3,6 @@ from interrupted ones (finished runs have ``results/metrics.json``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from datetime import datetime
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
+
+from pipeline.utils.files import write_json
 
 
 class RunState(pl.Callback):
@@ -21,9 +22,8 @@ class RunState(pl.Callback):
         self.path = Path(path)
 
     def _write(self, state: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"state": state, "pid": os.getpid(), "host": socket.gethostname(),
-                                         "since": datetime.now().isoformat(timespec="seconds")}))
+        write_json(self.path, {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
+                               "since": datetime.now().isoformat(timespec="seconds")}, indent=None)
 
     @rank_zero_only
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +220,7 @@ def assign_by_entries(
 def write_split_json(path: str | Path, keys: Sequence[str], indices: dict[str, np.ndarray]) -> None:
     """Write the split as ``{"train": [keys], "val": [...], "test": [...]}`` (sorted, each key once)."""
     payload = {name: sorted({keys[i] for i in indices.get(name, [])}) for name in SPLITS}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside then renamed: another rank reading it never sees half a file.
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(json.dumps(payload, indent=1))
-    staging.replace(path)
+    write_json(path, payload, indent=1)  # atomic: another rank reading it never sees half a file
 
 
 def relative_key(path: Path, root: Path) -> str:

@@ -13,9 +13,10 @@ import numpy as np
 import onnx
 import torch
 
-from pipeline.delivery.onnx_runtime import OnnxModel
+from pipeline.delivery.onnx_runtime import OnnxModel, onnx_problem
 from pipeline.delivery.runs import Run
 from pipeline.utils.contracts import ExportSpec
+from pipeline.utils.files import replacing, write_json
 
 log = logging.getLogger(__name__)
 
@@ -109,28 +110,33 @@ def detection_differences(expected: dict[str, np.ndarray], actual: dict[str, np.
 
 def export_task(task: Any, datamodule: Any, out_dir: Path, samples: int = 16, tolerance: float = 1e-4) -> dict[str, Any]:
     """Export ``task`` to ``out_dir/model.onnx``, check parity on real validation samples, write
-    ``out_dir/export.json`` and return that report; ParityError above ``tolerance``."""
+    ``out_dir/export.json`` and return that report; ParityError above ``tolerance``.
+
+    The model is written aside and replaces ``model.onnx`` only once it passed the check: a failed export
+    leaves the previous one in place (its report, ``"model": null``, still says what failed)."""
     spec = task.export_spec()
     path = Path(out_dir) / MODEL_FILE
-    write_onnx(spec, path)
-    batches = sample_inputs(datamodule, spec, samples)
-    differences = check_parity(spec, path, batches)
-    limits = {name: float(spec.parity_tolerance.get(name, tolerance)) for name in differences}
-    report = {
-        "model": str(path),
-        "size_bytes": path.stat().st_size,
-        "inputs": {name: list(tensor.shape[1:]) for name, tensor in spec.inputs.items()},
-        "outputs": spec.output_names,
-        "parity_samples": sum(len(next(iter(batch.values()))) for batch in batches),
-        "max_abs_diff": differences,
-        "tolerance": limits,
-        "metadata": spec.onnx_metadata(),
-    }
-    (Path(out_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2))
-    failed = {name: diff for name, diff in differences.items() if diff > limits[name]}
-    if failed:
-        name, diff = next(iter(failed.items()))
-        raise ParityError(f"{path}: onnxruntime '{name}' differs from PyTorch by {diff:.3g} (> {limits[name]}); see {REPORT_FILE}")
+    with replacing(path) as staging:
+        write_onnx(spec, staging)
+        batches = sample_inputs(datamodule, spec, samples)
+        differences = check_parity(spec, staging, batches)
+        limits = {name: float(spec.parity_tolerance.get(name, tolerance)) for name in differences}
+        failed = {name: diff for name, diff in differences.items() if diff > limits[name]}
+        report = {
+            "model": None if failed else str(path),
+            "size_bytes": staging.stat().st_size,
+            "inputs": {name: list(tensor.shape[1:]) for name, tensor in spec.inputs.items()},
+            "outputs": spec.output_names,
+            "parity_samples": sum(len(next(iter(batch.values()))) for batch in batches),
+            "max_abs_diff": differences,
+            "tolerance": limits,
+            "metadata": spec.onnx_metadata(),
+        }
+        write_json(Path(out_dir) / REPORT_FILE, report)
+        if failed:
+            name, diff = next(iter(failed.items()))
+            raise ParityError(f"{path}: onnxruntime '{name}' differs from PyTorch by {diff:.3g} (> {limits[name]}); "
+                              f"not installed, see {REPORT_FILE}")
     return report
 
 
@@ -140,10 +146,12 @@ def export_run(run: Run, ckpt: str = "best", samples: int = 16, tolerance: float
 
 
 def ensure_export(run: Run) -> Path:
-    """The run's ONNX file, exported first (best checkpoint) when it does not exist yet."""
+    """The run's ONNX file, exported first (best checkpoint) when there is none or it cannot be used (truncated)."""
     path = run.dir / EXPORT_DIR / MODEL_FILE
-    if not path.is_file():
-        log.info("No export in %s yet: exporting the best checkpoint first", run.dir)
+    problem = onnx_problem(path)
+    if problem:
+        log.log(logging.WARNING if path.exists() else logging.INFO, "%s: %s; exporting the best checkpoint of %s again",
+                path, problem, run.dir)
         export_run(run)
     return path
 

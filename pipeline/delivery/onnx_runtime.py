@@ -21,13 +21,25 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return {prop.key: json.loads(prop.value) for prop in model.metadata_props}
 
 
+def onnx_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a usable ONNX model (missing, truncated, invalid), or None when it is."""
+    if not Path(path).is_file():
+        return "no exported model"
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf and checker errors alike mean an unusable file
+        return f"not a valid ONNX model, truncated or damaged ({str(exc).strip().splitlines()[0][:160]})"
+    return None
+
+
 class OnnxModel:
     """An onnxruntime CPU session; call it with named numpy inputs, get named numpy outputs."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: no exported model (run bin/export.py run=<run folder> first)")
+        problem = onnx_problem(path)
+        if problem:
+            raise UserError(f"{path}: {problem} (export it again: bin/export.py run=<run folder>)")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

@@ -50,7 +50,8 @@ def predict(run: Run) -> Path:
     if OmegaConf.is_list(cfg.run):
         from pipeline.trainers.classification import predict_combined
 
-        runs = [run if i == 0 else Run.open(name) for i, name in enumerate(cfg.run)]
+        trust = [f"trust_run={str(bool(cfg.get('trust_run'))).lower()}"]
+        runs = [run if i == 0 else Run.open(name, trust) for i, name in enumerate(cfg.run)]
         return predict_combined(runs, source, out_dir, ckpt=cfg.ckpt, **task_options(cfg))
     if cfg.backend not in BACKENDS:
         raise UserError(f"backend: '{cfg.backend}' is not one of {list(BACKENDS)}")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -26,7 +25,8 @@ from pipeline.trainers.engine import build_datamodule, build_task
 from pipeline.utils.cli import HYDRA_FLAGS, exit_on_user_error, run_hydra
 from pipeline.utils.config import CONFIG_DIR, apply_overrides, load_run_config, locate_run, register_resolvers
 from pipeline.utils.errors import UserError
-from pipeline.utils.runs import find_checkpoint
+from pipeline.utils.runs import find_checkpoint, load_checkpoint
+from pipeline.utils.trust import check_run_config
 from pipeline.utils.validation import refuse_other_experiment
 
 SAVED_RUN_GROUP = "saved_run"
@@ -38,6 +38,10 @@ class Run:
 
     dir: Path
     cfg: DictConfig
+
+    def __post_init__(self) -> None:
+        if self.dir is not None:  # a run folder is data: build only what it may name, unless trust_run=true
+            check_run_config(self.dir, self.cfg)
 
     @classmethod
     def open(cls, run: str | Path | None = "latest", overrides: Sequence[str] = (), experiment: str | None = None) -> Run:
@@ -57,7 +61,7 @@ class Run:
 
         The data description comes from the checkpoint: exactly what the model was trained with.
         """
-        state = torch.load(self.checkpoint(ckpt), map_location="cpu", weights_only=True)
+        state = load_checkpoint(self.checkpoint(ckpt))
         task = build_task(self.cfg, state["hyper_parameters"]["data_info"])
         task.load_state_dict(state["state_dict"])
         return task.eval()

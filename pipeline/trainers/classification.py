@@ -13,7 +13,6 @@ Every prediction path (validation, test, files, export) averages probabilities o
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
 from pipeline.utils.contracts import ExportSpec, Output
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import write_json
 from pipeline.utils.progress import batched
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ class ClassificationTask(BaseTask):
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        (results / "per_class_report.json").write_text(json.dumps(rows, indent=2))
+        write_json(results / "per_class_report.json", rows)
 
     def render_examples(self, stage: str) -> torch.Tensor | None:
         ex = self.examples.get(stage)

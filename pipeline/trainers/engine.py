@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,14 @@ from rich.console import Console
 
 from pipeline.callbacks.dashboard import curated_hparams, headline_metrics
 from pipeline.callbacks.metrics_history import scalar_metrics
-from pipeline.utils.config import save_config_pickle
+from pipeline.utils.config import save_run_config
 from pipeline.utils.console import final_table
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import write_json
 from pipeline.utils.ranks import check_launch, pin_run_dir, publish_run_config, share_with_ranks
-from pipeline.utils.run_table import best_row, read_history, read_overrides
-from pipeline.utils.runs import find_checkpoint
+from pipeline.utils.run_table import best_row, read_history, read_json, read_overrides
+from pipeline.utils.runs import find_checkpoint, load_checkpoint, run_lock
+from pipeline.utils.validation import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +57,6 @@ def build_callbacks(cfg: DictConfig, loggers: list[Any]) -> list[Any]:
     return [c for c in instantiate_each(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
-
-
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """``last.ckpt`` of the run being resumed (``cfg.resume``), or None for a fresh run."""
     if not cfg.get("resume"):
@@ -69,6 +66,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         raise UserError(
             f"resume: run '{cfg.resume}' has no checkpoints/last.ckpt (it stopped before its first epoch ended); start a new run instead"
         )
+    load_checkpoint(ckpt)  # Lightning's own load would fail later, with a traceback, on anything but plain data
     return str(ckpt)
 
 
@@ -87,27 +85,42 @@ def route_lightning_logs() -> None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit, then test the best checkpoint; returns ``cfg.optimized_metric`` for sweepers."""
+    """Fit, then test the best checkpoint, holding the run folder's lock (rank 0: one writer per run);
+    returns ``cfg.optimized_metric`` for sweepers."""
     route_lightning_logs()
     run_dir = Path(cfg.paths.output_dir)
-    if HydraConfig.initialized():
-        config_pickle = run_dir / ".hydra" / "config.pickle"
-        if rank_zero_only.rank == 0:
-            pin_run_dir(run_dir)
-            save_config_pickle(cfg, HydraConfig.get(), config_pickle)
-            publish_run_config(config_pickle)
-        share_with_ranks(config_pickle)
+    with run_lock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
+        return fit_and_test(cfg, run_dir)
+
+
+def prepare_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, pl.LightningModule, pl.LightningDataModule]:
+    """Validate, then build datamodule, task, callbacks, loggers and trainer; only then write the run's config
+    files (and name them to the other ranks), so a config that does not build (a resume with a bad value)
+    leaves the run folder as it was."""
+    validate_config(cfg)  # resumed configs do not pass through the command line's check
     check_launch(cfg.trainer)
     seed_everything(cfg.seed, workers=True)
-    ckpt_path = resume_checkpoint(cfg)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
     loggers = instantiate_each(cfg.get("logger"))
     callbacks = build_callbacks(cfg, loggers)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if HydraConfig.initialized():
+        if rank_zero_only.rank == 0:
+            pin_run_dir(run_dir)
+            save_run_config(cfg, HydraConfig.get(), run_dir)
+            publish_run_config(run_dir)
+        share_with_ranks(run_dir)
+    return trainer, task, datamodule
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path) -> float | None:
+    """The body of ``train``: checkpoints load as plain data (``weights_only``), results are written atomically."""
+    ckpt_path = resume_checkpoint(cfg)
+    trainer, task, datamodule = prepare_run(cfg, run_dir)
     if ckpt_path:
         log.info("Resuming %s from %s", run_dir, ckpt_path)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     fit_metrics = scalar_metrics(trainer.callback_metrics)
 
     results: dict[str, Any] = {"fit": fit_metrics}
@@ -117,7 +130,7 @@ def train(cfg: DictConfig) -> float | None:
         results["best"] = {"monitor": checkpoint.monitor, "score": float(best_score), "checkpoint": checkpoint.best_model_path}
     if cfg.get("test_after_train", True) and not trainer.fast_dev_run:
         has_best = checkpoint is not None and checkpoint.best_model_path
-        trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
+        trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False, weights_only=True)
         results["test"] = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
         if trainer.is_global_zero:
             write_json(run_dir / "results" / "test_metrics.json", {"checkpoint": checkpoint.best_model_path if has_best else None, **results["test"]})
@@ -160,6 +173,7 @@ def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
 def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, float]:
     """Test a run's checkpoint with the run's own config; writes ``results/test_metrics.json``."""
     checkpoint = find_checkpoint(run_dir, ckpt)
+    load_checkpoint(checkpoint)
     seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
@@ -169,11 +183,10 @@ def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, fl
                                       logger=instantiate_each(cfg.get("logger")) or False)
     # Only the weights are restored for a test; Lightning's advice to pass the run's checkpoint callbacks is moot.
     warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
-    trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False)
+    trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False, weights_only=True)
     metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
     write_json(run_dir / "results" / "test_metrics.json", {"checkpoint": str(checkpoint), **metrics})
-    saved = run_dir / "results" / "metrics.json"
-    results = {**(json.loads(saved.read_text()) if saved.is_file() else {"fit": {}}), "test": metrics}
+    results = {**read_json(run_dir / "results" / "metrics.json", {"fit": {}}), "test": metrics}
     Console().print(final_table(f"{cfg.name}: test of {run_dir.name}", results, read_history(run_dir),
                                 cfg.task.get("monitor_mode", "max"), run_dir, tested=checkpoint))
     print(f"Wrote {run_dir / 'results' / 'test_metrics.json'}")

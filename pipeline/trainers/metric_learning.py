@@ -8,7 +8,6 @@ the threshold of its own epoch; test, predict and export use that frozen thresho
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
 from pipeline.trainers.base import BaseTask
 from pipeline.utils.contracts import ExportSpec, Output
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import write_json
 
 LOGGED = ("eer_real", "eer_real_fnr", "eer_fake", "eer_fake_fnr", "eer_mean", "fnmr_at_fmr_1e-2",
           "fnmr_at_fmr_1e-3", "auc_real", "auc_fake", "threshold")
@@ -123,9 +123,7 @@ class MetricLearningTask(BaseTask):
 
     @rank_zero_only
     def _write_threshold(self, threshold: float) -> None:
-        path = self.results_dir() / "threshold.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"threshold": threshold, "metric": "cosine", "chosen_on": "val eer_real point"}, indent=2))
+        write_json(self.results_dir() / "threshold.json", {"threshold": threshold, "metric": "cosine", "chosen_on": "val eer_real point"})
 
     def results_dir(self) -> Path:
         return Path(self.trainer.default_root_dir) / "results"

@@ -1,17 +1,24 @@
-"""Config helpers: resolvers, saving a run's config (YAML + pickle), loading it back with overrides."""
+"""Config helpers: resolvers, saving a run's config (YAML + pickle), loading it back with overrides.
+
+A run is rebuilt from its YAML files only; the pickle is written for Hydra's ``--experimental-rerun`` and read
+only there, with a warning: unpickling runs whatever code the file holds.
+"""
 
 from __future__ import annotations
 
 import os
 import pickle
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.conf import HydraConf
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import atomic_write_text, replacing
 from pipeline.utils.runs import resolve_run_dir, unique_run_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +41,39 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{file}"
 
 
+def save_run_config(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> None:
+    """Write the run's ``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml`` and rerun pickle, each atomically."""
+    hydra_dir = Path(run_dir) / ".hydra"
+    atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_cfg}))
+    atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+    save_config_pickle(cfg, hydra_cfg, hydra_dir / "config.pickle")
+
+
+def read_run_config(run_dir: Path) -> DictConfig:
+    """``load_run_config`` with the run's ``hydra`` node from ``.hydra/hydra.yaml`` (YAML: plain data, nothing
+    runs while it is read), as Hydra's own config object."""
+    cfg = load_run_config(run_dir)
+    try:
+        saved = OmegaConf.load(Path(run_dir) / ".hydra" / "hydra.yaml")
+    except OSError as exc:
+        raise UserError(f"resume: cannot read the Hydra settings of run '{run_dir}' ({exc})") from None
+    node = OmegaConf.structured(HydraConf)
+    OmegaConf.set_struct(node, False)  # Hydra adds nodes of its own (hydra.env) to its schema
+    node.merge_with(saved.hydra)
+    with open_dict(cfg):
+        cfg.hydra = node
+        del cfg.hydra["defaults"]
+    return cfg
+
+
+def project_job_logging() -> DictConfig:
+    """The logging setup of this project's own configs (``hydra.job_logging``): a resumed run logs with it, not
+    with its folder's, whose handlers and formats could name any class and write any file."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", return_hydra_config=True).hydra.job_logging
+
+
 def save_config_pickle(cfg: DictConfig, hydra_cfg: DictConfig | None, path: Path) -> None:
     """Write the full config (task config plus the ``hydra`` node) as Hydra's rerun pickle."""
     full = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
@@ -45,15 +85,16 @@ def save_config_pickle(cfg: DictConfig, hydra_cfg: DictConfig | None, path: Path
         with read_write(full.hydra), open_dict(full.hydra):
             for key in ("launcher", "sweeper"):
                 full.hydra[key] = OmegaConf.to_container(full.hydra[key], resolve=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
+    with replacing(path) as staging, open(staging, "wb") as fh:
         pickle.dump(full, fh)
 
 
 def load_config_pickle(path: Path) -> DictConfig:
-    """Read a run's ``config.pickle`` (full config with its ``hydra`` node)."""
+    """Read a run's ``config.pickle`` (full config with its ``hydra`` node); trusted input, hence the warning."""
     if not path.is_file():
         raise UserError(f"resume: '{path}' does not exist (give a run folder or its .hydra/config.pickle)")
+    print(f"warning: {path} is a pickle, and loading it runs any code it holds: use it only for runs you made "
+          "(resume=<run folder> reads the run's YAML config instead)", file=sys.stderr)
     try:
         with open(path, "rb") as fh:
             cfg = pickle.load(fh)  # noqa: S301 - the run's own file, written by save_config_pickle
@@ -87,11 +128,13 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
-    """A run's saved config, with ``paths.output_dir`` pointing at the run."""
+    """A run's saved config, with ``paths.output_dir`` pointing at the run; ``trust_run`` is false whatever the
+    folder says (only the command line trusts a folder: ``pipeline.utils.trust``)."""
     register_resolvers()
     cfg = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
+        cfg.trust_run = False
     return cfg
 
 

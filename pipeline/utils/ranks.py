@@ -3,8 +3,8 @@
 With ``strategy=ddp`` Lightning re-launches the script for every other local rank with the original
 argv plus ``hydra.run.dir=...``. Composing that again would draw a new timestamp (a second run
 folder), re-resolve ``resume=latest`` or start a multirun sweep of its own. Instead rank 0 writes its
-exact config (the run's ``.hydra/config.pickle``) and names it in ``PIPELINE_RUN_CONFIG``; the
-children inherit the variable and train with that config, in rank 0's run folder.
+exact config (the run's ``.hydra/config.yaml`` and ``hydra.yaml``) and names the run in
+``PIPELINE_RUN_CONFIG``; the children inherit the variable and train with that config, in rank 0's run folder.
 
 Ranks started by ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
 ``MASTER_PORT``) inherit nothing from rank 0: they wait for it to name that file in the key-value store
@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from omegaconf import DictConfig, open_dict, read_write
 
-from pipeline.utils.config import load_config_pickle
+from pipeline.utils.config import read_run_config
 from pipeline.utils.errors import UserError
 
 RUN_CONFIG_ENV = "PIPELINE_RUN_CONFIG"
@@ -40,9 +40,9 @@ def pin_run_dir(run_dir: Path) -> None:
         hydra_cfg.run.dir = str(run_dir)
 
 
-def share_with_ranks(config_pickle: Path) -> None:
-    """Name the config file that ranks launched from this process must train with."""
-    os.environ[RUN_CONFIG_ENV] = str(config_pickle)
+def share_with_ranks(run_dir: Path) -> None:
+    """Name the run whose saved config ranks launched from this process must train with."""
+    os.environ[RUN_CONFIG_ENV] = str(run_dir)
 
 
 def rank_config() -> DictConfig | None:
@@ -54,9 +54,9 @@ def rank_config() -> DictConfig | None:
 
 
 def load_rank_config(path: Path) -> DictConfig:
-    """The config rank 0 saved at ``path``, with Hydra's state set as rank 0's (its run folder)."""
+    """The config rank 0 saved in run folder ``path``, with Hydra's state set as rank 0's."""
     setup_globals()  # the ${hydra:...} and ${now:...} resolvers
-    full = load_config_pickle(path)
+    full = read_run_config(Path(path))
     HydraConfig.instance().set_config(full)
     cfg = copy.deepcopy(full)
     with read_write(cfg), open_dict(cfg):
@@ -82,7 +82,7 @@ def launch_store() -> dist.Store:
 
 
 def publish_run_config(path: Path) -> None:
-    """On rank 0 of a launch: name the config file the other ranks must train with."""
+    """On rank 0 of a launch: name the run whose saved config the other ranks must train with."""
     if launch_rank() == 0:
         launch_store().set(RUN_CONFIG_ENV, str(path))
 

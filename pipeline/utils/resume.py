@@ -1,11 +1,13 @@
 """The three ways to resume a run, all continuing in the original folder from its last.ckpt.
 
-- ``--experimental-rerun <run>/.hydra/config.pickle`` (Hydra's rerun of a pickled config),
 - ``resume=<run folder>``,
-- ``resume=latest`` (the newest run of the experiment the other overrides select).
+- ``resume=latest`` (the newest usable run of the experiment the other overrides select),
+- ``--experimental-rerun <run>/.hydra/config.pickle`` (Hydra's rerun of a pickled config: trusted input).
 
-Unlike Hydra's own rerun, further ``key=value`` overrides are applied on top of the saved config
-(for example ``trainer.max_epochs=20`` to train a finished run for longer).
+The first two rebuild the config from the run's YAML files and build only the classes a run folder may
+name (``pipeline.utils.trust``) unless ``trust_run=true``. Unlike Hydra's own rerun, further ``key=value``
+overrides are applied on top of the saved config (``trainer.max_epochs=20`` trains a finished run longer);
+the run's config files are rewritten only once the new config has been built (``train``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,19 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import configure_log, setup_globals
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from pipeline.utils.config import apply_overrides, load_config_pickle, locate_run
+from pipeline.utils.config import (
+    apply_overrides,
+    load_config_pickle,
+    locate_run,
+    project_job_logging,
+    read_run_config,
+)
 from pipeline.utils.errors import UserError
+from pipeline.utils.runs import run_lock
+from pipeline.utils.trust import check_run_config
 
 RERUN_FLAG = "--experimental-rerun"
 
@@ -45,20 +56,38 @@ def run_dir_for(resume: str, overrides: list[str]) -> Path:
     return locate_run(resume, experiment, [o.input_line for o in selection if o.key_or_group.startswith("paths.")])
 
 
-def load_resume_config(pickle_path: Path, run_dir: Path, overrides: list[str]) -> DictConfig:
-    """Load the run's pickled config, point it at ``run_dir``, set up Hydra's logging, apply overrides."""
+def merged_overrides(saved: list[str], new: list[str]) -> list[str]:
+    """The run's recorded overrides with the resume's own: a key given again takes its new value."""
+    def key(override: str) -> str:
+        return override.split("=")[0].lstrip("+~")
+
+    given = {key(o) for o in new}
+    return [o for o in saved if key(o) not in given] + list(new)
+
+
+def load_resume_config(full: DictConfig, run_dir: Path, overrides: list[str], trusted: bool = False) -> DictConfig:
+    """Point the run's full config at ``run_dir``, apply overrides and, unless ``trusted``, check what it names and
+    log with the project's own logging setup; then set up Hydra's logging. The recorded overrides gain the new ones."""
     setup_globals()  # Hydra's ${hydra:...} and ${now:...} resolvers
-    full = load_config_pickle(pickle_path)
     OmegaConf.set_readonly(full.hydra, False)  # Hydra froze its node before it was pickled
+    task_overrides = [o for o in overrides if not o.startswith("hydra.")]
     with open_dict(full):
         full.hydra.runtime.output_dir = str(run_dir)
-    configure_log(full.hydra.job_logging, full.hydra.verbose)
-    HydraConfig.instance().set_config(full)
+        recorded = [o for o in task_overrides if not o.startswith("trust_run=")]  # trust is given per command
+        full.hydra.overrides.task = merged_overrides(list(full.hydra.overrides.task), recorded)
     cfg = copy.deepcopy(full)
     with read_write(cfg), open_dict(cfg):
         del cfg["hydra"]
         cfg.resume = str(run_dir)
-    return apply_overrides(cfg, [o for o in overrides if not o.startswith("hydra.")])
+    cfg = apply_overrides(cfg, task_overrides)
+    if not trusted:
+        check_run_config(run_dir, cfg)
+        if not cfg.trust_run:
+            with open_dict(full):
+                full.hydra.job_logging = project_job_logging()
+    configure_log(full.hydra.job_logging, full.hydra.verbose)
+    HydraConfig.instance().set_config(full)
+    return cfg
 
 
 def resume_config(argv: list[str]) -> DictConfig | None:
@@ -68,8 +97,11 @@ def resume_config(argv: list[str]) -> DictConfig | None:
         return None
     if pickle_path is not None:
         pickle_file = Path(pickle_path).expanduser().resolve()
-        run_dir = pickle_file.parent.parent
+        run_dir, full = pickle_file.parent.parent, load_config_pickle(pickle_file)
     else:
         run_dir = run_dir_for(resume, overrides)
-        pickle_file = run_dir / ".hydra" / "config.pickle"
-    return load_resume_config(pickle_file, run_dir, overrides)
+        full = read_run_config(run_dir)
+    if rank_zero_only.rank == 0:  # a run still training is refused here, before its log is touched
+        with run_lock(run_dir):
+            pass
+    return load_resume_config(full, run_dir, overrides, trusted=pickle_path is not None)

@@ -1,14 +1,28 @@
-"""Run folders: unique timestamped directories, finding runs and their checkpoints."""
+"""Run folders: unique timestamped directories, one writer each, finding runs and their checkpoints."""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import logging
 import os
+import pickle
 import re
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from pipeline.utils.errors import UserError
+from pipeline.utils.run_table import read_json, read_state
+
+log = logging.getLogger(__name__)
+LOCK_FILE = ".lock"
+_announced: set[Path] = set()
 
 RUN_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(_\d+)?$")
 _created: dict[str, str] = {}
@@ -41,7 +55,9 @@ def is_run_dir(path: Path) -> bool:
 
 
 def latest_run(experiment_dir: str | Path) -> Path:
-    """The most recent run folder under ``experiments_results/<experiment>``."""
+    """The newest usable run under ``experiments_results/<experiment>``: finished or resumable (it has
+    ``checkpoints/last.ckpt``), so not a run that failed before its first epoch ended nor a ``debug=fast`` one.
+    The choice is printed once to stderr."""
     experiment_dir = Path(experiment_dir)
     runs = sorted(
         (p for p in experiment_dir.glob("*") if RUN_NAME.match(p.name) and is_run_dir(p)),
@@ -49,7 +65,59 @@ def latest_run(experiment_dir: str | Path) -> Path:
     )
     if not runs:
         raise UserError(f"no finished or started run found in '{experiment_dir}' (train one first with bin/train.py)")
-    return runs[-1]
+    usable = [p for p in runs if (p / "checkpoints" / "last.ckpt").is_file()]
+    if not usable:
+        raise UserError(f"no usable run in '{experiment_dir}': its {len(runs)} run(s) have no checkpoints/last.ckpt (failed "
+                        "before their first epoch ended, or debug=fast); train one with bin/train.py or give run=<folder>")
+    if usable[-1] not in _announced:
+        _announced.add(usable[-1])
+        saved = datetime.fromtimestamp((usable[-1] / "checkpoints" / "last.ckpt").stat().st_mtime)
+        print(f"latest run: {usable[-1]} ({read_state(usable[-1])}, last checkpoint {saved:%Y-%m-%d %H:%M})", file=sys.stderr)
+    return usable[-1]
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold ``<run>/.lock`` while this process writes the run: one writer per run folder.
+
+    The file names its holder (``{"pid", "host", "since"}``) for the message a second writer gets; the lock
+    itself is an ``flock`` on it, which the kernel releases when the holder dies, even by kill -9. So a lock
+    file left behind is stale exactly when nobody holds its flock, with no guess from a PID that may have been
+    reused (``filelock`` takes the same kind of lock but keeps no holder in the file; an O_EXCL file alone
+    cannot tell a live holder from a dead one on another host). A stale lock is taken over with a log line.
+    """
+    path = Path(run_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _acquire(path)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before closing: a process that opened it meanwhile sees a replaced file
+        os.close(fd)
+
+
+def _acquire(path: Path) -> int:
+    """Open and flock ``path`` (not blocking), write this process into it and return its descriptor."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = read_json(path, {})
+            raise UserError(f"run in progress (pid {holder.get('pid', '?')} on host {holder.get('host', '?')}): "
+                            f"{path.parent}") from None
+        if path.exists() and os.fstat(fd).st_ino == path.stat().st_ino:
+            break
+        os.close(fd)  # the holder removed the file between our open and flock: lock the new one
+    stale = read_json(path, None)
+    if stale:
+        log.warning("Taking over the stale lock of %s (pid %s on host %s, not running)", path.parent,
+                    stale.get("pid"), stale.get("host"))
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": datetime.now().isoformat(timespec="seconds")}).encode())
+    return fd
 
 
 def resolve_run_dir(value: str | None, results_dir: str | Path, experiment: str) -> Path:
@@ -69,13 +137,21 @@ def best_checkpoint(run_dir: Path) -> Path | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None
-    state = torch.load(last, map_location="cpu", weights_only=True)
+    state = load_checkpoint(last)
     for key, value in state.get("callbacks", {}).items():
         if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
             candidate = run_dir / "checkpoints" / Path(value["best_model_path"]).name
             if candidate.is_file():
                 return candidate
     return None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents, read as plain data (``weights_only``: tensors and containers, no code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise UserError(f"{path}: not a readable checkpoint of plain data ({str(exc).splitlines()[0][:200]})") from None
 
 
 def find_checkpoint(run_dir: Path, which: str = "best") -> Path:

@@ -54,8 +54,9 @@ def test_rerun_pickle_and_latest_continue_the_same_run(tmp_path):
     (run,) = _runs(results)
     pickle = run / ".hydra" / "config.pickle"
     assert pickle.is_file()
-    _train(results, "--experimental-rerun", str(pickle), "trainer.max_epochs=2")
+    proc = _train(results, "--experimental-rerun", str(pickle), "trainer.max_epochs=2")
     assert _runs(results) == [run] and _last(run)["epoch"] == 1
+    assert f"warning: {pickle} is a pickle, and loading it runs any code it holds" in proc.stderr
     proc = _train(results, "resume=latest", "trainer.max_epochs=3")
     assert _runs(results) == [run] and _last(run)["epoch"] == 2
     assert f"Run folder: {run}" in proc.stdout

@@ -25,6 +25,8 @@ def test_latest_run_orders_same_second_suffixes(tmp_path):
     for name in ("2026-01-01_00-00-00", "2026-01-01_00-00-01", "2026-01-01_00-00-01_2", "notes"):
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / ".hydra" / "config.yaml").write_text("{}")
+        (tmp_path / name / "checkpoints").mkdir()
+        (tmp_path / name / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert latest_run(tmp_path).name == "2026-01-01_00-00-01_2"
     with pytest.raises(UserError, match="no finished or started run"):
         latest_run(tmp_path / "empty")

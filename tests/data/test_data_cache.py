@@ -1,0 +1,128 @@
+"""Decode once: later setups and epochs decode nothing, a changed file is decoded again, augmentation
+stays random per epoch, and a cached batch is the batch of the one eval preprocessing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import pipeline.data.io as image_io
+from pipeline.data.classification import ImageFolderDataModule
+from pipeline.data.io import load_image
+from pipeline.utils.errors import UserError
+
+AUGMENT = [{"_target_": "albumentations.HorizontalFlip", "p": 0.5},
+           {"_target_": "albumentations.RandomBrightnessContrast", "p": 1.0}]
+
+
+def _write(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.random.default_rng(seed).integers(0, 256, (30 + seed % 7, 24, 3), dtype=np.uint8)
+    cv2.imwrite(str(path), image)
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    for i in range(16):
+        _write(tmp_path / "photos" / ("cat" if i % 2 else "dog") / f"{i}.png", i)
+    return tmp_path / "photos"
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[str]:
+    """Every image decode in this process (the loaders here run in it: num_workers=0)."""
+    calls: list[str] = []
+    real = image_io.decode_image
+
+    def counting(data: bytes, source: str = "<bytes>") -> np.ndarray:
+        calls.append(source)
+        return real(data, source)
+
+    monkeypatch.setattr(image_io, "decode_image", counting)
+    return calls
+
+
+def _datamodule(root: Path, cache: str = "disk", augment=None, num_workers: int = 0, **kwargs) -> ImageFolderDataModule:
+    dm = ImageFolderDataModule(root=str(root), decoded_dir=str(root.parent / "decoded"), cache=cache, image_size=(16, 12),
+                               augment=augment, num_workers=num_workers, batch_size=4, seed=3,
+                               split={"train": 0.5, "val": 0.25, "test": 0.25}, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def _epoch(loader, epoch: int) -> list[torch.Tensor]:
+    loader.sampler.set_epoch(epoch)
+    return [batch["image"] for batch in loader]
+
+
+def test_second_setup_and_epochs_decode_no_image(folder, decodes):
+    _datamodule(folder)
+    assert sorted(decodes) == sorted(str(p) for p in folder.rglob("*.png")), "each image decoded exactly once"
+    decodes.clear()
+    dm = _datamodule(folder, augment=AUGMENT)
+    for epoch in range(2):
+        _epoch(dm.train_dataloader(), epoch)
+    list(dm.val_dataloader())
+    assert decodes == []
+
+
+def test_a_changed_file_is_decoded_again(folder, decodes):
+    _datamodule(folder)
+    dm = _datamodule(folder)
+    changed = dm.datasets["val"].samples[0].path
+    _write(changed, 99)
+    os.utime(changed, ns=(1, 1))  # another mtime even where the clock is coarse
+    decodes.clear()
+    dm = _datamodule(folder)
+    assert str(changed) in decodes and len(decodes) == len(dm.datasets["val"])
+    expected = dm.preprocess(load_image(changed))
+    torch.testing.assert_close(dm.datasets["val"][0]["image"], expected, rtol=0, atol=0)
+
+
+def test_cached_batch_equals_the_eval_preprocessing_of_each_file(folder):
+    for cache in ("disk", "none"):
+        dm = _datamodule(folder, cache=cache)
+        (batch, *_) = list(dm.val_dataloader())
+        samples = dm.datasets["val"].samples[: len(batch["image"])]
+        expected = torch.stack([dm.preprocess(load_image(s.path)) for s in samples])
+        torch.testing.assert_close(batch["image"], expected, rtol=0, atol=0, msg=cache)
+        assert batch["label"].tolist() == [s.labels["label"] for s in samples]
+
+
+def test_persistent_workers_augment_each_epoch_anew_and_replay_it_exactly(folder):
+    dm = _datamodule(folder, augment=AUGMENT, num_workers=1)
+    persistent = dm.train_dataloader()
+    assert persistent.persistent_workers
+    first, second = _epoch(persistent, 0), _epoch(persistent, 1)
+    fresh = _datamodule(folder, augment=AUGMENT, num_workers=1).train_dataloader()
+    resumed = _epoch(fresh, 1)  # a resumed run: new workers that start at epoch 1
+    for a, b in zip(second, resumed, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    item = persistent.dataset
+    item.epoch[0] = 0
+    epoch0 = item[0]["image"]
+    item.epoch[0] = 1
+    assert not torch.equal(epoch0, item[0]["image"]), "the same item is augmented differently in another epoch"
+
+
+def test_workers_build_the_same_cache_and_unreadable_files_are_named(folder, tmp_path):
+    by_workers = _datamodule(folder, num_workers=2)
+    in_process = ImageFolderDataModule(root=str(folder), decoded_dir=str(tmp_path / "other"), cache="disk",
+                                       image_size=(16, 12), num_workers=0, seed=3,
+                                       split={"train": 0.5, "val": 0.25, "test": 0.25})
+    in_process.setup("fit")
+    for split in ("train", "val", "test"):
+        a, b = by_workers.datasets[split].images, in_process.datasets[split].images
+        assert len(a) == len(b) and all(np.array_equal(a[i], b[i]) for i in range(len(a)))
+    bad = folder / "cat" / "broken.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(UserError, match="broken.png"):
+        _datamodule(folder, check_images=False)
+    kept = _datamodule(folder, skip_bad_files=True)
+    assert all(s.path != bad for ds in kept.datasets.values() for s in ds.samples)

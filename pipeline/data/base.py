@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,21 +60,14 @@ class EpochSeededDataset(Dataset):
     def __getitem__(self, index: int):
         seed = item_seed(self.seed, int(self.epoch[0]), index)
         if torch.utils.data.get_worker_info() is not None:
-            seed_everything_quietly(seed)
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
         transform = getattr(self.dataset, "transform", None)
         transform = getattr(transform, "augment", transform)  # DetectionTransform holds its Compose there
         if hasattr(transform, "set_random_seed"):
             transform.set_random_seed(seed)
         return self.dataset[index]
-
-
-def seed_everything_quietly(seed: int) -> None:
-    """Seed python, numpy and torch global RNGs (a worker's own)."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class EpochSeededLoader(DataLoader):

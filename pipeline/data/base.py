@@ -28,9 +28,12 @@ def _plain(node: Any) -> Any:
 
 
 def auto_workers() -> int:
-    """Loader processes for ``num_workers: auto``: the cores this process may use, one left for
-    the training loop, at most 8."""
-    return max(1, min(8, len(os.sched_getaffinity(0)) - 1))
+    """Loader processes for ``num_workers: auto``: the cores this process may use, one left for the
+    training loop, at most 8; none on 2 cores or fewer, where the loop's threads use every core and
+    a worker could only take turns with them (items come from the decode-once cache, so the main
+    process prepares them in about 1% of a step)."""
+    cores = len(os.sched_getaffinity(0))
+    return 0 if cores <= 2 else min(8, cores - 1)
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
@@ -162,12 +165,12 @@ class BaseDataModule(pl.LightningDataModule):
 
         ``prepare`` is the deterministic preprocessing after the crop to each box (a resize, an eye
         zone); ``signature`` names it and its parameters (part of the cache key); ``size`` is its
-        output size (height, width) when fixed. Built by the workers, one process per machine.
+        output size (height, width) when fixed. Built by one process per machine, decoding on every core.
         """
         folder = cache_folder(self.cache, self.decoded_dir, estimate_bytes(sources, size) if self.cache == "auto" else 0)
         if folder is None or not sources:
             return None
-        return open_cache(folder, sources, prepare, signature, self.num_workers)
+        return open_cache(folder, sources, prepare, signature)
 
     def _distributed(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

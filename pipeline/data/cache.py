@@ -4,8 +4,8 @@ a single time into one memory-mapped file, read back by every later epoch, worke
 A cache entry is a folder named after a hash of the files (path, size, mtime), their crop boxes and
 the preprocessing signature, so a changed file or size makes a new entry. It holds ``images.u8``
 (the images' bytes one after the other) and ``index.npy`` (offset, height, width per item; 0 x 0 for
-a file that does not decode). Building takes a file lock: under DDP one process per machine decodes,
-the others wait and map the same file. Workers open the map lazily, so nothing is copied per worker.
+a file that does not decode). Building decodes on every core and takes a file lock: under DDP one
+process per machine decodes, the others wait and map the same file. Workers open the map lazily, so nothing is copied per worker.
 
 ``data.cache``: ``disk`` (``data.decoded_dir``, kept across runs), ``memory`` (``/dev/shm``: RAM shared by
 the machine's processes, kept until reboot, no disk writes), ``none`` (decode every item every
@@ -148,15 +148,19 @@ def estimate_bytes(sources: Sequence[tuple[Path, Box]], size: Sequence[int] | No
     return EXPANSION * sum(Path(path).stat().st_size for path, _ in sources)
 
 
-def open_cache(folder: Path, sources: Sequence[tuple[Path, Box]], prepare: Prepare | None, signature: str,
-               num_workers: int) -> CachedImages:
-    """The cache entry of ``sources``: built (decoding with ``num_workers`` processes) unless it exists."""
+def build_workers() -> int:
+    """Decoding processes for a build: every core this process may use (it only writes), at most 8."""
+    return min(8, len(os.sched_getaffinity(0)))
+
+
+def open_cache(folder: Path, sources: Sequence[tuple[Path, Box]], prepare: Prepare | None, signature: str) -> CachedImages:
+    """The cache entry of ``sources``: built unless it exists."""
     entry = folder / cache_key(sources, signature)
     if not (entry / "index.npy").is_file():
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
             if not (entry / "index.npy").is_file():
-                build(entry, Decoder(sources, prepare), num_workers)
+                build(entry, Decoder(sources, prepare), build_workers())
     return CachedImages(entry)
 
 
@@ -165,7 +169,8 @@ def _identity(item):
 
 
 def build(entry: Path, decoder: Decoder, num_workers: int) -> None:
-    """Decode every item in parallel into a temporary folder, then move it into place in one step."""
+    """Decode every item with ``num_workers`` processes into a temporary folder, then move it into place
+    in one step."""
     log.info("decoding %d images once into %s", len(decoder), entry)
     scratch = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
     index = np.zeros((len(decoder), 3), np.int64)

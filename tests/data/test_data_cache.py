@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import pipeline.data.cache as image_cache
 import pipeline.data.io as image_io
 from pipeline.data.classification import ImageFolderDataModule
 from pipeline.data.io import load_image
@@ -33,9 +34,15 @@ def folder(tmp_path) -> Path:
     return tmp_path / "photos"
 
 
+@pytest.fixture(autouse=True)
+def builds_in_process(monkeypatch) -> None:
+    """Caches built in this process (quick, and its decodes can be counted); one test builds with workers."""
+    monkeypatch.setattr(image_cache, "build_workers", lambda: 0)
+
+
 @pytest.fixture
 def decodes(monkeypatch) -> list[str]:
-    """Every image decode in this process (the loaders here run in it: num_workers=0)."""
+    """Every image decode (the builds and loaders here run in this process)."""
     calls: list[str] = []
     real = image_io.decode_image
 
@@ -111,8 +118,10 @@ def test_persistent_workers_augment_each_epoch_anew_and_replay_it_exactly(folder
     assert not torch.equal(epoch0, item[0]["image"]), "the same item is augmented differently in another epoch"
 
 
-def test_workers_build_the_same_cache_and_unreadable_files_are_named(folder, tmp_path):
-    by_workers = _datamodule(folder, num_workers=2)
+def test_workers_build_the_same_cache_and_unreadable_files_are_named(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(image_cache, "build_workers", lambda: 2)
+    by_workers = _datamodule(folder)
+    monkeypatch.setattr(image_cache, "build_workers", lambda: 0)
     in_process = ImageFolderDataModule(root=str(folder), decoded_dir=str(tmp_path / "other"), cache="disk",
                                        image_size=(16, 12), num_workers=0, seed=3,
                                        split={"train": 0.5, "val": 0.25, "test": 0.25})

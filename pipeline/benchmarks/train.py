@@ -48,7 +48,7 @@ class TrainingTotals(Throughput):
         super().__init__()
         self.totals = {"samples": 0, "wait_s": 0.0, "compute_s": 0.0}
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for key in self.totals:
             self.totals[key] += getattr(self, key)
 

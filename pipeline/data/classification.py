@@ -161,7 +161,7 @@ class ImageClassificationDataModule(BaseDataModule):
         splits = self.read_splits(self.data_root)
         cached = {name: self._decoded(samples) for name, samples in splits.items()}
         for name in ("train", "val"):
-            if not cached.get(name, [None])[0]:
+            if name not in cached or not cached[name][0]:
                 raise UserError(f"data.split: the {name} split is empty (more data or other data.split fractions needed)")
         self.train_class_counts = class_counts(cached["train"][0], len(self.class_names))
         train_transform = build_transform(self.augment, self.image_size, self.mean, self.std)

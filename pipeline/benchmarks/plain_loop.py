@@ -57,9 +57,10 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
-def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int) -> dict[str, Any]:
-    """Decode once, train ``epochs`` epochs, test the best validation epoch; wall time and rates."""
-    start = time.perf_counter()
+def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, start: float | None = None) -> dict[str, Any]:
+    """Decode once, train ``epochs`` epochs, test the best validation epoch; wall time (from ``start``,
+    a ``time.perf_counter()`` value, default now) and rates."""
+    start = time.perf_counter() if start is None else start
     eval_transform = datamodule.datasets["val"].transform
     data = {split: decode_split(datamodule.datasets[split], eval_transform) for split in ("train", "val", "test")}
     task.to(device)

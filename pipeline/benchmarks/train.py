@@ -81,15 +81,18 @@ def run_framework(cfg: DictConfig) -> dict[str, Any]:
 def run_plain(cfg: DictConfig) -> dict[str, Any] | None:
     """The plain decode-once loop on the experiment's split, network and optimiser; None when the task
     is not one it covers."""
+    start = time.perf_counter()
     seed_everything(cfg.seed, workers=True, verbose=False)
     with open_dict(cfg):
         cfg.data.cache = "none"  # the plain loop decodes by itself; no cache for it to find
+        if "check_images" in cfg.data:
+            cfg.data.check_images = False  # nor a separate pass: decoding every image finds a bad one
     datamodule = build_datamodule(cfg)
     if not plain_loop.supports(datamodule):
         return None
     task = build_task(cfg, datamodule.info)
     task.setup("fit")
-    return plain_loop.run_plain(task, datamodule, int(cfg.trainer.max_epochs), device_of(cfg), int(cfg.seed))
+    return plain_loop.run_plain(task, datamodule, int(cfg.trainer.max_epochs), device_of(cfg), int(cfg.seed), start)
 
 
 def ratios(framework: dict[str, Any], plain: dict[str, Any] | None) -> dict[str, float]:

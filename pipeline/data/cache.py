@@ -2,10 +2,11 @@
 a single time into one memory-mapped file, read back by every later epoch, worker and run.
 
 A cache entry is a folder named after a hash of the files (path, size, mtime), their crop boxes and
-the preprocessing signature, so a changed file or size makes a new entry. It holds ``images.u8``
-(the images' bytes one after the other) and ``index.npy`` (offset, height, width per item; 0 x 0 for
-a file that does not decode). Building decodes on every core and takes a file lock: under DDP one
-process per machine decodes, the others wait and map the same file. Workers open the map lazily, so nothing is copied per worker.
+the preprocessing signature, so a changed file or another image size makes a new entry. It holds
+``images.u8`` (the images' bytes one after the other) and ``index.npy`` (offset, height, width per
+item; 0 x 0 for a file that does not decode). Building decodes on every core and takes a file lock:
+under DDP one process per machine decodes, the others wait and map the same file. Workers open the
+map lazily, so nothing is copied per worker.
 
 ``data.cache``: ``disk`` (``data.decoded_dir``, kept across runs), ``memory`` (``/dev/shm``: RAM shared by
 the machine's processes, kept until reboot, no disk writes), ``none`` (decode every item every

@@ -3,6 +3,7 @@ stays random per epoch, and a cached batch is the batch of the one eval preproce
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -135,3 +136,32 @@ def test_workers_build_the_same_cache_and_unreadable_files_are_named(folder, tmp
         _datamodule(folder, check_images=False)
     kept = _datamodule(folder, skip_bad_files=True)
     assert all(s.path != bad for ds in kept.datasets.values() for s in ds.samples)
+
+
+def _open_counting(folder: Path, sources: list, counter: Path) -> None:
+    real = image_io.decode_image
+
+    def counting(data: bytes, source: str = "<bytes>") -> np.ndarray:
+        with counter.open("a") as out:
+            out.write(source + "\n")
+        return real(data, source)
+
+    image_io.decode_image = counting
+    image_cache.open_cache(folder, sources, None, "native")
+
+
+def test_processes_opening_the_cache_together_decode_once(folder, tmp_path):
+    """DDP ranks on one machine: one builds under the lock, the other waits and maps the same entry."""
+    sources = [(path, None) for path in sorted(folder.rglob("*.png"))]
+    counter = tmp_path / "decodes.txt"
+    context = multiprocessing.get_context("fork")
+    ranks = [context.Process(target=_open_counting, args=(tmp_path / "decoded", sources, counter)) for _ in range(2)]
+    for rank in ranks:
+        rank.start()
+    for rank in ranks:
+        rank.join(timeout=60)
+        assert rank.exitcode == 0
+    assert sorted(counter.read_text().split()) == sorted(str(path) for path, _ in sources)
+    (entry,) = [p for p in (tmp_path / "decoded").iterdir() if p.is_dir()]
+    images = image_cache.CachedImages(entry)
+    np.testing.assert_array_equal(images[3], load_image(sources[3][0]))

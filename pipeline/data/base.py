@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.data.cache import Box, CachedImages, Prepare, cache_folder, estimate_bytes, open_cache
+from pipeline.data.cache import Box, CachedImages, Prepare, cache_folder, open_cache
 from pipeline.data.samplers.epoch_seeded import EpochSeededSampler
 from pipeline.data.splits import SplitChooser
 from pipeline.utils.errors import UserError
@@ -167,10 +167,10 @@ class BaseDataModule(pl.LightningDataModule):
         zone); ``signature`` names it and its parameters (part of the cache key); ``size`` is its
         output size (height, width) when fixed. Built by one process per machine, decoding on every core.
         """
-        folder = cache_folder(self.cache, self.decoded_dir, estimate_bytes(sources, size) if self.cache == "auto" else 0)
+        folder = cache_folder(self.cache, self.decoded_dir)
         if folder is None or not sources:
             return None
-        return open_cache(folder, sources, prepare, signature)
+        return open_cache(folder, sources, prepare, signature, size, self.cache)
 
     def _distributed(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

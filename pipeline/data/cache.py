@@ -11,7 +11,8 @@ map lazily, so nothing is copied per worker.
 ``data.cache``: ``disk`` (``data.decoded_dir``, kept across runs), ``memory`` (``/dev/shm``: RAM shared by
 the machine's processes, kept until reboot, no disk writes), ``none`` (decode every item every
 epoch), ``auto`` (the default: ``disk`` when the decoded images take under half the free space
-there, else ``none``; ``none`` too without a ``decoded_dir``). See docs/data_cache.md.
+there, else ``none``; ``none`` too without a ``decoded_dir``). An explicit ``disk`` or ``memory``
+that would take more than half the free space stops with one line. See docs/data_cache.md.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def cache_key(sources: Sequence[tuple[Path, Box]], signature: str) -> str:
     return hashlib.sha256(payload).hexdigest()[:24]
 
 
-def cache_folder(mode: str, decoded_dir: str | Path | None, estimate: int) -> Path | None:
+def cache_folder(mode: str, decoded_dir: str | Path | None) -> Path | None:
     """Where ``mode`` keeps its entries, or None when images are decoded every time."""
     if mode not in MODES:
         raise UserError(f"data.cache: '{mode}' is not one of {', '.join(MODES)}")
@@ -131,15 +132,16 @@ def cache_folder(mode: str, decoded_dir: str | Path | None, estimate: int) -> Pa
         return (SHARED_MEMORY if SHARED_MEMORY.is_dir() else Path(tempfile.gettempdir())) / "pipeline-decoded"
     if decoded_dir is None:
         raise UserError(f"data.decoded_dir: needed for data.cache={mode} (a folder for the decoded images)")
-    folder = Path(decoded_dir)
-    if mode == "auto":
-        existing = next(p for p in (folder, *folder.parents) if p.exists())
-        free = shutil.disk_usage(existing).free
-        if estimate > free // 2:
-            log.info("data.cache=auto: decoded images (~%.1f GB) would not fit in half the free space of %s; "
-                     "decoding every epoch", estimate / 1e9, existing)
-            return None
-    return folder
+    return Path(decoded_dir)
+
+
+def fits(folder: Path, estimate: int) -> str | None:
+    """None when ``estimate`` bytes take under half the free space where ``folder`` is, else why not."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if estimate <= free // 2:
+        return None
+    return f"the decoded images (~{estimate / 1e9:.1f} GB) would take over half the free space of {existing} ({free / 1e9:.1f} GB)"
 
 
 def estimate_bytes(sources: Sequence[tuple[Path, Box]], size: Sequence[int] | None) -> int:
@@ -154,10 +156,18 @@ def build_workers() -> int:
     return min(8, len(os.sched_getaffinity(0)))
 
 
-def open_cache(folder: Path, sources: Sequence[tuple[Path, Box]], prepare: Prepare | None, signature: str) -> CachedImages:
-    """The cache entry of ``sources``: built unless it exists."""
+def open_cache(folder: Path, sources: Sequence[tuple[Path, Box]], prepare: Prepare | None, signature: str,
+               size: Sequence[int] | None, mode: str) -> CachedImages | None:
+    """The cache entry of ``sources``, built unless it exists; None when ``mode`` is ``auto`` and it
+    would not fit (an explicit mode that would not fit is a UserError)."""
     entry = folder / cache_key(sources, signature)
     if not (entry / "index.npy").is_file():
+        problem = fits(folder, estimate_bytes(sources, size))
+        if problem and mode == "auto":
+            log.info("data.cache=auto: %s; decoding every epoch", problem)
+            return None
+        if problem:
+            raise UserError(f"data.cache={mode}: {problem}; free some, set data.decoded_dir elsewhere or data.cache=none")
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
             if not (entry / "index.npy").is_file():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -147,7 +148,7 @@ def _open_counting(folder: Path, sources: list, counter: Path) -> None:
         return real(data, source)
 
     image_io.decode_image = counting
-    image_cache.open_cache(folder, sources, None, "native")
+    image_cache.open_cache(folder, sources, None, "native", None, "disk")
 
 
 def test_processes_opening_the_cache_together_decode_once(folder, tmp_path):
@@ -165,3 +166,13 @@ def test_processes_opening_the_cache_together_decode_once(folder, tmp_path):
     (entry,) = [p for p in (tmp_path / "decoded").iterdir() if p.is_dir()]
     images = image_cache.CachedImages(entry)
     np.testing.assert_array_equal(images[3], load_image(sources[3][0]))
+
+
+def test_a_cache_that_would_not_fit_is_skipped_by_auto_and_refused_when_asked_for(folder, monkeypatch):
+    usage = shutil.disk_usage(folder)
+    monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    dm = _datamodule(folder, cache="auto")
+    assert all(ds.images is None for ds in dm.datasets.values())
+    assert not (folder.parent / "decoded").exists()
+    with pytest.raises(UserError, match=r"data.cache=disk: the decoded images .* free space"):
+        _datamodule(folder, cache="disk")

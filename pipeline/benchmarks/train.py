@@ -1,23 +1,24 @@
-"""Training throughput of the framework against a hand-written PyTorch loop doing the same work.
+"""End-to-end training of the framework against a plain decode-once PyTorch loop doing the same work.
 
-``python bin/benchmark.py train [experiment=<x>] [steps=60] [warmup=10] [rounds=2] [out=<file.json>] [key=value ...]``
-(configs/benchmark.yaml: the experiment's training config plus these keys).
+``python bin/benchmark.py train [experiment=<x>] [data.root=<real data>] [hyp.epochs=15] [plain=true]
+[out=<file.json>] [key=value ...]`` (configs/benchmark.yaml: the experiment's training config plus these keys).
 
-Both runs use the experiment's datamodule (the same DataLoader: workers, sampler, batch size), the
-task's network and loss (``model_step``) and its optimiser. The framework run is the real path:
-``trainer.fit`` with the configured callbacks and loggers (validation off: the plain loop has none).
-Throughput is counted over steps ``warmup..steps`` from the end of step ``warmup - 1``, so worker
-start-up and first-step allocations are left out of both. The two loops alternate for ``rounds``
-rounds and each keeps its best round, so a burst of load from other processes hurts neither.
+The framework run is the real path: the configured datamodule (``data.cache`` included), callbacks and
+loggers, ``trainer.fit`` with its validation every epoch, then ``trainer.test`` on the best checkpoint.
+The plain loop (``pipeline.benchmarks.plain_loop``) trains the same network, loss, optimiser and learning
+rate schedule on the same split and preprocessing for the same epochs. Both report the wall time from
+start (data decoding included) to the end of training, training images per second over the training
+steps, the share of that time spent waiting for data, and test accuracy. Tasks the plain loop does not
+cover (verification, detection, ...) report the framework side only.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,44 +28,29 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
-from lightning.pytorch.utilities.data import extract_batch_size
 from omegaconf import DictConfig, open_dict
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.benchmarks import plain_loop
+from pipeline.callbacks.throughput import Throughput
 from pipeline.trainers.engine import build_callbacks, build_datamodule, build_task, instantiate_each
 from pipeline.utils.cli import run_hydra
-from pipeline.utils.errors import UserError
 
-AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+FIGURES = (("wall_s", "wall time to end of training (s)", "{:.1f}"), ("train_samples_per_sec", "train img/s", "{:.1f}"),
+           ("data_wait_share", "data-wait share", "{:.1%}"), ("test_acc", "test accuracy", "{:.4f}"))
 
 
-class StepClock(pl.Callback):
-    """Wall time, CPU time of this process and sample count at the end of every training batch."""
+class TrainingTotals(Throughput):
+    """The throughput callback's clock, summed over all training epochs instead of logged per epoch."""
 
     def __init__(self) -> None:
-        self.ends: list[float] = []
-        self.cpu: list[float] = []
-        self.sizes: list[int] = []
+        super().__init__()
+        self.totals = {"samples": 0, "wait_s": 0.0, "compute_s": 0.0}
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        self.ends.append(time.perf_counter())
-        self.cpu.append(time.process_time())
-        self.sizes.append(extract_batch_size(batch))
-
-
-def rate(ends: list[float], cpu: list[float], sizes: list[int], warmup: int) -> dict[str, float]:
-    """Samples/s and ms/step over the steps after ``warmup``, and the main process's CPU ms per step
-    (steadier than wall time on a shared machine; DataLoader workers are not counted)."""
-    first = max(warmup, 1) - 1  # timing starts at the end of this step
-    if len(ends) <= first + 1:
-        raise UserError(f"steps: only {len(ends)} training steps ran; give steps > warmup ({warmup}) and data for them")
-    steps = len(ends) - 1 - first
-    elapsed = ends[-1] - ends[first]
-    return {"samples_per_sec": sum(sizes[first + 1:]) / elapsed, "step_ms": 1000 * elapsed / steps,
-            "cpu_ms_per_step": 1000 * (cpu[-1] - cpu[first]) / steps, "steps": steps}
+    def report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for key in self.totals:
+            self.totals[key] += getattr(self, key)
 
 
 def device_of(cfg: DictConfig) -> torch.device:
@@ -74,78 +60,71 @@ def device_of(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu else "cpu")
 
 
-def run_framework(cfg: DictConfig, steps: int, warmup: int) -> dict[str, float]:
-    """``trainer.fit`` for ``steps`` steps with the configured callbacks and loggers."""
+def run_framework(cfg: DictConfig) -> dict[str, Any]:
+    """Fit as ``bin/train.py`` does (one device), then test the best checkpoint."""
+    start = time.perf_counter()
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
-    clock = StepClock()
+    totals = TrainingTotals()
     loggers = instantiate_each(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, max_steps=steps, max_epochs=None, limit_val_batches=0, num_sanity_val_steps=0,
-        devices=1, num_nodes=1, strategy="auto", callbacks=[*build_callbacks(cfg, loggers), clock], logger=loggers or False,
-    )
+    trainer: pl.Trainer = instantiate(cfg.trainer, devices=1, num_nodes=1, strategy="auto",
+                                      callbacks=[*build_callbacks(cfg, loggers), totals], logger=loggers or False)
     trainer.fit(task, datamodule=datamodule)
-    return rate(clock.ends, clock.cpu, clock.sizes, warmup)
+    wall_s = time.perf_counter() - start
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    tested = trainer.test(task, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)[0]
+    return {**plain_loop.rates(totals.totals, wall_s), "test_acc": tested.get("test/acc", float("nan")),
+            "test_metrics": tested}
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return batch.to(device, non_blocking=True) if isinstance(batch, torch.Tensor) else batch
-
-
-def batches(loader, steps: int) -> Iterator[Any]:
-    """``steps`` batches, starting the loader again (next epoch) when it runs out."""
-    done, epoch = 0, 0
-    while done < steps:
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            yield batch
-            done += 1
-            if done == steps:
-                return
-        epoch += 1
-
-
-def run_plain(cfg: DictConfig, steps: int, warmup: int) -> dict[str, float]:
-    """A hand-written loop: forward + loss (the task's ``model_step``), backward, optimiser step."""
+def run_plain(cfg: DictConfig) -> dict[str, Any] | None:
+    """The plain decode-once loop on the experiment's split, network and optimiser; None when the task
+    is not one it covers."""
+    start = time.perf_counter()
     seed_everything(cfg.seed, workers=True, verbose=False)
+    with open_dict(cfg):
+        cfg.data.cache = "none"  # the plain loop decodes by itself; no cache for it to find
+        if "check_images" in cfg.data:
+            cfg.data.check_images = False  # nor a separate pass: decoding every image finds a bad one
     datamodule = build_datamodule(cfg)
+    if not plain_loop.supports(datamodule):
+        return None
     task = build_task(cfg, datamodule.info)
     task.setup("fit")
-    device = device_of(cfg)
-    task.to(device).train()
-    optimizer = instantiate(cfg.hyp.optimizer)(params=[p for p in task.parameters() if p.requires_grad])
-    dtype = AUTOCAST.get(str(cfg.trainer.precision))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    ends, cpu, sizes = [], [], []
-    for batch in batches(datamodule.train_dataloader(), steps):
-        batch = to_device(batch, device)
-        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-            loss = task.model_step(batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        ends.append(time.perf_counter())
-        cpu.append(time.process_time())
-        sizes.append(extract_batch_size(batch))
-    return rate(ends, cpu, sizes, warmup)
+    return plain_loop.run_plain(task, datamodule, int(cfg.trainer.max_epochs), device_of(cfg), int(cfg.seed), start)
 
 
-def print_table(title: str, rows: dict[str, dict[str, float]], ratio: float) -> None:
+def ratios(framework: dict[str, Any], plain: dict[str, Any] | None) -> dict[str, float]:
+    """Framework over plain for wall time and img/s; test accuracy as a difference."""
+    if plain is None:
+        return {}
+    return {"wall_time": framework["wall_s"] / plain["wall_s"],
+            "train_samples_per_sec": framework["train_samples_per_sec"] / plain["train_samples_per_sec"],
+            "test_acc_difference": framework["test_acc"] - plain["test_acc"]}
+
+
+def print_table(title: str, framework: dict[str, Any], plain: dict[str, Any] | None, ratio: dict[str, float]) -> None:
     table = Table(title=title)
-    for column in ("loop", "samples/s", "ms/step", "CPU ms/step", "steps timed"):
-        table.add_column(column, justify="right" if column != "loop" else "left")
-    for name, row in rows.items():
-        table.add_row(name, f"{row['samples_per_sec']:.1f}", f"{row['step_ms']:.2f}", f"{row['cpu_ms_per_step']:.2f}",
-                      str(row["steps"]))
-    table.caption = f"framework / plain = {ratio:.3f}"
+    for column in ("", "framework", "plain loop", "framework / plain"):
+        table.add_column(column, justify="left" if not column else "right")
+    by_figure = {"wall_s": "wall_time", "train_samples_per_sec": "train_samples_per_sec", "test_acc": "test_acc_difference"}
+    for key, label, fmt in FIGURES:
+        versus = ratio.get(by_figure.get(key, ""))
+        table.add_row(label, fmt.format(framework[key]), fmt.format(plain[key]) if plain else "-",
+                      "-" if versus is None else (f"{versus:+.4f} (difference)" if key == "test_acc" else f"{versus:.3f}x"))
+    if plain is None:
+        table.caption = "the plain loop covers classification tasks only: framework figures alone"
     Console().print(table)
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """JSON written to a temporary file in the same folder, then moved into place in one step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(prefix=path.name, dir=path.parent)
+    with os.fdopen(handle, "w") as out:
+        json.dump(report, out, indent=2)
+    os.replace(scratch, path)
 
 
 def main() -> None:
@@ -154,24 +133,24 @@ def main() -> None:
 
 
 def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
-    """Benchmark training throughput; prints a table and writes the figures as JSON."""
+    """Train with the framework and with the plain loop; prints a table and writes the figures as JSON."""
     with tempfile.TemporaryDirectory(prefix="benchmark_") as scratch:
         with open_dict(cfg):
             cfg.paths.output_dir = scratch
-        rounds = [{"plain": run_plain(cfg, cfg.steps, cfg.warmup), "framework": run_framework(cfg, cfg.steps, cfg.warmup)}
-                  for _ in range(max(cfg.rounds, 1))]
-    rows = {name: max((r[name] for r in rounds), key=lambda row: row["samples_per_sec"]) for name in ("plain", "framework")}
-    ratio = rows["framework"]["samples_per_sec"] / rows["plain"]["samples_per_sec"]
+        # The plain loop first: both then read the photos from the page cache.
+        plain = run_plain(copy.deepcopy(cfg)) if cfg.plain else None
+        framework = run_framework(cfg)
+    ratio = ratios(framework, plain)
     report = {
-        "experiment": cfg.name, "overrides": list(HydraConfig.get().overrides.task), "batch_size": cfg.data.batch_size,
-        "num_workers": cfg.data.get("num_workers"), "device": str(device_of(cfg)),
-        "precision": str(cfg.trainer.precision), "torch_threads": torch.get_num_threads(),
-        **rows, "framework_over_plain": ratio, "rounds": rounds,
+        "experiment": cfg.name, "overrides": list(HydraConfig.get().overrides.task), "epochs": cfg.trainer.max_epochs,
+        "batch_size": cfg.data.batch_size, "num_workers": cfg.data.get("num_workers"), "cache": cfg.data.get("cache"),
+        "device": str(device_of(cfg)), "precision": str(cfg.trainer.precision), "torch_threads": torch.get_num_threads(),
+        "framework": framework, "plain": plain, "framework_over_plain": ratio,
     }
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(cfg.out or Path(cfg.paths.results_dir) / "benchmarks" / f"train_{cfg.name}_{stamp}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print_table(f"{cfg.name}: training throughput (batch {cfg.data.batch_size}, {report['device']})", rows, ratio)
+    write_report(out, report)
+    print_table(f"{cfg.name}: {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}, {report['device']}",
+                framework, plain, ratio)
     print(f"Wrote {out}")
     return report

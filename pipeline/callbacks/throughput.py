@@ -32,7 +32,9 @@ class Throughput(pl.Callback):
 
     The wait is the time between one training batch's end and the next one's start: fetching the next
     batch from the DataLoader, moving it to the device and the per-batch hooks. The rest is compute
-    (forward, backward, optimiser step), timed after a CUDA synchronisation on GPUs.
+    (forward, backward, optimiser step). On GPUs nothing is synchronised per step (that would stop the
+    host from queueing the next step while the device works): work still queued when a step's hooks
+    return is counted where the host waits for it, and in compute at the epoch's end.
     """
 
     def __init__(self) -> None:
@@ -55,11 +57,15 @@ class Throughput(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
         self._batch_end = time.perf_counter()
         self.compute_s += self._batch_end - self._batch_start
         self.steps += 1
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.device.type == "cuda" and self.steps:
+            torch.cuda.synchronize(pl_module.device)
+            self.compute_s += time.perf_counter() - self._batch_end
+        self.report(trainer, pl_module)
 
     def summary(self, world_size: int, device: torch.device) -> dict[str, float]:
         """The epoch's figures so far."""
@@ -72,7 +78,8 @@ class Throughput(pl.Callback):
         )))
 
     @rank_zero_only
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log the epoch's figures."""
         if not self.steps:
             return
         values = self.summary(trainer.world_size, pl_module.device)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -11,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.data.cache import Box, CachedImages, Prepare, cache_folder, open_cache
 from pipeline.data.samplers.epoch_seeded import EpochSeededSampler
 from pipeline.data.samplers.eval_shard import eval_batches
 from pipeline.data.splits import SplitChooser
@@ -23,18 +28,65 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def auto_workers() -> int:
+    """Loader processes for ``num_workers: auto``: the cores this process may use, one left for the
+    training loop, at most 8; none on 2 cores or fewer, where the loop's threads use every core and
+    a worker could only take turns with them (items come from the decode-once cache, so the main
+    process prepares them in about 1% of a step)."""
+    cores = len(os.sched_getaffinity(0))
+    return 0 if cores <= 2 else min(8, cores - 1)
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 32-bit seed that depends only on ``(seed, epoch, index)``."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class EpochSeededDataset(Dataset):
+    """``dataset`` with each item's random augmentation seeded from ``(seed, epoch, index)``.
+
+    Persistent workers keep their random state from one epoch to the next, so what an item's
+    augmentation draws would depend on the history of the worker that happens to load it (and a
+    resumed run, whose workers are new, would differ). ``epoch`` is a shared-memory tensor that the
+    loader sets before each epoch; the workers read it. Inside a worker the global RNGs are seeded
+    too (datasets drawing from them); in the main process only the dataset's own ``transform``.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.collate_fn = getattr(dataset, "collate_fn", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        seed = item_seed(self.seed, int(self.epoch[0]), index)
+        if torch.utils.data.get_worker_info() is not None:
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        transform = getattr(self.dataset, "transform", None)
+        transform = getattr(transform, "augment", transform)  # DetectionTransform holds its Compose there
+        if hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(seed)
+        return self.dataset[index]
+
+
 class EpochSeededLoader(DataLoader):
-    """A training DataLoader whose worker seeds depend only on ``(seed, epoch)``.
+    """A training DataLoader whose items depend only on ``(seed, epoch, index)``.
 
     PyTorch draws each iterator's base seed (from which worker seeds follow) from the global RNG,
     and Lightning creates the first epoch's iterator at a different point than later ones. Drawing it
-    from a generator reset to ``seed + epoch`` at every ``iter()`` makes a resumed epoch identical
-    to the same epoch of an uninterrupted run, and leaves the global RNG (dropout) untouched.
+    from a generator reset to ``seed + epoch`` at every ``iter()`` leaves the global RNG (dropout)
+    untouched; :class:`EpochSeededDataset` seeds each item, so persistent workers and a resumed run
+    see exactly the items of an uninterrupted one.
     """
 
-    def __init__(self, *args, seed: int = 0, **kwargs) -> None:
+    def __init__(self, dataset: Dataset, *args, seed: int = 0, **kwargs) -> None:
         kwargs.setdefault("generator", torch.Generator())
-        super().__init__(*args, **kwargs)
+        super().__init__(EpochSeededDataset(dataset, seed), *args, **kwargs)
         self.seed = seed
 
     def _epoch(self) -> int:
@@ -43,6 +95,7 @@ class EpochSeededLoader(DataLoader):
 
     def __iter__(self):
         self.generator.manual_seed(self.seed + self._epoch())
+        self.dataset.epoch[0] = self._epoch()
         return super().__iter__()
 
 
@@ -61,23 +114,31 @@ class BaseDataModule(pl.LightningDataModule):
     def __init__(
         self,
         batch_size: int = 64,
-        num_workers: int = 2,
+        num_workers: int | str = "auto",
         seed: int = 42,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        pin_memory: bool | str = "auto",
+        persistent_workers: bool = True,
+        prefetch_factor: int = 4,
         eval_batch_size: int | None = None,
         split: dict[str, float] | None = None,
         split_file: str | None = None,
         split_out: str | None = None,
+        cache: str = "auto",
+        decoded_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.splitter = SplitChooser(_plain(split), seed, split_file, split_out)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        if num_workers != "auto" and not (isinstance(num_workers, int) and num_workers >= 0):
+            raise UserError(f"data.num_workers: '{num_workers}' is neither 'auto' nor a count >= 0")
+        self.num_workers = auto_workers() if num_workers == "auto" else num_workers
         self.seed = seed
         self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.persistent_workers = persistent_workers and self.num_workers > 0
+        self.prefetch_factor = prefetch_factor
+        self.cache = cache
+        self.decoded_dir = decoded_dir
         self.datasets: dict[str, Dataset] = {}
 
     def build_datasets(self) -> dict[str, Dataset]:
@@ -100,11 +161,31 @@ class BaseDataModule(pl.LightningDataModule):
                 log.warning("no test split: test metrics are computed on the val split")
                 self.datasets["test"] = self.datasets["val"]
 
+    def decoded(self, sources: Sequence[tuple[Path, Box]], prepare: Prepare | None, signature: str,
+                size: Sequence[int] | None = None) -> CachedImages | None:
+        """The images of ``sources`` decoded once (``data.cache``), or None to decode on every read.
+
+        ``prepare`` is the deterministic preprocessing after the crop to each box (a resize, an eye
+        zone); ``signature`` names it and its parameters (part of the cache key); ``size`` is its
+        output size (height, width) when fixed. Built by one process per machine, decoding on every core.
+        """
+        folder = cache_folder(self.cache, self.decoded_dir)
+        if folder is None or not sources:
+            return None
+        return open_cache(folder, sources, prepare, signature, size, self.cache)
+
     def _distributed(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0, 1
         return trainer.global_rank, trainer.world_size
+
+    def _pin_memory(self) -> bool:
+        """``pin_memory: auto``: pinned host memory when the trainer trains on a GPU."""
+        if self.pin_memory != "auto":
+            return bool(self.pin_memory)
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def train_sampler(self, dataset: Dataset):
         """The training sampler; override for weighted or P x K sampling."""
@@ -123,9 +204,10 @@ class BaseDataModule(pl.LightningDataModule):
         dataset = self.datasets[split]
         options = dict(
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin_memory(),
             persistent_workers=self.persistent_workers,
             collate_fn=getattr(dataset, "collate_fn", None),
+            prefetch_factor=self.prefetch_factor if self.num_workers else None,
         )
         if not train:
             return DataLoader(dataset, batch_sampler=self.eval_shard(split, dataset), **options)

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.base import BaseDataModule
+from pipeline.data.cache import CachedImages, decode
 from pipeline.data.formats.boostcamp import MASK_NAMES, read_boostcamp_train
 from pipeline.data.formats.image_folder import drop_unreadable, read_labelled_images
 from pipeline.data.io import load_image
@@ -48,11 +50,18 @@ class Sample:
 
 
 class ClassificationDataset(Dataset):
-    """Items ``{"image": CHW float, "label": long, <head>: long ...}`` from samples and a transform."""
+    """Items ``{"image": CHW float, "label": long, <head>: long ...}`` from samples and a transform.
 
-    def __init__(self, samples: Sequence[Sample], transform) -> None:
+    ``prepare`` is the deterministic preprocessing each image gets after its crop (a resize, an eye
+    zone); ``images`` holds its result for every sample, decoded once (see ``pipeline.data.cache``).
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform, prepare: A.Compose | None = None,
+                 images: CachedImages | None = None) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.prepare = prepare
+        self.images = images
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -62,10 +71,7 @@ class ClassificationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = self.samples[index]
-        image = load_image(sample.path)
-        if sample.box is not None:
-            x0, y0, x1, y1 = sample.box
-            image = image[y0:y1, x0:x1]
+        image = self.images[index] if self.images is not None else decode(sample.path, sample.box, self.prepare)
         item = {key: torch.tensor(value, dtype=torch.long) for key, value in sample.labels.items()}
         item["image"] = apply_transform(self.transform, image)
         return item
@@ -153,17 +159,39 @@ class ImageClassificationDataModule(BaseDataModule):
     # --- datasets -------------------------------------------------------------------------------
     def build_datasets(self) -> dict[str, Dataset]:
         splits = self.read_splits(self.data_root)
-        if self.check_images:
-            splits = {name: self._readable(samples) for name, samples in splits.items()}
+        cached = {name: self._decoded(samples) for name, samples in splits.items()}
         for name in ("train", "val"):
-            if not splits.get(name):
+            if name not in cached or not cached[name][0]:
                 raise UserError(f"data.split: the {name} split is empty (more data or other data.split fractions needed)")
-        self.train_class_counts = class_counts(splits["train"], len(self.class_names))
+        self.train_class_counts = class_counts(cached["train"][0], len(self.class_names))
         train_transform = build_transform(self.augment, self.image_size, self.mean, self.std)
         return {
-            name: ClassificationDataset(samples, train_transform if name == "train" else self.eval_transform())
-            for name, samples in splits.items()
+            name: ClassificationDataset(samples, train_transform if name == "train" else self.eval_transform(),
+                                        self.prepare_step(), images)
+            for name, (samples, images) in cached.items()
         }
+
+    def prepare_step(self) -> A.Compose:
+        """The deterministic preprocessing after the crop, done once when cached: the resize."""
+        return A.Compose([A.Resize(*self.image_size)])
+
+    def prepare_signature(self) -> str:
+        """What ``prepare_step`` does, with its parameters (part of the cache key)."""
+        return f"resize{self.image_size[0]}x{self.image_size[1]}"
+
+    def _decoded(self, samples: list[Sample]) -> tuple[list[Sample], CachedImages | None]:
+        """The samples whose image decodes, with their decoded images when ``data.cache`` keeps them."""
+        images = self.decoded([(s.path, s.box) for s in samples], self.prepare_step(), self.prepare_signature(),
+                              self.image_size)
+        if images is None:
+            return (self._readable(samples) if self.check_images else samples), None
+        bad = set(images.unreadable())
+        if bad and not self.skip_bad_files:
+            load_image(samples[min(bad)].path)  # raises the reader's own error naming the file
+        if bad:
+            log.warning("skipped %d unreadable image(s) of %d", len(bad), len(samples))
+        keep = [i for i in range(len(samples)) if i not in bad]
+        return [samples[i] for i in keep], images.subset(keep) if bad else images
 
     def _readable(self, samples: list[Sample]) -> list[Sample]:
         """Samples whose image decodes; UserError naming a bad file unless ``skip_bad_files``."""

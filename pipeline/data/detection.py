@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.base import BaseDataModule
+from pipeline.data.cache import CachedImages
 from pipeline.data.detection_transforms import (
     PAD_VALUE,
     DetectionTransform,
@@ -51,16 +52,17 @@ class VocDetectionDataset(Dataset):
 
     collate_fn = staticmethod(collate_detection)
 
-    def __init__(self, images: Sequence[VocImage], transform: DetectionTransform):
+    def __init__(self, images: Sequence[VocImage], transform: DetectionTransform, decoded: CachedImages | None = None):
         self.images = list(images)
         self.transform = transform
+        self.decoded = decoded  # the images decoded once at their own size (data.cache), or None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.images[index]
-        image = load_image(record.image_path)
+        image = self.decoded[index] if self.decoded is not None else load_image(record.image_path)
         boxes = np.array([obj.box for obj in record.objects], dtype=np.float32).reshape(-1, 4)
         labels = np.array([obj.label for obj in record.objects], dtype=np.int64)
         item = self.transform(image, boxes, labels)
@@ -138,8 +140,10 @@ class VocDetectionDataModule(BaseDataModule):
             options["crop"] = None  # a crop as large as the letterbox is the whole image
         augment = build_train_augment(**options) if self.augment is not None else None
         eval_transform = DetectionTransform(self.image_size)
+        # Decoded at their own size: the letterbox moves the boxes too, so it stays in the transform.
         return {
-            name: VocDetectionDataset(self.splits[name], DetectionTransform(self.image_size, augment) if name == "train" else eval_transform)
+            name: VocDetectionDataset(self.splits[name], DetectionTransform(self.image_size, augment) if name == "train" else eval_transform,
+                                      self.decoded([(image.image_path, None) for image in self.splits[name]], None, "native"))
             for name in SPLITS
         }
 

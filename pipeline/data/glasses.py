@@ -90,8 +90,6 @@ class GlassesDataModule(ImageClassificationDataModule):
         self.folder_classes = list(to_plain(class_names))
         self.synthetic = to_plain(synthetic) or {}
         self.eye_zone = EyeZonePreprocessor(image_size, detect_face, face_margin, face_model)
-        # The eye zone leads every pipeline, so augmentations see the crop the model will see.
-        self.augment = [EyeZone(self.eye_zone), *self.augment]
         self.normalize = build_transform(None, self.image_size, self.mean, self.std)
 
     @property
@@ -119,8 +117,13 @@ class GlassesDataModule(ImageClassificationDataModule):
     def extra_info(self) -> dict[str, Any]:
         return {"detect_face": self.eye_zone.detect_face, "face_margin": self.eye_zone.margin}
 
-    def eval_transform(self) -> A.Compose:
-        return build_transform([EyeZone(self.eye_zone)], self.image_size, self.mean, self.std)
+    def prepare_step(self) -> A.Compose:
+        # The eye zone comes first in training and evaluation, so augmentations see the crop the model will see.
+        return A.Compose([EyeZone(self.eye_zone)])
+
+    def prepare_signature(self) -> str:
+        zone = self.eye_zone
+        return f"eyezone{zone.size}_face{zone.detect_face}_{zone.face_model}_m{zone.margin}_min{zone.min_face_size}"
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor | None:
         zone = self.eye_zone(image)

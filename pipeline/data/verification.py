@@ -11,14 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from pipeline.data.base import BaseDataModule
+from pipeline.data.cache import CachedImages
 from pipeline.data.face_parts import FACE_PARTS, FacePartCutout, read_landmarks_csv
 from pipeline.data.formats.verification import VerificationDataset, read_verification_splits
+from pipeline.data.io import load_image
 from pipeline.data.samplers.pk import PKBatchSampler
 from pipeline.data.splits import relative_key
 from pipeline.data.synthetic.cache import ensure_generated
@@ -130,11 +133,22 @@ class VerificationDataModule(BaseDataModule):
         datasets = {}
         for split, chosen in indices.items():
             subset = [records[i] for i in chosen]
+            images = self._decoded(subset, cutout=split == "train" and bool(self.cutout))
             if split == "train":
-                datasets[split] = VerificationDataset(subset, self.train_transform(), self._landmarks(root))
+                datasets[split] = VerificationDataset(subset, self.train_transform(), self._landmarks(root), images)
             else:
-                datasets[split] = VerificationDataset(subset, self.eval_transform())
+                datasets[split] = VerificationDataset(subset, self.eval_transform(), images=images)
         return datasets
+
+    def _decoded(self, records: list, cutout: bool) -> CachedImages | None:
+        """The images decoded once (``data.cache``): resized to ``image_size``, or at their own size for
+        the face-part cutout (its landmarks are in the stored image's pixels)."""
+        size = (self.image_size, self.image_size)
+        prepare, signature = (None, "native") if cutout else (A.Compose([A.Resize(*size)]), f"resize{size[0]}x{size[1]}")
+        images = self.decoded([(r.path, None) for r in records], prepare, signature, None if cutout else size)
+        if images is not None and images.unreadable():
+            load_image(records[images.unreadable()[0]].path)  # raises the reader's own error naming the file
+        return images
 
     def train_sampler(self, dataset: VerificationDataset) -> PKBatchSampler:
         rank, world_size = self._distributed()

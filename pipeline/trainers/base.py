@@ -163,6 +163,11 @@ class BaseTask(pl.LightningModule):
         return self._shared_step(batch, batch_idx, "test")
 
     def configure_optimizers(self):
+        return self.build_optimizers(lambda: self.trainer.estimated_stepping_batches)
+
+    def build_optimizers(self, total_steps):
+        """``hyp.optimizer`` and ``hyp.scheduler`` for this network; ``total_steps()`` gives the optimiser
+        steps of the whole run (asked only for ``total_steps: auto``). Also used by the plain benchmark loop."""
         optimizer = instantiate(self.hyp.optimizer)(params=[p for p in self.parameters() if p.requires_grad])
         if not self.hyp.get("scheduler"):
             return optimizer
@@ -170,6 +175,6 @@ class BaseTask(pl.LightningModule):
         interval = options.pop("interval", "epoch")
         if options.get("total_steps") == "auto":
             # OneCycleLR divides by its warm-up length: very short runs (debug=limit) need a floor.
-            options["total_steps"] = max(int(self.trainer.estimated_stepping_batches), 20)
+            options["total_steps"] = max(int(total_steps()), 20)
         scheduler = instantiate(options)(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -1,35 +1,50 @@
-"""bin/benchmark.py train: framework and plain loop over the same data, figures in a table and JSON."""
+"""bin/benchmark.py train: framework and the plain decode-once loop end to end, figures in a table and JSON."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from conftest import TINY_SIAMESE, run_cli
+import torch
+from conftest import run_cli
 
-from pipeline.benchmarks.train import rate
-from pipeline.utils.errors import UserError
+from pipeline.benchmarks.plain_loop import batches, rates
+from pipeline.benchmarks.train import print_table, ratios
+
+TINY_FOLDER = ["experiment=image_folder", "hyp.epochs=2", "hyp.batch_size=8", "data.image_size=[16,16]",
+               "data.synthetic.num_people=12", "data.num_workers=0", "trainer.log_every_n_steps=1"]
 
 
-def test_benchmark_writes_both_loops_and_their_ratio(tmp_path):
+def test_benchmark_trains_both_loops_to_the_end_and_writes_their_ratios(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("benchmark.py", "train", *TINY_SIAMESE, f"paths.data_dir={tmp_path / 'data'}", "steps=6", "warmup=2",
-                   "rounds=1", f"out={out}")
+    proc = run_cli("benchmark.py", "train", *TINY_FOLDER, f"paths.data_dir={tmp_path / 'data'}", f"out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = json.loads(out.read_text())
-    ratio = written["framework"]["samples_per_sec"] / written["plain"]["samples_per_sec"]
-    assert written["framework_over_plain"] == pytest.approx(ratio)
-    for loop in ("plain", "framework"):
-        assert written[loop]["steps"] == 4 and written[loop]["samples_per_sec"] > 0
-    assert written["batch_size"] == 32 and written["experiment"] == "siamese_shapes"
+    framework, plain = written["framework"], written["plain"]
+    for figures in (framework, plain):
+        assert figures["wall_s"] > 0 and figures["train_samples_per_sec"] > 0
+        assert 0 <= figures["data_wait_share"] < 1 and 0 <= figures["test_acc"] <= 1
+    assert written["framework_over_plain"]["wall_time"] == pytest.approx(framework["wall_s"] / plain["wall_s"])
+    assert framework["test_acc"] == pytest.approx(framework["test_metrics"]["test/acc"])
+    assert written["epochs"] == 2 and written["batch_size"] == 8 and written["experiment"] == "image_folder"
+    assert "train img/s" in proc.stdout and "plain loop" in proc.stdout
 
 
-def test_rate_counts_the_steps_after_warmup():
-    figures = rate(ends=[0.0, 1.0, 2.0, 4.0], cpu=[0.0, 0.5, 1.0, 1.5], sizes=[8, 8, 8, 4], warmup=2)
-    assert figures["steps"] == 2 and figures["samples_per_sec"] == pytest.approx(12 / 3)
-    assert figures["cpu_ms_per_step"] == pytest.approx(500)
-    with pytest.raises(UserError, match="steps"):
-        rate(ends=[0.0, 1.0], cpu=[0.0, 1.0], sizes=[8, 8], warmup=2)
+def test_rates_and_batches_of_the_plain_loop():
+    figures = rates({"samples": 30, "wait_s": 1.0, "compute_s": 2.0}, wall_s=5.0)
+    assert figures == {"wall_s": 5.0, "train_samples_per_sec": 10.0, "data_wait_share": pytest.approx(1 / 3)}
+    data = {"image": torch.arange(10), "label": torch.arange(10) * 2}
+    kept = list(batches(data, 4, torch.arange(10), drop_last=True))
+    assert [b["image"].tolist() for b in kept] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert kept[1]["label"].tolist() == [8, 10, 12, 14]
+    assert len(list(batches(data, 4, torch.arange(10), drop_last=False))) == 3
+
+
+def test_tasks_without_a_plain_loop_report_the_framework_alone(capsys):
+    framework = {"wall_s": 3.0, "train_samples_per_sec": 9.0, "data_wait_share": 0.1, "test_acc": 0.5}
+    assert ratios(framework, None) == {}
+    print_table("siamese", framework, None, {})
+    assert "framework figures alone" in capsys.readouterr().out
 
 
 def test_cli_needs_a_benchmark_name():

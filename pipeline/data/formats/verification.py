@@ -163,17 +163,19 @@ class VerificationDataset(Dataset):
     image's points are passed too, as ``face_landmarks`` (None for an image without a row).
     """
 
-    def __init__(self, records: Sequence[VerificationRecord], transform=None, landmarks: dict[Path, np.ndarray] | None = None):
+    def __init__(self, records: Sequence[VerificationRecord], transform=None, landmarks: dict[Path, np.ndarray] | None = None,
+                 images=None):
         self.records = list(records)
         self.transform = transform
         self.landmarks = landmarks
+        self.images = images  # decoded once (pipeline.data.cache.CachedImages), or None to read each time
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         record = self.records[index]
-        image = load_image(record.path)
+        image = self.images[index] if self.images is not None else load_image(record.path)
         if self.transform is not None:
             extra = {} if self.landmarks is None else {"face_landmarks": self.landmarks.get(record.path.resolve())}
             image = self.transform(image=image, **extra)["image"]

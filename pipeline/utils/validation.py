@@ -63,7 +63,7 @@ class Rule:
 COUNT = Rule(_int(1), "an integer >= 1")
 ZERO_OR_MORE = Rule(_int(0), "an integer >= 0")
 BATCH = Rule(_int(1, MAX_BATCH), f"an integer in [1, {MAX_BATCH}]")
-WORKERS = Rule(_int(0, MAX_WORKERS), f"an integer in [0, {MAX_WORKERS}]")
+WORKERS = Rule(_int(0, MAX_WORKERS) | Literal["auto"], f"auto or an integer in [0, {MAX_WORKERS}]")
 SEED = Rule(_int(0, MAX_SEED), f"an integer in [0, {MAX_SEED}]")
 PIXELS = _int(1, MAX_PIXELS)
 SIDE = Rule(PIXELS, f"one side of a square in pixels, an integer in [1, {MAX_PIXELS}]")
@@ -124,6 +124,8 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (PATH, "data.root data.cache_dir data.split_file "
            "data.split_out data.list_file data.face_model data.label_corrections data.landmarks_csv model.weights"),
     (Rule(Literal["min", "max"], "min or max"), "task.monitor_mode"),
+    (Rule(Literal["auto", "disk", "memory", "none"], "auto, disk, memory or none"), "data.cache"),
+    (PATH, "data.decoded_dir"),
     (Rule(Literal["step", "epoch"], "step or epoch"), "hyp.scheduler.interval callbacks.lr_monitor.logging_interval"),
     (Rule(list[StrictStr] | None, "a list of names, or null"), "data.class_names"),
     (TRANSFORMS, "data.augment"),

@@ -31,7 +31,7 @@ def compose_command(config_name: str, overrides: list[str]):
     ("hyp.epochs=0", "hyp.epochs=0: expected an integer >= 1"),
     ("hyp.batch_size=0", "hyp.batch_size=0: expected an integer in [1, 65536]"),
     ("seed=abc", 'seed="abc": expected an integer in [0, 4294967295]'),
-    ("data.num_workers=-1", "data.num_workers=-1: expected an integer in [0, 256]"),
+    ("data.num_workers=-1", "data.num_workers=-1: expected auto or an integer in [0, 256]"),
     ("hyp.optimizer.lr=0", "hyp.optimizer.lr=0: expected a finite number > 0"),
     ("task.threshold=1.5", "task.threshold=1.5: expected a number in [0, 1]"),
     ("+trainer.max_steps=0", "trainer.max_steps=0: expected an integer >= 1, or -1 (no step limit)"),

@@ -23,7 +23,8 @@ def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (results / "brightness").iterdir()
     proc = run_cli("test.py", f"run={run_dir}")
-    assert proc.returncode == 0 and "test/acc" in proc.stdout, proc.stderr[-3000:]
+    assert proc.returncode == 0 and "test, epoch" in proc.stdout, proc.stderr[-3000:]
+    assert "test/acc" in json.loads((run_dir / "results" / "test_metrics.json").read_text())
     proc = run_cli("export.py", f"run={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     images = tmp_path / "images"
@@ -43,6 +44,6 @@ def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(tmp_path):
             assert body["label"] == row["label"]
             assert abs(body["probabilities"]["bright"] - float(row["probability"])) < 1e-5
     out = tmp_path / "bench.json"
-    proc = run_cli("benchmark.py", "train", *toy, "steps=4", "warmup=1", "rounds=1", f"out={out}")
+    proc = run_cli("benchmark.py", "train", *toy, "hyp.epochs=1", f"out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(out.read_text())["experiment"] == "brightness"

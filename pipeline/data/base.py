@@ -184,8 +184,8 @@ class BaseDataModule(pl.LightningDataModule):
         """``pin_memory: auto``: pinned host memory when the trainer trains on a GPU."""
         if self.pin_memory != "auto":
             return bool(self.pin_memory)
-        trainer = getattr(self, "trainer", None)
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+        device = getattr(getattr(getattr(self, "trainer", None), "strategy", None), "root_device", None)
+        return device is not None and device.type == "cuda"
 
     def train_sampler(self, dataset: Dataset):
         """The training sampler; override for weighted or P x K sampling."""

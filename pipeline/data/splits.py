@@ -301,7 +301,8 @@ class SplitChooser:
         for name in ("train", "val"):
             if not len(indices[name]):
                 counts = ", ".join(f"{n} {len(indices[n])}" for n in SPLITS)
-                raise UserError(f"data.split: the {name} split is empty ({counts} items from {self.source})")
+                key = f"data.split.{name}" if self.source.startswith("data.split ") else "data.split"
+                raise UserError(f"{key}: the {name} split is empty ({counts} items from {self.source})")
         log.info("split from %s: %s", self.source, ", ".join(f"{n} {len(indices[n])}" for n in SPLITS))
         if self.split_out and not (reuse and Path(reuse).resolve() == self.split_out.resolve()):
             write_split_json(self.split_out, keys, indices)

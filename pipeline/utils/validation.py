@@ -29,6 +29,9 @@ MAX_BATCH = 65536
 MAX_PIXELS = 8192
 MAX_WORKERS = 256
 MAX_SEED = 2**32 - 1
+# Lightning's precision names (its integer aliases too).
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", 64, 32, 16, "64", "32", "16", "bf16")
 
 
 def _int(ge: int, le: int = MAX_COUNT) -> Any:
@@ -84,6 +87,7 @@ NORMALISATION = Rule(Annotated[list[_number()], Field(min_length=3, max_length=3
 # (rule, keys). Order matters only for which of two wrong keys is named: the keys users type come
 # before the ones that interpolate them (hyp.epochs before trainer.max_epochs).
 TABLE: tuple[tuple[Rule, str], ...] = (
+    (NAME, "data._target_ task._target_ model._target_"),
     (SEED, "seed data.seed data.synthetic.seed callbacks.epoch_reseed.seed"),
     (COUNT, "hyp.epochs trainer.max_epochs hyp.accumulate_grad_batches trainer.accumulate_grad_batches "
             "trainer.log_every_n_steps data.passes data.images_per_identity data.train_size data.val_size "
@@ -120,10 +124,12 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (NAME, "name task.monitor data.format data.sampler data.target data.unknown_class task.detector "
            "trainer.accelerator model.backbone data.images_dir data.annotations_dir"),
     (NAME.or_null(), "callbacks.monitor_guard.fallback optimized_metric task.tta"),
-    (Rule(StrictStr, "a path (a string; quote digits: '2024')"), "paths.results_dir paths.data_dir paths.cache_dir"),
+    (Rule(StrictStr, "a path (a string; quote digits: '2024')"), "paths.results_dir paths.data_dir paths.cache_dir "
+                                                                  "paths.decoded_dir"),
     (PATH, "data.root data.cache_dir data.split_file "
            "data.split_out data.list_file data.face_model data.label_corrections data.landmarks_csv model.weights"),
     (Rule(Literal["min", "max"], "min or max"), "task.monitor_mode"),
+    (Rule(Literal[PRECISIONS], "a Lightning precision (32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true...)"), "hyp.precision trainer.precision"),
     (Rule(Literal["auto", "disk", "memory", "none"], "auto, disk, memory or none"), "data.cache"),
     (PATH, "data.decoded_dir"),
     (Rule(Literal["step", "epoch"], "step or epoch"), "hyp.scheduler.interval callbacks.lr_monitor.logging_interval"),

@@ -112,6 +112,6 @@ def test_predict_onnx_service_and_benchmark_agree(experiment, extra, tmp_path, d
         else:
             pairs = list(zip(images[::2], images[1::2]))
             check_pairs(client, outputs["torch"], outputs["onnx"], "probability" if kind == "pair" else "similarity", pairs)
-    proc = run_cli("benchmark.py", "train", *common, f"paths.results_dir={results}", "steps=3", "warmup=1", "rounds=1",
+    proc = run_cli("benchmark.py", "train", *common, f"paths.results_dir={results}", "hyp.epochs=1", "plain=false",
                    f"out={tmp_path / 'bench.json'}")
     assert proc.returncode == 0, proc.stderr[-3000:]

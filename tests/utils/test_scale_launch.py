@@ -15,7 +15,7 @@ from conftest import CONFIG_DIR, TINY_SIAMESE, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from pipeline.utils.config import save_config_pickle
+from pipeline.utils.config import save_run_config
 from pipeline.utils.errors import UserError
 from pipeline.utils.ranks import check_launch, launched_rank_config, publish_run_config
 
@@ -36,7 +36,7 @@ def _launched_worker(rank: int, port: int, config: str, out: str) -> None:
             full = compose(config_name="train", overrides=["seed=1234"], return_hydra_config=True)
         with open_dict(full):
             hydra_node = full.pop("hydra")
-        save_config_pickle(full, hydra_node, Path(config))
+        save_run_config(full, hydra_node, Path(config))
         publish_run_config(Path(config))
     else:
         cfg = launched_rank_config()
@@ -52,7 +52,7 @@ def _launched_worker(rank: int, port: int, config: str, out: str) -> None:
 
 
 def test_launched_ranks_take_rank_zero_config(tmp_path):
-    config, out = tmp_path / "config.pickle", tmp_path / "rank1.json"
+    config, out = tmp_path / "run", tmp_path / "rank1.json"
     mp.spawn(_launched_worker, args=(_free_port(), str(config), str(out)), nprocs=2, join=True)
     assert json.loads(out.read_text()) == {"seed": 1234, "env": str(config)}
 

@@ -66,7 +66,7 @@ def test_shipped_configs_validate(overrides):
     ("predict", "options.score_threshold=2", "options.score_threshold"),
     ("benchmark_inference", "runs=0", "runs"),
     ("benchmark_inference", "threads=abc", "threads"),
-    ("benchmark", "steps=0", "steps"),
+    ("benchmark", "hyp.epochs=0", "hyp.epochs"),
 ])
 def test_wrong_command_values(config_name, override, key):
     validate_config(compose_command(config_name, []))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -98,15 +99,21 @@ def test_export_fails_when_parity_is_off(siamese_run, tmp_path):
     assert json.loads((tmp_path / "export.json").read_text())["parity_samples"] == 4
 
 
+def run_all(commands: list[tuple[str, ...]]) -> list:
+    """``run_cli`` on each command, two at a time (each is mostly interpreter start-up and imports)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda command: run_cli(*command), commands))
+
+
 def test_cli_user_errors_exit_2_with_one_line(siamese_run):
-    proc = run_cli("predict.py", f"run={siamese_run}")
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: input")
-    for script, *args in (("export.py", "sample=3"), ("predict.py", "input=.", "output=out.csv"), ("test.py", "bogus=1"),
-                          ("serve.py", "prot=1"), ("benchmark.py", "inference", "bacth=2"),
-                          ("predict.py", "input=.", "data.num_wokers=0")):
-        _one_line_error(run_cli(script, f"run={siamese_run}", *args), args[-1].split("=")[0])
-    _one_line_error(run_cli("benchmark.py", "train", "stpes=3"), "stpes")
-    _one_line_error(run_cli("train.py", "hyp.epoch=3"), "hyp.epoch")
+    on_run = [(script, f"run={siamese_run}", *args) for script, *args in (
+        ("export.py", "sample=3"), ("predict.py", "input=.", "output=out.csv"), ("test.py", "bogus=1"),
+        ("serve.py", "prot=1"), ("benchmark.py", "inference", "bacth=2"), ("predict.py", "input=.", "data.num_wokers=0"))]
+    commands = [("predict.py", f"run={siamese_run}"), *on_run, ("benchmark.py", "train", "stpes=3"), ("train.py", "hyp.epoch=3")]
+    missing_input, *procs = run_all(commands)
+    assert missing_input.returncode == 2 and missing_input.stderr.strip().startswith("error: input")
+    for command, proc in zip(commands[1:], procs, strict=True):
+        _one_line_error(proc, command[-1].split("=")[0])
 
 
 def _one_line_error(proc, key: str) -> None:
@@ -117,9 +124,8 @@ def _one_line_error(proc, key: str) -> None:
 
 def test_every_command_prints_its_config(siamese_run):
     on_run = [f"run={siamese_run}", "--cfg", "job"]
-    for script, *args in (("test.py", *on_run), ("predict.py", *on_run), ("export.py", *on_run), ("serve.py", *on_run),
-                          ("benchmark.py", "inference", *on_run), ("benchmark.py", "train", "--cfg", "job"),
-                          ("train.py", "--cfg", "job")):
-        proc = run_cli(script, *args)
-        assert proc.returncode == 0, (script, proc.stderr[-2000:])
-        assert "name: siamese_shapes" in proc.stdout, script
+    commands = [("test.py", *on_run), ("predict.py", *on_run), ("export.py", *on_run), ("serve.py", *on_run),
+                ("benchmark.py", "inference", *on_run), ("benchmark.py", "train", "--cfg", "job"), ("train.py", "--cfg", "job")]
+    for command, proc in zip(commands, run_all(commands), strict=True):
+        assert proc.returncode == 0, (command, proc.stderr[-2000:])
+        assert "name: siamese_shapes" in proc.stdout, command

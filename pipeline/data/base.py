@@ -12,7 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.cache import Box, CachedImages, Prepare, cache_folder, open_cache
@@ -24,8 +24,9 @@ from pipeline.utils.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+def to_plain(value: Any) -> Any:
+    """Config nodes (DictConfig, ListConfig) as plain containers; anything else unchanged."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
 
 
 def auto_workers() -> int:
@@ -127,7 +128,7 @@ class BaseDataModule(pl.LightningDataModule):
         decoded_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.splitter = SplitChooser(_plain(split), seed, split_file, split_out)
+        self.splitter = SplitChooser(to_plain(split), seed, split_file, split_out)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         if num_workers != "auto" and not (isinstance(num_workers, int) and num_workers >= 0):

@@ -19,10 +19,9 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import Dataset, Sampler
 
-from pipeline.data.base import BaseDataModule
+from pipeline.data.base import BaseDataModule, to_plain
 from pipeline.data.cache import CachedImages, decode
 from pipeline.data.formats.boostcamp import MASK_NAMES, read_boostcamp_train
 from pipeline.data.formats.image_folder import drop_unreadable, read_labelled_images
@@ -75,11 +74,6 @@ class ClassificationDataset(Dataset):
         item = {key: torch.tensor(value, dtype=torch.long) for key, value in sample.labels.items()}
         item["image"] = apply_transform(self.transform, image)
         return item
-
-
-def to_plain(value: Any) -> Any:
-    """Config nodes (DictConfig, ListConfig) as plain containers; anything else unchanged."""
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
 
 
 def class_counts(samples: Sequence[Sample], num_classes: int, key: str = "label") -> list[int]:

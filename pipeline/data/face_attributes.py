@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.classification import ImageClassificationDataModule, Sample, class_counts, to_plain
+from pipeline.data.base import to_plain
+from pipeline.data.classification import ImageClassificationDataModule, Sample, class_counts
 from pipeline.data.formats.boostcamp import (
     AGE_NAMES,
     CLASS_NAMES,

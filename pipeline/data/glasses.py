@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from pipeline.data.classification import ImageClassificationDataModule, Sample, to_plain
+from pipeline.data.base import to_plain
+from pipeline.data.classification import ImageClassificationDataModule, Sample
 from pipeline.data.eye_zone import EyeZonePreprocessor
 from pipeline.data.formats.image_folder import read_labelled_images
 from pipeline.data.formats.meglass import CLASS_NAMES, read_meglass

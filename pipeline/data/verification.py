@@ -14,10 +14,10 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
-from pipeline.data.base import BaseDataModule
+from pipeline.data.base import BaseDataModule, to_plain
 from pipeline.data.cache import CachedImages
 from pipeline.data.face_parts import FACE_PARTS, FacePartCutout, read_landmarks_csv
 from pipeline.data.formats.verification import VerificationDataset, read_verification_splits
@@ -30,10 +30,6 @@ from pipeline.data.transforms import apply_transform, build_transform
 from pipeline.utils.errors import UserError, require_path
 
 SYNTHETIC_DEFAULTS = {"num_identities": 200, "images_per_identity": 6, "fakes_per_identity": 6, "seed": 0}
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 class VerificationDataModule(BaseDataModule):
@@ -64,12 +60,12 @@ class VerificationDataModule(BaseDataModule):
         super().__init__(**loader_kwargs)
         self.root = root
         self.cache_dir = Path(cache_dir)
-        self.synthetic = {**SYNTHETIC_DEFAULTS, **(_plain(synthetic) or {})}
+        self.synthetic = {**SYNTHETIC_DEFAULTS, **(to_plain(synthetic) or {})}
         self.image_size = image_size
         self.images_per_identity = images_per_identity
         self.passes = passes
-        self.augment = _plain(augment) or []
-        self.cutout = _plain(cutout)
+        self.augment = to_plain(augment) or []
+        self.cutout = to_plain(cutout)
         self.landmarks_csv = landmarks_csv
         self.skip_bad_files = skip_bad_files
         self.mean, self.std = tuple(mean), tuple(std)

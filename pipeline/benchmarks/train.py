@@ -15,8 +15,6 @@ cover (verification, detection, ...) report the framework side only.
 from __future__ import annotations
 
 import copy
-import json
-import os
 import tempfile
 import time
 from datetime import datetime
@@ -36,6 +34,7 @@ from pipeline.benchmarks import plain_loop
 from pipeline.callbacks.throughput import Throughput
 from pipeline.trainers.engine import build_callbacks, build_datamodule, build_task, instantiate_each
 from pipeline.utils.cli import run_hydra
+from pipeline.utils.files import write_json
 
 FIGURES = (("wall_s", "wall time to end of training (s)", "{:.1f}"), ("train_samples_per_sec", "train img/s", "{:.1f}"),
            ("data_wait_share", "data-wait share", "{:.1%}"), ("test_acc", "test accuracy", "{:.4f}"))
@@ -118,15 +117,6 @@ def print_table(title: str, framework: dict[str, Any], plain: dict[str, Any] | N
     Console().print(table)
 
 
-def write_report(path: Path, report: dict[str, Any]) -> None:
-    """JSON written to a temporary file in the same folder, then moved into place in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(prefix=path.name, dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        json.dump(report, out, indent=2)
-    os.replace(scratch, path)
-
-
 def main() -> None:
     """``bin/benchmark.py train``: the Hydra app of configs/benchmark.yaml."""
     run_hydra("benchmark", benchmark_training)
@@ -149,7 +139,7 @@ def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
     }
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(cfg.out or Path(cfg.paths.results_dir) / "benchmarks" / f"train_{cfg.name}_{stamp}.json")
-    write_report(out, report)
+    write_json(out, report)
     print_table(f"{cfg.name}: {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}, {report['device']}",
                 framework, plain, ratio)
     print(f"Wrote {out}")

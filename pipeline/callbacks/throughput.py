@@ -53,7 +53,10 @@ class Throughput(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
         self.wait_s += self._batch_start - self._batch_end
-        self.samples += extract_batch_size(batch)
+        # Tasks' batches are dicts with an "image" tensor; asking Lightning to guess among detection's
+        # lists of boxes warns "ambiguous collection" on every run.
+        image = batch.get("image") if isinstance(batch, dict) else None
+        self.samples += len(image) if isinstance(image, torch.Tensor) else extract_batch_size(batch)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -154,16 +154,25 @@ class QuadrupletLoss(MarginLoss):
 
 
 class EmbeddingNet(nn.Module):
-    """Pooled backbone features -> linear projection to ``embedding_dim`` -> L2 normalisation."""
+    """Pooled backbone features -> linear projection to ``embedding_dim`` -> L2 normalisation.
 
-    def __init__(self, backbone: nn.Module, embedding_dim: int = 128):
+    ``flip_average``: in eval mode the embedding is that of the image plus that of its mirror image
+    (then normalised), a standard face-verification test-time step; being part of the network, the
+    ONNX export, predict and the service compute exactly what validation and test measured.
+    """
+
+    def __init__(self, backbone: nn.Module, embedding_dim: int = 128, flip_average: bool = False):
         super().__init__()
         self.backbone = backbone
         self.embedding_dim = embedding_dim
+        self.flip_average = flip_average
         self.projection = nn.Linear(backbone.num_features, embedding_dim)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projection(self.backbone(image)), dim=1)
+        features = self.projection(self.backbone(image))
+        if self.flip_average and not self.training:
+            features = F.normalize(features, dim=1) + F.normalize(self.projection(self.backbone(image.flip(-1))), dim=1)
+        return F.normalize(features, dim=1)
 
 
 class CosineClassifier(nn.Module):
@@ -173,11 +182,12 @@ class CosineClassifier(nn.Module):
     sets how peaked the softmax can get. Fakes are left out of the loss: they are not the person.
     """
 
-    def __init__(self, embedding_dim: int, num_classes: int, scale: float = 10.0):
+    def __init__(self, embedding_dim: int, num_classes: int, scale: float = 10.0, margin: float = 0.0):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
         nn.init.xavier_uniform_(self.weight)
         self.scale = scale
+        self.margin = margin
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Scaled cosine similarity to every class, [N, num_classes]."""
@@ -186,4 +196,6 @@ class CosineClassifier(nn.Module):
     def forward(self, embeddings: torch.Tensor, identity: torch.Tensor, is_fake: torch.Tensor) -> torch.Tensor:
         real = ~is_fake.bool()
         logits = self.logits(embeddings[real])
+        if self.margin:  # CosFace: the true class's cosine must beat the others by ``margin``
+            logits = logits - self.scale * self.margin * F.one_hot(identity[real], logits.shape[1])
         return F.cross_entropy(logits, identity[real]) if real.any() else logits.sum() * 0.0

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
@@ -93,12 +94,26 @@ def train(cfg: DictConfig) -> float | None:
         return fit_and_test(cfg, run_dir)
 
 
+def warn_emulated_bf16(trainer_cfg: DictConfig) -> None:
+    """bf16 on a CPU without native bfloat16 (AVX512-BF16/AMX) is emulated: slower than 32-true, not faster."""
+    if not str(trainer_cfg.get("precision")).startswith("bf16") or trainer_cfg.get("accelerator") != "cpu":
+        return
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    if not native:
+        log.warning("hyp.precision=%s: this CPU has no native bfloat16, so it runs slower than 32-true; "
+                    "pass hyp.precision=32-true", trainer_cfg.get("precision"))
+
+
 def prepare_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, pl.LightningModule, pl.LightningDataModule]:
     """Validate, then build datamodule, task, callbacks, loggers and trainer; only then write the run's config
     files (and name them to the other ranks), so a config that does not build (a resume with a bad value)
     leaves the run folder as it was."""
     validate_config(cfg)  # resumed configs do not pass through the command line's check
     check_launch(cfg.trainer)
+    warn_emulated_bf16(cfg.trainer)
     seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)

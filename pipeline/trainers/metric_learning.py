@@ -52,7 +52,8 @@ class MetricLearningTask(BaseTask):
         weight = float(self.hyp.get("identity_head_weight", 0.0))
         num_ids = int(self.data_info.get("num_identities", 0))
         self.identity_head = (
-            CosineClassifier(self.net.embedding_dim, num_ids, float(self.hyp.get("identity_head_scale", 10.0)))
+            CosineClassifier(self.net.embedding_dim, num_ids, float(self.hyp.get("identity_head_scale", 10.0)),
+                             float(self.hyp.get("identity_head_margin", 0.0)))
             if weight > 0 and num_ids > 0 else None
         )
         self.identity_head_weight = weight
@@ -63,7 +64,7 @@ class MetricLearningTask(BaseTask):
     def build_net(self) -> nn.Module:
         cfg = self.model_cfg
         backbone = create_backbone(cfg.backbone, cfg.get("pretrained", False), cfg.get("weights"), **cfg.get("kwargs", {}))
-        return EmbeddingNet(backbone, int(cfg.get("embedding_dim", 128)))
+        return EmbeddingNet(backbone, int(cfg.get("embedding_dim", 128)), bool(cfg.get("flip_average", False)))
 
     def build_metrics(self) -> MetricCollection:
         return MetricCollection({"embeddings": EmbeddingCollector()})

@@ -107,7 +107,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (SIDE, "data.image_size data.synthetic.image_size"),
     (POSITIVE, "hyp.optimizer.lr hyp.scheduler.gamma hyp.identity_head_scale tolerance"),
     (NON_NEGATIVE, "hyp.optimizer.weight_decay hyp.scheduler.eta_min hyp.loss.margin hyp.loss.gamma "
-                   "hyp.loss.lambda_fake hyp.identity_head_weight data.margin data.face_margin "
+                   "hyp.loss.lambda_fake hyp.identity_head_weight hyp.identity_head_margin data.margin data.face_margin "
                    "data.split.train data.split.val data.split.test"),
     (NON_NEGATIVE.or_null(), "hyp.gradient_clip_val trainer.gradient_clip_val"),
     (FRACTION, "hyp.loss.label_smoothing hyp.optimizer.momentum hyp.scheduler.pct_start task.threshold "
@@ -119,7 +119,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
               "trainer.overfit_batches"),
     (Rule(StrictBool | _int(0), "true, false or a number of batches >= 0"), "trainer.fast_dev_run"),
     (Rule(StrictBool | Literal["warn"], "true, false or warn"), "trainer.deterministic"),
-    (FLAG, "data.skip_bad_files data.check_images data.detect_face data.rotate model.pretrained "
+    (FLAG, "data.skip_bad_files data.check_images data.detect_face data.rotate model.pretrained model.flip_average "
            "hyp.channels_last hyp.compile test_after_train"),
     (NAME, "name task.monitor data.format data.sampler data.target data.unknown_class task.detector "
            "trainer.accelerator model.backbone data.images_dir data.annotations_dir"),

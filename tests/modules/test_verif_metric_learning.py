@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from pipeline.modules.metric_learning import (
     CosineClassifier,
+    EmbeddingNet,
     QuadrupletLoss,
     TripletLoss,
     batch_hard_triplets,
@@ -129,3 +130,35 @@ def test_cosine_classifier_uses_real_images_only():
     assert x.grad[is_fake].abs().sum() == 0 and x.grad[~is_fake].abs().sum() > 0
     scaled = head.logits(emb * 7.0)
     torch.testing.assert_close(scaled, logits)  # scale-invariant: features are normalised
+
+
+def test_flip_average_embeds_an_image_and_its_mirror_alike_in_eval_only():
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(8))
+    backbone.num_features = 8
+    net = EmbeddingNet(backbone, embedding_dim=5, flip_average=True)
+    images = torch.rand(3, 3, 6, 7)
+    net.train()
+    plain = net(images)
+    assert not torch.allclose(plain, net(images.flip(-1)), atol=1e-3)  # the backbone is not mirror-symmetric
+    net.eval()
+    averaged = net(images)
+    assert torch.allclose(averaged, net(images.flip(-1)), atol=1e-6)
+    one = F.normalize(net.projection(backbone(images)), dim=1)
+    mirror = F.normalize(net.projection(backbone(images.flip(-1))), dim=1)
+    assert torch.allclose(averaged, F.normalize(one + mirror, dim=1), atol=1e-6)
+    assert torch.allclose(averaged.norm(dim=1), torch.ones(3))
+
+
+def test_cosface_margin_lowers_the_true_class_logit_by_scale_times_margin():
+    torch.manual_seed(0)
+    head = CosineClassifier(embedding_dim=4, num_classes=3, scale=8.0, margin=0.25)
+    embeddings, identity = torch.randn(5, 4), torch.tensor([0, 1, 2, 1, 0])
+    cosines = F.normalize(embeddings, dim=1) @ F.normalize(head.weight, dim=1).T
+    expected_logits = 8.0 * cosines
+    expected_logits[torch.arange(5), identity] -= 8.0 * 0.25
+    expected = F.cross_entropy(expected_logits, identity)
+    assert torch.allclose(head(embeddings, identity, torch.zeros(5, dtype=torch.bool)), expected, atol=1e-6)
+    plain = CosineClassifier(embedding_dim=4, num_classes=3, scale=8.0)
+    plain.weight.data.copy_(head.weight.data)
+    assert head(embeddings, identity, torch.zeros(5, dtype=torch.bool)) > plain(embeddings, identity, torch.zeros(5, dtype=torch.bool))

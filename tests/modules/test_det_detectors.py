@@ -107,6 +107,21 @@ def test_unit_class_weights_reproduce_torchvision_loss(name, torchvision_head):
     assert float(ours) == pytest.approx(float(reference), rel=1e-5)
 
 
+def test_fcos_box_distances_stay_positive_and_learning_below_zero():
+    """torchvision's relu would give 0 and no gradient for these pre-activations (a dead branch)."""
+    model = build_detector("fcos", num_classes=3, **SMALL).train()
+    head = model.head.regression_head
+    torch.nn.init.constant_(head.bbox_reg.bias, -6.0)
+    features = [torch.randn(2, model.head.regression_head.bbox_reg.in_channels, 8, 8)]
+    distances, _ = head(features)
+    assert distances.min() > 0
+    pre = torch.nn.functional.conv2d(head.conv(features[0]), head.bbox_reg.weight, head.bbox_reg.bias, padding=1)
+    expected = torch.nn.functional.softplus(pre).view(2, 1, 4, 8, 8).permute(0, 3, 4, 1, 2).reshape(2, -1, 4)
+    assert torch.allclose(distances, expected, atol=1e-6)
+    distances.sum().backward()
+    assert head.bbox_reg.bias.grad.abs().min() > 0
+
+
 def test_bad_arguments_raise_user_errors():
     with pytest.raises(UserError, match="model.name"):
         build_detector("yolo", num_classes=3)

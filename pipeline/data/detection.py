@@ -27,6 +27,7 @@ from pipeline.data.formats.voc import (
     split_voc,
 )
 from pipeline.data.io import load_image
+from pipeline.data.samplers.weighted import InverseFrequencySampler, repeat_factor_weights
 from pipeline.data.synthetic.cache import ensure_generated
 from pipeline.data.synthetic.voc_facemask import FACEMASK_CLASSES, generate_voc_facemask
 from pipeline.utils.errors import UserError, require_path
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
+SAMPLERS = ("random", "repeat_factor")
 
 
 def collate_detection(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -91,9 +93,15 @@ class VocDetectionDataModule(BaseDataModule):
         synthetic: dict[str, Any] | None = None,
         skip_bad_files: bool = False,
         unknown_class: str = "error",
+        sampler: str = "random",
+        repeat_threshold: float = 1.0,
         **loader_kwargs: Any,
     ) -> None:
         super().__init__(**loader_kwargs)
+        if sampler not in SAMPLERS:
+            raise UserError(f"data.sampler: '{sampler}' is not one of {', '.join(SAMPLERS)}")
+        self.sampler = sampler
+        self.repeat_threshold = float(repeat_threshold)
         self.root = root
         self.cache_dir = Path(cache_dir)
         self.class_names = list(class_names)
@@ -146,6 +154,15 @@ class VocDetectionDataModule(BaseDataModule):
                                       self.decoded([(image.image_path, None) for image in self.splits[name]], None, "native"))
             for name in SPLITS
         }
+
+    def train_sampler(self, dataset: Dataset):
+        """``data.sampler=repeat_factor``: images with rare classes drawn more often (``repeat_factor_weights``)."""
+        if self.sampler == "random":
+            return super().train_sampler(dataset)
+        rank, world_size = self._distributed()
+        classes = [[obj.label for obj in image.objects] for image in dataset.images]
+        weights = repeat_factor_weights(classes, len(self.class_names), self.repeat_threshold)
+        return InverseFrequencySampler(None, self.seed, rank=rank, world_size=world_size, weights=weights)
 
     # --- description and the one eval preprocessing ----------------------------------------------
     @property

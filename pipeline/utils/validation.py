@@ -105,7 +105,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (BATCH.or_null(), "options.batch_size"),
     (WORKERS, "data.num_workers"),
     (SIDE, "data.image_size data.synthetic.image_size"),
-    (POSITIVE, "hyp.optimizer.lr hyp.scheduler.gamma hyp.identity_head_scale tolerance"),
+    (POSITIVE, "hyp.optimizer.lr hyp.scheduler.gamma hyp.identity_head_scale data.repeat_threshold tolerance"),
     (NON_NEGATIVE, "hyp.optimizer.weight_decay hyp.scheduler.eta_min hyp.loss.margin hyp.loss.gamma "
                    "hyp.loss.lambda_fake hyp.identity_head_weight hyp.identity_head_margin data.margin data.face_margin "
                    "data.split.train data.split.val data.split.test"),

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.samplers.weighted import inverse_frequency_sampler, inverse_frequency_weights
+from pipeline.data.samplers.weighted import (
+    InverseFrequencySampler,
+    inverse_frequency_sampler,
+    inverse_frequency_weights,
+)
 
 
 def test_weights_are_inverse_class_counts():
@@ -38,3 +42,22 @@ def test_sampler_is_seeded_and_defaults_to_dataset_length():
     assert len(first) == len(labels)
     assert first == list(inverse_frequency_sampler(labels, seed=3))
     assert first != list(inverse_frequency_sampler(labels, seed=4))
+
+
+def test_repeat_factor_weights_follow_the_rarest_class_of_each_image():
+    from pipeline.data.samplers.weighted import repeat_factor_weights
+
+    # class 0 is in 3 of 4 images, classes 1 and 2 in 1 of 4 each, class 3 in none; the last image is empty
+    weights = repeat_factor_weights([[0], [0, 1], [0, 0], [2], []], num_classes=4, threshold=1.0)
+    rare, common = 5**0.5, (5 / 3) ** 0.5  # shares of the 5 images: 1/5 and 3/5
+    expected = torch.tensor([common, rare, common, rare, 1.0], dtype=torch.float64)
+    assert torch.allclose(weights, expected)
+    # a threshold below every share repeats nothing
+    assert torch.equal(repeat_factor_weights([[0], [1]], 2, threshold=0.1), torch.ones(2, dtype=torch.float64))
+
+
+def test_weighted_sampler_draws_in_proportion_to_given_weights():
+    weights = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    sampler = InverseFrequencySampler(None, seed=0, num_samples=20000, weights=weights)
+    share = torch.bincount(torch.tensor(list(iter(sampler))), minlength=2).double() / 20000
+    assert abs(float(share[1]) - 0.75) < 0.02

@@ -35,23 +35,40 @@ def inverse_frequency_sampler(
     )
 
 
+def repeat_factor_weights(image_classes: Sequence[Sequence[int]], num_classes: int, threshold: float = 1.0) -> torch.Tensor:
+    """Repeat-factor sampling (LVIS, Gupta et al. 2019) for images holding several objects: class ``c``
+    in a share ``f_c`` of the images repeats ``max(1, sqrt(threshold / f_c))`` times, and an image as
+    often as its rarest class asks (images without objects once). Returns per-image float64 weights."""
+    if not image_classes:
+        raise ValueError("image_classes must list the classes of at least one image")
+    present = np.zeros((len(image_classes), num_classes), dtype=bool)
+    for row, classes in enumerate(image_classes):
+        present[row, list(classes)] = True
+    share = present.mean(axis=0)
+    factors = np.where(share > 0, np.maximum(1.0, np.sqrt(threshold / np.maximum(share, 1e-12))), 1.0)
+    weights = np.where(present, factors[None, :], 1.0).max(axis=1)
+    return torch.as_tensor(weights, dtype=torch.float64)
+
+
 class InverseFrequencySampler(EpochSampler):
     """Class-balanced draws with replacement, seeded by ``seed + epoch`` and sharded across ranks.
 
     Every epoch draws ``num_samples`` (default len(labels)) indices with probability 1 / count of
-    their class; rank r keeps every world_size-th draw starting at r, so ranks never overlap.
+    their class (or proportional to ``weights`` when given, e.g. ``repeat_factor_weights``); rank r
+    keeps every world_size-th draw starting at r, so ranks never overlap.
     """
 
     def __init__(
         self,
-        labels: Sequence[int] | np.ndarray | torch.Tensor,
+        labels: Sequence[int] | np.ndarray | torch.Tensor | None,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
         num_samples: int | None = None,
+        weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__(seed, rank, world_size)
-        self.weights = inverse_frequency_weights(labels)
+        self.weights = inverse_frequency_weights(labels) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.num_samples = num_samples or len(self.weights)
 
     def __len__(self) -> int:

@@ -1,4 +1,5 @@
-"""Typed records that travel between layers: what a task exports, and how its outputs are read."""
+"""Typed records that travel between layers: what a task exports, how its outputs are read, and what its
+``predict_step`` answers (the prediction writer turns those into files)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,41 @@ class PredictsWithExport(Protocol):
     """A task that can predict with its exported ONNX model (an ``OnnxModel``) instead of its network."""
 
     def use_exported(self, model: Any) -> None: ...
+
+
+def decide(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Class indices: argmax, or ``P(class 1) >= threshold`` for two classes."""
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).long()
+    return probs.argmax(dim=1)
+
+
+@dataclass
+class ClassScores:
+    """A classifier's answers for a batch: softmax ``probabilities`` [B, classes] per output (the main one
+    first) with each output's ``classes``, the ``threshold`` of two-class outputs, and the class whose
+    image paths are ``listed`` on the console (None: none)."""
+
+    probabilities: dict[str, torch.Tensor]
+    classes: dict[str, list[str]]
+    threshold: float = 0.5
+    listed: str | None = None
+
+
+@dataclass
+class Detections:
+    """A detector's answers for a batch: per image ``boxes`` [N, 4] (xyxy, original pixels), ``scores`` and
+    ``labels`` (indices into ``classes``)."""
+
+    detections: list[dict[str, torch.Tensor]]
+    classes: list[str]
+
+
+@dataclass
+class PairScores:
+    """Answers for a batch of image pairs: ``scores`` [B] (``metric``: a pair model's ``probability`` or the
+    cosine ``similarity`` of two embeddings) and the ``threshold`` at which a pair is "same"."""
+
+    scores: torch.Tensor
+    threshold: float
+    metric: str = "probability"

@@ -7,8 +7,10 @@ import csv
 import numpy as np
 import pytest
 import torch
+from conftest import predict_files
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
+from pipeline.data.base import BaseDataModule
 from pipeline.data.formats.boostcamp import (
     CLASS_NAMES,
     combine_mask_gender_age,
@@ -41,12 +43,11 @@ def make_task(class_names=("a", "b", "c"), heads=None, **kwargs) -> Classificati
     return ClassificationTask(model=model, hyp=HYP, data_info=info, **kwargs).eval()
 
 
-class FakeDataModule:
-    """What predict_files needs from a datamodule: the eval preprocessing and a batch size."""
-
-    eval_batch_size = 8
+class FakeDataModule(BaseDataModule):
+    """What prediction needs from a datamodule: the eval preprocessing (and BaseDataModule's loader)."""
 
     def __init__(self):
+        super().__init__(batch_size=8, num_workers=0)
         self.transform = build_transform(None, SIZE, [0.5] * 3, [0.5] * 3)
 
     def preprocess(self, image):
@@ -130,7 +131,7 @@ def boostcamp_root(tmp_path_factory):
 
 def test_submission_is_in_info_csv_order(boostcamp_root, tmp_path):
     task = make_task(class_names=CLASS_NAMES)
-    out = task.predict_files(FakeDataModule(), boostcamp_root / "eval", tmp_path / "out", tta="flip")
+    out = predict_files(task, FakeDataModule(), boostcamp_root / "eval", tmp_path / "out", tta="flip")
     assert out.name == "submission.csv"
     with out.open() as fh:
         rows = list(csv.reader(fh))
@@ -141,7 +142,7 @@ def test_submission_is_in_info_csv_order(boostcamp_root, tmp_path):
 
 def test_folder_predictions_have_path_label_probability(boostcamp_root, tmp_path):
     task = make_task(class_names=CLASS_NAMES, heads=True)
-    out = task.predict_files(FakeDataModule(), boostcamp_root / "train" / "images", tmp_path / "out")
+    out = predict_files(task, FakeDataModule(), boostcamp_root / "train" / "images", tmp_path / "out")
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
     assert out.name == "predictions.csv" and len(rows) == 4 * 7

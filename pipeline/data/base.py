@@ -162,13 +162,11 @@ class BaseDataModule(pl.LightningDataModule):
         return read_images(source)
 
     def predict_item(self, image: np.ndarray) -> dict[str, Any]:
-        """One RGB image as ``predict_step`` gets it: the model input ``image`` (None when unusable) and
-        whatever maps the answer back to the file (override, e.g. a letterbox's scale and padding)."""
+        """One RGB image's model input ``image`` (None: unusable) and what maps answers back (e.g. a letterbox)."""
         return {"image": self.preprocess(image)}
 
     def predict_on(self, source: Path, options: dict[str, Any], input_size: Sequence[int]) -> None:
-        """Make ``predict_dataloader`` read ``source``, ``options.batch_size`` items a batch; the datasets
-        of the splits are not built."""
+        """Make ``predict_dataloader`` read ``source`` (``options.batch_size`` items a batch), no split built."""
         items = self.predict_items(Path(source), options)
         self.datasets["predict"] = PredictionDataset(items, self.predict_item, input_size)
         self.eval_batch_size = int(options.get("batch_size", self.eval_batch_size))
@@ -251,7 +249,7 @@ class BaseDataModule(pl.LightningDataModule):
         return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        """The items of ``predict_on`` in order, in one process (Lightning's prediction tracks a plain batch size)."""
+        """The items of ``predict_on`` in order (a plain batch size: Lightning's prediction tracks batch indices)."""
         dataset = self.datasets["predict"]
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers,
                           pin_memory=self._pin_memory(), collate_fn=dataset.collate_fn)

@@ -56,16 +56,6 @@ def predict_into(writer: PredictionWriter, task: Any, datamodule: Any, accelerat
     trainer.predict(task, datamodule=datamodule, return_predictions=False)
 
 
-def predict_run(run: Run, cfg: Any, writer: PredictionWriter) -> None:
-    """One run's answers, on the run's accelerator (the CPU for its ONNX export)."""
-    task = run.task(cfg.ckpt)
-    if cfg.backend == "onnx":
-        use_onnx(task, run)
-    print(f"Predicting with run {run.dir} ({cfg.backend}) on {writer.source}")
-    accelerator = "cpu" if cfg.backend == "onnx" else run.cfg.trainer.get("accelerator", "auto")
-    predict_into(writer, task, run.datamodule(setup=False), accelerator)
-
-
 def predict(run: Run) -> Path:
     """``trainer.predict`` with a run (or each of ``run=[a,b,c]``, their heads combined) over ``input``,
     written by the ``PredictionWriter``; returns the main output file."""
@@ -83,6 +73,11 @@ def predict(run: Run) -> Path:
         trust = [f"trust_run={str(bool(cfg.get('trust_run'))).lower()}"]
         runs = [run if i == 0 else Run.open(name, trust) for i, name in enumerate(cfg.run)]
     writer = PredictionWriter(out_dir, source, task_options(cfg))
-    for each in runs:
-        predict_run(each, cfg, writer)
+    for each in runs:  # on the run's accelerator, the CPU for an ONNX session
+        task = each.task(cfg.ckpt)
+        if cfg.backend == "onnx":
+            use_onnx(task, each)
+        print(f"Predicting with run {each.dir} ({cfg.backend}) on {source}")
+        accelerator = "cpu" if cfg.backend == "onnx" else each.cfg.trainer.get("accelerator", "auto")
+        predict_into(writer, task, each.datamodule(setup=False), accelerator)
     return writer.finish()

@@ -1,10 +1,4 @@
-"""The prediction writer: what the tasks' ``predict_step`` answer, written as files.
-
-``ClassScores`` -> ``predictions.csv`` (``path,label,probability``) or, for a dataset's own eval folder,
-its submission file; ``Detections`` -> ``detections.csv`` (a row per box, original pixels) and the drawn
-images; ``PairScores`` -> ``predictions.csv`` (``path1,path2,probability,same``) for a pair model or
-``pair_scores.csv`` (``pair_id,similarity[,same,threshold]``) for embeddings.
-"""
+"""The prediction writer: the records of the tasks' ``predict_step`` (``pipeline.utils.contracts``) as files."""
 
 from __future__ import annotations
 
@@ -36,20 +30,15 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Collects every batch's answers with the items' identity and status, then ``finish`` writes the files.
-
-    Several runs may feed one writer (``run=[a,b,c]``): their heads' probabilities are merged by name and
-    recombined into the dataset's classes by the ``combine`` rule of the data's description. ``options``:
-    ``quiet`` (no listed paths), ``draw`` (detection images, default true), ``with_decision`` (pair scores).
-    """
+    """Collects every batch's answers with the items' identity and status; ``finish`` writes the files.
+    Several runs may feed it (``run=[a,b,c]``): their heads are combined by the data's ``combine`` rule.
+    ``options``: ``quiet`` (no listed paths), ``draw`` (detection images), ``with_decision`` (pair scores)."""
 
     def __init__(self, out_dir: Path, source: Path, options: dict[str, Any]) -> None:
         super().__init__(write_interval="batch")
         self.out_dir, self.source, self.options = Path(out_dir), Path(source), options
-        self.runs: list[list[Any]] = []
-        self.items: list[dict[str, Any]] = []
-        self.status: list[str | None] = []
-        self.data_info: dict[str, Any] = {}
+        self.runs: list[list[Any]] = []  # per run, its batches' records
+        self.items, self.status, self.data_info = [], [], {}
 
     def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
         self.runs.append([])
@@ -64,18 +53,15 @@ class PredictionWriter(BasePredictionWriter):
     def finish(self) -> Path:
         """Write the collected answers into ``out_dir``; returns the main output file."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        kinds = {ClassScores: self.write_classes, Detections: self.write_detections, PairScores: self.write_pairs}
-        first = self.runs[0][0]
-        if type(first) not in kinds:
-            raise TypeError(f"predict_step returned {type(first).__name__}; return one of {[k.__name__ for k in kinds]}")
-        return kinds[type(first)]()
+        write = {ClassScores: self.write_classes, Detections: self.write_detections, PairScores: self.write_pairs}
+        return write[type(self.runs[0][0])]()  # a KeyError: predict_step returned no record of contracts.py
 
     def write_classes(self) -> Path:
-        """``predictions.csv`` with the main output's class (an unusable image: its status, no probability),
-        or the dataset's submission for its eval folder; lists the paths of the ``listed`` class."""
-        records: list[ClassScores] = [record for run in self.runs for record in run]
+        """``predictions.csv`` (``path,label,probability``; an unusable image: its status), or the dataset's
+        submission for its eval folder; prints the paths of the ``listed`` class."""
+        last: ClassScores = self.runs[-1][0]
         probs, names = self.main_probabilities()
-        decided = decide(probs, records[-1].threshold)
+        decided = decide(probs, last.threshold)
         reported = probs[:, 1] if probs.shape[1] == 2 else probs.gather(1, decided[:, None]).squeeze(1)
         image_ids = [item.get("image_id") for item in self.items]
         submit = submission_writer(names) if all(image_ids) else None
@@ -83,8 +69,8 @@ class PredictionWriter(BasePredictionWriter):
             return submit(self.out_dir, image_ids, decided.tolist())
         rows = [[item["path"], status, ""] if status else [item["path"], names[c], f"{q:.6f}"]
                 for item, status, c, q in zip(self.items, self.status, decided.tolist(), reported.tolist(), strict=True)]
-        for path, label, _ in rows if records[0].listed and not self.options.get("quiet") else ():
-            if label == records[0].listed:
+        for path, label, _ in rows if last.listed and not self.options.get("quiet") else ():
+            if label == last.listed:
                 print(path)
         log.info("%s", ", ".join(f"{n} {label}" for label, n in Counter(row[1] for row in rows).items()))
         return write_csv(self.out_dir / "predictions.csv", ["path", "label", "probability"], rows)
@@ -120,7 +106,8 @@ class PredictionWriter(BasePredictionWriter):
         cv2.imwrite(str(target), cv2.cvtColor(drawn.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR))
 
     def write_pairs(self) -> Path:
-        """A pair model's ``predictions.csv`` or the embeddings' ``pair_scores.csv`` (``with_decision``: same, threshold)."""
+        """A pair model's ``predictions.csv`` (``path1,path2,probability,same``) or the embeddings'
+        ``pair_scores.csv`` (``pair_id,similarity``; ``with_decision``: ``same,threshold``)."""
         if any(self.status):
             raise UserError(f"input: {sum(map(bool, self.status))} pair(s) hold an image that cannot be used (see the warnings above)")
         scores = torch.cat([record.scores for record in self.runs[0]])

@@ -34,11 +34,8 @@ def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
 
 class BaseTask(pl.LightningModule):
     """Shared training logic; ``model`` and ``hyp`` are the config nodes, ``data_info`` the data's description.
-
-    ``predict_step`` (the task's) answers a batch of the datamodule's ``predict_dataloader`` with a record
-    of ``pipeline.utils.contracts`` (``ClassScores``, ``Detections``, ``PairScores``), reading the
-    ``bin/predict.py`` options named in ``PREDICT_OPTIONS`` from ``predict_options``.
-    """
+    A task's ``predict_step`` returns a record of ``pipeline.utils.contracts`` (``ClassScores``, ``Detections``,
+    ``PairScores``) and reads the ``bin/predict.py`` options it names in ``PREDICT_OPTIONS`` from ``predict_options``."""
 
     PREDICT_OPTIONS: tuple[str, ...] = ()
 

@@ -12,7 +12,6 @@ Every prediction path (validation, test, ``predict_step``, export) averages prob
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from pipeline.trainers.base import BaseTask
 from pipeline.utils.contracts import ClassScores, ExportSpec, Output, decide
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
+from pipeline.utils.run_table import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +267,7 @@ class ClassificationTask(BaseTask):
     @rank_zero_only
     def _write_report(self, rows: list[dict[str, Any]]) -> None:
         results = Path(self.trainer.default_root_dir) / "results"
-        results.mkdir(parents=True, exist_ok=True)
-        with open(results / "per_class_report.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(results / "per_class_report.csv", rows)
         write_json(results / "per_class_report.json", rows)
 
     def render_examples(self, stage: str) -> torch.Tensor | None:
@@ -309,8 +305,8 @@ class ClassificationTask(BaseTask):
         if not self.multi_head and target:
             probs[target], classes[target] = probs[MAIN], classes[MAIN]
         main = self.main_output()
-        return ClassScores({name: p.cpu() for name, p in {main: probs[main], **probs}.items()}, classes, self.threshold,
-                           classes[main][1] if self.lists_positive else None)
+        listed = classes[main][1] if self.lists_positive else None
+        return ClassScores({name: p.cpu() for name, p in {main: probs[main], **probs}.items()}, classes, self.threshold, listed)
 
 
 def per_class_report(matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> list[dict[str, Any]]:

@@ -1,10 +1,6 @@
-"""Glasses on the eyes: the single-head classifier plus the "no_face" answer and a folder run.
-
-Training, metrics, TTA and export are :class:`ClassificationTask`'s. What glasses adds: a photo
-without a face (``datamodule.preprocess`` returns None) is answered ``no_face`` instead of failing,
-prediction prints the paths of images with glasses, and the service gets the task's own route
-``/glass_no_glass/``.
-"""
+"""Glasses on the eyes: :class:`ClassificationTask` (training, metrics, TTA, export; a photo without a face
+is answered ``no_face``) whose prediction prints the paths of images with glasses, with the service route
+``/glass_no_glass/``."""
 
 from __future__ import annotations
 

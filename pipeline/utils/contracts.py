@@ -1,5 +1,4 @@
-"""Typed records that travel between layers: what a task exports, how its outputs are read, and what its
-``predict_step`` answers (the prediction writer turns those into files)."""
+"""Typed records that travel between layers: what a task exports, how its outputs are read, what it predicts."""
 
 from __future__ import annotations
 
@@ -79,9 +78,8 @@ def decide(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 
 @dataclass
 class ClassScores:
-    """A classifier's answers for a batch: softmax ``probabilities`` [B, classes] per output (the main one
-    first) with each output's ``classes``, the ``threshold`` of two-class outputs, and the class whose
-    image paths are ``listed`` on the console (None: none)."""
+    """A batch's softmax ``probabilities`` [B, classes] per output (main first), each output's ``classes``,
+    the ``threshold`` of two-class outputs and the class whose image paths are ``listed`` (printed)."""
 
     probabilities: dict[str, torch.Tensor]
     classes: dict[str, list[str]]
@@ -91,8 +89,7 @@ class ClassScores:
 
 @dataclass
 class Detections:
-    """A detector's answers for a batch: per image ``boxes`` [N, 4] (xyxy, original pixels), ``scores`` and
-    ``labels`` (indices into ``classes``)."""
+    """Per image of a batch: ``boxes`` [N, 4] (xyxy, original pixels), ``scores``, ``labels`` (into ``classes``)."""
 
     detections: list[dict[str, torch.Tensor]]
     classes: list[str]
@@ -100,8 +97,8 @@ class Detections:
 
 @dataclass
 class PairScores:
-    """Answers for a batch of image pairs: ``scores`` [B] (``metric``: a pair model's ``probability`` or the
-    cosine ``similarity`` of two embeddings) and the ``threshold`` at which a pair is "same"."""
+    """Per pair of a batch: ``scores`` [B] (``metric``: a pair model's ``probability``, or the ``similarity``
+    of two embeddings) and the ``threshold`` from which a pair is "same"."""
 
     scores: torch.Tensor
     threshold: float

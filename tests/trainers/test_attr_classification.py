@@ -17,8 +17,11 @@ from pipeline.data.formats.boostcamp import (
     encode_class,
     read_boostcamp_eval,
 )
+from pipeline.data.io import load_image
 from pipeline.data.synthetic.boostcamp import generate_boostcamp
 from pipeline.data.transforms import apply_transform, build_transform
+from pipeline.delivery.predict import predict_into
+from pipeline.delivery.writer import PredictionWriter
 from pipeline.trainers.classification import (
     ClassificationTask,
     per_class_report,
@@ -31,11 +34,13 @@ HYP = {"loss": {"_target_": "pipeline.modules.losses.CrossEntropyLoss", "weight"
 HEADS = {"mask": ["wear", "incorrect", "not_wear"], "gender": ["male", "female"], "age": ["<30", "30-59", ">=60"]}
 
 
-def make_task(class_names=("a", "b", "c"), heads=None, **kwargs) -> ClassificationTask:
+def make_task(class_names=("a", "b", "c"), heads=None, target=None, **kwargs) -> ClassificationTask:
     torch.manual_seed(0)
     model = {"backbone": "simple_cnn", "head": {"hidden_dims": [8]}}
     info = {"task": "t", "class_names": list(class_names), "input_size": [3, *SIZE], "mean": [0.5] * 3,
             "std": [0.5] * 3, "class_counts": [1] * len(class_names)}
+    if target:  # one head of the dataset's classes, trained alone (data.target=<head>)
+        info.update(target=target, combine="boostcamp", combine_class_names=list(CLASS_NAMES))
     if heads:
         model["heads"] = {name: len(names) for name, names in HEADS.items()}
         info.update(heads=HEADS, combine="boostcamp", combine_class_names=list(CLASS_NAMES),
@@ -138,6 +143,20 @@ def test_submission_is_in_info_csv_order(boostcamp_root, tmp_path):
     assert rows[0] == ["ImageID", "ans"]
     assert [r[0] for r in rows[1:]] == [r.image_id for r in read_boostcamp_eval(boostcamp_root)]
     assert all(0 <= int(r[1]) < 18 for r in rows[1:])
+
+
+def test_separate_head_runs_combine_into_the_submission(boostcamp_root, tmp_path):
+    writer = PredictionWriter(tmp_path / "out", boostcamp_root / "eval", {})
+    datamodule, probs = FakeDataModule(), {}
+    images = torch.stack([datamodule.preprocess(load_image(r.path)) for r in read_boostcamp_eval(boostcamp_root)])
+    for target, names in HEADS.items():
+        task = make_task(class_names=names, target=target)
+        probs[target] = task.probabilities(images)["label"].detach()
+        predict_into(writer, task, datamodule)
+    with writer.finish().open() as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["ImageID", "ans"]
+    assert [int(r[1]) for r in rows[1:]] == combine_mask_gender_age(probs).argmax(1).tolist()
 
 
 def test_folder_predictions_have_path_label_probability(boostcamp_root, tmp_path):

@@ -52,6 +52,16 @@ def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, launc
     )
 
 
+def predict_files(task, datamodule, source: Path, out_dir: Path, **options) -> Path:
+    """bin/predict.py's path for a built task and datamodule: ``trainer.predict`` into the prediction writer."""
+    from pipeline.delivery.predict import predict_into
+    from pipeline.delivery.writer import PredictionWriter
+
+    writer = PredictionWriter(out_dir, source, options)
+    predict_into(writer, task, datamodule)
+    return writer.finish()
+
+
 TINY_SIAMESE = [
     "data.train_size=256", "data.val_size=128", "data.test_size=128", "data.num_workers=0",
     "hyp.batch_size=32", "trainer.log_every_n_steps=2",

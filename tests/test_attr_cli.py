@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from pipeline.delivery.runs import Run
-from pipeline.trainers.classification import predict_combined
+from pipeline.delivery.predict import predict
+from pipeline.delivery.runs import compose_command
 
 TINY_BOOSTCAMP = ["data.synthetic.num_people=40", "data.synthetic.image_size=[32,24]", "data.image_size=[32,24]",
                   "data.num_workers=0", "hyp.batch_size=32", "trainer.log_every_n_steps=2"]
@@ -50,7 +50,9 @@ def test_resnet18_focal_trains_and_tests_with_tta(tmp_path, data_root):
 def test_separate_task_runs_combine_into_a_submission(tmp_path, data_root):
     runs = [train_run(tmp_path, data_root, "experiment=mask_age_gender", f"data.target={target}", "debug=limit",
                       "hyp.epochs=1", f"name=attr_{target}") for target in ("mask", "gender", "age")]
-    out = predict_combined([Run.open(run) for run in runs], data_root / "synthetic" / "boostcamp_p40_32x24_s0" / "eval", tmp_path / "out", tta="flip")
+    eval_folder = data_root / "synthetic" / "boostcamp_p40_32x24_s0" / "eval"
+    out = predict(compose_command("predict", [f"run=[{','.join(map(str, runs))}]", f"input={eval_folder}",
+                                              f"out={tmp_path / 'out'}", "options.tta=flip"]))
     with out.open() as fh:
         rows = list(csv.reader(fh))
     assert out.name == "submission.csv" and rows[0] == ["ImageID", "ans"] and len(rows) == 1 + 8 * 7

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.cache import Box, CachedImages, Prepare, cache_folder, open_cache
+from pipeline.data.prediction_inputs import PredictionDataset, PredictionInput, read_images
 from pipeline.data.samplers.epoch_seeded import EpochSeededSampler
 from pipeline.data.samplers.eval_shard import eval_batches
 from pipeline.data.splits import SplitChooser
@@ -155,6 +156,21 @@ class BaseDataModule(pl.LightningDataModule):
         export checks and serve; None when the image cannot be used (e.g. no face found)."""
         raise NotImplementedError(f"{type(self).__name__} has no single-image preprocessing")
 
+    # --- prediction: bin/predict.py's input, read as this data's task takes it ----------------------
+    def predict_items(self, source: Path, options: dict[str, Any]) -> list[PredictionInput]:
+        """What ``input=`` names: single images (``read_images``); override for pairs and their options."""
+        return read_images(source)
+
+    def predict_item(self, image: np.ndarray) -> dict[str, Any]:
+        """One RGB image's model input ``image`` (None: unusable) and what maps answers back (e.g. a letterbox)."""
+        return {"image": self.preprocess(image)}
+
+    def predict_on(self, source: Path, options: dict[str, Any], input_size: Sequence[int]) -> None:
+        """Make ``predict_dataloader`` read ``source`` (``options.batch_size`` items a batch), no split built."""
+        items = self.predict_items(Path(source), options)
+        self.datasets["predict"] = PredictionDataset(items, self.predict_item, input_size)
+        self.eval_batch_size = int(options.get("batch_size", self.eval_batch_size))
+
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
             self.datasets = self.build_datasets()
@@ -233,5 +249,8 @@ class BaseDataModule(pl.LightningDataModule):
         return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        """The items of ``predict_on`` in order (a plain batch size: Lightning's prediction tracks batch indices)."""
+        dataset = self.datasets["predict"]
+        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                          pin_memory=self._pin_memory(), collate_fn=dataset.collate_fn)
 

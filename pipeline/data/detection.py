@@ -189,3 +189,8 @@ class VocDetectionDataModule(BaseDataModule):
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         return self.letterbox_image(image)[0]
+
+    def predict_item(self, image: np.ndarray) -> dict[str, Any]:
+        """The letterboxed image with the ``scale``, ``pad`` and ``orig_size`` that map its boxes back."""
+        tensor, scale, pad = self.letterbox_image(image)
+        return {"image": tensor, "scale": scale, "pad": pad, "orig_size": image.shape[:2]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.base import BaseDataModule
+from pipeline.data.prediction_inputs import PredictionInput, read_image_pairs
 from pipeline.data.samplers.epoch_seeded import EpochSampler
 from pipeline.data.synthetic.shapes import SHAPE_NAMES, sample_pair
 from pipeline.data.transforms import apply_transform, build_transform
@@ -100,6 +102,10 @@ class ShapesPairsDataModule(BaseDataModule):
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         return apply_transform(self.eval_transform(), image)
+
+    def predict_items(self, source: Path, options: dict[str, Any]) -> list[PredictionInput]:
+        """Image pairs: a ``path1,path2`` CSV or a folder with two sub-folders paired by file name."""
+        return read_image_pairs(source)
 
     def build_datasets(self) -> dict[str, Dataset]:
         transform = self.eval_transform()

@@ -48,12 +48,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.data.detection_transforms import unletterbox_boxes
 from pipeline.data.io import decode_image
+from pipeline.data.prediction_inputs import NO_FACE
 from pipeline.delivery.export import ensure_export
 from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.runs import Run
 from pipeline.utils.errors import UserError
 
-NO_FACE = "no_face"
 API_KEY_ENV = "PIPELINE_API_KEY"
 OPEN_PATHS = ("/ping/",)
 # Pillow itself refuses images above twice its MAX_IMAGE_PIXELS as decompression bombs.

@@ -7,7 +7,6 @@ one ``model_step`` used by training, validation and test. Optimiser and schedule
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -34,7 +33,11 @@ def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
 
 
 class BaseTask(pl.LightningModule):
-    """Shared training logic; ``model`` and ``hyp`` are the config nodes, ``data_info`` the data's description."""
+    """Shared training logic; ``model`` and ``hyp`` are the config nodes, ``data_info`` the data's description.
+    A task's ``predict_step`` returns a record of ``pipeline.utils.contracts`` (``ClassScores``, ``Detections``,
+    ``PairScores``) and reads the ``bin/predict.py`` options it names in ``PREDICT_OPTIONS`` from ``predict_options``."""
+
+    PREDICT_OPTIONS: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -59,6 +62,7 @@ class BaseTask(pl.LightningModule):
             setattr(self, f"{stage}_metrics", self.build_metrics().clone(prefix=f"{stage}/"))
         self.examples: dict[str, dict[str, torch.Tensor]] = {}
         self.eval_losses = nn.ModuleDict()  # <stage>_<loss name> -> MeanMetric, made at the first step
+        self.predict_options: dict[str, Any] = {}
 
     # --- to implement per task -------------------------------------------------------------
     def build_net(self) -> nn.Module:
@@ -76,15 +80,10 @@ class BaseTask(pl.LightningModule):
         """An image grid (CHW uint8) of cached examples with truth and prediction, or None."""
         return None
 
-    # --- delivery: bin/export.py, bin/predict.py, bin/serve.py call these -------------------------
+    # --- delivery: bin/export.py and bin/serve.py call this ---------------------------------------
     def export_spec(self) -> ExportSpec:
         """What to write to ONNX and how the service reads its outputs (see ``ExportSpec``)."""
         raise NotImplementedError(f"{type(self).__name__} has no ONNX export")
-
-    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
-        """Run the model over the user's input (a folder, a file or a CSV, as fits the task), write
-        the outputs (CSV, images) into ``out_dir`` and return the main output file."""
-        raise NotImplementedError(f"{type(self).__name__} has no file prediction")
 
     # --- shared ---------------------------------------------------------------------------------
     def build_loss(self) -> nn.Module:

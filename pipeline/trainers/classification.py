@@ -6,15 +6,14 @@ Multi-head mode (``model.heads: {mask: 3, gender: 2, age: 3}``) trains one head 
 names a ``combine`` rule (``data_info["combine"]``, see ``pipeline/data/combine.py``), the heads'
 probabilities are recombined into the dataset's classes and scored against ``batch["label"]`` too.
 
-Every prediction path (validation, test, files, export) averages probabilities over the views of
+Every prediction path (validation, test, ``predict_step``, export) averages probabilities over the views of
 ``tta`` (``flip`` or ``flip_crops``) when it is set.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,14 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
-from pipeline.data.combine import COMBINERS, submission_writer
-from pipeline.data.io import load_image
-from pipeline.data.prediction_inputs import PredictionInputs, prediction_inputs
+from pipeline.data.combine import COMBINERS
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ExportSpec, Output
+from pipeline.utils.contracts import ClassScores, ExportSpec, Output, decide
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
-from pipeline.utils.progress import batched
+from pipeline.utils.run_table import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +45,6 @@ CROP_SCALE = 0.9
 def output_name(name: str) -> str:
     """The exported name of an output's probabilities: ``probabilities`` for the main one, ``<head>_probabilities``."""
     return "probabilities" if name == MAIN else f"{name}_probabilities"
-
-
-def decide(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Class indices: argmax, or ``P(class 1) >= threshold`` for two classes."""
-    if probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).long()
-    return probs.argmax(dim=1)
 
 
 def tta_views(images: torch.Tensor, mode: str | None) -> list[torch.Tensor]:
@@ -114,7 +104,12 @@ class ProbabilityModel(nn.Module):
 
 
 class ClassificationTask(BaseTask):
-    """timm backbone + one or several softmax heads; accuracy and macro F1 per output, per epoch."""
+    """timm backbone + one or several softmax heads; accuracy and macro F1 per output, per epoch.
+
+    ``lists_positive``: prediction prints the paths of the images decided as class 1 (two classes)."""
+
+    PREDICT_OPTIONS = ("tta", "quiet")
+    lists_positive = False
 
     def __init__(self, *args, tta: str | None = None, threshold: float = 0.5, **kwargs) -> None:
         tta_views(torch.zeros(1, 3, 4, 4), tta)  # reject an unknown mode before building anything
@@ -272,11 +267,7 @@ class ClassificationTask(BaseTask):
     @rank_zero_only
     def _write_report(self, rows: list[dict[str, Any]]) -> None:
         results = Path(self.trainer.default_root_dir) / "results"
-        results.mkdir(parents=True, exist_ok=True)
-        with open(results / "per_class_report.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(results / "per_class_report.csv", rows)
         write_json(results / "per_class_report.json", rows)
 
     def render_examples(self, stage: str) -> torch.Tensor | None:
@@ -305,56 +296,17 @@ class ClassificationTask(BaseTask):
         return ExportSpec(ProbabilityModel(self.net, self.combine, names, self.tta),
                           {"image": torch.zeros(2, *self.data_info["input_size"])}, outputs, metadata=metadata)
 
-    @torch.no_grad()
-    def predict_paths(
-        self, paths: Sequence[Path], preprocess: Callable, batch_size: int = 64, tta: str | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Probabilities per output for image files (with a progress bar); single heads are named by
-        ``data_info["target"]`` when the data gives one."""
-        self.eval()
-        chunks: dict[str, list[torch.Tensor]] = {}
-        for chunk in batched(paths, batch_size):
-            images = torch.stack([preprocess(load_image(p)) for p in chunk])
-            for name, probs in self.probabilities(images.to(self.device), tta).items():
-                chunks.setdefault(name, []).append(probs.cpu())
-        probs = {name: torch.cat(parts) for name, parts in chunks.items()}
-        if not self.multi_head and self.data_info.get("target"):
-            probs[self.data_info["target"]] = probs[MAIN]
-        return probs
-
-    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
-        """Classify what ``prediction_inputs`` reads (a file, a folder, a ``path`` CSV, a dataset's eval folder).
-
-        Writes ``out_dir/predictions.csv`` (``path,label,probability``), or the dataset's submission
-        file when the input is its eval folder and the classes are its own (``submission_writer``).
-        Options: ``tta=flip|flip_crops``, ``batch_size``.
-        """
-        tta = options.get("tta", self.tta)
-        batch_size = int(options.get("batch_size", datamodule.eval_batch_size))
-        inputs = prediction_inputs(Path(source))
-        probs = self.predict_paths(inputs.paths, datamodule.preprocess, batch_size, tta)
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> ClassScores:
+        """Probabilities per output (main first) over the ``tta`` views (``options.tta``, default the task's);
+        a single head is also named by ``data_info["target"]`` when the data gives one, so separate runs combine."""
+        probs = self.probabilities(batch["image"], self.predict_options.get("tta", self.tta))
+        classes = self.output_classes()
+        target = self.data_info.get("target")
+        if not self.multi_head and target:
+            probs[target], classes[target] = probs[MAIN], classes[MAIN]
         main = self.main_output()
-        return write_predictions(inputs, probs[main], self.output_classes()[main], self.threshold, Path(out_dir))
-
-
-def write_predictions(
-    inputs: PredictionInputs, probs: torch.Tensor, class_names: list[str], threshold: float, out_dir: Path
-) -> Path:
-    """The dataset's submission when the input and classes are its own (``submission_writer``), else
-    ``predictions.csv`` (path,label,probability)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    preds = decide(probs, threshold).tolist()
-    writer = submission_writer(class_names) if inputs.image_ids is not None else None
-    if writer is not None:
-        return writer(out_dir, inputs.image_ids, preds)
-    out_file = out_dir / "predictions.csv"
-    confidence = probs.gather(1, torch.tensor(preds)[:, None]).squeeze(1).tolist()
-    rows = [["path", "label", "probability"]]
-    rows += [[str(p), class_names[c], f"{q:.6f}"] for p, c, q in zip(inputs.paths, preds, confidence, strict=True)]
-    with open(out_file, "w", newline="") as fh:
-        csv.writer(fh).writerows(rows)
-    log.info("wrote %d predictions to %s", len(rows) - 1, out_file)
-    return out_file
+        listed = classes[main][1] if self.lists_positive else None
+        return ClassScores({name: p.cpu() for name, p in {main: probs[main], **probs}.items()}, classes, self.threshold, listed)
 
 
 def per_class_report(matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> list[dict[str, Any]]:
@@ -371,27 +323,3 @@ def per_class_report(matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> lis
             rows.append({"output": output, "class": name, "precision": round(float(precision[i]), 6),
                          "recall": round(float(recall[i]), 6), "f1": round(float(f1[i]), 6), "support": int(support[i])})
     return rows
-
-
-def predict_combined(runs: Sequence[Any], source: Path, out_dir: Path, **options: Any) -> Path:
-    """Combine separately trained runs (opened ``Run``s, e.g. ``data.target=mask``, ``gender``, ``age``) into
-    the dataset's classes with its ``combine`` rule and write the same outputs as ``predict_files``."""
-    probs: dict[str, torch.Tensor] = {}
-    inputs = prediction_inputs(Path(source))
-    rule, class_names, threshold = None, None, 0.5
-    for run in runs:
-        task, datamodule = run.task(options.get("ckpt", "best")), run.datamodule()
-        rule = rule or task.data_info.get("combine")
-        class_names = class_names or list(task.data_info.get("combine_class_names") or task.data_info["class_names"])
-        batch_size = int(options.get("batch_size", datamodule.eval_batch_size))
-        outputs = task.predict_paths(inputs.paths, datamodule.preprocess, batch_size, options.get("tta", task.tta))
-        probs.update({name: p for name, p in outputs.items() if name != MAIN})
-        threshold = task.threshold
-    if rule not in COMBINERS:
-        raise UserError(f"run: these runs' data has no combine rule (got {rule!r}); see pipeline/data/combine.py")
-    needed = COMBINERS[rule][0]
-    missing = [name for name in needed if name not in probs]
-    if missing:
-        raise UserError(f"run: no run predicts {missing} (train them with data.target=<{'|'.join(needed)}>)")
-    combined = COMBINERS[rule][1](probs)
-    return write_predictions(inputs, combined, class_names, threshold, Path(out_dir))

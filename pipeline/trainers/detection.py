@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 from torchvision.utils import draw_bounding_boxes, make_grid
 
 from pipeline.data.detection_transforms import unletterbox_boxes
-from pipeline.data.io import is_image_file, list_images, load_image
 from pipeline.metrics.detection import DetectionMetrics
 from pipeline.modules.detectors import DetectorForExport, build_detector
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ExportSpec, Output
-from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.contracts import Detections, ExportSpec, Output
+from pipeline.utils.errors import UserError
 
 # Class colours for drawn boxes (cycled); ground truth is drawn in white.
 PALETTE = ((40, 200, 40), (230, 40, 40), (255, 160, 0), (0, 150, 255), (200, 0, 200), (0, 200, 200))
 TRUTH_COLOUR = (255, 255, 255)
-CSV_COLUMNS = ("path", "label", "score", "xmin", "ymin", "xmax", "ymax")
 
 
 def resolve_class_weights(
@@ -64,6 +59,8 @@ class DetectionTask(BaseTask):
     ``min_score`` is the detector's own cut (low, so mAP sees the whole ranking); ``score_threshold``
     is the operating point for precision/recall/F1, the drawn examples, predictions and export.
     """
+
+    PREDICT_OPTIONS = ("score_threshold", "draw")
 
     def __init__(
         self,
@@ -194,40 +191,6 @@ class DetectionTask(BaseTask):
                           kind="detection", metadata=metadata, dynamic=False, sample_keys={"images": "image"},
                           parity_tolerance={"boxes": 1e-2, "scores": 1e-4, "labels": 0.0})
 
-    def predict_files(
-        self, datamodule: Any, source: Path, out_dir: Path, score_threshold: float | None = None,
-        batch_size: int = 8, draw: bool = True, **options: Any,
-    ) -> Path:
-        """Detect objects in an image or a folder of images; writes ``detections.csv`` (original image
-        pixels, one row per box above the threshold) and, with ``draw``, ``images/<name>.png``."""
-        if options:
-            raise UserError(f"predict: unknown option(s) {sorted(options)} (known: score_threshold, batch_size, draw)")
-        source = require_path(source, "input")
-        if source.is_file() and not is_image_file(source):
-            raise UserError(f"input: '{source}' is not an image (give an image file or a folder of images)")
-        paths = [source] if source.is_file() else list_images(source)
-        if not paths:
-            raise UserError(f"input: no images in '{source}'")
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
-        csv_path = out_dir / "detections.csv"
-        self.eval()
-        with csv_path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
-            for start in range(0, len(paths), batch_size):
-                chunk = paths[start : start + batch_size]
-                for path, image, detections in zip(chunk, *self._detect(datamodule, chunk, threshold), strict=True):
-                    writer.writerows(
-                        (str(path), self.class_names[c], f"{s:.4f}", *(f"{v:.1f}" for v in box))
-                        for c, s, box in zip(detections["labels"].tolist(), detections["scores"].tolist(),
-                                             detections["boxes"].tolist(), strict=True)
-                    )
-                    if draw:
-                        self._save_drawing(image, detections, self._drawing_path(out_dir, path, source))
-        return csv_path
-
     def use_exported(self, model: Any) -> None:
         """Detect with the run's exported ONNX model (an ``OnnxModel``, one image per call) instead of the network."""
         self.exported = model
@@ -243,26 +206,14 @@ class DetectionTask(BaseTask):
             results.append({key: value[keep] for key, value in out.items()})
         return results
 
-    @torch.no_grad()
-    def _detect(self, datamodule: Any, paths: list[Path], threshold: float) -> tuple[list[np.ndarray], list[dict]]:
-        """Load, letterbox and detect; boxes mapped back to original pixels and clipped to the image."""
-        images = [load_image(path) for path in paths]
-        boxed = [datamodule.letterbox_image(image) for image in images]
-        raw = self.raw_detections([tensor for tensor, _, _ in boxed])
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Detections:
+        """Boxes above the score threshold (``options.score_threshold``, default the task's) per image,
+        mapped back to the original pixels and clipped to the image."""
+        threshold = float(self.predict_options.get("score_threshold", self.score_threshold))
         results = []
-        for image, (_, scale, pad), det in zip(images, boxed, raw, strict=True):
+        for det, scale, pad, size in zip(self.raw_detections(list(batch["image"])), batch["scale"], batch["pad"],
+                                         batch["orig_size"], strict=True):
             det = self.above_threshold({k: v.cpu() for k, v in det.items()}, threshold)
-            det["boxes"] = torch.from_numpy(unletterbox_boxes(det["boxes"].numpy(), scale, pad, image.shape[:2]))
+            det["boxes"] = torch.from_numpy(unletterbox_boxes(det["boxes"].numpy(), scale, pad, size))
             results.append(det)
-        return images, results
-
-    @staticmethod
-    def _drawing_path(out_dir: Path, path: Path, source: Path) -> Path:
-        """``out_dir/images/<path relative to the input folder>.png``, sub-folders kept."""
-        relative = Path(path.name) if source.is_file() else path.relative_to(source)
-        return (out_dir / "images" / relative).with_suffix(".png")
-
-    def _save_drawing(self, image: np.ndarray, detections: dict[str, torch.Tensor], path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        drawn = draw_detections(torch.from_numpy(image).permute(2, 0, 1).contiguous(), detections, self.class_names)
-        cv2.imwrite(str(path), cv2.cvtColor(drawn.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR))
+        return Detections(results, self.class_names)

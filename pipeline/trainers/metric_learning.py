@@ -21,13 +21,11 @@ from sklearn.decomposition import PCA
 from torchmetrics import MetricCollection
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
-from pipeline.data.formats.verification import read_pairs_csv, write_pair_scores
-from pipeline.data.io import load_image
 from pipeline.metrics.verification import EmbeddingCollector, metrics_from_histograms, score_histograms
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ExportSpec, Output
+from pipeline.utils.contracts import ExportSpec, Output, PairScores
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
 
@@ -44,6 +42,8 @@ class MetricLearningTask(BaseTask):
     ``hyp.identity_head_scale``) with cross-entropy on the real images. ``projector_size`` bounds
     the TensorBoard projector (test embeddings with thumbnails); ``max_plot_points`` the PCA plot.
     """
+
+    PREDICT_OPTIONS = ("with_decision", "path_column")
 
     def __init__(self, *args, projector_size: int = 500, max_plot_points: int = 2000, **kwargs) -> None:
         self.projector_size = projector_size
@@ -187,42 +187,10 @@ class MetricLearningTask(BaseTask):
         return ExportSpec(self.net, {"image": torch.zeros(1, 3, height, width)},
                           [Output("embedding", None, float(self.threshold))], kind="embedding", metadata=metadata)
 
-    @torch.no_grad()
-    def embed_files(self, datamodule: Any, paths: list[Path], batch_size: int = 64) -> torch.Tensor:
-        """Normalised embeddings of image files, preprocessed as at evaluation."""
-        self.eval()
-        chunks = []
-        for start in range(0, len(paths), batch_size):
-            images = torch.stack([datamodule.preprocess(load_image(p)) for p in paths[start : start + batch_size]])
-            chunks.append(self(images.to(self.device)).cpu())
-        return torch.cat(chunks)
-
-    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, with_decision: bool = False,
-                      path_column: str = "path", batch_size: int = 64, **options: Any) -> Path:
-        """Score a pairs CSV (consecutive rows form a pair; ``path`` relative to the CSV's folder) and
-        write ``pair_scores.csv``: ``pair_id,similarity`` (+ ``same,threshold`` with ``with_decision``)."""
-        if options:
-            raise UserError(f"predict: unknown options {sorted(options)} (known: with_decision, path_column, batch_size)")
-        source = Path(source)
-        if source.suffix.lower() != ".csv":
-            raise UserError(f"input: '{source}' is not a pairs CSV (consecutive rows with a '{path_column}' column form a pair)")
-        pairs = read_pairs_csv(source, path_column)
-        paths = [_resolve(row[path_column], source.parent) for pair in pairs for row in pair]
-        embeddings = self.embed_files(datamodule, paths, batch_size)
-        similarity = (embeddings[0::2] * embeddings[1::2]).sum(1)
-        threshold = float(self.threshold)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out = out_dir / "pair_scores.csv"
-        if with_decision:
-            write_pair_scores(out, similarity.tolist(), (similarity >= threshold).tolist(), threshold)
-        else:
-            write_pair_scores(out, similarity.tolist())
-        return out
-
-
-def _resolve(path: str, base: Path) -> Path:
-    candidate = Path(path.strip()).expanduser()
-    return candidate if candidate.is_absolute() else base / candidate
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> PairScores:
+        """The cosine similarity of each pair's embeddings, with the frozen threshold."""
+        similarity = (self(batch["image1"]) * self(batch["image2"])).sum(1)
+        return PairScores(similarity.cpu(), float(self.threshold), "similarity")
 
 
 def score_histogram_figure(counts: dict[str, np.ndarray], threshold: float, bins: int = 100) -> Figure:

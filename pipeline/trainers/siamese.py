@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,13 +16,10 @@ from torchmetrics.classification import (
 )
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
-from pipeline.data.formats.pairs import read_pairs
-from pipeline.data.io import load_image
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.siamese import SiameseNet
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ExportSpec, Output
-from pipeline.utils.progress import batched
+from pipeline.utils.contracts import ExportSpec, Output, PairScores
 
 
 class SiameseTask(BaseTask):
@@ -58,8 +53,9 @@ class SiameseTask(BaseTask):
         target = batch["label"]
         return {"loss": self.loss_fn(logits, target), "preds": torch.sigmoid(logits), "target": target.long()}
 
-    def predict_step(self, batch, batch_idx):
-        return torch.sigmoid(self(batch["image1"], batch["image2"]))
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> PairScores:
+        """P(same) per pair."""
+        return PairScores(torch.sigmoid(self(batch["image1"], batch["image2"])).cpu(), self.threshold)
 
     def render_examples(self, stage: str) -> torch.Tensor | None:
         ex = self.examples.get(stage)
@@ -80,21 +76,3 @@ class SiameseTask(BaseTask):
         return ExportSpec(self.net, {"image1": example, "image2": example.clone()},
                           [Output("logit", None, self.threshold, list(self.data_info["class_names"]))], kind="pair",
                           metadata={**metadata, "decision": "sigmoid(logit) >= threshold"})
-
-    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
-        """Score image pairs (a ``path1,path2`` CSV or a folder with two sub-folders paired by file name)
-        into ``out_dir/predictions.csv`` with columns path1, path2, probability, same."""
-        pairs = read_pairs(source)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out_file = out_dir / "predictions.csv"
-        with open(out_file, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path1", "path2", "probability", "same"])
-            for chunk in batched(pairs, datamodule.eval_batch_size, "pairs"):
-                image1 = torch.stack([datamodule.preprocess(load_image(p1)) for p1, _ in chunk])
-                image2 = torch.stack([datamodule.preprocess(load_image(p2)) for _, p2 in chunk])
-                with torch.no_grad():
-                    probs = torch.sigmoid(self(image1, image2)).tolist()
-                for (p1, p2), prob in zip(chunk, probs, strict=True):
-                    writer.writerow([p1, p2, f"{prob:.6f}", int(prob >= self.threshold)])
-        return out_file

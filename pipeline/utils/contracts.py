@@ -1,4 +1,4 @@
-"""Typed records that travel between layers: what a task exports, and how its outputs are read."""
+"""Typed records that travel between layers: what a task exports, how its outputs are read, what it predicts."""
 
 from __future__ import annotations
 
@@ -67,3 +67,39 @@ class PredictsWithExport(Protocol):
     """A task that can predict with its exported ONNX model (an ``OnnxModel``) instead of its network."""
 
     def use_exported(self, model: Any) -> None: ...
+
+
+def decide(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Class indices: argmax, or ``P(class 1) >= threshold`` for two classes."""
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).long()
+    return probs.argmax(dim=1)
+
+
+@dataclass
+class ClassScores:
+    """A batch's softmax ``probabilities`` [B, classes] per output (main first), each output's ``classes``,
+    the ``threshold`` of two-class outputs and the class whose image paths are ``listed`` (printed)."""
+
+    probabilities: dict[str, torch.Tensor]
+    classes: dict[str, list[str]]
+    threshold: float = 0.5
+    listed: str | None = None
+
+
+@dataclass
+class Detections:
+    """Per image of a batch: ``boxes`` [N, 4] (xyxy, original pixels), ``scores``, ``labels`` (into ``classes``)."""
+
+    detections: list[dict[str, torch.Tensor]]
+    classes: list[str]
+
+
+@dataclass
+class PairScores:
+    """Per pair of a batch: ``scores`` [B] (``metric``: a pair model's ``probability``, or the ``similarity``
+    of two embeddings) and the ``threshold`` from which a pair is "same"."""
+
+    scores: torch.Tensor
+    threshold: float
+    metric: str = "probability"

@@ -128,7 +128,7 @@ def server(glasses_run):
 def test_service_answers_like_predict(server, datamodule, glasses_run):
     path = datamodule.datasets["test"].samples[0].path
     task = Run.open(glasses_run).task()
-    expected = task.glasses_probabilities(datamodule.preprocess(load_image(path))[None], None)[0]
+    expected = float(task.probabilities(datamodule.preprocess(load_image(path))[None])["label"][0, 1].detach())
     assert httpx.get(f"{server}/ping/").json()["status"] == "ok"
     answer = httpx.post(f"{server}/glass_no_glass/", files={"image": ("face.jpg", path.read_bytes())}).json()
     assert answer["answer"] == ("glasses" if expected >= 0.5 else "no_glasses")

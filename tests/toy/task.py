@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,9 +9,8 @@ import torch.nn as nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy
 
-from pipeline.data.io import list_images, load_image
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ExportSpec, Output
+from pipeline.utils.contracts import ClassScores, ExportSpec, Output
 
 
 class BrightnessNet(nn.Module):
@@ -42,13 +39,5 @@ class BrightnessTask(BaseTask):
         return ExportSpec(self.net, {"image": torch.zeros(2, *self.data_info["input_size"])},
                           [Output("probabilities", "softmax", 0.5, classes)], metadata={"task": "brightness"})
 
-    @torch.no_grad()
-    def predict_files(self, datamodule: Any, source: Path, out_dir: Path, **options: Any) -> Path:
-        paths = list_images(source)
-        probs = self.net(torch.stack([datamodule.preprocess(load_image(p)) for p in paths]))[:, 1].tolist()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / "predictions.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "label", "probability"])
-            writer.writerows((p, self.data_info["class_names"][int(q >= 0.5)], f"{q:.6f}") for p, q in zip(paths, probs))
-        return out_dir / "predictions.csv"
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> ClassScores:
+        return ClassScores({"label": self.net(batch["image"]).cpu()}, {"label": list(self.data_info["class_names"])})

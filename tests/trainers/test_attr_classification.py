@@ -7,16 +7,21 @@ import csv
 import numpy as np
 import pytest
 import torch
+from conftest import predict_files
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
+from pipeline.data.base import BaseDataModule
 from pipeline.data.formats.boostcamp import (
     CLASS_NAMES,
     combine_mask_gender_age,
     encode_class,
     read_boostcamp_eval,
 )
+from pipeline.data.io import load_image
 from pipeline.data.synthetic.boostcamp import generate_boostcamp
 from pipeline.data.transforms import apply_transform, build_transform
+from pipeline.delivery.predict import predict_into
+from pipeline.delivery.writer import PredictionWriter
 from pipeline.trainers.classification import (
     ClassificationTask,
     per_class_report,
@@ -29,11 +34,13 @@ HYP = {"loss": {"_target_": "pipeline.modules.losses.CrossEntropyLoss", "weight"
 HEADS = {"mask": ["wear", "incorrect", "not_wear"], "gender": ["male", "female"], "age": ["<30", "30-59", ">=60"]}
 
 
-def make_task(class_names=("a", "b", "c"), heads=None, **kwargs) -> ClassificationTask:
+def make_task(class_names=("a", "b", "c"), heads=None, target=None, **kwargs) -> ClassificationTask:
     torch.manual_seed(0)
     model = {"backbone": "simple_cnn", "head": {"hidden_dims": [8]}}
     info = {"task": "t", "class_names": list(class_names), "input_size": [3, *SIZE], "mean": [0.5] * 3,
             "std": [0.5] * 3, "class_counts": [1] * len(class_names)}
+    if target:  # one head of the dataset's classes, trained alone (data.target=<head>)
+        info.update(target=target, combine="boostcamp", combine_class_names=list(CLASS_NAMES))
     if heads:
         model["heads"] = {name: len(names) for name, names in HEADS.items()}
         info.update(heads=HEADS, combine="boostcamp", combine_class_names=list(CLASS_NAMES),
@@ -41,12 +48,11 @@ def make_task(class_names=("a", "b", "c"), heads=None, **kwargs) -> Classificati
     return ClassificationTask(model=model, hyp=HYP, data_info=info, **kwargs).eval()
 
 
-class FakeDataModule:
-    """What predict_files needs from a datamodule: the eval preprocessing and a batch size."""
-
-    eval_batch_size = 8
+class FakeDataModule(BaseDataModule):
+    """What prediction needs from a datamodule: the eval preprocessing (and BaseDataModule's loader)."""
 
     def __init__(self):
+        super().__init__(batch_size=8, num_workers=0)
         self.transform = build_transform(None, SIZE, [0.5] * 3, [0.5] * 3)
 
     def preprocess(self, image):
@@ -130,7 +136,7 @@ def boostcamp_root(tmp_path_factory):
 
 def test_submission_is_in_info_csv_order(boostcamp_root, tmp_path):
     task = make_task(class_names=CLASS_NAMES)
-    out = task.predict_files(FakeDataModule(), boostcamp_root / "eval", tmp_path / "out", tta="flip")
+    out = predict_files(task, FakeDataModule(), boostcamp_root / "eval", tmp_path / "out", tta="flip")
     assert out.name == "submission.csv"
     with out.open() as fh:
         rows = list(csv.reader(fh))
@@ -139,9 +145,23 @@ def test_submission_is_in_info_csv_order(boostcamp_root, tmp_path):
     assert all(0 <= int(r[1]) < 18 for r in rows[1:])
 
 
+def test_separate_head_runs_combine_into_the_submission(boostcamp_root, tmp_path):
+    writer = PredictionWriter(tmp_path / "out", boostcamp_root / "eval", {})
+    datamodule, probs = FakeDataModule(), {}
+    images = torch.stack([datamodule.preprocess(load_image(r.path)) for r in read_boostcamp_eval(boostcamp_root)])
+    for target, names in HEADS.items():
+        task = make_task(class_names=names, target=target)
+        probs[target] = task.probabilities(images)["label"].detach()
+        predict_into(writer, task, datamodule)
+    with writer.finish().open() as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["ImageID", "ans"]
+    assert [int(r[1]) for r in rows[1:]] == combine_mask_gender_age(probs).argmax(1).tolist()
+
+
 def test_folder_predictions_have_path_label_probability(boostcamp_root, tmp_path):
     task = make_task(class_names=CLASS_NAMES, heads=True)
-    out = task.predict_files(FakeDataModule(), boostcamp_root / "train" / "images", tmp_path / "out")
+    out = predict_files(task, FakeDataModule(), boostcamp_root / "train" / "images", tmp_path / "out")
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
     assert out.name == "predictions.csv" and len(rows) == 4 * 7

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, predict_files
 
 from pipeline.trainers.detection import DetectionTask, resolve_class_weights
 from pipeline.trainers.engine import build_datamodule, build_task
@@ -96,7 +96,7 @@ def test_onnx_export_matches_pytorch_on_a_real_sample(built, tmp_path):
     np.testing.assert_array_equal(labels, ref_labels.numpy())
 
 
-def test_predict_files_writes_csv_in_original_pixels(built, tmp_path):
+def test_prediction_writes_csv_in_original_pixels_and_drawings(built, tmp_path):
     datamodule, task = built
     source = tmp_path / "input"
     (source / "sub").mkdir(parents=True)
@@ -105,7 +105,7 @@ def test_predict_files_writes_csv_in_original_pixels(built, tmp_path):
     wide = cv2.resize(cv2.imread(str(first)), (300, 120))
     cv2.imwrite(str(source / "sub" / "wide.jpg"), wide)
     (source / "README.txt").write_text("not an image")
-    out = task.predict_files(datamodule, source, tmp_path / "out", score_threshold=0.0)
+    out = predict_files(task, datamodule, source, tmp_path / "out", score_threshold=0.0)
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["path", "label", "score", "xmin", "ymin", "xmax", "ymax"]
@@ -114,22 +114,22 @@ def test_predict_files_writes_csv_in_original_pixels(built, tmp_path):
     assert max(float(r["xmax"]) for r in wide_rows) > 96 and all(float(r["ymax"]) <= 120 for r in wide_rows)
     assert {r["label"] for r in rows} <= set(datamodule.class_names)
     assert (tmp_path / "out" / "images" / "A.png").is_file() and (tmp_path / "out" / "images" / "sub" / "wide.png").is_file()
-    single = task.predict_files(datamodule, source / "A.PNG", tmp_path / "one", draw=False, batch_size=2)
+    single = predict_files(task, datamodule, source / "A.PNG", tmp_path / "one", draw=False, batch_size=2)
     assert single.read_text().startswith("path,label,score") and not (tmp_path / "one" / "images").exists()
 
 
-def test_predict_files_errors(built, tmp_path):
+def test_prediction_input_errors(built, tmp_path):
     datamodule, task = built
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="no images"):
-        task.predict_files(datamodule, tmp_path / "empty", tmp_path / "out")
+        predict_files(task, datamodule, tmp_path / "empty", tmp_path / "out")
     with pytest.raises(UserError, match="not an image"):
-        task.predict_files(datamodule, tmp_path / "notes.txt", tmp_path / "out")
+        predict_files(task, datamodule, tmp_path / "notes.txt", tmp_path / "out")
     with pytest.raises(UserError, match="input"):
-        task.predict_files(datamodule, tmp_path / "missing", tmp_path / "out")
-    with pytest.raises(UserError, match="unknown option"):
-        task.predict_files(datamodule, tmp_path / "empty", tmp_path / "out", threshold=0.3)
+        predict_files(task, datamodule, tmp_path / "missing", tmp_path / "out")
+    with pytest.raises(UserError, match="options.threshold: not an option of DetectionTask"):
+        predict_files(task, datamodule, tmp_path / "empty", tmp_path / "out", threshold=0.3)
 
 
 def test_checkpoint_options_rebuild_the_same_detector(built, tmp_path):

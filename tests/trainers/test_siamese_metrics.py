@@ -24,7 +24,7 @@ def validated(tmp_path_factory):
     probs, labels = [], []
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
-            probs.append(task.predict_step(batch, 0))
+            probs.append(task.predict_step(batch, 0).scores)
             labels.append(batch["label"])
     return logged, torch.cat(probs).numpy(), torch.cat(labels).numpy().astype(int)
 

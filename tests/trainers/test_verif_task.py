@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, predict_files
 
 from pipeline.data.formats.verification import read_pair_scores, write_pairs_csv
 from pipeline.data.synthetic.verification import generate_verification
@@ -84,17 +84,17 @@ def test_test_metrics_use_the_frozen_threshold(run_dir, data_root, tmp_path):
         assert test[f"test/{key}"] == pytest.approx(expected[key], abs=1e-6)
 
 
-def test_predict_files_scores_consecutive_rows(run_dir, data_root, tmp_path):
+def test_prediction_scores_consecutive_rows(run_dir, data_root, tmp_path):
     task = MetricLearningTask.load_from_checkpoint(best_checkpoint(run_dir), map_location="cpu")
     datamodule = build_datamodule(_config(tmp_path, data_root))
     images = data_root / "images"
     same, other = "0000/0.JPG", "1/1.jpg"
     pairs = [({"path": f"images/{same}"}, {"path": str(images / same)}), ({"path": f"images/{same}"}, {"path": f"images/{other}"})]
     write_pairs_csv(data_root / "pairs.csv", pairs)
-    plain = read_pair_scores(task.predict_files(datamodule, data_root / "pairs.csv", tmp_path / "a"))
+    plain = read_pair_scores(predict_files(task, datamodule, data_root / "pairs.csv", tmp_path / "a"))
     assert plain["pair_id"].tolist() == [0, 1] and set(plain) == {"pair_id", "similarity"}
     assert plain["similarity"][0] == pytest.approx(1.0, abs=1e-5) and plain["similarity"][1] < 1.0
-    decided = read_pair_scores(task.predict_files(datamodule, data_root / "pairs.csv", tmp_path / "b", with_decision=True))
+    decided = read_pair_scores(predict_files(task, datamodule, data_root / "pairs.csv", tmp_path / "b", with_decision=True))
     threshold = float(task.threshold)
     assert decided["threshold"].tolist() == pytest.approx([threshold] * 2)
     assert decided["same"].tolist() == (decided["similarity"] >= threshold).tolist()

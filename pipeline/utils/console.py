@@ -15,8 +15,9 @@ from rich.table import Table
 from pipeline.utils.run_table import best_row
 
 # Third-party messages that tell the user nothing about their run (Lightning's advertising tips, a
-# deprecation inside Lightning's own pytree helper).
-NOISE_MESSAGES = (r"💡 Tip:", r".*isinstance\(treespec, LeafSpec\)", r"Trainer already configured with model summary")
+# deprecation inside Lightning's own pytree helper, the model summary's size caveat under bf16).
+NOISE_MESSAGES = (r"💡 Tip:", r".*isinstance\(treespec, LeafSpec\)", r"Trainer already configured with model summary",
+                  r"Precision \S+ is not supported by the model summary")
 NOISE_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 STAGE_PREFIX = re.compile(r"^(train|val|test)/(.+?)(_epoch)?$")
 
@@ -43,7 +44,8 @@ def quiet_third_party() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, NoiseFilter) for f in logger.filters):
             logger.addFilter(NoiseFilter())
-    warnings.filterwarnings("ignore", message=NOISE_MESSAGES[1])
+    for message in NOISE_MESSAGES[1], NOISE_MESSAGES[3]:
+        warnings.filterwarnings("ignore", message=message)
     # TensorBoard's event reader (the run report) logs every file it opens.
     logging.getLogger("tensorboard").setLevel(logging.WARNING)
 

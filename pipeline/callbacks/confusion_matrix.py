@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import matplotlib
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_only
+
+from pipeline.callbacks.image_grid import BestEpochFigures
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
@@ -61,21 +62,17 @@ def render_confusion(matrix: torch.Tensor, class_names: list[str], title: str) -
     return image
 
 
-class ConfusionMatrix(pl.Callback):
-    """After each validation epoch and after test: ``<stage>/confusion_<output>`` in TensorBoard and
-    ``<out_dir>/<stage>_confusion_<output>.png`` (rows: truth, columns: prediction; counts and row rates)."""
+class ConfusionMatrix(BestEpochFigures):
+    """After the validation epochs that improve the monitored metric (see ``BestEpochFigures``) and after
+    test: ``<stage>/confusion_<output>`` in TensorBoard and ``<out_dir>/<stage>_confusion_<output>.png``
+    (rows: truth, columns: prediction; counts and row rates)."""
 
-    def __init__(self, out_dir: str | Path) -> None:
-        self.out_dir = Path(out_dir)
-
-    def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if trainer.sanity_checking or not hasattr(pl_module, "confusion_matrices"):
-            return
+    def collect(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> Any:
         # Every process computes: the matrices are summed over the processes' evaluation shards.
-        self._write(trainer, stage, pl_module.confusion_matrices())
+        return pl_module.confusion_matrices() if hasattr(pl_module, "confusion_matrices") else None
 
-    @rank_zero_only
-    def _write(self, trainer: pl.Trainer, stage: str, matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> None:
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str,
+             matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> None:
         for output, (matrix, names) in matrices.items():
             image = render_confusion(matrix, names, f"{stage} {output} (epoch {trainer.current_epoch})")
             for logger in trainer.loggers:
@@ -83,9 +80,3 @@ class ConfusionMatrix(pl.Callback):
                     logger.experiment.add_image(f"{stage}/confusion_{output}", image, trainer.global_step, dataformats="HWC")
             self.out_dir.mkdir(parents=True, exist_ok=True)
             plt.imsave(self.out_dir / f"{stage}_confusion_{output}.png", image)
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        self._emit(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer, pl_module):
-        self._emit(trainer, pl_module, "test")

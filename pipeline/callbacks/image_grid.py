@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import lightning.pytorch as pl
@@ -51,17 +53,55 @@ def annotated_grid(images: torch.Tensor, labels: Sequence[tuple[str, bool]], min
     return make_grid(tiles, nrow=int(np.ceil(np.sqrt(len(tiles)))), padding=4)
 
 
-class PredictionGrid(pl.Callback):
-    """After each validation epoch and after test, log ``<stage>/predictions`` and write
-    ``<out_dir>/<stage>_predictions.png`` from the task's ``render_examples(stage)``."""
+class BestEpochFigures(pl.Callback):
+    """Figures drawn after the validation epochs that improve the checkpoint's monitored metric (so
+    ``results/val_*.png`` and TensorBoard show the model that test uses, and an epoch that does not
+    improve costs no drawing), and after test. ``collect`` runs on every process at the epoch's end
+    (it may gather across processes); ``draw`` on rank 0, once the epoch's metrics are known."""
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
+        self._best: float | None = None
+        self._pending: Any = None
 
-    @rank_zero_only
-    def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if trainer.sanity_checking:
-            return
+    def collect(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> Any:
+        return stage
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, collected: Any) -> None:
+        raise NotImplementedError
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._pending = None if trainer.sanity_checking else self.collect(trainer, pl_module, "val")
+
+    def on_validation_end(self, trainer, pl_module):
+        pending, self._pending = self._pending, None
+        if pending is not None and self.improved(trainer):
+            rank_zero_only(self.draw)(trainer, pl_module, "val", pending)
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        collected = self.collect(trainer, pl_module, "test")
+        if collected is not None:
+            rank_zero_only(self.draw)(trainer, pl_module, "test", collected)
+
+    def improved(self, trainer: pl.Trainer) -> bool:
+        """Whether this epoch beats the best so far on the checkpoint's monitor (true without one, or while
+        it is not finite: the monitor guard then decides)."""
+        checkpoint = trainer.checkpoint_callback
+        value = trainer.callback_metrics.get(checkpoint.monitor) if checkpoint is not None and checkpoint.monitor else None
+        if value is None or not math.isfinite(float(value)):
+            return True
+        value = float(value)
+        if self._best is not None and (value <= self._best if checkpoint.mode == "max" else value >= self._best):
+            return False
+        self._best = value
+        return True
+
+
+class PredictionGrid(BestEpochFigures):
+    """``<stage>/predictions`` in TensorBoard and ``<out_dir>/<stage>_predictions.png`` from the task's
+    ``render_examples(stage)`` (validation: the improving epochs, see ``BestEpochFigures``)."""
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, collected: Any) -> None:
         grid = pl_module.render_examples(stage)
         if grid is None:
             return
@@ -71,9 +111,3 @@ class PredictionGrid(pl.Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         image = cv2.cvtColor(grid.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR)
         cv2.imwrite(str(self.out_dir / f"{stage}_predictions.png"), image)
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        self._emit(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer, pl_module):
-        self._emit(trainer, pl_module, "test")

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -130,9 +129,6 @@ class BaseDataModule(pl.LightningDataModule):
         decoded_dir: str | None = None,
     ) -> None:
         super().__init__()
-        # OpenCV's own thread pool, woken for every small image the augmentations touch, fights the
-        # training threads for the cores; the loader's parallelism is its worker processes instead.
-        cv2.setNumThreads(0)
         self.splitter = SplitChooser(to_plain(split), seed, split_file, split_out)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

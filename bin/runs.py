@@ -14,7 +14,7 @@ from rich.table import Table
 from pipeline.utils.cli import exit_on_user_error, run_hydra
 from pipeline.utils.console import wide_console
 from pipeline.utils.errors import UserError
-from pipeline.utils.run_table import config_diff, find_runs, runs_rows, write_csv
+from pipeline.utils.run_table import config_diff, find_runs, runs_rows, write_dict_rows
 from pipeline.utils.runs import is_run_dir
 
 
@@ -36,7 +36,7 @@ def list_runs(results_dir: Path, experiment: str | None) -> None:
                 raise UserError(f"experiment: no runs in '{experiment_dir}' (train one with bin/train.py experiment={experiment})")
             continue
         rows = runs_rows(runs)
-        write_csv(experiment_dir / "runs.csv", rows)
+        write_dict_rows(experiment_dir / "runs.csv", rows)
         show_table(f"{experiment_dir.name}: {len(rows)} runs ({experiment_dir / 'runs.csv'})", rows)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
 from pathlib import Path
@@ -18,15 +17,14 @@ from pipeline.data.io import load_image
 from pipeline.trainers.detection import draw_detections
 from pipeline.utils.contracts import ClassScores, Detections, PairScores, decide
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import write_csv
 
 log = logging.getLogger(__name__)
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerows([header, *rows])
+def write_rows(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     log.info("wrote %d rows to %s", len(rows), path)
-    return path
+    return write_csv(path, header, rows)
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -73,7 +71,7 @@ class PredictionWriter(BasePredictionWriter):
             if label == last.listed:
                 print(path)
         log.info("%s", ", ".join(f"{n} {label}" for label, n in Counter(row[1] for row in rows).items()))
-        return write_csv(self.out_dir / "predictions.csv", ["path", "label", "probability"], rows)
+        return write_rows(self.out_dir / "predictions.csv", ["path", "label", "probability"], rows)
 
     def main_probabilities(self) -> tuple[torch.Tensor, list[str]]:
         """The main output's probabilities and classes: of the one run, or its heads' combination over runs."""
@@ -95,7 +93,7 @@ class PredictionWriter(BasePredictionWriter):
                 for c, s, box in zip(det["labels"].tolist(), det["scores"].tolist(), det["boxes"].tolist(), strict=True)]
         for item, det in usable if self.options.get("draw", True) else ():
             self.save_drawing(Path(item["path"]), det, classes)
-        return write_csv(self.out_dir / "detections.csv", ["path", "label", "score", "xmin", "ymin", "xmax", "ymax"], rows)
+        return write_rows(self.out_dir / "detections.csv", ["path", "label", "score", "xmin", "ymin", "xmax", "ymax"], rows)
 
     def save_drawing(self, path: Path, detections: dict[str, torch.Tensor], classes: list[str]) -> None:
         """``out_dir/images/<path relative to the input folder>.png``, sub-folders kept."""
@@ -117,4 +115,4 @@ class PredictionWriter(BasePredictionWriter):
             write_pair_scores(self.out_dir / "pair_scores.csv", scores.tolist(), *decision)
             return self.out_dir / "pair_scores.csv"
         rows = [[item["path1"], item["path2"], f"{p:.6f}", int(s)] for item, p, s in zip(self.items, scores.tolist(), same, strict=True)]
-        return write_csv(self.out_dir / "predictions.csv", ["path1", "path2", "probability", "same"], rows)
+        return write_rows(self.out_dir / "predictions.csv", ["path1", "path2", "probability", "same"], rows)

@@ -33,7 +33,7 @@ from pipeline.trainers.base import BaseTask
 from pipeline.utils.contracts import ClassScores, ExportSpec, Output, decide
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
-from pipeline.utils.run_table import write_csv
+from pipeline.utils.run_table import write_dict_rows
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class ClassificationTask(BaseTask):
     @rank_zero_only
     def _write_report(self, rows: list[dict[str, Any]]) -> None:
         results = Path(self.trainer.default_root_dir) / "results"
-        write_csv(results / "per_class_report.csv", rows)
+        write_dict_rows(results / "per_class_report.csv", rows)
         write_json(results / "per_class_report.json", rows)
 
     def render_examples(self, stage: str) -> torch.Tensor | None:

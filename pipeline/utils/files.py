@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Iterator
@@ -38,6 +39,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, payload: Any, indent: int = 2) -> None:
     """Write ``payload`` as JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(payload, indent=indent))
+
+
+def write_csv(path: str | Path, header: list[str], rows: list[list[Any]]) -> Path:
+    """A header and rows to a CSV file (its folder made if needed); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    return path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

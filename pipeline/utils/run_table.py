@@ -3,7 +3,6 @@ epoch, test figures, state, overrides; the table of an experiment's runs and two
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipeline.utils.files import write_csv
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -158,10 +159,7 @@ def runs_rows(runs: list[RunSummary]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_dict_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rows (same keys) to a CSV file with a header."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["run"])
-        writer.writeheader()
-        writer.writerows(rows)
+    header = list(rows[0]) if rows else ["run"]
+    write_csv(path, header, [[row.get(key, "") for key in header] for row in rows])

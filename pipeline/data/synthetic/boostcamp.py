@@ -16,7 +16,6 @@ The eval split's ``info.csv`` carries the true class in ``ans`` so predictions c
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 
 from pipeline.data.formats.boostcamp import GENDER_NAMES, MASK_FILE_LABELS, age_group, encode_class
+from pipeline.utils.files import write_csv
 
 AGE_GROUP_SHARES = (0.45, 0.47, 0.08)
 AGE_RANGES = ((18, 29), (30, 59), (60, 75))
@@ -127,7 +127,7 @@ def _write_train(
             # macOS archives leave AppleDouble companions: image-named files that are not images.
             (folder / "._mask1.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
         rows.append([person.person_id, GENDER_NAMES[person.gender], "Asian", person.age, folder_name])
-    _write_csv(train_dir / "train.csv", ["id", "gender", "race", "age", "path"], rows)
+    write_csv(train_dir / "train.csv", ["id", "gender", "race", "age", "path"], rows)
 
 
 def _write_eval(
@@ -142,14 +142,7 @@ def _write_eval(
             _save(images_dir / image_id, _render(rng, person, mask, size))
             rows.append([image_id, encode_class(mask, person.gender, age_group(person.age))])
     order = rng.permutation(len(rows))
-    _write_csv(eval_dir / "info.csv", ["ImageID", "ans"], [rows[i] for i in order])
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+    write_csv(eval_dir / "info.csv", ["ImageID", "ans"], [rows[i] for i in order])
 
 
 def _save(path: Path, rgb: np.ndarray) -> None:

@@ -27,7 +27,7 @@ from pipeline.data.formats.voc import (
     split_voc,
 )
 from pipeline.data.io import load_image
-from pipeline.data.samplers.weighted import InverseFrequencySampler, repeat_factor_weights
+from pipeline.data.samplers.weighted import WeightedSampler, repeat_factor_weights
 from pipeline.data.synthetic.cache import ensure_generated
 from pipeline.data.synthetic.voc_facemask import FACEMASK_CLASSES, generate_voc_facemask
 from pipeline.utils.errors import UserError, require_path
@@ -162,7 +162,7 @@ class VocDetectionDataModule(BaseDataModule):
         rank, world_size = self._distributed()
         classes = [[obj.label for obj in image.objects] for image in dataset.images]
         weights = repeat_factor_weights(classes, len(self.class_names), self.repeat_threshold)
-        return InverseFrequencySampler(None, self.seed, rank=rank, world_size=world_size, weights=weights)
+        return WeightedSampler(weights, self.seed, rank=rank, world_size=world_size)
 
     # --- description and the one eval preprocessing ----------------------------------------------
     @property

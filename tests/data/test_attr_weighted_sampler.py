@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.data.samplers.weighted import (
-    InverseFrequencySampler,
+    WeightedSampler,
     inverse_frequency_sampler,
     inverse_frequency_weights,
 )
@@ -58,6 +58,6 @@ def test_repeat_factor_weights_follow_the_rarest_class_of_each_image():
 
 def test_weighted_sampler_draws_in_proportion_to_given_weights():
     weights = torch.tensor([1.0, 3.0], dtype=torch.float64)
-    sampler = InverseFrequencySampler(None, seed=0, num_samples=20000, weights=weights)
+    sampler = WeightedSampler(weights, seed=0, num_samples=20000)
     share = torch.bincount(torch.tensor(list(iter(sampler))), minlength=2).double() / 20000
     assert abs(float(share[1]) - 0.75) < 0.02

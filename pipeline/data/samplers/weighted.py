@@ -50,25 +50,15 @@ def repeat_factor_weights(image_classes: Sequence[Sequence[int]], num_classes: i
     return torch.as_tensor(weights, dtype=torch.float64)
 
 
-class InverseFrequencySampler(EpochSampler):
-    """Class-balanced draws with replacement, seeded by ``seed + epoch`` and sharded across ranks.
+class WeightedSampler(EpochSampler):
+    """Draws with replacement in proportion to per-item ``weights``, seeded by ``seed + epoch`` and sharded
+    across ranks: every epoch draws ``num_samples`` (default len(weights)) indices; rank r keeps every
+    world_size-th draw starting at r, so ranks never overlap."""
 
-    Every epoch draws ``num_samples`` (default len(labels)) indices with probability 1 / count of
-    their class (or proportional to ``weights`` when given, e.g. ``repeat_factor_weights``); rank r
-    keeps every world_size-th draw starting at r, so ranks never overlap.
-    """
-
-    def __init__(
-        self,
-        labels: Sequence[int] | np.ndarray | torch.Tensor | None,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        num_samples: int | None = None,
-        weights: torch.Tensor | None = None,
-    ) -> None:
+    def __init__(self, weights: torch.Tensor, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 num_samples: int | None = None) -> None:
         super().__init__(seed, rank, world_size)
-        self.weights = inverse_frequency_weights(labels) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
         self.num_samples = num_samples or len(self.weights)
 
     def __len__(self) -> int:
@@ -79,3 +69,11 @@ class InverseFrequencySampler(EpochSampler):
         total = len(self) * self.world_size
         draws = torch.multinomial(self.weights, total, replacement=True, generator=generator)
         return iter(draws[self.rank :: self.world_size].tolist())
+
+
+class InverseFrequencySampler(WeightedSampler):
+    """Class-balanced draws: each item weighs 1 / count of its class (``WeightedSampler``)."""
+
+    def __init__(self, labels: Sequence[int] | np.ndarray | torch.Tensor, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, num_samples: int | None = None) -> None:
+        super().__init__(inverse_frequency_weights(labels), seed, rank, world_size, num_samples)

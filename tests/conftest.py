@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,14 @@ def compose_config(overrides: list[str], output_dir: Path, data_dir: Path | None
 def data_dir(tmp_path_factory) -> Path:
     """One synthetic-data cache for the whole test session (generated on first use by each experiment)."""
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request) -> Iterator[Path]:
+    """A folder for one module's shared runs, removed when the module ends, so the suite's disk use stays small."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

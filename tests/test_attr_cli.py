@@ -23,8 +23,8 @@ def train_run(results: Path, data: Path, *overrides: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("attr_data")
+def data_root(module_tmp) -> Path:
+    return module_tmp
 
 
 @pytest.mark.slow

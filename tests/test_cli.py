@@ -15,8 +15,8 @@ RUN_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(_\d+)?$")
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    results = tmp_path_factory.mktemp("results")
+def trained_run(module_tmp) -> Path:
+    results = module_tmp
     proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "hyp.epochs=2",
                    "model=resnet18", "hyp=focal")
     assert proc.returncode == 0, proc.stderr[-3000:]

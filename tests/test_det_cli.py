@@ -14,8 +14,8 @@ TINY = ["experiment=facemask_detection", "data.image_size=96", "data.synthetic.n
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("det_cli")
+def trained_run(module_tmp):
+    tmp = module_tmp
     proc = run_cli("train.py", *TINY, f"paths.results_dir={tmp / 'results'}", f"paths.data_dir={tmp / 'data'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp / "results" / "facemask_detection").iterdir()

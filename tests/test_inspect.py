@@ -27,8 +27,8 @@ def datamodule_for(root: Path | None, tmp_path: Path, data_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def clean_root(tmp_path_factory, data_dir) -> Path:
-    datamodule = datamodule_for(None, tmp_path_factory.mktemp("gen"), data_dir)
+def clean_root(module_tmp, data_dir) -> Path:
+    datamodule = datamodule_for(None, module_tmp, data_dir)
     return Path(datamodule.data_root)
 
 

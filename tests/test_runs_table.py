@@ -59,8 +59,8 @@ def interrupted_run(results: Path, data: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def three_runs(tmp_path_factory, data_dir):
-    results = tmp_path_factory.mktemp("results")
+def three_runs(module_tmp, data_dir):
+    results = module_tmp
     first = train(results, data_dir, "hyp.optimizer.lr=0.01")
     second = train(results, data_dir, "hyp.optimizer.lr=0.002")
     third = interrupted_run(results, data_dir)

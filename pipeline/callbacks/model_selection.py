@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -58,3 +59,32 @@ class MonitorGuard(pl.Callback):
             if isinstance(callback, ModelCheckpoint | EarlyStopping) and callback.monitor == self.monitor:
                 callback.monitor = monitor
         self.monitor = monitor
+
+
+class Checkpoints(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` with ``last.ckpt`` always the newest epoch, written once.
+
+    Lightning 2.6 refreshes ``last.ckpt`` only at epochs that also save a top-k checkpoint (or, with
+    ``save_last: link``, links it to the newest top-k file even when that is an older epoch), so a
+    run whose final epochs do not improve would resume from its best epoch, not its last. Here, with
+    ``save_last: link``, an epoch that saves a top-k file links ``last.ckpt`` to it (one write, not
+    two) and any other epoch writes ``last.ckpt`` itself.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        # Lightning saves last.ckpt at an epoch without a top-k file only once something was saved in this
+        # process (``_last_checkpoint_saved``); a resumed run has its last.ckpt already.
+        self._last_checkpoint_saved = self._last_checkpoint_saved or str(self.dirpath)
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
+        if self.save_last == "link" and self._last_global_step_saved != trainer.global_step:
+            self.save_last = True  # nothing saved at this step: write last.ckpt in full
+            try:
+                super()._save_last_checkpoint(trainer, monitor_candidates)
+            finally:
+                self.save_last = "link"
+        else:
+            if self.save_last == "link" and self.dirpath:
+                os.makedirs(self.dirpath, exist_ok=True)  # the first file may still be queued in the async writer
+            super()._save_last_checkpoint(trainer, monitor_candidates)

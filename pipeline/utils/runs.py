@@ -133,13 +133,14 @@ def resolve_run_dir(value: str | None, results_dir: str | Path, experiment: str)
 
 
 def best_checkpoint(run_dir: Path) -> Path | None:
-    """The best checkpoint recorded by ModelCheckpoint in ``last.ckpt``, mapped into this run folder."""
+    """The best checkpoint recorded by the checkpoint callback (a ModelCheckpoint) in ``last.ckpt``, mapped
+    into this run folder."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None
     state = load_checkpoint(last)
-    for key, value in state.get("callbacks", {}).items():
-        if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+    for value in state.get("callbacks", {}).values():
+        if isinstance(value, dict) and value.get("best_model_path"):
             candidate = run_dir / "checkpoints" / Path(value["best_model_path"]).name
             if candidate.is_file():
                 return candidate

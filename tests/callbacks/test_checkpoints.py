@@ -1,0 +1,55 @@
+"""Checkpoints: last.ckpt is always the newest epoch, linked to the top-k file when the epoch saved one."""
+
+from __future__ import annotations
+
+import os
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
+
+from pipeline.callbacks.model_selection import Checkpoints
+
+SCORES = [0.5, 0.7, 0.6, 0.8, 0.4]  # improves at epochs 0, 1 and 3
+
+
+class Scripted(BoringModel):
+    def on_validation_epoch_end(self) -> None:
+        self.log("score", SCORES[self.current_epoch])
+
+
+class Record(pl.Callback):
+    """What checkpoints/ holds after each epoch's checkpoint callback has run (read when the next epoch
+    starts and when fitting ends: Lightning runs checkpoint callbacks after all others)."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+        self.seen: list[tuple[str | None, int]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch:
+            self.look()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.look()
+
+    def look(self) -> None:
+        last = self.folder / "last.ckpt"
+        target = os.readlink(last) if last.is_symlink() else None
+        self.seen.append((target, torch.load(last, weights_only=True)["epoch"]))
+
+
+def test_last_is_the_newest_epoch_and_a_link_when_the_epoch_improved(tmp_path):
+    folder = tmp_path / "checkpoints"
+    checkpoints = Checkpoints(dirpath=folder, filename="epoch{epoch:03d}", monitor="score", mode="max", save_top_k=1,
+                              save_last="link", auto_insert_metric_name=False)
+    record = Record(folder)
+    trainer = pl.Trainer(max_epochs=len(SCORES), limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
+                         callbacks=[checkpoints, record], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Scripted())
+    # Improving epochs link last.ckpt to their own file; the others write it in full (Lightning alone
+    # would leave it at the best epoch).
+    assert record.seen == [("epoch000.ckpt", 0), ("epoch001.ckpt", 1), (None, 2), ("epoch003.ckpt", 3), (None, 4)]
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch003.ckpt", "last.ckpt"]
+    assert checkpoints.best_model_path == str(folder / "epoch003.ckpt")

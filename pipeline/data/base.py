@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.data.cache import Box, CachedImages, Prepare, cache_folder, open_cache
+from pipeline.data.cache import Box, CachedImages, Prepare, cache_folder, open_cache, usable_cores
 from pipeline.data.prediction_inputs import PredictionDataset, PredictionInput, read_images
 from pipeline.data.samplers.epoch_seeded import EpochSeededSampler
 from pipeline.data.samplers.eval_shard import eval_batches
@@ -35,7 +34,7 @@ def auto_workers() -> int:
     training loop, at most 8; none on 2 cores or fewer, where the loop's threads use every core and
     a worker could only take turns with them (items come from the decode-once cache, so the main
     process prepares them in about 1% of a step)."""
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     return 0 if cores <= 2 else min(8, cores - 1)
 
 
@@ -109,7 +108,10 @@ class BaseDataModule(pl.LightningDataModule):
     The training order comes from :class:`EpochSeededSampler` (seed + epoch), so a run resumed at
     an epoch boundary sees exactly the batches an uninterrupted run would have seen. Under DDP each
     process evaluates its own run of the val/test batches (``eval_batches``), every item once.
+    ``data.sampler`` names one of the subclass's ``SAMPLERS`` (``random`` is the seeded shuffle).
     """
+
+    SAMPLERS: tuple[str, ...] = ("random",)
 
     def __init__(
         self,
@@ -125,8 +127,12 @@ class BaseDataModule(pl.LightningDataModule):
         split_out: str | None = None,
         cache: str = "auto",
         decoded_dir: str | None = None,
+        sampler: str = "random",
     ) -> None:
         super().__init__()
+        if sampler not in self.SAMPLERS:
+            raise UserError(f"data.sampler: '{sampler}' is not one of {', '.join(self.SAMPLERS)}")
+        self.sampler = sampler
         self.splitter = SplitChooser(to_plain(split), seed, split_file, split_out)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

@@ -151,9 +151,14 @@ def estimate_bytes(sources: Sequence[tuple[Path, Box]], size: Sequence[int] | No
     return EXPANSION * sum(Path(path).stat().st_size for path, _ in sources)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0))
+
+
 def build_workers() -> int:
     """Decoding processes for a build: every core this process may use (it only writes), at most 8."""
-    return min(8, len(os.sched_getaffinity(0)))
+    return min(8, usable_cores())
 
 
 def open_cache(folder: Path, sources: Sequence[tuple[Path, Box]], prepare: Prepare | None, signature: str,

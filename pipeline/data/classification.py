@@ -36,7 +36,6 @@ from pipeline.utils.errors import UserError, require_path
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-SAMPLERS = ("random", "weighted")
 
 
 @dataclass(frozen=True)
@@ -103,16 +102,13 @@ class ImageClassificationDataModule(BaseDataModule):
         check_images: bool = True,
         **loader_kwargs,
     ) -> None:
-        super().__init__(**loader_kwargs)
-        if sampler not in SAMPLERS:
-            raise UserError(f"data.sampler: '{sampler}' is not one of {', '.join(SAMPLERS)}")
+        super().__init__(sampler=sampler, **loader_kwargs)
         self.root = root
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.image_size = [int(v) for v in image_size]
         self.mean = [float(v) for v in mean]
         self.std = [float(v) for v in std]
         self.augment = to_plain(augment) or []
-        self.sampler = sampler
         self.skip_bad_files = skip_bad_files
         self.check_images = check_images
         self.train_class_counts: list[int] = []

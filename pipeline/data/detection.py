@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
-SAMPLERS = ("random", "repeat_factor")
 
 
 def collate_detection(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -97,10 +96,7 @@ class VocDetectionDataModule(BaseDataModule):
         repeat_threshold: float = 1.0,
         **loader_kwargs: Any,
     ) -> None:
-        super().__init__(**loader_kwargs)
-        if sampler not in SAMPLERS:
-            raise UserError(f"data.sampler: '{sampler}' is not one of {', '.join(SAMPLERS)}")
-        self.sampler = sampler
+        super().__init__(sampler=sampler, **loader_kwargs)
         self.repeat_threshold = float(repeat_threshold)
         self.root = root
         self.cache_dir = Path(cache_dir)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -46,12 +47,14 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline.data.cache import usable_cores
 from pipeline.data.detection_transforms import unletterbox_boxes
 from pipeline.data.io import decode_image
 from pipeline.data.prediction_inputs import NO_FACE
 from pipeline.delivery.export import ensure_export
 from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.runs import Run
+from pipeline.utils.contracts import decide_and_report
 from pipeline.utils.errors import UserError
 
 API_KEY_ENV = "PIPELINE_API_KEY"
@@ -65,7 +68,7 @@ ImageUpload = Annotated[UploadFile, File(description="the image, multipart/form-
 
 
 def default_concurrency() -> int:
-    return os.cpu_count() or 1
+    return usable_cores()
 
 
 @dataclass(frozen=True)
@@ -136,13 +139,10 @@ class UploadError(Exception):
 
 
 def decide_class(output: dict[str, Any], probs: np.ndarray) -> tuple[str, float]:
-    """The class an output's probabilities decide (``P(class 1) >= threshold`` for two classes, else the
-    most probable) and the probability reported with it (of class 1 for two classes)."""
-    classes, threshold = output["classes"], output.get("threshold")
-    if len(classes) == 2 and threshold is not None:
-        return classes[int(probs[1] >= threshold)], float(probs[1])
-    index = int(np.argmax(probs))
-    return classes[index], float(probs[index])
+    """The class an output's probabilities decide and the probability reported with it, by predict's
+    rule (``decide_and_report``)."""
+    decided, reported = decide_and_report(torch.from_numpy(np.asarray(probs))[None], output.get("threshold"))
+    return output["classes"][int(decided[0])], float(reported[0])
 
 
 class ExportedModel:

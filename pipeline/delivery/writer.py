@@ -15,7 +15,7 @@ from pipeline.data.combine import combine_runs, submission_writer
 from pipeline.data.formats.verification import write_pair_scores
 from pipeline.data.io import load_image
 from pipeline.trainers.detection import draw_detections
-from pipeline.utils.contracts import ClassScores, Detections, PairScores, decide
+from pipeline.utils.contracts import ClassScores, Detections, PairScores, decide_and_report
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_csv
 
@@ -59,8 +59,7 @@ class PredictionWriter(BasePredictionWriter):
         submission for its eval folder; prints the paths of the ``listed`` class."""
         last: ClassScores = self.runs[-1][0]
         probs, names = self.main_probabilities()
-        decided = decide(probs, last.threshold)
-        reported = probs[:, 1] if probs.shape[1] == 2 else probs.gather(1, decided[:, None]).squeeze(1)
+        decided, reported = decide_and_report(probs, last.threshold)
         image_ids = [item.get("image_id") for item in self.items]
         submit = submission_writer(names) if all(image_ids) else None
         if submit is not None:

@@ -76,6 +76,14 @@ def decide(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return probs.argmax(dim=1)
 
 
+def decide_and_report(probs: torch.Tensor, threshold: float | None = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``decide``'s class indices (``threshold`` None: 0.5) and the probability reported with each: of
+    class 1 for two classes (what the threshold is compared with), else of the decided class."""
+    decided = decide(probs, 0.5 if threshold is None else threshold)
+    reported = probs[:, 1] if probs.shape[1] == 2 else probs.gather(1, decided[:, None]).squeeze(1)
+    return decided, reported
+
+
 @dataclass
 class ClassScores:
     """A batch's softmax ``probabilities`` [B, classes] per output (main first), each output's ``classes``,

@@ -82,6 +82,11 @@ def test_unknown_group_option(tmp_path):
     _one_line_error(run_cli("train.py", "model=no_such_model", f"paths.results_dir={tmp_path}"), "model", "no_such_model")
 
 
+def test_group_given_null(tmp_path):
+    """Hydra refuses it with a ValueError of its own: still one line, naming the override."""
+    _one_line_error(run_cli("train.py", "callbacks=null", f"paths.results_dir={tmp_path}"), "callbacks=null", "~callbacks")
+
+
 def test_missing_required_value(tmp_path):
     _one_line_error(run_cli("train.py", "model=timm", f"paths.results_dir={tmp_path}"), "model.backbone")
 

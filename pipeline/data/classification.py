@@ -87,6 +87,8 @@ class ImageClassificationDataModule(BaseDataModule):
     ``root`` null means the subclass's synthetic dataset, generated into ``cache_dir`` on first use.
     """
 
+    SAMPLERS = ("random", "weighted")
+
     task_name = "classification"
 
     def __init__(

@@ -80,6 +80,8 @@ class VocDetectionDataModule(BaseDataModule):
     on resume; ``split_file`` reuses the split of another run or the user's own.
     """
 
+    SAMPLERS = ("random", "repeat_factor")
+
     def __init__(
         self,
         root: str | None = None,

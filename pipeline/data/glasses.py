@@ -64,6 +64,8 @@ class GlassesDataModule(ImageClassificationDataModule):
     ``min_share``..``max_share`` glasses images in every training batch.
     """
 
+    SAMPLERS = ("share", "random", "weighted")
+
     task_name = "glasses"
 
     def __init__(
@@ -83,8 +85,7 @@ class GlassesDataModule(ImageClassificationDataModule):
     ) -> None:
         if format not in FORMATS:
             raise UserError(f"data.format: '{format}' is not one of {', '.join(FORMATS)}")
-        super().__init__(image_size=(image_size, image_size), sampler="random" if sampler == "share" else sampler, **kwargs)
-        self.sampler = sampler
+        super().__init__(image_size=(image_size, image_size), sampler=sampler, **kwargs)
         self.share_range = (min_share, max_share)
         self.format = format
         self.list_file = list_file

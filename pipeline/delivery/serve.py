@@ -60,7 +60,6 @@ from pipeline.utils.errors import UserError
 API_KEY_ENV = "PIPELINE_API_KEY"
 OPEN_PATHS = ("/ping/",)
 # Pillow itself refuses images above twice its MAX_IMAGE_PIXELS as decompression bombs.
-PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
 # Formats with a fixed signature at byte 0, so Pillow (header) and OpenCV (decoder) read the same format.
 SERVED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 RETRY_AFTER_S = 1
@@ -90,36 +89,11 @@ class ServeLimits:
 
     @classmethod
     def from_config(cls, cfg: Any) -> ServeLimits:
-        """The limits of a serve config; UserError naming the first key with an unusable value."""
-        check_serve_config(cfg)
+        """The limits of a serve config (its values checked by ``validate_config``, as every command's are)."""
         api_key = cfg.api_key if cfg.api_key is not None else os.environ.get(API_KEY_ENV) or None
         return cls(max_upload_bytes=int(cfg.max_upload_mb * 1024 * 1024), max_pixels=cfg.max_pixels,
                    max_concurrency=cfg.max_concurrency or default_concurrency(), max_queue=cfg.max_queue,
                    api_key=None if api_key is None else str(api_key))
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-SERVE_KEYS = {  # key: (accepts the value, what it must be)
-    "port": (lambda v: _integer(v) and 1 <= v <= 65535, "an integer in 1..65535"),
-    "max_upload_mb": (lambda v: (_integer(v) or isinstance(v, float)) and 0 < v < math.inf, "a number > 0"),
-    "max_pixels": (lambda v: _integer(v) and 1 <= v <= PILLOW_PIXEL_LIMIT,
-                   f"an integer in 1..{PILLOW_PIXEL_LIMIT} (Pillow refuses larger images as decompression bombs)"),
-    "max_concurrency": (lambda v: v is None or _integer(v) and v >= 1, "null (the CPU cores) or an integer >= 1"),
-    "max_queue": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "threads": (lambda v: v is None or _integer(v) and v >= 1, "null (onnxruntime's default) or an integer >= 1"),
-    "api_key": (lambda v: v is None or str(v) != "", f"null (then ${API_KEY_ENV}, if set) or a non-empty string"),
-}
-
-
-def check_serve_config(cfg: Any) -> None:
-    """UserError naming the first serve key whose value cannot work (before any model is loaded)."""
-    for key, (accepts, expected) in SERVE_KEYS.items():
-        value = cfg.get(key)
-        if not accepts(value):
-            raise UserError(f"{key}={value}: must be {expected} (configs/serve.yaml)")
 
 
 def is_loopback(host: str) -> bool:

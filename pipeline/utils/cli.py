@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -83,7 +85,13 @@ def check_composition(config_dir: str, config_name: str, argv: list[str]) -> Non
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         # Hydra's own settings are Hydra's to check, except the search path: it decides what composes.
         overrides = [a for a in argv if not a.startswith("hydra.") or a.startswith("hydra.searchpath=")]
-        cfg = compose(config_name=config_name, overrides=overrides)
+        try:
+            cfg = compose(config_name=config_name, overrides=overrides)
+        except ValueError as exc:  # Hydra's own check of an override's value, e.g. a group given null
+            if not traceback.extract_tb(exc.__traceback__)[-1].filename.replace(os.sep, "/").count("/hydra/"):
+                raise
+            raise UserError(f"{exc} (command line: {' '.join(overrides)}); a config group takes an option name, "
+                            "e.g. callbacks=default, or ~callbacks to drop it") from None
     missing = sorted(_missing_keys(cfg))
     if missing:
         raise UserError(f"{missing[0]}: a required value is missing (set it on the command line: {missing[0]}=...)")

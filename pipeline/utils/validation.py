@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ConfigTypeError, InterpolationResolutionError
+from PIL import Image
 from pydantic import Field, StrictBool, StrictStr, TypeAdapter, ValidationError
 
 from pipeline.utils.errors import UserError
@@ -29,6 +30,8 @@ MAX_BATCH = 65536
 MAX_PIXELS = 8192
 MAX_WORKERS = 256
 MAX_SEED = 2**32 - 1
+# Pillow refuses larger images as decompression bombs (twice its warning limit).
+PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
 # Lightning's precision names (its integer aliases too).
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", 64, 32, 16, "64", "32", "16", "bf16")
@@ -95,8 +98,13 @@ TABLE: tuple[tuple[Rule, str], ...] = (
             "data.synthetic.images_per_identity data.synthetic.num_photos hyp.scheduler.T_max "
             "hyp.scheduler.step_size model.embedding_dim task.detections_per_img task.fpn_channels "
             "task.max_plot_points samples rounds steps runs"),
-    (COUNT.or_null(), "trainer.check_val_every_n_epoch threads"),
-    (ZERO_OR_MORE, "data.test_size data.synthetic.fakes_per_identity data.min_box_size task.head_convs "
+    (COUNT.or_null(), "trainer.check_val_every_n_epoch threads max_concurrency"),
+    (Rule(_int(1, 65535), "an integer in [1, 65535]"), "port"),
+    (Rule(_int(1, PILLOW_PIXEL_LIMIT), f"an integer in [1, {PILLOW_PIXEL_LIMIT}] (Pillow refuses larger images)"),
+     "max_pixels"),
+    (Rule(Annotated[str, Field(min_length=1)] | None, "a non-empty string (quote digits), or null: then "
+          "$PIPELINE_API_KEY, if set"), "api_key"),
+    (ZERO_OR_MORE, "max_queue data.test_size data.synthetic.fakes_per_identity data.min_box_size task.head_convs "
                    "task.example_count task.projector_size warmup callbacks.progress_bar.refresh_rate "
                    "callbacks.early_stopping.patience"),
     (Rule(Literal[-1] | _int(1), "an integer >= 1, or -1 (no step limit)"), "trainer.max_steps"),
@@ -105,7 +113,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (BATCH.or_null(), "options.batch_size"),
     (WORKERS, "data.num_workers"),
     (SIDE, "data.image_size data.synthetic.image_size"),
-    (POSITIVE, "hyp.optimizer.lr hyp.scheduler.gamma hyp.identity_head_scale data.repeat_threshold tolerance"),
+    (POSITIVE, "max_upload_mb hyp.optimizer.lr hyp.scheduler.gamma hyp.identity_head_scale data.repeat_threshold tolerance"),
     (NON_NEGATIVE, "hyp.optimizer.weight_decay hyp.scheduler.eta_min hyp.loss.margin hyp.loss.gamma "
                    "hyp.loss.lambda_fake hyp.identity_head_weight hyp.identity_head_margin data.margin data.face_margin "
                    "data.split.train data.split.val data.split.test"),

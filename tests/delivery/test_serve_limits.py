@@ -30,6 +30,7 @@ from pipeline.delivery.export import ensure_export
 from pipeline.delivery.runs import Run, compose_command
 from pipeline.delivery.serve import ServeLimits, create_app, is_loopback
 from pipeline.utils.errors import UserError
+from pipeline.utils.validation import validate_config
 
 SEARCH_PATH = f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]"
 BOMB_SIDE = 20_000  # 400 megapixels; decoded as RGB it would take 1.2 GB
@@ -250,17 +251,18 @@ def test_api_key_guards_every_route_but_ping(toy_run, monkeypatch):
     ("port=70000", "port"), ("port=abc", "port"), ("max_upload_mb=0", "max_upload_mb"),
     ("max_pixels=0", "max_pixels"), (f"max_pixels={2 * Image.MAX_IMAGE_PIXELS + 1}", "max_pixels"),
     ("max_concurrency=0", "max_concurrency"), ("max_queue=-1", "max_queue"), ("threads=0", "threads"),
+    ("api_key=''", "api_key"),
 ])
 def test_unusable_serve_values_are_named(toy_run, override, key):
     cfg = compose_command("serve", [f"run={toy_run}", override]).cfg
     with pytest.raises(UserError, match=rf"^{key}="):
-        ServeLimits.from_config(cfg)
+        validate_config(cfg)
 
 
 def test_serve_cli_refuses_a_bad_value_in_one_line(toy_run):
     proc = run_cli("serve.py", f"run={toy_run}", "max_upload_mb=-1", timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: max_upload_mb=-1: must be a number > 0 (configs/serve.yaml)"]
+    assert proc.stderr.strip().splitlines() == ["error: max_upload_mb=-1: expected a finite number > 0"]
 
 
 def test_loopback_hosts():

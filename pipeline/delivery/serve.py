@@ -59,7 +59,6 @@ from pipeline.utils.errors import UserError
 
 API_KEY_ENV = "PIPELINE_API_KEY"
 OPEN_PATHS = ("/ping/",)
-# Pillow itself refuses images above twice its MAX_IMAGE_PIXELS as decompression bombs.
 # Formats with a fixed signature at byte 0, so Pillow (header) and OpenCV (decoder) read the same format.
 SERVED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 RETRY_AFTER_S = 1

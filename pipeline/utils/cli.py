@@ -88,7 +88,7 @@ def check_composition(config_dir: str, config_name: str, argv: list[str]) -> Non
         try:
             cfg = compose(config_name=config_name, overrides=overrides)
         except ValueError as exc:  # Hydra's own check of an override's value, e.g. a group given null
-            if not traceback.extract_tb(exc.__traceback__)[-1].filename.replace(os.sep, "/").count("/hydra/"):
+            if "/hydra/" not in traceback.extract_tb(exc.__traceback__)[-1].filename.replace(os.sep, "/"):
                 raise
             raise UserError(f"{exc} (command line: {' '.join(overrides)}); a config group takes an option name, "
                             "e.g. callbacks=default, or ~callbacks to drop it") from None

@@ -31,13 +31,22 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from pipeline.utils.errors import UserError
 
 DETECTORS = ("fcos", "retinanet")
-FPN_STRIDES = (8, 16, 32)
-# P3-P7 (strides 8-128): FCOS anchor sizes are the strides; RetinaNet's are halved from torchvision's
-# defaults (32-512) because faces in 256-640 px images are small.
-FCOS_ANCHOR_SIZES = ((8,), (16,), (32,), (64,), (128,))
-RETINANET_ANCHOR_SIZES = tuple(
-    (x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (16, 32, 64, 128, 256)
-)
+# The backbone maps the FPN reads: strides 8-32 (P3-P5), or 4-32 with ``min_stride=4`` (P2: a face under
+# 16 px covers one or two stride-8 locations, about six stride-4 ones); P6/P7 (64, 128) are added on top.
+MIN_STRIDES = (4, 8)
+
+
+def fpn_strides(min_stride: int) -> tuple[int, ...]:
+    """Every level's stride, the backbone's (``min_stride`` to 32) then P6 and P7."""
+    return tuple(2**i for i in range(min_stride.bit_length() - 1, 8))
+
+
+def anchor_sizes(name: str, strides: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """FCOS: one size per level, its stride (the scale ranges follow from it); RetinaNet: three scales
+    of twice the stride (torchvision's defaults halved: faces in 256-640 px images are small)."""
+    if name == "fcos":
+        return tuple((s,) for s in strides)
+    return tuple((2 * s, int(2 * s * 2 ** (1 / 3)), int(2 * s * 2 ** (2 / 3))) for s in strides)
 
 
 class TimmFpnBackbone(nn.Module):
@@ -49,6 +58,7 @@ class TimmFpnBackbone(nn.Module):
         out_channels: int = 64,
         pretrained: bool = False,
         backbone_weights: str | Path | None = None,
+        min_stride: int = 8,
     ):
         super().__init__()
         overlay = {"file": str(backbone_weights)} if backbone_weights else None
@@ -62,11 +72,12 @@ class TimmFpnBackbone(nn.Module):
         except (RuntimeError, OSError) as exc:
             raise UserError(f"model.backbone '{name}': cannot create or load weights ({exc})") from None
         reductions = self.body.feature_info.reduction()
-        if not set(FPN_STRIDES) <= set(reductions):
+        strides = fpn_strides(min_stride)[:-2]
+        if not set(strides) <= set(reductions):
             raise UserError(
-                f"model.backbone '{name}': needs feature maps at strides {FPN_STRIDES}, has {reductions}"
+                f"model.backbone '{name}': needs feature maps at strides {strides}, has {reductions}"
             )
-        self.levels = [reductions.index(stride) for stride in FPN_STRIDES]
+        self.levels = [reductions.index(stride) for stride in strides]
         channels = [self.body.feature_info.channels()[i] for i in self.levels]
         self.fpn = FeaturePyramidNetwork(
             channels, out_channels, extra_blocks=LastLevelP6P7(out_channels, out_channels)
@@ -192,29 +203,34 @@ def build_detector(
     score_thresh: float = 0.05,
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
+    min_stride: int = 8,
 ) -> FCOS | RetinaNet:
     """A torchvision FCOS or RetinaNet on any timm backbone with an FPN, sized for ``image_size`` inputs.
 
     ``pretrained`` fetches the backbone's ImageNet weights through timm; ``backbone_weights`` loads
     them from a local file instead (e.g. torchvision's ``resnet18-f37072fd.pth``); ``weights`` loads a
-    whole trained detector. ``head_convs`` applies to FCOS (RetinaNet's head has 4 convs).
+    whole trained detector. ``head_convs`` applies to FCOS (RetinaNet's head has 4 convs). ``min_stride``
+    4 adds a stride-4 level (P2) for tiny objects, at about a third more compute.
     """
     if name not in DETECTORS:
         raise UserError(f"model.name: unknown detector '{name}' (choose one of {DETECTORS})")
     if fpn_channels < 64 or fpn_channels % 32:
         # the heads' GroupNorm(32) needs 2+ channels per group to work on 1x1 P7 maps of small images
         raise UserError(f"model.fpn_channels: {fpn_channels} must be a multiple of 32 and at least 64")
+    if min_stride not in MIN_STRIDES:
+        raise UserError(f"model.min_stride: {min_stride} is not one of {MIN_STRIDES}")
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    body = TimmFpnBackbone(backbone, fpn_channels, pretrained, backbone_weights)
+    body = TimmFpnBackbone(backbone, fpn_channels, pretrained, backbone_weights, min_stride)
+    sizes = anchor_sizes(name, fpn_strides(min_stride))
     weights_per_class = _class_weights(class_weights, num_classes)
     common = dict(min_size=min(height, width), max_size=max(height, width), score_thresh=score_thresh,
                   nms_thresh=nms_thresh, detections_per_img=detections_per_img)
     if name == "fcos":
-        anchors = AnchorGenerator(FCOS_ANCHOR_SIZES, ((1.0,),) * len(FCOS_ANCHOR_SIZES))
+        anchors = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
         head = WeightedFCOSHead(fpn_channels, 1, num_classes, head_convs, weights_per_class)
         model = FCOS(body, num_classes, anchor_generator=anchors, head=head, **common)
     else:
-        anchors = AnchorGenerator(RETINANET_ANCHOR_SIZES, ((0.5, 1.0, 2.0),) * len(RETINANET_ANCHOR_SIZES))
+        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
         num_anchors = anchors.num_anchors_per_location()[0]
         norm = partial(nn.GroupNorm, 16)
         head = RetinaNetHead(fpn_channels, num_anchors, num_classes, norm_layer=norm)

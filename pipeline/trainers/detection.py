@@ -73,6 +73,7 @@ class DetectionTask(BaseTask):
         class_weights: str | Sequence[float] | None = None,
         fpn_channels: int = 64,
         head_convs: int = 2,
+        min_stride: int = 8,
         example_count: int = 8,
         **kwargs: Any,
     ) -> None:
@@ -80,7 +81,7 @@ class DetectionTask(BaseTask):
             "detector": detector, "score_threshold": score_threshold, "min_score": min_score,
             "nms_threshold": nms_threshold, "detections_per_img": detections_per_img,
             "class_weights": list(class_weights) if class_weights is not None and not isinstance(class_weights, str) else class_weights,
-            "fpn_channels": fpn_channels, "head_convs": head_convs,
+            "fpn_channels": fpn_channels, "head_convs": head_convs, "min_stride": min_stride,
         }
         super().__init__(*args, example_count=example_count, **kwargs)
         self.exported = None
@@ -105,6 +106,7 @@ class DetectionTask(BaseTask):
             class_weights=resolve_class_weights(opts["class_weights"], self.data_info.get("class_counts"), num_classes),
             fpn_channels=opts["fpn_channels"], head_convs=opts["head_convs"], score_thresh=opts["min_score"],
             nms_thresh=opts["nms_threshold"], detections_per_img=opts["detections_per_img"],
+            min_stride=opts["min_stride"],
         )
 
     def build_loss(self) -> None:

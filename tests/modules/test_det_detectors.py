@@ -133,6 +133,40 @@ def test_bad_arguments_raise_user_errors():
         build_detector("fcos", num_classes=3, fpn_channels=48)
 
 
+@pytest.mark.parametrize("name", ["fcos", "retinanet"])
+def test_min_stride_4_adds_a_stride_4_level(name):
+    """P2: the head sees a 16x16 map for a 64 px image (4x the locations of the stride-8 map), and a
+    tiny box trains without error."""
+    model = build_detector(name, num_classes=3, min_stride=4, **SMALL).train()
+    features = model.backbone(torch.rand(1, 3, SIZE, SIZE))
+    assert [f.shape[-1] for f in features.values()] == [16, 8, 4, 2, 1, 1]
+    coarse = build_detector(name, num_classes=3, **SMALL).backbone(torch.rand(1, 3, SIZE, SIZE))
+    assert [f.shape[-1] for f in coarse.values()] == [8, 4, 2, 1, 1]
+    tiny = [{"boxes": torch.tensor([[20.0, 20.0, 29.0, 30.0]]), "labels": torch.tensor([1])}]
+    losses = model([torch.rand(3, SIZE, SIZE)], tiny)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_stride_4_gives_a_tiny_face_more_positive_locations():
+    """FCOS trains a location on a box it lies inside (near its centre, at the level of its size): a
+    9x10 px box holds one stride-8 location and at least four stride-4 ones."""
+    tiny = [{"boxes": torch.tensor([[20.0, 20.0, 29.0, 30.0]]), "labels": torch.tensor([1])}]
+    positives = {}
+    for min_stride in (8, 4):
+        model = build_detector("fcos", num_classes=3, min_stride=min_stride, **SMALL).train()
+        head_loss = model.head.compute_loss
+
+        def count(targets, head_outputs, anchors, matched_idxs, stride=min_stride, head_loss=head_loss):
+            positives[stride] = sum(int((m >= 0).sum()) for m in matched_idxs)
+            return head_loss(targets, head_outputs, anchors, matched_idxs)
+
+        model.head.compute_loss = count
+        model([torch.rand(3, SIZE, SIZE)], tiny)
+    assert positives[8] <= 2 and positives[4] >= 4, positives
+    with pytest.raises(UserError, match="model.min_stride"):
+        build_detector("fcos", num_classes=3, min_stride=2, **SMALL)
+
+
 def test_weights_files_load(tmp_path):
     model = build_detector("fcos", num_classes=3, image_size=SIZE, backbone="resnet18")
     torch.save(

@@ -49,10 +49,10 @@ def test_missing_monitor_stops_with_one_line(tmp_path):
 
 
 def test_detector_without_boxes_warns(tmp_path, caplog):
-    cfg = compose_config([*DETECTION, "task.min_score=1.0"], tmp_path / "run", tmp_path / "data")
+    cfg = compose_config([*DETECTION, "model.min_score=1.0"], tmp_path / "run", tmp_path / "data")
     with caplog.at_level(logging.WARNING):
         train(cfg)
-    assert "not learning: the detector emitted no box above task.min_score" in caplog.text
+    assert "not learning: the detector emitted no box above model.min_score" in caplog.text
 
 
 def test_single_predicted_class_is_detected():

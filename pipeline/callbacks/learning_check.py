@@ -36,7 +36,7 @@ def single_predicted_class(matrix: torch.Tensor, class_names: list[str]) -> str 
 
 class LearningCheck(pl.Callback):
     """Checks the last validation epoch and, at the end of training, logs one warning with what to try
-    when a detector emitted no box above ``task.min_score`` or a classifier predicted one class only."""
+    when a detector emitted no box above ``model.min_score`` or a classifier predicted one class only."""
 
     def __init__(self) -> None:
         self.problem: str | None = None
@@ -48,7 +48,7 @@ class LearningCheck(pl.Callback):
         self.problem = None
         if isinstance(pl_module, CountsDetections) and pl_module.detections_seen("val") == 0:
             self.problem = (
-                f"the detector emitted no box above task.min_score on any val image after {trainer.current_epoch + 1} "
+                f"the detector emitted no box above model.min_score on any val image after {trainer.current_epoch + 1} "
                 "epoch(s); try more epochs (hyp.epochs), a larger data.image_size for small objects, or another "
                 "hyp.optimizer.lr"
             )

@@ -169,7 +169,7 @@ def _class_weights(class_weights: Sequence[float] | None, num_classes: int) -> T
         return torch.ones(num_classes)
     if len(class_weights) != num_classes:
         raise UserError(
-            f"model.class_weights: {list(class_weights)} needs one weight per class ({num_classes})"
+            f"task.class_weights: {list(class_weights)} needs one weight per class ({num_classes})"
         )
     return torch.as_tensor(class_weights, dtype=torch.float32)
 

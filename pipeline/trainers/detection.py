@@ -56,7 +56,7 @@ def draw_detections(
 class DetectionTask(BaseTask):
     """One-stage detector trained on its own loss dict; mAP@50:95, mAP@50, per-class AP and P/R/F1 per epoch.
 
-    ``min_score`` is the detector's own cut (low, so mAP sees the whole ranking); ``score_threshold``
+    The model group's ``min_score`` is the detector's own cut (low, so mAP sees the whole ranking); ``score_threshold``
     is the operating point for precision/recall/F1, the drawn examples, predictions and export.
     """
 
@@ -65,23 +65,14 @@ class DetectionTask(BaseTask):
     def __init__(
         self,
         *args: Any,
-        detector: str = "fcos",
         score_threshold: float = 0.5,
-        min_score: float = 0.05,
-        nms_threshold: float = 0.5,
-        detections_per_img: int = 100,
         class_weights: str | Sequence[float] | None = None,
-        fpn_channels: int = 64,
-        head_convs: int = 2,
-        min_stride: int = 8,
         example_count: int = 8,
         **kwargs: Any,
     ) -> None:
         self.options = {
-            "detector": detector, "score_threshold": score_threshold, "min_score": min_score,
-            "nms_threshold": nms_threshold, "detections_per_img": detections_per_img,
+            "score_threshold": score_threshold,
             "class_weights": list(class_weights) if class_weights is not None and not isinstance(class_weights, str) else class_weights,
-            "fpn_channels": fpn_channels, "head_convs": head_convs, "min_stride": min_stride,
         }
         super().__init__(*args, example_count=example_count, **kwargs)
         self.exported = None
@@ -97,16 +88,17 @@ class DetectionTask(BaseTask):
         return float(self.options["score_threshold"])
 
     def build_net(self) -> nn.Module:
-        cfg, opts = self.model_cfg, self.options
+        """The model group's detector (configs/model/fcos.yaml): its kind, backbone, FPN and post-processing."""
+        cfg = self.model_cfg
         num_classes = len(self.class_names)
         _, height, width = self.data_info["input_size"]
+        weights = resolve_class_weights(self.options["class_weights"], self.data_info.get("class_counts"), num_classes)
         return build_detector(
-            opts["detector"], num_classes, backbone=cfg.backbone, pretrained=cfg.get("pretrained", False),
-            backbone_weights=cfg.get("weights"), image_size=(height, width),
-            class_weights=resolve_class_weights(opts["class_weights"], self.data_info.get("class_counts"), num_classes),
-            fpn_channels=opts["fpn_channels"], head_convs=opts["head_convs"], score_thresh=opts["min_score"],
-            nms_thresh=opts["nms_threshold"], detections_per_img=opts["detections_per_img"],
-            min_stride=opts["min_stride"],
+            cfg.get("name", "fcos"), num_classes, backbone=cfg.backbone, pretrained=cfg.get("pretrained", False),
+            backbone_weights=cfg.get("weights"), image_size=(height, width), class_weights=weights,
+            fpn_channels=cfg.get("fpn_channels", 64), head_convs=cfg.get("head_convs", 2),
+            score_thresh=cfg.get("min_score", 0.05), nms_thresh=cfg.get("nms_threshold", 0.5),
+            detections_per_img=cfg.get("detections_per_img", 100), min_stride=cfg.get("min_stride", 8),
         )
 
     def build_loss(self) -> None:

@@ -96,7 +96,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
             "trainer.log_every_n_steps data.passes data.images_per_identity data.train_size data.val_size "
             "data.synthetic.num_people data.synthetic.num_images data.synthetic.num_identities "
             "data.synthetic.images_per_identity data.synthetic.num_photos hyp.scheduler.T_max "
-            "hyp.scheduler.step_size model.embedding_dim task.detections_per_img task.fpn_channels "
+            "hyp.scheduler.step_size model.embedding_dim model.detections_per_img model.fpn_channels "
             "task.max_plot_points samples rounds steps runs"),
     (COUNT.or_null(), "trainer.check_val_every_n_epoch threads max_concurrency"),
     (Rule(_int(1, 65535), "an integer in [1, 65535]"), "port"),
@@ -104,7 +104,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
      "max_pixels"),
     (Rule(Annotated[str, Field(min_length=1)] | None, "a non-empty string (quote digits), or null: then "
           "$PIPELINE_API_KEY, if set"), "api_key"),
-    (ZERO_OR_MORE, "max_queue data.test_size data.synthetic.fakes_per_identity data.min_box_size task.head_convs "
+    (ZERO_OR_MORE, "max_queue data.test_size data.synthetic.fakes_per_identity data.min_box_size model.head_convs "
                    "task.example_count task.projector_size warmup callbacks.progress_bar.refresh_rate "
                    "callbacks.early_stopping.patience"),
     (Rule(Literal[-1] | _int(1), "an integer >= 1, or -1 (no step limit)"), "trainer.max_steps"),
@@ -119,7 +119,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
                    "data.split.train data.split.val data.split.test"),
     (NON_NEGATIVE.or_null(), "hyp.gradient_clip_val trainer.gradient_clip_val"),
     (FRACTION, "hyp.loss.label_smoothing hyp.optimizer.momentum hyp.scheduler.pct_start task.threshold "
-               "task.score_threshold task.min_score task.nms_threshold data.min_share data.max_share "
+               "task.score_threshold model.min_score model.nms_threshold data.min_share data.max_share "
                "data.augment.min_visibility data.augment.hflip data.augment.colour data.augment.translate"),
     (FRACTION.or_null(), "options.score_threshold"),
     (BELOW_ONE, "model.head.dropout"),
@@ -129,7 +129,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (Rule(StrictBool | Literal["warn"], "true, false or warn"), "trainer.deterministic"),
     (FLAG, "data.skip_bad_files data.check_images data.detect_face data.rotate model.pretrained model.flip_average "
            "hyp.channels_last hyp.compile test_after_train"),
-    (NAME, "name task.monitor data.format data.sampler data.target data.unknown_class task.detector "
+    (NAME, "name task.monitor data.format data.sampler data.target data.unknown_class model.name "
            "trainer.accelerator model.backbone data.images_dir data.annotations_dir"),
     (NAME.or_null(), "callbacks.monitor_guard.fallback optimized_metric task.tta"),
     (Rule(StrictStr, "a path (a string; quote digits: '2024')"), "paths.results_dir paths.data_dir paths.cache_dir "

@@ -23,7 +23,7 @@ TINY = ["experiment=facemask_detection", "data.image_size=96", "data.synthetic.n
 def built(tmp_path_factory):
     """(datamodule, task) from the experiment config; min_score 0 so an untrained model still returns boxes."""
     tmp = tmp_path_factory.mktemp("det_task")
-    cfg = compose_config([*TINY, "task.min_score=0.0", "task.detections_per_img=20", "task.class_weights=balanced"],
+    cfg = compose_config([*TINY, "model.min_score=0.0", "model.detections_per_img=20", "task.class_weights=balanced"],
                          tmp / "run", tmp / "data")
     datamodule = build_datamodule(cfg)
     torch.manual_seed(0)
@@ -43,6 +43,18 @@ def test_task_uses_balanced_weights_of_the_training_split(built):
     weights = task.net.head.class_weights
     assert weights.tolist() == pytest.approx(resolve_class_weights("balanced", datamodule.info["class_counts"], 3))
     assert weights[2] > weights[0]
+
+
+def test_detector_settings_come_from_the_model_group(built, tmp_path):
+    """model=retinanet / model.min_stride / model.min_score reach the built detector; the task keeps its own."""
+    datamodule, task = built
+    assert type(task.net).__name__ == "FCOS" and task.net.score_thresh == 0.0 and task.net.detections_per_img == 20
+    cfg = compose_config([*TINY, "model=retinanet", "model.min_stride=4", "model.nms_threshold=0.3"],
+                         tmp_path / "run", tmp_path / "data")
+    other = build_task(cfg, datamodule.info)
+    assert type(other.net).__name__ == "RetinaNet" and other.net.nms_thresh == 0.3
+    assert len(other.net.anchor_generator.sizes) == 6  # P2-P7
+    assert "detector" not in cfg.task and cfg.task.score_threshold == 0.5
 
 
 def test_training_step_logs_each_loss_component(built):

@@ -218,8 +218,8 @@ FAMILIES = {
                       "data.synthetic.images_per_identity=3", "data.synthetic.fakes_per_identity=2",
                       "data.images_per_identity=3", "hyp.batch_size=12", "data.passes=1", "task.projector_size=0"], 10),
     "detection": (["experiment=facemask_detection", "data.image_size=96", "data.synthetic.num_images=40",
-                   "data.synthetic.image_size=96", "hyp.batch_size=4", "task.min_score=0.0",
-                   "task.detections_per_img=20"], 6),
+                   "data.synthetic.image_size=96", "hyp.batch_size=4", "model.min_score=0.0",
+                   "model.detections_per_img=20"], 6),
 }
 
 

@@ -29,7 +29,7 @@ def data_root(module_tmp) -> Path:
 
 @pytest.mark.slow
 def test_resnet18_focal_trains_and_tests_with_tta(tmp_path, data_root):
-    run = train_run(tmp_path, data_root, "experiment=mask_age_gender", "model=resnet18", "hyp=focal", "hyp.epochs=1")
+    run = train_run(tmp_path, data_root, "experiment=mask_age_gender", "model=resnet18", "hyp=focal", "trainer.max_epochs=1")
     results = run / "results"
     for name in ("test_metrics.json", "per_class_report.csv", "per_class_report.json", "test_confusion_label.png",
                  "val_confusion_label.png", "test_predictions.png"):
@@ -49,7 +49,7 @@ def test_resnet18_focal_trains_and_tests_with_tta(tmp_path, data_root):
 @pytest.mark.slow
 def test_separate_task_runs_combine_into_a_submission(tmp_path, data_root):
     runs = [train_run(tmp_path, data_root, "experiment=mask_age_gender", f"data.target={target}", "debug=limit",
-                      "hyp.epochs=1", f"name=attr_{target}") for target in ("mask", "gender", "age")]
+                      "trainer.max_epochs=1", f"name=attr_{target}") for target in ("mask", "gender", "age")]
     eval_folder = data_root / "synthetic" / "boostcamp_p40_32x24_s0" / "eval"
     out = predict(compose_command("predict", [f"run=[{','.join(map(str, runs))}]", f"input={eval_folder}",
                                               f"out={tmp_path / 'out'}", "options.tta=flip"]))

@@ -17,7 +17,7 @@ RUN_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(_\d+)?$")
 @pytest.fixture(scope="module")
 def trained_run(module_tmp) -> Path:
     results = module_tmp
-    proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "hyp.epochs=2",
+    proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "trainer.max_epochs=2",
                    "model=resnet18", "hyp=focal")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "siamese_shapes").iterdir()
@@ -115,3 +115,17 @@ def test_resume_target_without_checkpoint(tmp_path):
 def test_bin_test_on_missing_run(tmp_path):
     _one_line_error(run_cli("test.py", f"run={tmp_path / 'missing'}"), "run", "missing")
     _one_line_error(run_cli("test.py", f"paths.results_dir={tmp_path}"), "no finished or started run")
+
+
+@pytest.mark.parametrize(("old", "new"), [("hyp.epochs", "trainer.max_epochs"), ("task.min_score", "model.min_score")])
+def test_a_moved_key_names_its_new_home(old, new, tmp_path):
+    """The old name of a moved setting is refused (never silently added) with the new name in the line."""
+    from conftest import compose_config
+
+    from pipeline.utils.cli import describe_error
+
+    with pytest.raises(Exception) as caught:
+        compose_config(["experiment=facemask_detection", f"{old}=3"], tmp_path / "run")
+    message = describe_error(caught.value)
+    assert message is not None and "\n" not in message
+    assert f"{old} is now {new}" in message

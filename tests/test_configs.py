@@ -20,7 +20,7 @@ def test_experiment_composes(experiment, tmp_path):
     assert cfg.name == experiment
     for node in (cfg.data, cfg.task, cfg.trainer):
         assert get_class(node._target_) is not None
-    assert cfg.trainer.max_epochs == cfg.hyp.epochs
+    assert cfg.trainer.max_epochs >= 1 and "epochs" not in cfg.hyp and "precision" not in cfg.hyp
     assert cfg.callbacks.model_checkpoint.monitor == cfg.task.monitor
 
 
@@ -36,4 +36,4 @@ def test_focal_preset_changes_only_the_loss(tmp_path):
     base = compose_config([], tmp_path / "a")
     focal = compose_config(["hyp=focal"], tmp_path / "b")
     assert focal.hyp.loss._target_.endswith("FocalLoss")
-    assert focal.hyp.epochs == base.hyp.epochs and focal.hyp.optimizer == base.hyp.optimizer
+    assert focal.trainer.max_epochs == base.trainer.max_epochs and focal.hyp.optimizer == base.hyp.optimizer

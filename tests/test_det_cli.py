@@ -9,7 +9,7 @@ from conftest import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 TINY = ["experiment=facemask_detection", "data.image_size=96", "data.synthetic.num_images=40",
-        "data.synthetic.image_size=96", "data.num_workers=0", "hyp.batch_size=4", "hyp.epochs=2",
+        "data.synthetic.image_size=96", "data.num_workers=0", "hyp.batch_size=4", "trainer.max_epochs=2",
         "+trainer.limit_train_batches=4", "trainer.log_every_n_steps=1"]
 
 
@@ -49,7 +49,7 @@ def test_bin_test_and_split_reuse(trained_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test/map_50" in proc.stdout
     split_file = run / "results" / "split.json"
-    proc = run_cli("train.py", *TINY, "hyp.epochs=1", "seed=7", f"data.split_file={split_file}", "test_after_train=false",
+    proc = run_cli("train.py", *TINY, "trainer.max_epochs=1", "seed=7", f"data.split_file={split_file}", "test_after_train=false",
                    f"paths.results_dir={tmp / 'reuse'}", f"paths.data_dir={tmp / 'data'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (second,) = (tmp / "reuse" / "facemask_detection").iterdir()

@@ -37,7 +37,7 @@ def interrupted_run(results: Path, data: Path) -> Path:
     before = set((results / "siamese_shapes").glob("20*"))
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "train.py"), f"paths.results_dir={results}",
-                             f"paths.data_dir={data}", *TINY, "hyp.epochs=200"],
+                             f"paths.data_dir={data}", *TINY, "trainer.max_epochs=200"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=_default_sigint)
     deadline = time.time() + 300
@@ -76,7 +76,7 @@ def test_runs_lists_three_runs_with_state_overrides_and_metrics(three_runs):
         rows = {row["run"]: row for row in csv.DictReader(fh)}
     assert [rows[r.name]["state"] for r in (first, second, third)] == ["finished", "finished", "interrupted"]
     # Only what differs between the runs is a column: the learning rate and the epochs.
-    assert {"hyp.optimizer.lr", "hyp.epochs"} <= set(rows[first.name])
+    assert {"hyp.optimizer.lr", "trainer.max_epochs"} <= set(rows[first.name])
     assert "debug" not in rows[first.name] and "paths.results_dir" not in rows[first.name]
     assert [rows[r.name]["hyp.optimizer.lr"] for r in (first, second, third)] == ["0.01", "0.002", "-"]
     for run in (first, second):

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from conftest import TINY_SIAMESE, run_cli
 
-ONE_EPOCH = [*TINY_SIAMESE, "hyp.epochs=1", "data.train_size=128", "data.val_size=64", "data.test_size=64"]
+ONE_EPOCH = [*TINY_SIAMESE, "trainer.max_epochs=1", "data.train_size=128", "data.val_size=64", "data.test_size=64"]
 
 
 def _trials(results: Path) -> list[optuna.trial.FrozenTrial]:

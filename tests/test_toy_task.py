@@ -44,6 +44,6 @@ def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(tmp_path):
             assert body["label"] == row["label"]
             assert abs(body["probabilities"]["bright"] - float(row["probability"])) < 1e-5
     out = tmp_path / "bench.json"
-    proc = run_cli("benchmark.py", "train", *toy, "hyp.epochs=1", f"out={out}")
+    proc = run_cli("benchmark.py", "train", *toy, "trainer.max_epochs=1", f"out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(out.read_text())["experiment"] == "brightness"

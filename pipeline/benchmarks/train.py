@@ -1,6 +1,6 @@
 """End-to-end training of the framework against a plain decode-once PyTorch loop doing the same work.
 
-``python bin/benchmark.py train [experiment=<x>] [data.root=<real data>] [hyp.epochs=15] [plain=true]
+``python bin/benchmark.py train [experiment=<x>] [data.root=<real data>] [trainer.max_epochs=15] [plain=true]
 [out=<file.json>] [key=value ...]`` (configs/benchmark.yaml: the experiment's training config plus these keys).
 
 The framework run is the real path: the configured datamodule (``data.cache`` included), callbacks and

@@ -91,12 +91,12 @@ def curated_hparams(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str,
         "weight_decay": optimizer.get("weight_decay"),
         "scheduler": _class_name(hyp.get("scheduler")),
         "loss": _class_name(hyp.get("loss")),
-        "epochs": hyp.get("epochs"),
-        "precision": hyp.get("precision"),
+        "epochs": cfg.get("trainer", {}).get("max_epochs"),
+        "precision": cfg.get("trainer", {}).get("precision"),
         "seed": cfg.get("seed"),
     }
     covered = {"experiment", "seed", "hyp.batch_size", "hyp.optimizer.lr", "hyp.optimizer.weight_decay",
-               "hyp.epochs", "hyp.precision", "model.backbone", "data.image_size", "name"}
+               "trainer.max_epochs", "trainer.precision", "model.backbone", "data.image_size", "name"}
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if key in covered or key.startswith(NOT_HPARAMS) or len(params) >= MAX_HPARAMS:

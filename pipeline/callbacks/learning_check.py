@@ -49,7 +49,7 @@ class LearningCheck(pl.Callback):
         if isinstance(pl_module, CountsDetections) and pl_module.detections_seen("val") == 0:
             self.problem = (
                 f"the detector emitted no box above model.min_score on any val image after {trainer.current_epoch + 1} "
-                "epoch(s); try more epochs (hyp.epochs), a larger data.image_size for small objects, or another "
+                "epoch(s); try more epochs (trainer.max_epochs), a larger data.image_size for small objects, or another "
                 "hyp.optimizer.lr"
             )
         elif isinstance(pl_module, HasConfusion):
@@ -58,7 +58,7 @@ class LearningCheck(pl.Callback):
                 if stuck is not None:
                     self.problem = (
                         f"the classifier predicts '{stuck}' for every val image ({output}); try more epochs "
-                        "(hyp.epochs), another hyp.optimizer.lr, hyp=balanced or data.sampler=weighted"
+                        "(trainer.max_epochs), another hyp.optimizer.lr, hyp=balanced or data.sampler=weighted"
                     )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -103,8 +103,8 @@ def warn_emulated_bf16(trainer_cfg: DictConfig) -> None:
     except (AttributeError, RuntimeError):
         native = False
     if not native:
-        log.warning("hyp.precision=%s: this CPU has no native bfloat16, so it runs slower than 32-true; "
-                    "pass hyp.precision=32-true", trainer_cfg.get("precision"))
+        log.warning("trainer.precision=%s: this CPU has no native bfloat16, so it runs slower than 32-true; "
+                    "pass trainer.precision=32-true", trainer_cfg.get("precision"))
 
 
 def prepare_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, pl.LightningModule, pl.LightningDataModule]:

@@ -20,10 +20,21 @@ from pipeline.utils.validation import validate_config
 
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT = 2
+# Keys that moved: a command line with the old name gets the new one in its error line.
+RENAMED = {f"hyp.{old}": f"trainer.{new}" for old, new in (("epochs", "max_epochs"), ("precision", "precision"),
+           ("gradient_clip_val", "gradient_clip_val"), ("accumulate_grad_batches", "accumulate_grad_batches"))}
+RENAMED.update({f"task.{key}": f"model.{key}" for key in ("fpn_channels", "head_convs", "min_score", "nms_threshold",
+                                                          "detections_per_img", "min_stride")} | {"task.detector": "model.name"})
 
 
 def describe_error(exc: BaseException) -> str | None:
     """One line for a user-caused exception, or None for a genuine bug (which keeps its traceback)."""
+    message = _describe(exc)
+    moved = [f"{old} is now {new}" for old, new in RENAMED.items() if message and f"'{old}'" in message]
+    return f"{message} ({'; '.join(moved)})" if moved else message
+
+
+def _describe(exc: BaseException) -> str | None:
     cause: BaseException | None = exc
     while cause is not None:  # Hydra wraps errors raised inside instantiated constructors
         if isinstance(cause, UserError):

@@ -88,11 +88,11 @@ PATH = Rule(StrictStr | None, "a path, or null (a string; quote digits: '2024')"
 NORMALISATION = Rule(Annotated[list[_number()], Field(min_length=3, max_length=3)], "3 numbers, one per RGB channel")
 
 # (rule, keys). Order matters only for which of two wrong keys is named: the keys users type come
-# before the ones that interpolate them (hyp.epochs before trainer.max_epochs).
+# before the ones that interpolate them (hyp.batch_size before data.batch_size).
 TABLE: tuple[tuple[Rule, str], ...] = (
     (NAME, "data._target_ task._target_ model._target_"),
     (SEED, "seed data.seed data.synthetic.seed callbacks.epoch_reseed.seed"),
-    (COUNT, "hyp.epochs trainer.max_epochs hyp.accumulate_grad_batches trainer.accumulate_grad_batches "
+    (COUNT, "trainer.max_epochs trainer.accumulate_grad_batches "
             "trainer.log_every_n_steps data.passes data.images_per_identity data.train_size data.val_size "
             "data.synthetic.num_people data.synthetic.num_images data.synthetic.num_identities "
             "data.synthetic.images_per_identity data.synthetic.num_photos hyp.scheduler.T_max "
@@ -117,7 +117,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (NON_NEGATIVE, "hyp.optimizer.weight_decay hyp.scheduler.eta_min hyp.loss.margin hyp.loss.gamma "
                    "hyp.loss.lambda_fake hyp.identity_head_weight hyp.identity_head_margin data.margin data.face_margin "
                    "data.split.train data.split.val data.split.test"),
-    (NON_NEGATIVE.or_null(), "hyp.gradient_clip_val trainer.gradient_clip_val"),
+    (NON_NEGATIVE.or_null(), "trainer.gradient_clip_val"),
     (FRACTION, "hyp.loss.label_smoothing hyp.optimizer.momentum hyp.scheduler.pct_start task.threshold "
                "task.score_threshold model.min_score model.nms_threshold data.min_share data.max_share "
                "data.augment.min_visibility data.augment.hflip data.augment.colour data.augment.translate"),
@@ -137,7 +137,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (PATH, "data.root data.cache_dir data.split_file "
            "data.split_out data.list_file data.face_model data.label_corrections data.landmarks_csv model.weights"),
     (Rule(Literal["min", "max"], "min or max"), "task.monitor_mode"),
-    (Rule(Literal[PRECISIONS], "a Lightning precision (32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true...)"), "hyp.precision trainer.precision"),
+    (Rule(Literal[PRECISIONS], "a Lightning precision (32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true...)"), "trainer.precision"),
     (Rule(Literal["auto", "disk", "memory", "none"], "auto, disk, memory or none"), "data.cache"),
     (PATH, "data.decoded_dir"),
     (Rule(Literal["step", "epoch"], "step or epoch"), "hyp.scheduler.interval callbacks.lr_monitor.logging_interval"),

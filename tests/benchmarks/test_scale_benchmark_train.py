@@ -11,7 +11,7 @@ from conftest import run_cli
 from pipeline.benchmarks.plain_loop import batches, rates
 from pipeline.benchmarks.train import print_table, ratios
 
-TINY_FOLDER = ["experiment=image_folder", "hyp.epochs=2", "hyp.batch_size=8", "data.image_size=[16,16]",
+TINY_FOLDER = ["experiment=image_folder", "trainer.max_epochs=2", "hyp.batch_size=8", "data.image_size=[16,16]",
                "data.synthetic.num_people=12", "data.num_workers=0", "trainer.log_every_n_steps=1"]
 
 

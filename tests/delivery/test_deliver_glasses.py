@@ -27,7 +27,7 @@ from pipeline.delivery.serve import ServeLimits, create_app
 
 TINY_GLASSES = [
     "experiment=glasses", "data.synthetic.num_images=240", "data.synthetic.num_photos=10", "data.num_workers=0",
-    "hyp.batch_size=32", "hyp.epochs=1", "test_after_train=false", "trainer.log_every_n_steps=2",
+    "hyp.batch_size=32", "trainer.max_epochs=1", "test_after_train=false", "trainer.log_every_n_steps=2",
 ]
 
 

@@ -22,7 +22,7 @@ from pipeline.utils.errors import UserError
 @pytest.fixture(scope="module")
 def siamese_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "hyp.epochs=1", "test_after_train=false")
+    proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "trainer.max_epochs=1", "test_after_train=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "siamese_shapes").iterdir()
     proc = run_cli("export.py", f"run={run}", "data.num_workers=0")

@@ -19,7 +19,7 @@ from pipeline.delivery.runs import Run, compose_command
 from pipeline.delivery.serve import create_app
 
 CASES = [(name, ()) for name in EXPERIMENTS] + [("mask_age_gender", ("task.tta=flip_crops",))]
-TINY = ["debug=limit", "hyp.epochs=1", "test_after_train=false", "logger=none", "trainer.num_sanity_val_steps=0"]
+TINY = ["debug=limit", "trainer.max_epochs=1", "test_after_train=false", "logger=none", "trainer.num_sanity_val_steps=0"]
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -112,6 +112,6 @@ def test_predict_onnx_service_and_benchmark_agree(experiment, extra, tmp_path, d
         else:
             pairs = list(zip(images[::2], images[1::2]))
             check_pairs(client, outputs["torch"], outputs["onnx"], "probability" if kind == "pair" else "similarity", pairs)
-    proc = run_cli("benchmark.py", "train", *common, f"paths.results_dir={results}", "hyp.epochs=1", "plain=false",
+    proc = run_cli("benchmark.py", "train", *common, f"paths.results_dir={results}", "trainer.max_epochs=1", "plain=false",
                    f"out={tmp_path / 'bench.json'}")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -72,7 +72,7 @@ def toy_run(tmp_path_factory):
     """A trained and exported run of the toy brightness task (16x16 inputs, seconds to train)."""
     results = tmp_path_factory.mktemp("results")
     proc = run_cli("train.py", SEARCH_PATH, "experiment=brightness", f"paths.results_dir={results}", "logger=none",
-                   "hyp.epochs=1", "test_after_train=false")
+                   "trainer.max_epochs=1", "test_after_train=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (results / "brightness").iterdir()
     ensure_export(Run.open(run_dir))

@@ -28,8 +28,9 @@ def _last(run: Path) -> dict:
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     """With dataloader workers: their seeds and the sampler's epoch must follow the restored epoch."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    _train(straight, "hyp.epochs=3", "data.num_workers=2")
-    _train(split, "hyp.epochs=3", "trainer.max_epochs=2", "data.num_workers=2")
+    _train(straight, "trainer.max_epochs=3", "data.num_workers=2")
+    # Stopped after 2 of the 3 epochs the learning-rate schedule plans for: an interrupted run.
+    _train(split, "trainer.max_epochs=2", "hyp.scheduler.T_max=3", "data.num_workers=2")
     (first,) = _runs(split)
     assert _last(first)["epoch"] == 1
     _train(split, f"resume={first}", "trainer.max_epochs=3")
@@ -50,7 +51,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
 
 def test_rerun_pickle_and_latest_continue_the_same_run(tmp_path):
     results = tmp_path / "results"
-    _train(results, "hyp.epochs=3", "trainer.max_epochs=1")
+    _train(results, "trainer.max_epochs=1", "hyp.scheduler.T_max=3")
     (run,) = _runs(results)
     pickle = run / ".hydra" / "config.pickle"
     assert pickle.is_file()

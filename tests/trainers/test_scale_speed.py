@@ -52,7 +52,7 @@ def test_compile_wraps_the_network_in_place(tmp_path):
 
 @pytest.mark.parametrize("precision,dtype", [("bf16-mixed", torch.bfloat16), ("32-true", torch.float32)])
 def test_precision_sets_the_compute_dtype(tmp_path, precision, dtype):
-    cfg, datamodule, task = _setup(tmp_path, f"hyp.precision={precision}")
+    cfg, datamodule, task = _setup(tmp_path, f"trainer.precision={precision}")
     seen = []
     _first_conv(task).register_forward_hook(lambda m, args, out: seen.append(out.dtype))
     _fit(cfg, datamodule, task, max_steps=1)
@@ -61,7 +61,7 @@ def test_precision_sets_the_compute_dtype(tmp_path, precision, dtype):
 
 
 def test_accumulation_steps_the_optimizer_once_per_n_batches(tmp_path):
-    cfg, datamodule, task = _setup(tmp_path, "hyp.accumulate_grad_batches=2")
+    cfg, datamodule, task = _setup(tmp_path, "trainer.accumulate_grad_batches=2")
     trainer = _fit(cfg, datamodule, task, max_steps=-1, max_epochs=1, limit_train_batches=6)
     assert trainer.global_step == 3
 
@@ -80,7 +80,7 @@ class GradNorms(pl.Callback):
 
 @pytest.mark.parametrize("clip", [None, 0.01])
 def test_gradient_clipping_bounds_the_norm(tmp_path, clip):
-    cfg, datamodule, task = _setup(tmp_path, f"hyp.gradient_clip_val={clip if clip else 'null'}")
+    cfg, datamodule, task = _setup(tmp_path, f"trainer.gradient_clip_val={clip if clip else 'null'}")
     norms = GradNorms()
     _fit(cfg, datamodule, task, callbacks=[norms])
     assert len(norms.norms) >= 3
@@ -91,7 +91,7 @@ def test_gradient_clipping_bounds_the_norm(tmp_path, clip):
 
 
 def test_ema_weights_are_validated_and_saved(tmp_path, data_dir):
-    cfg = compose_config([*TINY_SIAMESE, "hyp.epochs=1", "callbacks=ema", "callbacks.ema.decay=0.5", "logger=none",
+    cfg = compose_config([*TINY_SIAMESE, "trainer.max_epochs=1", "callbacks=ema", "callbacks.ema.decay=0.5", "logger=none",
                           "test_after_train=false"], tmp_path / "run", data_dir)
     train(cfg)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -111,7 +111,7 @@ def test_ema_weights_are_validated_and_saved(tmp_path, data_dir):
 
 
 def test_throughput_is_logged_per_epoch(tmp_path, data_dir):
-    cfg = compose_config([*TINY_SIAMESE, "hyp.epochs=2", "test_after_train=false"], tmp_path / "run", data_dir)
+    cfg = compose_config([*TINY_SIAMESE, "trainer.max_epochs=2", "test_after_train=false"], tmp_path / "run", data_dir)
     train(cfg)
     scalars: dict[str, list[float]] = {}
     for events in (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"):

@@ -13,7 +13,7 @@ from pipeline.trainers.engine import build_datamodule, build_task, train
 from pipeline.trainers.metric_learning import MetricLearningTask
 from pipeline.utils.runs import best_checkpoint
 
-TINY = ["data.passes=1", "hyp.epochs=2", "hyp.batch_size=12", "data.images_per_identity=3",
+TINY = ["data.passes=1", "trainer.max_epochs=2", "hyp.batch_size=12", "data.images_per_identity=3",
         "trainer.log_every_n_steps=1", "task.projector_size=12", "data.split.val=0.25", "data.split.test=0.25"]
 
 

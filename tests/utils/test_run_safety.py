@@ -28,7 +28,7 @@ TOY = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]", "exper
 def toy_run(tmp_path_factory) -> Path:
     """A one-epoch run of the toy task, trained through the CLI (its .hydra files as Hydra wrote them)."""
     results = tmp_path_factory.mktemp("results")
-    proc = run_cli("train.py", *TOY, f"paths.results_dir={results}", "hyp.epochs=1")
+    proc = run_cli("train.py", *TOY, f"paths.results_dir={results}", "trainer.max_epochs=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "brightness").iterdir()
     return run

@@ -76,7 +76,7 @@ def _last_state(run: Path) -> dict:
 @pytest.mark.slow
 def test_torchrun_launch_writes_one_run_folder_and_resumes_in_it(tmp_path):
     results = tmp_path / "results"
-    proc = run_cli("train.py", "trainer=torchrun", f"paths.results_dir={results}", *TINY_SIAMESE, "hyp.epochs=1",
+    proc = run_cli("train.py", "trainer=torchrun", f"paths.results_dir={results}", *TINY_SIAMESE, "trainer.max_epochs=1",
                    "data.batch_size=16", launcher=TORCHRUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "siamese_shapes").iterdir()

@@ -28,7 +28,7 @@ def compose_command(config_name: str, overrides: list[str]):
 @pytest.mark.parametrize("override, expected", [
     ("trainer.max_epochs=abc", 'trainer.max_epochs="abc": expected an integer >= 1'),
     ("trainer.max_epochs=-1", "trainer.max_epochs=-1: expected an integer >= 1"),
-    ("hyp.epochs=0", "hyp.epochs=0: expected an integer >= 1"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0: expected an integer >= 1"),
     ("hyp.batch_size=0", "hyp.batch_size=0: expected an integer in [1, 65536]"),
     ("seed=abc", 'seed="abc": expected an integer in [0, 4294967295]'),
     ("data.num_workers=-1", "data.num_workers=-1: expected auto or an integer in [0, 256]"),
@@ -66,7 +66,7 @@ def test_shipped_configs_validate(overrides):
     ("predict", "options.score_threshold=2", "options.score_threshold"),
     ("benchmark_inference", "runs=0", "runs"),
     ("benchmark_inference", "threads=abc", "threads"),
-    ("benchmark", "hyp.epochs=0", "hyp.epochs"),
+    ("benchmark", "trainer.max_epochs=0", "trainer.max_epochs"),
 ])
 def test_wrong_command_values(config_name, override, key):
     validate_config(compose_command(config_name, []))

@@ -79,7 +79,7 @@ def curated_hparams(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str,
     """The settings a person compares runs by (experiment, backbone, image size, batch size, optimiser,
     lr, scheduler, loss, epochs, precision, seed), then every other command-line override (what a sweep
     varies), at most ``MAX_HPARAMS`` keys."""
-    hyp, model, data = cfg.get("hyp", {}), cfg.get("model", {}), cfg.get("data", {})
+    hyp, model, data, trainer = (cfg.get(group, {}) for group in ("hyp", "model", "data", "trainer"))
     optimizer = hyp.get("optimizer") or {}
     params: dict[str, Any] = {
         "experiment": cfg.get("name"),
@@ -91,8 +91,8 @@ def curated_hparams(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str,
         "weight_decay": optimizer.get("weight_decay"),
         "scheduler": _class_name(hyp.get("scheduler")),
         "loss": _class_name(hyp.get("loss")),
-        "epochs": cfg.get("trainer", {}).get("max_epochs"),
-        "precision": cfg.get("trainer", {}).get("precision"),
+        "epochs": trainer.get("max_epochs"),
+        "precision": trainer.get("precision"),
         "seed": cfg.get("seed"),
     }
     covered = {"experiment", "seed", "hyp.batch_size", "hyp.optimizer.lr", "hyp.optimizer.weight_decay",

@@ -17,6 +17,9 @@ from pipeline.trainers.base import BaseTask
 from pipeline.utils.contracts import Detections, ExportSpec, Output
 from pipeline.utils.errors import UserError
 
+# Model-group keys (configs/model/fcos.yaml) -> build_detector's arguments; absent keys keep its defaults.
+DETECTOR_KEYS = {"name": "name", "fpn_channels": "fpn_channels", "head_convs": "head_convs", "min_stride": "min_stride",
+                 "min_score": "score_thresh", "nms_threshold": "nms_thresh", "detections_per_img": "detections_per_img"}
 # Class colours for drawn boxes (cycled); ground truth is drawn in white.
 PALETTE = ((40, 200, 40), (230, 40, 40), (255, 160, 0), (0, 150, 255), (200, 0, 200), (0, 200, 200))
 TRUTH_COLOUR = (255, 255, 255)
@@ -93,12 +96,10 @@ class DetectionTask(BaseTask):
         num_classes = len(self.class_names)
         _, height, width = self.data_info["input_size"]
         weights = resolve_class_weights(self.options["class_weights"], self.data_info.get("class_counts"), num_classes)
+        settings = {argument: cfg[key] for key, argument in DETECTOR_KEYS.items() if key in cfg}
         return build_detector(
-            cfg.get("name", "fcos"), num_classes, backbone=cfg.backbone, pretrained=cfg.get("pretrained", False),
-            backbone_weights=cfg.get("weights"), image_size=(height, width), class_weights=weights,
-            fpn_channels=cfg.get("fpn_channels", 64), head_convs=cfg.get("head_convs", 2),
-            score_thresh=cfg.get("min_score", 0.05), nms_thresh=cfg.get("nms_threshold", 0.5),
-            detections_per_img=cfg.get("detections_per_img", 100), min_stride=cfg.get("min_stride", 8),
+            num_classes=num_classes, backbone=cfg.backbone, pretrained=cfg.get("pretrained", False),
+            backbone_weights=cfg.get("weights"), image_size=(height, width), class_weights=weights, **settings,
         )
 
     def build_loss(self) -> None:

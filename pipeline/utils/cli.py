@@ -21,10 +21,10 @@ from pipeline.utils.validation import validate_config
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT = 2
 # Keys that moved: a command line with the old name gets the new one in its error line.
-RENAMED = {f"hyp.{old}": f"trainer.{new}" for old, new in (("epochs", "max_epochs"), ("precision", "precision"),
-           ("gradient_clip_val", "gradient_clip_val"), ("accumulate_grad_batches", "accumulate_grad_batches"))}
-RENAMED.update({f"task.{key}": f"model.{key}" for key in ("fpn_channels", "head_convs", "min_score", "nms_threshold",
-                                                          "detections_per_img", "min_stride")} | {"task.detector": "model.name"})
+RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model.name",
+           **{f"hyp.{key}": f"trainer.{key}" for key in ("precision", "gradient_clip_val", "accumulate_grad_batches")},
+           **{f"task.{key}": f"model.{key}" for key in ("fpn_channels", "head_convs", "min_score", "nms_threshold",
+                                                        "detections_per_img", "min_stride")}}
 
 
 def describe_error(exc: BaseException) -> str | None:

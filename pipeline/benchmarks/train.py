@@ -6,7 +6,9 @@
 The framework run is the real path: the configured datamodule (``data.cache`` included), callbacks and
 loggers, ``trainer.fit`` with its validation every epoch, then ``trainer.test`` on the best checkpoint.
 The plain loop (``pipeline.benchmarks.plain_loop``) trains the same network, loss, optimiser and learning
-rate schedule on the same split and preprocessing for the same epochs. Both report the wall time from
+rate schedule on the same split and preprocessing for the same epochs, in the NCHW memory format a loop
+written by hand uses (the framework's ``hyp.channels_last`` default is its own; pass
+``hyp.channels_last=false`` to compare the loops alone). Both report the wall time from
 start (data decoding included) to the end of training, training images per second over the training
 steps, the share of that time spent waiting for data, and test accuracy. Tasks the plain loop does not
 cover (verification, detection, ...) report the framework side only.
@@ -86,6 +88,7 @@ def run_plain(cfg: DictConfig) -> dict[str, Any] | None:
         cfg.data.cache = "none"  # the plain loop decodes by itself; no cache for it to find
         if "check_images" in cfg.data:
             cfg.data.check_images = False  # nor a separate pass: decoding every image finds a bad one
+        cfg.hyp.channels_last = False  # a hand-written loop's NCHW tensors; channels_last is the framework's default
     datamodule = build_datamodule(cfg)
     if not plain_loop.supports(datamodule):
         return None
@@ -103,7 +106,8 @@ def ratios(framework: dict[str, Any], plain: dict[str, Any] | None) -> dict[str,
             "test_acc_difference": framework["test_acc"] - plain["test_acc"]}
 
 
-def print_table(title: str, framework: dict[str, Any], plain: dict[str, Any] | None, ratio: dict[str, float]) -> None:
+def print_table(title: str, framework: dict[str, Any], plain: dict[str, Any] | None, ratio: dict[str, float],
+                channels_last: bool) -> None:
     table = Table(title=title)
     for column in ("", "framework", "plain loop", "framework / plain"):
         table.add_column(column, justify="left" if not column else "right")
@@ -112,8 +116,8 @@ def print_table(title: str, framework: dict[str, Any], plain: dict[str, Any] | N
         versus = ratio.get(by_figure.get(key, ""))
         table.add_row(label, fmt.format(framework[key]), fmt.format(plain[key]) if plain else "-",
                       "-" if versus is None else (f"{versus:+.4f} (difference)" if key == "test_acc" else f"{versus:.3f}x"))
-    if plain is None:
-        table.caption = "the plain loop covers classification tasks only: framework figures alone"
+    table.caption = ("the plain loop covers classification tasks only: framework figures alone" if plain is None
+                     else f"memory format: framework {'NHWC' if channels_last else 'NCHW'} (hyp.channels_last), plain loop NCHW")
     Console().print(table)
 
 
@@ -134,13 +138,13 @@ def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
     report = {
         "experiment": cfg.name, "overrides": list(HydraConfig.get().overrides.task), "epochs": cfg.trainer.max_epochs,
         "batch_size": cfg.data.batch_size, "num_workers": cfg.data.get("num_workers"), "cache": cfg.data.get("cache"),
-        "device": str(device_of(cfg)), "precision": str(cfg.trainer.precision), "torch_threads": torch.get_num_threads(),
+        "device": str(device_of(cfg)), "precision": str(cfg.trainer.precision), "channels_last": cfg.hyp.get("channels_last"), "torch_threads": torch.get_num_threads(),
         "framework": framework, "plain": plain, "framework_over_plain": ratio,
     }
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(cfg.out or Path(cfg.paths.results_dir) / "benchmarks" / f"train_{cfg.name}_{stamp}.json")
     write_json(out, report)
     print_table(f"{cfg.name}: {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}, {report['device']}",
-                framework, plain, ratio)
+                framework, plain, ratio, bool(cfg.hyp.get("channels_last")))
     print(f"Wrote {out}")
     return report

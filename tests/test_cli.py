@@ -11,6 +11,8 @@ import pytest
 from conftest import TINY_SIAMESE, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pipeline.utils.errors import UserError
+
 RUN_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(_\d+)?$")
 
 
@@ -129,3 +131,27 @@ def test_a_moved_key_names_its_new_home(old, new, tmp_path):
     message = describe_error(caught.value)
     assert message is not None and "\n" not in message
     assert f"{old} is now {new}" in message
+
+
+def test_a_moved_key_in_a_users_config_file_is_refused_not_ignored(tmp_path):
+    """Hydra merges an old key from a YAML file without complaint; the run must refuse it, not train with
+    the default in its place."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /experiment/image_folder\n  - _self_\nhyp:\n  epochs: 21\n")
+    proc = run_cli("train.py", f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine", "debug=fast",
+                   f"paths.results_dir={tmp_path / 'runs'}")
+    _one_line_error(proc, "hyp.epochs is now trainer.max_epochs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_saved_before_the_move_keeps_its_old_key():
+    """Runs saved before the move interpolate the new key from the old one: their config still loads."""
+    from omegaconf import OmegaConf
+
+    from pipeline.utils.validation import validate_config
+
+    old_run = OmegaConf.create({"hyp": {"epochs": 4}, "trainer": {"max_epochs": "${hyp.epochs}"}})
+    validate_config(old_run)
+    with pytest.raises(UserError, match="hyp.epochs is now trainer.max_epochs"):
+        validate_config(OmegaConf.create({"hyp": {"epochs": 4}, "trainer": {"max_epochs": 9}}))

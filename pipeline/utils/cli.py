@@ -16,15 +16,10 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.utils.config import CONFIG_DIR, register_resolvers
 from pipeline.utils.console import quiet_third_party
 from pipeline.utils.errors import UserError
-from pipeline.utils.validation import validate_config
+from pipeline.utils.validation import RENAMED, validate_config
 
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT = 2
-# Keys that moved: a command line with the old name gets the new one in its error line.
-RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model.name",
-           **{f"hyp.{key}": f"trainer.{key}" for key in ("precision", "gradient_clip_val", "accumulate_grad_batches")},
-           **{f"task.{key}": f"model.{key}" for key in ("fpn_channels", "head_convs", "min_score", "nms_threshold",
-                                                        "detections_per_img", "min_stride")}}
 
 
 def describe_error(exc: BaseException) -> str | None:

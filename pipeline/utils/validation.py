@@ -32,6 +32,12 @@ MAX_WORKERS = 256
 MAX_SEED = 2**32 - 1
 # Pillow refuses larger images as decompression bombs (twice its warning limit).
 PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
+# Keys that moved: a command line with the old name gets the new one in its error line, and a YAML file
+# that still sets one (which Hydra merges without complaint) is refused by ``validate_config``.
+RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model.name",
+           **{f"hyp.{key}": f"trainer.{key}" for key in ("precision", "gradient_clip_val", "accumulate_grad_batches")},
+           **{f"task.{key}": f"model.{key}" for key in ("fpn_channels", "head_convs", "min_score", "nms_threshold",
+                                                        "detections_per_img", "min_stride")}}
 # Lightning's precision names (its integer aliases too).
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", 64, 32, 16, "64", "32", "16", "bf16")
@@ -159,7 +165,9 @@ _ABSENT = object()
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Check every key of ``RULES`` that ``cfg`` has; UserError naming the first wrong one."""
+    """Check every key of ``RULES`` that ``cfg`` has; UserError naming the first wrong one, or the first
+    moved key (``RENAMED``) still set."""
+    refuse_moved_keys(cfg)
     for key, rule in RULES.items():
         try:
             value = OmegaConf.select(cfg, key, default=_ABSENT)
@@ -174,6 +182,23 @@ def validate_config(cfg: DictConfig) -> None:
         rule = next((special for (special_key, reader), special in READER_RULES.items()
                      if key == special_key and reader_of(cfg).startswith(reader)), rule)
         rule.check(key, OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
+
+
+def refuse_moved_keys(cfg: DictConfig) -> None:
+    """UserError for an old key name a config file still sets, which would otherwise be ignored; a run saved
+    before the move keeps it where the new key interpolates it (``trainer.max_epochs: ${hyp.epochs}``)."""
+    for old, new in RENAMED.items():
+        parent, _, leaf = old.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None)
+        if not isinstance(node, DictConfig) or leaf not in node:
+            continue
+        new_parent, _, new_leaf = new.rpartition(".")
+        new_node = OmegaConf.select(cfg, new_parent, default=None)
+        if isinstance(new_node, DictConfig) and new_leaf in new_node and \
+                OmegaConf.to_container(new_node, resolve=False).get(new_leaf) == "${" + old + "}":
+            continue
+        raise UserError(f"{old} is now {new}: set {new} in your config file or on the command line "
+                        f"(the old key would be ignored)")
 
 
 def reader_of(cfg: DictConfig) -> str:

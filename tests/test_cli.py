@@ -155,3 +155,11 @@ def test_a_run_saved_before_the_move_keeps_its_old_key():
     validate_config(old_run)
     with pytest.raises(UserError, match="hyp.epochs is now trainer.max_epochs"):
         validate_config(OmegaConf.create({"hyp": {"epochs": 4}, "trainer": {"max_epochs": 9}}))
+
+
+def test_a_key_through_a_list_is_one_line():
+    """data.augment is a list in every task: a dotted key into it is one line (with the moved key's new home),
+    not OmegaConf's ValueError traceback."""
+    _one_line_error(run_cli("train.py", "experiment=facemask_detection", "data.augment.crop=256"),
+                    "a key under a list takes an index", "data.augment.crop is now data.crop")
+    _one_line_error(run_cli("train.py", "experiment=image_folder", "data.augment.p=0.3"), "data.augment.0.p=0.3")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.data.base import BaseDataModule
+from pipeline.data.base import BaseDataModule, to_plain
 from pipeline.data.cache import CachedImages
 from pipeline.data.detection_transforms import (
     PAD_VALUE,
@@ -90,7 +90,9 @@ class VocDetectionDataModule(BaseDataModule):
         images_dir: str = "images",
         annotations_dir: str = "annotations",
         image_size: int = 256,
-        augment: dict[str, Any] | None = None,
+        augment: Sequence | None = (),
+        min_visibility: float = 0.3,
+        crop: int | None = None,
         synthetic: dict[str, Any] | None = None,
         skip_bad_files: bool = False,
         unknown_class: str = "error",
@@ -106,7 +108,9 @@ class VocDetectionDataModule(BaseDataModule):
         self.images_dir = images_dir
         self.annotations_dir = annotations_dir
         self.image_size = int(image_size)
-        self.augment = dict(augment) if augment else None
+        self.augment = to_plain(augment) or []
+        self.min_visibility = float(min_visibility)
+        self.crop = int(crop) if crop and int(crop) < self.image_size else None  # a crop as large as the letterbox is the whole image
         self.synthetic = {"num_images": 400, "image_size": 256, "seed": 0, **dict(synthetic or {})}
         self.skip_bad_files = skip_bad_files
         self.unknown_class = unknown_class
@@ -141,10 +145,8 @@ class VocDetectionDataModule(BaseDataModule):
 
     def build_datasets(self) -> dict[str, Dataset]:
         self.splits = self.make_splits()
-        options = dict(self.augment or {})
-        if options.get("crop") and int(options["crop"]) >= self.image_size:
-            options["crop"] = None  # a crop as large as the letterbox is the whole image
-        augment = build_train_augment(**options) if self.augment is not None else None
+        augment = (build_train_augment(self.augment, self.min_visibility, self.crop)
+                   if self.augment or self.crop else None)
         eval_transform = DetectionTransform(self.image_size)
         # Decoded at their own size: the letterbox moves the boxes too, so it stays in the transform.
         return {

@@ -1,18 +1,21 @@
 """Box-aware preprocessing for detection: one letterbox shared by training, evaluation, export and predict.
 
 Every image is first letterboxed to the model size (aspect kept, centred, padded with 114 as the
-seed did); training then adds flips, scale/shift and colour changes with albumentations, which moves
-the boxes with the image and drops boxes left less than ``min_visibility`` visible.
+seed did); training then adds ``data.augment``'s albumentations transforms (flips, scale/shift and
+colour changes by default), which move the boxes with the image and drop boxes left less than
+``min_visibility`` visible.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
+from hydra.utils import instantiate
 
 PAD_VALUE = 114
 
@@ -61,26 +64,30 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
 
 
+def default_augment() -> list[A.BasicTransform]:
+    """The transforms of ``configs/data/voc_facemask.yaml``: flip, scale/shift, colour jitter."""
+    return [
+        A.HorizontalFlip(p=0.5),
+        A.Affine(scale=(0.75, 1.25), translate_percent=(-0.1, 0.1), fill=PAD_VALUE, p=0.7),
+        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.8),
+    ]
+
+
 def build_train_augment(
+    augment: Sequence | None = None,
     min_visibility: float = 0.3,
-    hflip: float = 0.5,
-    scale: tuple[float, float] = (0.75, 1.25),
-    translate: float = 0.1,
-    colour: float = 0.8,
     crop: int | None = None,
     seed: int | None = None,
 ) -> A.Compose:
-    """Flip, scale/shift and colour jitter that move pascal_voc boxes along (labels in ``labels``).
+    """``augment`` (albumentations transforms or ``_target_`` configs, default ``default_augment()``) moving
+    pascal_voc boxes along (labels in ``labels``); boxes left less than ``min_visibility`` visible are dropped.
 
     ``crop`` trains on random ``crop`` x ``crop`` windows of the letterboxed image: objects keep their
     pixel size (the detector is convolutional and evaluates whole images), and a step costs
     (crop / image_size)^2 of a whole image, so the same time buys that many more epochs.
     """
-    steps = [
-        A.HorizontalFlip(p=hflip),
-        A.Affine(scale=scale, translate_percent=(-translate, translate), fill=PAD_VALUE, p=0.7),
-        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=colour),
-    ]
+    steps = [instantiate(step) if not isinstance(step, A.BasicTransform | A.BaseCompose) else step
+             for step in (default_augment() if augment is None else augment)]
     if crop:
         steps.append(A.RandomCrop(int(crop), int(crop), pad_if_needed=True, fill=PAD_VALUE))
     return A.Compose(

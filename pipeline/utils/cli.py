@@ -93,9 +93,16 @@ def check_composition(config_dir: str, config_name: str, argv: list[str]) -> Non
         overrides = [a for a in argv if not a.startswith("hydra.") or a.startswith("hydra.searchpath=")]
         try:
             cfg = compose(config_name=config_name, overrides=overrides)
-        except ValueError as exc:  # Hydra's own check of an override's value, e.g. a group given null
-            if "/hydra/" not in traceback.extract_tb(exc.__traceback__)[-1].filename.replace(os.sep, "/"):
+        except ValueError as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1].filename.replace(os.sep, "/")
+            if "/omegaconf/" in where:  # a key through a list, e.g. data.augment.crop (lists take indices)
+                keys = [arg.split("=")[0].lstrip("+~") for arg in overrides if "=" in arg]
+                named = next((key for key in keys if key in RENAMED), None)
+                raise UserError(f"{f'{named!r}: ' if named else ''}a key under a list takes an index, e.g. "
+                                f"data.augment.0.p=0.3 (command line: {' '.join(overrides)})") from None
+            if "/hydra/" not in where:
                 raise
+            # Hydra's own check of an override's value, e.g. a group given null
             raise UserError(f"{exc} (command line: {' '.join(overrides)}); a config group takes an option name, "
                             "e.g. callbacks=default, or ~callbacks to drop it") from None
     missing = sorted(_missing_keys(cfg))

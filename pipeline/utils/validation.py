@@ -34,7 +34,8 @@ MAX_SEED = 2**32 - 1
 PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
 # Keys that moved: a command line with the old name gets the new one in its error line, and a YAML file
 # that still sets one (which Hydra merges without complaint) is refused by ``validate_config``.
-RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model.name",
+RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model.name", "data.augment.crop": "data.crop",
+           "data.augment.min_visibility": "data.min_visibility",
            **{f"hyp.{key}": f"trainer.{key}" for key in ("precision", "gradient_clip_val", "accumulate_grad_batches")},
            **{f"task.{key}": f"model.{key}" for key in ("fpn_channels", "head_convs", "min_score", "nms_threshold",
                                                         "detections_per_img", "min_stride")}}
@@ -82,7 +83,6 @@ SIDE = Rule(PIXELS, f"one side of a square in pixels, an integer in [1, {MAX_PIX
 HEIGHT_WIDTH = Rule(Annotated[list[PIXELS], Field(min_length=2, max_length=2)],
                     f"[height, width] in pixels, each an integer in [1, {MAX_PIXELS}]")
 TRANSFORMS = Rule(list[dict[str, Any]] | None, "a list of transforms ({_target_: ..., ...} each), or null")
-OPTIONS = Rule(dict[str, Any] | None, "a mapping of augmentation options, or null")
 POSITIVE = Rule(_number(gt=0), "a finite number > 0")
 NON_NEGATIVE = Rule(_number(ge=0), "a finite number >= 0")
 FRACTION = Rule(_number(ge=0, le=1), "a number in [0, 1]")
@@ -126,7 +126,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (NON_NEGATIVE.or_null(), "trainer.gradient_clip_val"),
     (FRACTION, "hyp.loss.label_smoothing hyp.optimizer.momentum hyp.scheduler.pct_start task.threshold "
                "task.score_threshold model.min_score model.nms_threshold data.min_share data.max_share "
-               "data.augment.min_visibility data.augment.hflip data.augment.colour data.augment.translate"),
+               "data.min_visibility"),
     (FRACTION.or_null(), "options.score_threshold"),
     (BELOW_ONE, "model.head.dropout"),
     (BATCHES, "trainer.limit_train_batches trainer.limit_val_batches trainer.limit_test_batches "
@@ -153,14 +153,14 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (Rule(Annotated[list[_number(gt=0)], Field(min_length=3, max_length=3)], "3 numbers > 0, one per RGB channel"),
      "data.std"),
     (Rule(Annotated[list[_int(1)], Field(max_length=64)], "a list of integers >= 1"), "model.head.hidden_dims model.kwargs.widths"),
-    (Rule(PIXELS, f"an integer in [1, {MAX_PIXELS}]").or_null(), "data.augment.crop"),
+    (Rule(PIXELS, f"an integer in [1, {MAX_PIXELS}]").or_null(), "data.crop"),
 )
 RULES: dict[str, Rule] = {key: rule for rule, keys in TABLE for key in keys.split()}
 # Where a reader (a data._target_ under this module) takes another shape than the table's.
 READER_RULES: dict[tuple[str, str], Rule] = {
     (key, reader): HEIGHT_WIDTH for key in ("data.image_size", "data.synthetic.image_size")
     for reader in ("pipeline.data.classification.", "pipeline.data.face_attributes.")
-} | {("data.augment", "pipeline.data.detection."): OPTIONS}
+}
 _ABSENT = object()
 
 

@@ -57,7 +57,7 @@ def test_info_counts_training_objects(tmp_path):
 
 
 def test_batches_keep_boxes_per_image(tmp_path):
-    datamodule = make_datamodule(tmp_path, augment={"hflip": 1.0})
+    datamodule = make_datamodule(tmp_path, augment=[{"_target_": "albumentations.HorizontalFlip", "p": 1.0}])
     batch = next(iter(datamodule.val_dataloader()))
     assert batch["image"].shape == (4, 3, 64, 64)
     assert len(batch["boxes"]) == len(batch["labels"]) == 4

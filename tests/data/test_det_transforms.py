@@ -10,6 +10,7 @@ from pipeline.data.detection_transforms import (
     PAD_VALUE,
     DetectionTransform,
     build_train_augment,
+    default_augment,
     letterbox,
     letterbox_boxes,
     unletterbox_boxes,
@@ -62,7 +63,7 @@ def test_eval_transform_gives_model_ready_sample():
 
 
 def test_train_augment_moves_boxes_with_the_pixels_and_drops_hidden_ones():
-    transform = DetectionTransform(128, build_train_augment(colour=0.0, seed=0))
+    transform = DetectionTransform(128, build_train_augment(default_augment()[:2], seed=0))  # flip, scale/shift
     image = _image_with_white_box(128, 128, (40, 40, 80, 90))
     kept_sizes = set()
     for _ in range(20):
@@ -83,3 +84,17 @@ def test_train_transform_handles_images_without_boxes():
         np.zeros((30, 40, 3), np.uint8), np.zeros((0, 4)), np.zeros(0)
     )
     assert sample["boxes"].shape == (0, 4) and sample["labels"].shape == (0,)
+
+
+def test_the_configs_augmentation_is_a_transform_list_like_every_tasks(tmp_path):
+    """data.augment has one shape in every task: a list of albumentations transforms; detection's YAML
+    list builds the same transforms as ``default_augment`` (what the measured runs used)."""
+    from conftest import compose_config
+    from hydra.utils import instantiate
+
+    cfg = compose_config(["experiment=facemask_detection"], tmp_path / "run")
+    built = [instantiate(step) for step in cfg.data.augment]
+    assert [repr(t) for t in built] == [repr(t) for t in default_augment()]
+    assert cfg.data.min_visibility == 0.3 and cfg.data.crop is None
+    composed = build_train_augment(cfg.data.augment, cfg.data.min_visibility, 48)
+    assert [type(t).__name__ for t in composed.transforms][-1] == "RandomCrop"

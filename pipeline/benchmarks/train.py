@@ -145,6 +145,6 @@ def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.out or Path(cfg.paths.results_dir) / "benchmarks" / f"train_{cfg.name}_{stamp}.json")
     write_json(out, report)
     print_table(f"{cfg.name}: {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}, {report['device']}",
-                framework, plain, ratio, bool(cfg.hyp.get("channels_last")))
+                framework, plain, ratio, bool(report["channels_last"]))
     print(f"Wrote {out}")
     return report

@@ -15,7 +15,8 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from hydra.utils import instantiate
+
+from pipeline.data.transforms import instantiate_steps
 
 PAD_VALUE = 114
 
@@ -64,30 +65,20 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
 
 
-def default_augment() -> list[A.BasicTransform]:
-    """The transforms of ``configs/data/voc_facemask.yaml``: flip, scale/shift, colour jitter."""
-    return [
-        A.HorizontalFlip(p=0.5),
-        A.Affine(scale=(0.75, 1.25), translate_percent=(-0.1, 0.1), fill=PAD_VALUE, p=0.7),
-        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.8),
-    ]
-
-
 def build_train_augment(
-    augment: Sequence | None = None,
+    augment: Sequence | None,
     min_visibility: float = 0.3,
     crop: int | None = None,
     seed: int | None = None,
 ) -> A.Compose:
-    """``augment`` (albumentations transforms or ``_target_`` configs, default ``default_augment()``) moving
-    pascal_voc boxes along (labels in ``labels``); boxes left less than ``min_visibility`` visible are dropped.
+    """``augment`` (albumentations transforms or ``_target_`` configs, ``data.augment``) moving pascal_voc
+    boxes along (labels in ``labels``); boxes left less than ``min_visibility`` visible are dropped.
 
     ``crop`` trains on random ``crop`` x ``crop`` windows of the letterboxed image: objects keep their
     pixel size (the detector is convolutional and evaluates whole images), and a step costs
     (crop / image_size)^2 of a whole image, so the same time buys that many more epochs.
     """
-    steps = [instantiate(step) if not isinstance(step, A.BasicTransform | A.BaseCompose) else step
-             for step in (default_augment() if augment is None else augment)]
+    steps = instantiate_steps(augment)
     if crop:
         steps.append(A.RandomCrop(int(crop), int(crop), pad_if_needed=True, fill=PAD_VALUE))
     return A.Compose(

@@ -25,6 +25,11 @@ def preprocess_steps(size: Sequence[int] | None, mean: Sequence[float], std: Seq
     return steps + [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
 
 
+def instantiate_steps(augment: Sequence | None) -> list:
+    """``augment``'s transforms: albumentations objects as they are, ``_target_`` configs instantiated."""
+    return [instantiate(step) if not isinstance(step, A.BasicTransform | A.BaseCompose) else step for step in augment or []]
+
+
 def build_transform(
     augment: Sequence | None,
     size: Sequence[int] | None,
@@ -33,8 +38,7 @@ def build_transform(
     **compose_kwargs,
 ) -> A.Compose:
     """``augment`` (a list of albumentations transforms or ``_target_`` configs) + the shared preprocessing."""
-    steps = [instantiate(step) if not isinstance(step, A.BasicTransform | A.BaseCompose) else step for step in augment or []]
-    return A.Compose(steps + preprocess_steps(size, mean, std), **compose_kwargs)
+    return A.Compose(instantiate_steps(augment) + preprocess_steps(size, mean, std), **compose_kwargs)
 
 
 def apply_transform(transform: A.Compose, image: np.ndarray) -> torch.Tensor:

@@ -37,3 +37,18 @@ def test_focal_preset_changes_only_the_loss(tmp_path):
     focal = compose_config(["hyp=focal"], tmp_path / "b")
     assert focal.hyp.loss._target_.endswith("FocalLoss")
     assert focal.trainer.max_epochs == base.trainer.max_epochs and focal.hyp.optimizer == base.hyp.optimizer
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch, native, expected):
+    from omegaconf import OmegaConf
+
+    from pipeline.trainers import engine
+
+    monkeypatch.setattr(engine, "native_bf16", lambda accelerator: native)
+    trainer = OmegaConf.create({"precision": "auto", "accelerator": "cpu"})
+    engine.resolve_precision(trainer)
+    assert trainer.precision == expected  # the run's saved config records the choice
+    explicit = OmegaConf.create({"precision": "32-true", "accelerator": "cpu"})
+    engine.resolve_precision(explicit)
+    assert explicit.precision == "32-true"

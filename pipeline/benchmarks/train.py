@@ -6,9 +6,10 @@
 The framework run is the real path: the configured datamodule (``data.cache`` included), callbacks and
 loggers, ``trainer.fit`` with its validation every epoch, then ``trainer.test`` on the best checkpoint.
 The plain loop (``pipeline.benchmarks.plain_loop``) trains the same network, loss, optimiser and learning
-rate schedule on the same split and preprocessing for the same epochs, in the NCHW memory format a loop
-written by hand uses (the framework's ``hyp.channels_last`` default is its own; pass
-``hyp.channels_last=false`` to compare the loops alone). Both report the wall time from
+rate schedule on the same split and preprocessing for the same epochs, in fp32 and the NCHW memory format
+a loop written by hand uses (the framework's ``trainer.precision=auto``, bf16 where the device computes it
+natively, and ``hyp.channels_last`` defaults are its own; pass ``trainer.precision=32-true
+hyp.channels_last=false`` to compare the loops alone). The table's caption says which each side used. Both report the wall time from
 start (data decoding included) to the end of training, training images per second over the training
 steps, the share of that time spent waiting for data, and test accuracy. Tasks the plain loop does not
 cover (verification, detection, ...) report the framework side only.
@@ -26,7 +27,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, open_dict
 from rich.console import Console
@@ -34,7 +34,13 @@ from rich.table import Table
 
 from pipeline.benchmarks import plain_loop
 from pipeline.callbacks.throughput import Throughput
-from pipeline.trainers.engine import build_callbacks, build_datamodule, build_task, instantiate_each
+from pipeline.trainers.engine import (
+    build_callbacks,
+    build_datamodule,
+    build_task,
+    build_trainer,
+    instantiate_each,
+)
 from pipeline.utils.cli import run_hydra
 from pipeline.utils.files import write_json
 
@@ -69,8 +75,8 @@ def run_framework(cfg: DictConfig) -> dict[str, Any]:
     task = build_task(cfg, datamodule.info)
     totals = TrainingTotals()
     loggers = instantiate_each(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, devices=1, num_nodes=1, strategy="auto",
-                                      callbacks=[*build_callbacks(cfg, loggers), totals], logger=loggers or False)
+    trainer = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto",
+                            callbacks=[*build_callbacks(cfg, loggers), totals], logger=loggers or False)
     trainer.fit(task, datamodule=datamodule)
     wall_s = time.perf_counter() - start
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -107,7 +113,7 @@ def ratios(framework: dict[str, Any], plain: dict[str, Any] | None) -> dict[str,
 
 
 def print_table(title: str, framework: dict[str, Any], plain: dict[str, Any] | None, ratio: dict[str, float],
-                channels_last: bool) -> None:
+                report: dict[str, Any]) -> None:
     table = Table(title=title)
     for column in ("", "framework", "plain loop", "framework / plain"):
         table.add_column(column, justify="left" if not column else "right")
@@ -117,7 +123,8 @@ def print_table(title: str, framework: dict[str, Any], plain: dict[str, Any] | N
         table.add_row(label, fmt.format(framework[key]), fmt.format(plain[key]) if plain else "-",
                       "-" if versus is None else (f"{versus:+.4f} (difference)" if key == "test_acc" else f"{versus:.3f}x"))
     table.caption = ("the plain loop covers classification tasks only: framework figures alone" if plain is None
-                     else f"memory format: framework {'NHWC' if channels_last else 'NCHW'} (hyp.channels_last), plain loop NCHW")
+                     else f"framework: {report['precision']}, {'NHWC' if report['channels_last'] else 'NCHW'}; "
+                          "plain loop: 32-true, NCHW")
     Console().print(table)
 
 
@@ -145,6 +152,6 @@ def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.out or Path(cfg.paths.results_dir) / "benchmarks" / f"train_{cfg.name}_{stamp}.json")
     write_json(out, report)
     print_table(f"{cfg.name}: {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}, {report['device']}",
-                framework, plain, ratio, bool(report["channels_last"]))
+                framework, plain, ratio, report)
     print(f"Wrote {out}")
     return report

@@ -39,8 +39,8 @@ RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model.name", "d
            **{f"hyp.{key}": f"trainer.{key}" for key in ("precision", "gradient_clip_val", "accumulate_grad_batches")},
            **{f"task.{key}": f"model.{key}" for key in ("fpn_channels", "head_convs", "min_score", "nms_threshold",
                                                         "detections_per_img", "min_stride")}}
-# Lightning's precision names (its integer aliases too).
-PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
+# Lightning's precision names (its integer aliases too), and ``auto`` (pipeline.trainers.engine.resolve_precision).
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", 64, 32, 16, "64", "32", "16", "bf16")
 
 
@@ -143,7 +143,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (PATH, "data.root data.cache_dir data.split_file "
            "data.split_out data.list_file data.face_model data.label_corrections data.landmarks_csv model.weights"),
     (Rule(Literal["min", "max"], "min or max"), "task.monitor_mode"),
-    (Rule(Literal[PRECISIONS], "a Lightning precision (32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true...)"), "trainer.precision"),
+    (Rule(Literal[PRECISIONS], "auto or a Lightning precision (32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true...)"), "trainer.precision"),
     (Rule(Literal["auto", "disk", "memory", "none"], "auto, disk, memory or none"), "data.cache"),
     (PATH, "data.decoded_dir"),
     (Rule(Literal["step", "epoch"], "step or epoch"), "hyp.scheduler.interval callbacks.lr_monitor.logging_interval"),

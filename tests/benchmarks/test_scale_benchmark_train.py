@@ -28,7 +28,8 @@ def test_benchmark_trains_both_loops_to_the_end_and_writes_their_ratios(tmp_path
     assert framework["test_acc"] == pytest.approx(framework["test_metrics"]["test/acc"])
     assert written["epochs"] == 2 and written["batch_size"] == 8 and written["experiment"] == "image_folder"
     assert "train img/s" in proc.stdout and "plain loop" in proc.stdout
-    assert written["channels_last"] is True and "framework NHWC (hyp.channels_last), plain loop NCHW" in proc.stdout
+    assert written["channels_last"] is True and written["precision"] in ("bf16-mixed", "32-true")  # auto, resolved
+    assert f"framework: {written['precision']}, NHWC; plain loop: 32-true, NCHW" in proc.stdout
 
 
 def test_rates_and_batches_of_the_plain_loop():
@@ -44,7 +45,7 @@ def test_rates_and_batches_of_the_plain_loop():
 def test_tasks_without_a_plain_loop_report_the_framework_alone(capsys):
     framework = {"wall_s": 3.0, "train_samples_per_sec": 9.0, "data_wait_share": 0.1, "test_acc": 0.5}
     assert ratios(framework, None) == {}
-    print_table("siamese", framework, None, {}, channels_last=True)
+    print_table("siamese", framework, None, {}, {"precision": "32-true", "channels_last": True})
     assert "framework figures alone" in capsys.readouterr().out
 
 

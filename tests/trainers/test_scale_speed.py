@@ -8,11 +8,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from conftest import TINY_SIAMESE, compose_config
-from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.callbacks.throughput import Throughput
-from pipeline.trainers.engine import build_datamodule, build_task, train
+from pipeline.trainers.engine import build_datamodule, build_task, build_trainer, train
 
 
 def _setup(tmp_path, *overrides: str):
@@ -24,7 +23,7 @@ def _setup(tmp_path, *overrides: str):
 def _fit(cfg, datamodule, task, callbacks=(), **trainer_args) -> pl.Trainer:
     options = dict(max_steps=4, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer = instantiate(cfg.trainer, callbacks=list(callbacks), **{**options, **trainer_args})
+    trainer = build_trainer(cfg, callbacks=list(callbacks), **{**options, **trainer_args})
     trainer.fit(task, datamodule=datamodule)
     return trainer
 

@@ -9,7 +9,7 @@ from conftest import compose_config, predict_files
 from pipeline.data.formats.verification import read_pair_scores, write_pairs_csv
 from pipeline.data.synthetic.verification import generate_verification
 from pipeline.metrics.verification import verification_metrics
-from pipeline.trainers.engine import build_datamodule, build_task, train
+from pipeline.trainers.engine import build_datamodule, build_task, native_bf16, train
 from pipeline.trainers.metric_learning import MetricLearningTask
 from pipeline.utils.runs import best_checkpoint
 
@@ -75,8 +75,9 @@ def test_test_metrics_use_the_frozen_threshold(run_dir, data_root, tmp_path):
     # The test loader's own batches: a conv kernel may round differently for another batch size, and a
     # similarity that moves by 1e-7 across the threshold would change FRR/FAR by a whole pair.
     batches = list(datamodule.test_dataloader())
-    with torch.no_grad():
-        embeddings = torch.cat([task.eval()(batch["image"]) for batch in batches])
+    # The run tested under trainer.precision=auto: bf16 autocast where this CPU computes bfloat16 natively.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16("cpu")):
+        embeddings = torch.cat([task.eval()(batch["image"]).float() for batch in batches])
     labels, is_fake = (torch.cat([batch[key] for batch in batches]) for key in ("label", "is_fake"))
     expected = verification_metrics(embeddings, labels, is_fake, threshold=float(task.threshold))
     test = json.loads((run_dir / "results" / "test_metrics.json").read_text())

@@ -42,7 +42,7 @@ def test_clean_set_passes_and_counts_match(clean_root, tmp_path, data_dir):
     proc, report = inspect(clean_root, tmp_path / "report")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     datamodule = datamodule_for(clean_root, tmp_path, data_dir)
-    names = datamodule.info["class_names"]
+    names = datamodule.info.class_names
     expected = Counter((names[s.labels["label"]], split) for split, ds in datamodule.datasets.items() for s in ds.samples)
     got = {(label, split): n for label, per in report["counts"].items() for split, n in per.items() if split != "total"}
     assert got == dict(expected)

@@ -38,7 +38,7 @@ GROUPS: dict[str, Callable[[Path], str]] = {"BoostcampDataModule": boostcamp_per
 
 def classification_items(datamodule) -> list[Item]:
     """Items of a classification datamodule, with the splits it built (same reader, checks and split)."""
-    names = datamodule.info["class_names"]
+    names = datamodule.info.class_names
     group_of = GROUPS.get(type(datamodule).__name__)
     items = []
     for split, dataset in datamodule.datasets.items():

@@ -19,6 +19,7 @@ from pipeline.data.prediction_inputs import PredictionDataset, PredictionInput, 
 from pipeline.data.samplers.epoch_seeded import EpochSeededSampler
 from pipeline.data.samplers.eval_shard import eval_batches
 from pipeline.data.splits import SplitChooser
+from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class BaseDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     @property
-    def info(self) -> dict[str, Any]:
+    def info(self) -> DataInfo:
         """Description of the data for the model, export and serving (class names, input size, ...)."""
         raise NotImplementedError
 

@@ -31,6 +31,7 @@ from pipeline.data.splits import groups_from_pattern, relative_key
 from pipeline.data.synthetic.boostcamp import generate_boostcamp
 from pipeline.data.synthetic.cache import ensure_generated
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, apply_transform, build_transform
+from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError, require_path
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class ImageClassificationDataModule(BaseDataModule):
         raise NotImplementedError
 
     def extra_info(self) -> dict[str, Any]:
+        """The task's own ``DataInfo`` fields."""
         return {}
 
     # --- data location --------------------------------------------------------------------------
@@ -199,16 +201,9 @@ class ImageClassificationDataModule(BaseDataModule):
         return apply_transform(self.eval_transform(), image)
 
     @property
-    def info(self) -> dict[str, Any]:
-        return {
-            "task": self.task_name,
-            "class_names": list(self.class_names),
-            "input_size": [3, *self.image_size],
-            "mean": self.mean,
-            "std": self.std,
-            "class_counts": self.train_class_counts,
-            **self.extra_info(),
-        }
+    def info(self) -> DataInfo:
+        return DataInfo(self.task_name, list(self.class_names), (3, *self.image_size), self.mean, self.std,
+                        class_counts=self.train_class_counts, **self.extra_info())
 
     def train_sampler(self, dataset: Dataset) -> Sampler[int]:
         if self.sampler != "weighted":

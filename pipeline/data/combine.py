@@ -1,15 +1,15 @@
-"""Dataset rules a task reaches through ``data_info["combine"]``: heads recombined into the dataset's
+"""Dataset rules a task reaches through ``DataInfo.combine``: heads recombined into the dataset's
 classes, and the dataset's own submission file. Tasks name the rule, never the dataset."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from pipeline.data.formats.boostcamp import CLASS_NAMES, combine_mask_gender_age, write_submission
+from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
 
 # rule -> (heads it needs, function turning their probabilities into the dataset's classes)
@@ -27,14 +27,14 @@ def submission_writer(class_names: list[str]) -> Callable[[Path, list[str], list
     return SUBMISSIONS.get(tuple(class_names))
 
 
-def combine_runs(probabilities: dict[str, torch.Tensor], data_info: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
+def combine_runs(probabilities: dict[str, torch.Tensor], data_info: DataInfo) -> tuple[torch.Tensor, list[str]]:
     """The dataset's class probabilities and names from heads that separate runs predict (``run=[a,b,c]``),
     by the ``combine`` rule of their data."""
-    rule = data_info.get("combine")
+    rule = data_info.combine
     if rule not in COMBINERS:
         raise UserError(f"run: these runs' data has no combine rule (got {rule!r}); see pipeline/data/combine.py")
     needed = COMBINERS[rule][0]
     missing = [name for name in needed if name not in probabilities]
     if missing:
         raise UserError(f"run: no run predicts {missing} (train them with data.target=<{'|'.join(needed)}>)")
-    return COMBINERS[rule][1](probabilities), list(data_info.get("combine_class_names") or data_info["class_names"])
+    return COMBINERS[rule][1](probabilities), list(data_info.combine_class_names or data_info.class_names)

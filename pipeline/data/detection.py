@@ -30,6 +30,7 @@ from pipeline.data.io import load_image
 from pipeline.data.samplers.weighted import WeightedSampler, repeat_factor_weights
 from pipeline.data.synthetic.cache import ensure_generated
 from pipeline.data.synthetic.voc_facemask import FACEMASK_CLASSES, generate_voc_facemask
+from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError, require_path
 
 log = logging.getLogger(__name__)
@@ -166,21 +167,13 @@ class VocDetectionDataModule(BaseDataModule):
 
     # --- description and the one eval preprocessing ----------------------------------------------
     @property
-    def info(self) -> dict[str, Any]:
+    def info(self) -> DataInfo:
         if not self.splits:
             self.setup()
         counts = class_counts_per_image(self.splits["train"], len(self.class_names)).sum(axis=0)
-        return {
-            "task": "detection",
-            "class_names": list(self.class_names),
-            "input_size": [3, self.image_size, self.image_size],
-            # Applied inside the detector (inputs are RGB in [0, 1]); recorded for export and serving.
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-            "pad_value": PAD_VALUE,
-            "resize": "letterbox",
-            "class_counts": [int(c) for c in counts],
-        }
+        # mean and std are applied inside the detector (inputs are RGB in [0, 1]); recorded for export and serving.
+        return DataInfo("detection", list(self.class_names), (3, self.image_size, self.image_size), list(IMAGENET_MEAN),
+                        list(IMAGENET_STD), [int(c) for c in counts], pad_value=PAD_VALUE, resize="letterbox")
 
     def letterbox_image(self, image: np.ndarray) -> tuple[torch.Tensor, float, tuple[int, int]]:
         """RGB uint8 image -> letterboxed CHW tensor in [0, 1], with the scale and (pad_x, pad_y) to map boxes back."""

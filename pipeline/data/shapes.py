@@ -15,6 +15,7 @@ from pipeline.data.prediction_inputs import PredictionInput, read_image_pairs
 from pipeline.data.samplers.epoch_seeded import EpochSampler
 from pipeline.data.synthetic.shapes import SHAPE_NAMES, sample_pair
 from pipeline.data.transforms import apply_transform, build_transform
+from pipeline.utils.contracts import DataInfo
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -86,15 +87,9 @@ class ShapesPairsDataModule(BaseDataModule):
         self.rotate = rotate
 
     @property
-    def info(self) -> dict[str, Any]:
-        return {
-            "task": "siamese",
-            "class_names": ["different", "same"],
-            "input_size": [3, self.image_size, self.image_size],
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "shape_names": list(SHAPE_NAMES),
-        }
+    def info(self) -> DataInfo:
+        return DataInfo("siamese", ["different", "same"], (3, self.image_size, self.image_size), list(self.mean),
+                        list(self.std), shape_names=list(SHAPE_NAMES))
 
     def eval_transform(self):
         """The preprocessing shared by test, predict, export and serve."""

@@ -28,6 +28,7 @@ from pipeline.data.splits import relative_key
 from pipeline.data.synthetic.cache import ensure_generated
 from pipeline.data.synthetic.verification import generate_verification
 from pipeline.data.transforms import apply_transform, build_transform
+from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError, require_path
 
 SYNTHETIC_DEFAULTS = {"num_identities": 200, "images_per_identity": 6, "fakes_per_identity": 6, "seed": 0}
@@ -158,14 +159,7 @@ class VerificationDataModule(BaseDataModule):
                               seed=self.seed, rank=rank, world_size=world_size, passes=self.passes)
 
     @property
-    def info(self) -> dict[str, Any]:
-        return {
-            "task": "verification",
-            "class_names": ["different", "same"],
-            "input_size": [3, self.image_size, self.image_size],
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "num_identities": self.num_identities,
-            "metric": "cosine",
-            "val_has_fakes": self.val_has_fakes,
-        }
+    def info(self) -> DataInfo:
+        return DataInfo("verification", ["different", "same"], (3, self.image_size, self.image_size), self.mean,
+                        self.std, num_identities=self.num_identities, metric="cosine",
+                        val_has_fakes=self.val_has_fakes)

@@ -50,7 +50,7 @@ def predict_into(writer: PredictionWriter, task: Any, datamodule: Any, accelerat
         raise UserError(f"options.{unknown[0]}: not an option of {type(task).__name__} (it takes "
                         f"{', '.join(['batch_size', *task.PREDICT_OPTIONS])})")
     task.predict_options = writer.options
-    datamodule.predict_on(writer.source, writer.options, task.data_info["input_size"])
+    datamodule.predict_on(writer.source, writer.options, task.data_info.input_size)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, use_distributed_sampler=False, callbacks=[writer, ProgressBar()])
     trainer.predict(task, datamodule=datamodule, return_predictions=False)

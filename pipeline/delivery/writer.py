@@ -36,7 +36,7 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.out_dir, self.source, self.options = Path(out_dir), Path(source), options
         self.runs: list[list[Any]] = []  # per run, its batches' records
-        self.items, self.status, self.data_info = [], [], {}
+        self.items, self.status, self.data_info = [], [], None
 
     def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
         self.runs.append([])

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MetricCollection
 
-from pipeline.utils.contracts import ExportSpec
+from pipeline.utils.contracts import DataInfo, ExportSpec
 
 STAGES = ("train", "val", "test")
 
@@ -43,18 +43,19 @@ class BaseTask(pl.LightningModule):
         self,
         model: DictConfig | dict,
         hyp: DictConfig | dict,
-        data_info: dict[str, Any],
+        data_info: DataInfo | dict[str, Any],
         monitor: str = "val/loss",
         monitor_mode: str = "min",
         example_count: int = 16,
     ) -> None:
         super().__init__()
+        # A checkpoint's data_info is the plain dict that rebuilds it.
+        self.data_info = data_info if isinstance(data_info, DataInfo) else DataInfo.from_dict(_plain(data_info))
         # Plain containers: checkpoints must load with torch.load(weights_only=True).
-        self.save_hyperparameters({"model": _plain(model), "hyp": _plain(hyp), "data_info": _plain(data_info),
+        self.save_hyperparameters({"model": _plain(model), "hyp": _plain(hyp), "data_info": self.data_info.to_dict(),
                                    "monitor": monitor, "monitor_mode": monitor_mode}, logger=False)
         self.model_cfg = OmegaConf.create(_plain(model))
         self.hyp = OmegaConf.create(_plain(hyp))
-        self.data_info = _plain(data_info)
         self.example_count = example_count
         self.net = self.build_net()
         self.loss_fn = self.build_loss()
@@ -88,7 +89,7 @@ class BaseTask(pl.LightningModule):
     # --- shared ---------------------------------------------------------------------------------
     def build_loss(self) -> nn.Module:
         loss = instantiate(self.hyp.loss)
-        counts = self.data_info.get("class_counts")
+        counts = self.data_info.class_counts
         if counts is not None and hasattr(loss, "set_class_counts"):
             loss.set_class_counts(counts)
         return loss

@@ -1,9 +1,9 @@
 """Image classification: one head, or several named heads (e.g. mask / gender / age) on one backbone.
 
-Single-head mode (``model.heads`` unset) predicts ``data_info["class_names"]`` from ``batch["label"]``.
+Single-head mode (``model.heads`` unset) predicts ``data_info.class_names`` from ``batch["label"]``.
 Multi-head mode (``model.heads: {mask: 3, gender: 2, age: 3}``) trains one head per name on
 ``batch[<name>]`` with a weighted sum of per-head losses (``model.head_weights``); when the data
-names a ``combine`` rule (``data_info["combine"]``, see ``pipeline/data/combine.py``), the heads'
+names a ``combine`` rule (``data_info.combine``, see ``pipeline/data/combine.py``), the heads'
 probabilities are recombined into the dataset's classes and scored against ``batch["label"]`` too.
 
 Every prediction path (validation, test, ``predict_step``, export) averages probabilities over the views of
@@ -129,7 +129,7 @@ class ClassificationTask(BaseTask):
         heads = self.model_cfg.get("heads")
         if heads:
             return {str(name): int(n) for name, n in heads.items()}
-        return {MAIN: len(self.data_info["class_names"])}
+        return {MAIN: len(self.data_info.class_names)}
 
     @property
     def multi_head(self) -> bool:
@@ -138,7 +138,7 @@ class ClassificationTask(BaseTask):
     @property
     def combine(self) -> str | None:
         """The rule recombining the heads into the dataset's classes, when the heads allow it."""
-        rule = self.data_info.get("combine")
+        rule = self.data_info.combine
         if not self.multi_head or rule is None:
             return None
         if rule not in COMBINERS:
@@ -148,13 +148,11 @@ class ClassificationTask(BaseTask):
 
     def output_classes(self) -> dict[str, list[str]]:
         """Every scored output (heads, plus the combined ``label``) -> its class names."""
-        head_names = self.data_info.get("heads", {})
-        outputs = {
-            name: list(head_names.get(name, [str(i) for i in range(n)])) if name != MAIN else list(self.data_info["class_names"])
-            for name, n in self.head_sizes().items()
-        }
+        info = self.data_info
+        outputs = {name: list(info.heads.get(name, [str(i) for i in range(n)])) if name != MAIN else list(info.class_names)
+                   for name, n in self.head_sizes().items()}
         if self.combine:
-            outputs[MAIN] = list(self.data_info.get("combine_class_names", self.data_info["class_names"]))
+            outputs[MAIN] = list(info.combine_class_names or info.class_names)
         return outputs
 
     def main_output(self) -> str:
@@ -169,7 +167,7 @@ class ClassificationTask(BaseTask):
 
     def build_loss(self) -> nn.Module:
         """One loss per head; ``weight: balanced`` uses that head's training-split class counts."""
-        counts = {MAIN: self.data_info.get("class_counts"), **self.data_info.get("head_class_counts", {})}
+        counts = {MAIN: self.data_info.class_counts, **self.data_info.head_class_counts}
         losses = nn.ModuleDict()
         for name in self.head_sizes():
             loss = instantiate(self.hyp.loss)
@@ -274,7 +272,7 @@ class ClassificationTask(BaseTask):
         ex = self.examples.get(stage)
         if not ex:
             return None
-        images = denormalize(ex["image"], self.data_info["mean"], self.data_info["std"])
+        images = denormalize(ex["image"], self.data_info.mean, self.data_info.std)
         names = self.output_classes()[self.main_output()]
         labels = []
         for probs, truth in zip(ex["out_preds"], ex["out_target"].tolist()):
@@ -290,18 +288,18 @@ class ClassificationTask(BaseTask):
         names = sorted(classes, key=lambda name: name != self.main_output())
         outputs = [Output(output_name(name), "softmax", self.threshold if len(classes[name]) == 2 else None, classes[name])
                    for name in names]
-        metadata = {"task": self.data_info.get("task", "classification"), "input_size": self.data_info["input_size"],
-                    "mean": self.data_info["mean"], "std": self.data_info["std"], "class_names": classes[self.main_output()],
-                    "tta": self.tta}
+        info = self.data_info
+        metadata = {"task": info.task, "input_size": list(info.input_size), "mean": info.mean, "std": info.std,
+                    "class_names": classes[self.main_output()], "tta": self.tta}
         return ExportSpec(ProbabilityModel(self.net, self.combine, names, self.tta),
-                          {"image": torch.zeros(2, *self.data_info["input_size"])}, outputs, metadata=metadata)
+                          {"image": torch.zeros(2, *info.input_size)}, outputs, metadata=metadata)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> ClassScores:
         """Probabilities per output (main first) over the ``tta`` views (``options.tta``, default the task's);
-        a single head is also named by ``data_info["target"]`` when the data gives one, so separate runs combine."""
+        a single head is also named by ``data_info.target`` when the data gives one, so separate runs combine."""
         probs = self.probabilities(batch["image"], self.predict_options.get("tta", self.tta))
         classes = self.output_classes()
-        target = self.data_info.get("target")
+        target = self.data_info.target
         if not self.multi_head and target:
             probs[target], classes[target] = probs[MAIN], classes[MAIN]
         main = self.main_output()

@@ -84,7 +84,7 @@ class DetectionTask(BaseTask):
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.data_info["class_names"])
+        return list(self.data_info.class_names)
 
     @property
     def score_threshold(self) -> float:
@@ -94,8 +94,8 @@ class DetectionTask(BaseTask):
         """The model group's detector (configs/model/fcos.yaml): its kind, backbone, FPN and post-processing."""
         cfg = self.model_cfg
         num_classes = len(self.class_names)
-        _, height, width = self.data_info["input_size"]
-        weights = resolve_class_weights(self.options["class_weights"], self.data_info.get("class_counts"), num_classes)
+        _, height, width = self.data_info.input_size
+        weights = resolve_class_weights(self.options["class_weights"], self.data_info.class_counts, num_classes)
         settings = {argument: cfg[key] for key, argument in DETECTOR_KEYS.items() if key in cfg}
         return build_detector(
             num_classes=num_classes, backbone=cfg.backbone, pretrained=cfg.get("pretrained", False),
@@ -172,12 +172,12 @@ class DetectionTask(BaseTask):
     def export_spec(self) -> ExportSpec:
         """Fixed-size single-image ONNX: ``images`` [1, 3, H, W] letterboxed RGB in [0, 1] -> boxes [N, 4]
         (letterboxed pixels), scores [N], labels [N] (padding rows: score 0, label -1). Export by tracing."""
-        _, height, width = self.data_info["input_size"]
+        _, height, width = self.data_info.input_size
         metadata = {
             "task": "detection", "input_size": [3, height, width], "resize": "letterbox (keep aspect, centre, pad)",
-            "pad_value": self.data_info.get("pad_value", 114),
+            "pad_value": self.data_info.pad_value,
             "input_range": "RGB float in [0, 1]; ImageNet normalisation is inside the model",
-            "mean": self.data_info["mean"], "std": self.data_info["std"], "class_names": self.class_names,
+            "mean": self.data_info.mean, "std": self.data_info.std, "class_names": self.class_names,
             "box_format": "xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale",
         }
         outputs = [Output("boxes"), Output("scores", None, self.score_threshold), Output("labels", None, None, self.class_names)]

@@ -23,6 +23,7 @@ from pipeline.callbacks.dashboard import curated_hparams, headline_metrics
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.utils.config import save_run_config
 from pipeline.utils.console import final_table
+from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
 from pipeline.utils.ranks import check_launch, pin_run_dir, publish_run_config, share_with_ranks
@@ -41,7 +42,7 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     return datamodule
 
 
-def build_task(cfg: DictConfig, data_info: dict[str, Any]) -> pl.LightningModule:
+def build_task(cfg: DictConfig, data_info: DataInfo | dict[str, Any]) -> pl.LightningModule:
     """Instantiate the task's LightningModule with the model and hyp nodes and the data description."""
     return instantiate(cfg.task, model=cfg.model, hyp=cfg.hyp, data_info=data_info, _recursive_=False)
 

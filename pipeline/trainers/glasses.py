@@ -16,7 +16,7 @@ class GlassesTask(ClassificationTask):
     def export_spec(self) -> ExportSpec:
         """The classifier's export, with the eye-zone preprocessing facts and the ``/glass_no_glass/`` route."""
         spec = super().export_spec()
-        spec.metadata.update({"preprocessing": "eye_zone", "detect_face": self.data_info.get("detect_face", False),
-                              "face_margin": self.data_info.get("face_margin", 0.1)})
+        spec.metadata.update({"preprocessing": "eye_zone", "detect_face": self.data_info.detect_face,
+                              "face_margin": self.data_info.face_margin})
         spec.routes.append(Route("/glass_no_glass/", spec.outputs[0].name))
         return spec

@@ -50,7 +50,7 @@ class MetricLearningTask(BaseTask):
         self.max_plot_points = max_plot_points
         super().__init__(*args, **kwargs)
         weight = float(self.hyp.get("identity_head_weight", 0.0))
-        num_ids = int(self.data_info.get("num_identities", 0))
+        num_ids = self.data_info.num_identities
         self.identity_head = (
             CosineClassifier(self.net.embedding_dim, num_ids, float(self.hyp.get("identity_head_scale", 10.0)),
                              float(self.hyp.get("identity_head_margin", 0.0)))
@@ -149,7 +149,7 @@ class MetricLearningTask(BaseTask):
         keep = torch.randperm(len(epoch["index"]), generator=torch.Generator().manual_seed(0))[: self.projector_size]
         dataset = self.trainer.datamodule.datasets["test"]
         thumbnails = torch.stack([dataset[int(i)]["image"] for i in epoch["index"][keep]])
-        thumbnails = denormalize(thumbnails, self.data_info["mean"], self.data_info["std"]).float() / 255
+        thumbnails = denormalize(thumbnails, self.data_info.mean, self.data_info.std).float() / 255
         metadata = [[str(int(i)), "fake" if f else "real"] for i, f in zip(epoch["identity"][keep], epoch["is_fake"][keep])]
         for logger in loggers:
             logger.experiment.add_embedding(epoch["embeddings"][keep], metadata=metadata, label_img=thumbnails,
@@ -164,7 +164,7 @@ class MetricLearningTask(BaseTask):
         if not ex or np.isnan(threshold):
             return None
         embeddings, identity, is_fake = ex["out_preds"], ex["label"], ex["is_fake"]
-        images = denormalize(ex["image"], self.data_info["mean"], self.data_info["std"])
+        images = denormalize(ex["image"], self.data_info.mean, self.data_info.std)
         labels, keep = [], []
         for i in range(len(identity)):
             references = torch.nonzero((identity == identity[i]) & ~is_fake).squeeze(1)
@@ -180,10 +180,10 @@ class MetricLearningTask(BaseTask):
     # --- delivery ----------------------------------------------------------------------------
     def export_spec(self) -> ExportSpec:
         """One image -> its normalised embedding; two embeddings show one person when cosine >= threshold."""
-        _, height, width = self.data_info["input_size"]
+        _, height, width = self.data_info.input_size
         metadata = {"task": "verification", "metric": "cosine", "embedding_dim": self.net.embedding_dim,
-                    "input_size": list(self.data_info["input_size"]), "mean": list(self.data_info["mean"]),
-                    "std": list(self.data_info["std"])}
+                    "input_size": list(self.data_info.input_size), "mean": self.data_info.mean,
+                    "std": self.data_info.std}
         return ExportSpec(self.net, {"image": torch.zeros(1, 3, height, width)},
                           [Output("embedding", None, float(self.threshold))], kind="embedding", metadata=metadata)
 

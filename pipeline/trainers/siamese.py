@@ -61,7 +61,7 @@ class SiameseTask(BaseTask):
         ex = self.examples.get(stage)
         if not ex:
             return None
-        mean, std = self.data_info["mean"], self.data_info["std"]
+        mean, std = self.data_info.mean, self.data_info.std
         pairs = torch.cat([denormalize(ex["image1"], mean, std), denormalize(ex["image2"], mean, std)], dim=3)
         probs, truth = ex["out_preds"], ex["out_target"]
         labels = [
@@ -71,8 +71,10 @@ class SiameseTask(BaseTask):
 
     def export_spec(self) -> ExportSpec:
         """Two images -> the logit that they show the same thing (``sigmoid(logit) >= threshold``)."""
-        example = torch.zeros(2, *self.data_info["input_size"])
-        metadata = {key: self.data_info[key] for key in ("task", "input_size", "mean", "std", "class_names")}
+        info = self.data_info
+        example = torch.zeros(2, *info.input_size)
+        metadata = {"task": info.task, "input_size": list(info.input_size), "mean": info.mean, "std": info.std,
+                    "class_names": info.class_names}
         return ExportSpec(self.net, {"image1": example, "image2": example.clone()},
-                          [Output("logit", None, self.threshold, list(self.data_info["class_names"]))], kind="pair",
+                          [Output("logit", None, self.threshold, list(info.class_names))], kind="pair",
                           metadata={**metadata, "decision": "sigmoid(logit) >= threshold"})

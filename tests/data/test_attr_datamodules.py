@@ -39,7 +39,7 @@ def test_boostcamp_split_is_by_person_and_stratified(boostcamp_root):
     assert not (splits["train"] & splits["val"]) and not (splits["train"] & splits["test"]) and not (splits["val"] & splits["test"])
     assert sum(len(p) for p in splits.values()) == 60
     assert all(len(ds) == 7 * len(splits[name]) for name, ds in dm.datasets.items())
-    assert sum(dm.info["class_counts"]) == len(dm.datasets["train"]) and len(dm.info["class_counts"]) == 18
+    assert sum(dm.info.class_counts) == len(dm.datasets["train"]) and len(dm.info.class_counts) == 18
     item = dm.datasets["val"][0]
     assert item["image"].shape == (3, *SIZE)
     assert int(item["label"]) == int(item["mask"]) * 6 + int(item["gender"]) * 3 + int(item["age"])
@@ -50,7 +50,7 @@ def test_boostcamp_split_is_by_person_and_stratified(boostcamp_root):
 def test_separate_task_targets(boostcamp_root, target, classes):
     dm = boostcamp(boostcamp_root, target=target)
     labels = dm.datasets["train"].labels()
-    assert dm.info["class_names"] == dm.info["heads"][target] and len(dm.info["class_names"]) == classes
+    assert dm.info.class_names == dm.info.heads[target] and len(dm.info.class_names) == classes
     assert np.array_equal(labels, dm.datasets["train"].labels(target))
 
 
@@ -147,4 +147,4 @@ def test_synthetic_cache_is_generated_once_and_redone_when_half_written(tmp_path
     dm.prepare_data()
     assert (folder / READY_MARKER).is_file() and not (folder / "stray.txt").exists()
     dm.setup()
-    assert dm.info["class_names"] == ["incorrect", "not_wear", "wear"]
+    assert dm.info.class_names == ["incorrect", "not_wear", "wear"]

@@ -52,8 +52,8 @@ def test_info_counts_training_objects(tmp_path):
     for image in datamodule.splits["train"]:
         for obj in image.objects:
             expected[obj.label] += 1
-    assert info["class_counts"] == expected.tolist() and info["input_size"] == [3, 64, 64]
-    assert info["class_names"][2] == "mask_weared_incorrect" and info["pad_value"] == PAD_VALUE
+    assert info.class_counts == expected.tolist() and info.input_size == (3, 64, 64)
+    assert info.class_names[2] == "mask_weared_incorrect" and info.pad_value == PAD_VALUE
 
 
 def test_batches_keep_boxes_per_image(tmp_path):

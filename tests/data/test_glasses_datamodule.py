@@ -33,7 +33,7 @@ def test_meglass_splits_are_person_disjoint_and_share_batches(meglass_root):
     dm.setup()
     people = {split: {identity_of(s.path) for s in ds.samples} for split, ds in dm.datasets.items()}
     assert not people["train"] & people["val"] and not people["train"] & people["test"]
-    assert dm.info["class_counts"] == np.bincount(dm.datasets["train"].labels(), minlength=2).tolist()
+    assert dm.info.class_counts == np.bincount(dm.datasets["train"].labels(), minlength=2).tolist()
     sampler = dm.train_sampler(dm.datasets["train"])
     assert isinstance(sampler, ShareBatchSampler)
     labels = dm.datasets["train"].labels()
@@ -61,7 +61,7 @@ def test_folder_format_negative_class_first(tmp_path):
     (tmp_path / "glasses" / ".DS_Store").write_bytes(b"junk")
     dm = GlassesDataModule(root=str(tmp_path), format="folder", num_workers=0, split={"train": 0.5, "val": 0.25, "test": 0.25})
     dm.setup()
-    assert dm.info["class_names"] == ["no_glasses", "glasses"]
+    assert dm.info.class_names == ["no_glasses", "glasses"]
     assert sum(len(ds) for ds in dm.datasets.values()) == 16
 
 

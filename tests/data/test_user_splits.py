@@ -166,7 +166,7 @@ def test_verification_presplit_roots(tmp_path):
     assert [len(datamodule.datasets[s]) for s in ("train", "val", "test")] == [12, 6, 6]
     labels = {s: {r.identity_index for r in datamodule.datasets[s].records} for s in ("train", "val", "test")}
     assert not (labels["train"] & labels["val"] or labels["val"] & labels["test"])
-    assert datamodule.info["val_has_fakes"] is False
+    assert datamodule.info.val_has_fakes is False
 
 
 def test_unmet_fractions_are_one_line():

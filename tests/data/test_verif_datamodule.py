@@ -71,7 +71,7 @@ def test_cutout_blacks_out_a_part_from_the_landmarks(tmp_path):
 def test_user_data_root_and_config_mistakes(tmp_path):
     root = generate_verification(tmp_path / "mine", image_size=32, **SMALL)
     module = _ready(_module(tmp_path, root=str(root)))
-    assert module.info["num_identities"] == 12 and module.info["input_size"] == [3, 32, 32]
+    assert module.info.num_identities == 12 and module.info.input_size == (3, 32, 32)
     assert module.preprocess(torch.zeros(40, 40, 3, dtype=torch.uint8).numpy()).shape == (3, 32, 32)
     with pytest.raises(UserError, match="data.root"):
         _module(tmp_path, root=str(tmp_path / "missing")).prepare_data()

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.base import BaseDataModule
+from pipeline.utils.contracts import DataInfo
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 SIZE = 16
@@ -49,9 +50,8 @@ class BrightnessDataModule(BaseDataModule):
         return {split: Brightness(self.size, self.seed + i) for i, split in enumerate(("train", "val", "test"))}
 
     @property
-    def info(self) -> dict[str, Any]:
-        return {"task": "brightness", "class_names": ["dark", "bright"], "input_size": [3, SIZE, SIZE],
-                "mean": MEAN, "std": STD}
+    def info(self) -> DataInfo:
+        return DataInfo("brightness", ["dark", "bright"], (3, SIZE, SIZE), MEAN, STD)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         return to_tensor(image)

@@ -35,9 +35,9 @@ class BrightnessTask(BaseTask):
         return {"loss": loss, "preds": probs[:, 1], "target": batch["label"]}
 
     def export_spec(self) -> ExportSpec:
-        classes = list(self.data_info["class_names"])
-        return ExportSpec(self.net, {"image": torch.zeros(2, *self.data_info["input_size"])},
+        classes = list(self.data_info.class_names)
+        return ExportSpec(self.net, {"image": torch.zeros(2, *self.data_info.input_size)},
                           [Output("probabilities", "softmax", 0.5, classes)], metadata={"task": "brightness"})
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> ClassScores:
-        return ClassScores({"label": self.net(batch["image"]).cpu()}, {"label": list(self.data_info["class_names"])})
+        return ClassScores({"label": self.net(batch["image"]).cpu()}, {"label": list(self.data_info.class_names)})

@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import predict_files
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
@@ -27,6 +28,7 @@ from pipeline.trainers.classification import (
     per_class_report,
     tta_views,
 )
+from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
 
 SIZE = (32, 24)
@@ -57,6 +59,16 @@ class FakeDataModule(BaseDataModule):
 
     def preprocess(self, image):
         return apply_transform(self.transform, image)
+
+
+def test_data_info_is_saved_as_plain_data_and_older_dicts_still_load(tmp_path):
+    task = make_task(heads=True)  # built from a dict with the keys runs saved before DataInfo
+    assert task.data_info.heads == HEADS and task.data_info.input_size == (3, *SIZE)
+    torch.save({"hyper_parameters": dict(task.hparams)}, tmp_path / "t.ckpt")
+    saved = torch.load(tmp_path / "t.ckpt", weights_only=True)["hyper_parameters"]["data_info"]
+    assert saved["input_size"] == [3, *SIZE] and yaml.safe_load(yaml.safe_dump(saved)) == saved
+    assert DataInfo.from_dict(saved) == task.data_info
+    assert DataInfo.from_dict({**saved, "input_size": list(SIZE), "gone": 1}).input_size == (3, *SIZE)
 
 
 def test_macro_f1_matches_sklearn_over_several_batches():

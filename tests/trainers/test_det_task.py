@@ -41,7 +41,7 @@ def test_balanced_class_weights():
 def test_task_uses_balanced_weights_of_the_training_split(built):
     datamodule, task = built
     weights = task.net.head.class_weights
-    assert weights.tolist() == pytest.approx(resolve_class_weights("balanced", datamodule.info["class_counts"], 3))
+    assert weights.tolist() == pytest.approx(resolve_class_weights("balanced", datamodule.info.class_counts, 3))
     assert weights[2] > weights[0]
 
 

@@ -13,142 +13,26 @@ high-frequency noise patch. Layout (see ``pipeline.data.formats.verification``):
 
 from __future__ import annotations
 
-import csv
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pipeline.data.synthetic.faces import (
+    FaceLook,
+    Frame,
+    background,
+    face_region,
+    paint_face,
+    photometric,
+    random_look,
+    warp,
+    write_image,
+)
+from pipeline.utils.files import write_csv, write_json
+
 ARTIFACTS = ("grid", "banding", "seam", "noise_patch")
-HAIR_STYLES = ("bald", "short", "long", "fringe")
 LANDMARK_COLUMNS = ("lx", "ly", "rx", "ry", "nx", "ny", "mlx", "mly", "mrx", "mry")
-
-
-@dataclass(frozen=True)
-class FaceLook:
-    """The stable appearance of one identity, in units of the image side."""
-
-    skin: tuple[int, int, int]
-    face_w: float
-    face_h: float
-    eye_dist: float
-    eye_y: float
-    eye_size: float
-    iris: tuple[int, int, int]
-    brow_tilt: float
-    nose_len: float
-    mouth_w: float
-    mouth_y: float
-    lips: tuple[int, int, int]
-    hair: tuple[int, int, int]
-    hair_style: str
-    beard: bool
-    glasses: bool
-    mole: tuple[float, float] | None
-
-
-def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
-    return tuple(int(c) for c in rng.integers(low, high, size=3))
-
-
-def random_look(rng: np.random.Generator) -> FaceLook:
-    """Draw an identity's appearance."""
-    tone = rng.uniform()
-    skin = np.array([250, 220, 190]) * (1 - tone) + np.array([95, 60, 40]) * tone + rng.normal(0, 8, 3)
-    return FaceLook(
-        skin=tuple(int(c) for c in np.clip(skin, 0, 255)),
-        face_w=rng.uniform(0.24, 0.34),
-        face_h=rng.uniform(0.32, 0.42),
-        eye_dist=rng.uniform(0.16, 0.28),
-        eye_y=rng.uniform(-0.12, -0.04),
-        eye_size=rng.uniform(0.03, 0.055),
-        iris=_colour(rng, 0, 200),
-        brow_tilt=rng.uniform(-0.03, 0.03),
-        nose_len=rng.uniform(0.06, 0.14),
-        mouth_w=rng.uniform(0.08, 0.18),
-        mouth_y=rng.uniform(0.14, 0.22),
-        lips=_colour(rng, 80, 240),
-        hair=_colour(rng, 0, 230),
-        hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
-        beard=bool(rng.uniform() < 0.3),
-        glasses=bool(rng.uniform() < 0.3),
-        mole=(rng.uniform(-0.18, 0.18), rng.uniform(-0.05, 0.25)) if rng.uniform() < 0.5 else None,
-    )
-
-
-def _draw_face(look: FaceLook, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Face layer (RGB float), its mask (float 0..1) and its 5 landmarks (5x2), centred, before pose."""
-    scale = 4  # draw 4x larger and downsample: smooth edges without antialiasing each primitive
-    big = size * scale
-    layer = np.zeros((big, big, 3), np.uint8)
-    mask = np.zeros((big, big), np.uint8)
-    c = big / 2
-
-    def pt(x: float, y: float) -> tuple[int, int]:
-        return int(round(c + x * big)), int(round(c + y * big))
-
-    def ln(v: float) -> int:
-        return max(1, int(round(v * big)))
-
-    _draw_head(layer, mask, look, pt, ln)
-    if look.beard:
-        cv2.ellipse(layer, pt(0, look.mouth_y), (ln(look.face_w * 0.8), ln(look.face_h - look.mouth_y + 0.02)), 0, 0, 180, look.hair, -1)
-    half = look.eye_dist / 2
-    eyes = [(-half, look.eye_y), (half, look.eye_y)]
-    gaze = rng.normal(0, look.eye_size * 0.15, 2)
-    for sign, (ex, ey) in zip((-1, 1), eyes, strict=True):
-        cv2.ellipse(layer, pt(ex, ey), (ln(look.eye_size * 1.5), ln(look.eye_size)), 0, 0, 360, (245, 245, 245), -1)
-        cv2.circle(layer, pt(ex + gaze[0], ey + gaze[1]), ln(look.eye_size * 0.7), look.iris, -1)
-        cv2.circle(layer, pt(ex + gaze[0], ey + gaze[1]), ln(look.eye_size * 0.3), (10, 10, 10), -1)
-        brow_y = ey - look.eye_size * 2
-        cv2.line(layer, pt(ex - look.eye_size * 1.5, brow_y + sign * look.brow_tilt), pt(ex + look.eye_size * 1.5, brow_y - sign * look.brow_tilt), look.hair, ln(0.012))
-        if look.glasses:
-            cv2.circle(layer, pt(ex, ey), ln(look.eye_size * 2.2), (20, 20, 20), ln(0.01))
-    if look.glasses:
-        cv2.line(layer, pt(-half + look.eye_size * 2.2, look.eye_y), pt(half - look.eye_size * 2.2, look.eye_y), (20, 20, 20), ln(0.01))
-    nose_tip = (0.0, look.eye_y + look.nose_len)
-    shade = tuple(int(v * 0.75) for v in look.skin)
-    cv2.line(layer, pt(0, look.eye_y + 0.02), pt(*nose_tip), shade, ln(0.015))
-    cv2.ellipse(layer, pt(*nose_tip), (ln(0.03), ln(0.015)), 0, 0, 180, shade, ln(0.012))
-    smile = rng.uniform(0.0, 0.04)
-    mouth_l, mouth_r = (-look.mouth_w / 2, look.mouth_y), (look.mouth_w / 2, look.mouth_y)
-    cv2.ellipse(layer, pt(0, look.mouth_y), (ln(look.mouth_w / 2), ln(0.012 + smile)), 0, 0, 180, look.lips, -1)
-    cv2.line(layer, pt(*mouth_l), pt(*mouth_r), look.lips, ln(0.015))
-    if look.mole is not None:
-        cv2.circle(layer, pt(*look.mole), ln(0.012), (60, 35, 25), -1)
-    layer = cv2.resize(layer, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
-    mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    landmarks = (np.array([*eyes, nose_tip, mouth_l, mouth_r]) + 0.5) * size
-    return layer, mask, landmarks
-
-
-def _draw_head(layer: np.ndarray, mask: np.ndarray, look: FaceLook, pt, ln) -> None:
-    """Skin and hair of the face layer and its mask (``pt``, ``ln``: face units -> drawing pixels)."""
-    axes = (ln(look.face_w), ln(look.face_h))
-    if look.hair_style == "long":
-        cv2.ellipse(layer, pt(0, 0.02), (ln(look.face_w + 0.06), ln(look.face_h + 0.04)), 0, 180, 360, look.hair, -1)
-        cv2.rectangle(layer, pt(-look.face_w - 0.06, 0.02), pt(look.face_w + 0.06, 0.3), look.hair, -1)
-        cv2.ellipse(mask, pt(0, 0.02), (ln(look.face_w + 0.06), ln(look.face_h + 0.04)), 0, 180, 360, 255, -1)
-        cv2.rectangle(mask, pt(-look.face_w - 0.06, 0.02), pt(look.face_w + 0.06, 0.3), 255, -1)
-    cv2.ellipse(layer, pt(0, 0), axes, 0, 0, 360, look.skin, -1)
-    cv2.ellipse(mask, pt(0, 0), axes, 0, 0, 360, 255, -1)
-    if look.hair_style in ("short", "long", "fringe"):
-        cv2.ellipse(layer, pt(0, -0.02), (ln(look.face_w + 0.02), ln(look.face_h + 0.02)), 0, 180, 360, look.hair, -1)
-        cv2.ellipse(mask, pt(0, -0.02), (ln(look.face_w + 0.02), ln(look.face_h + 0.02)), 0, 180, 360, 255, -1)
-        cv2.ellipse(layer, pt(0, -0.02), (ln(look.face_w - 0.02), ln(look.face_h * 0.6)), 0, 180, 360, look.skin, -1)
-    if look.hair_style == "fringe":
-        cv2.rectangle(layer, pt(-look.face_w * 0.8, -look.face_h * 0.75), pt(look.face_w * 0.8, -look.face_h * 0.5), look.hair, -1)
-
-
-def _background(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random two-colour gradient."""
-    a, b = np.array(_colour(rng), np.float32), np.array(_colour(rng), np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
-    t = np.clip(0.5 + (xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle), 0, 1)[..., None]
-    return a * (1 - t) + b * t
 
 
 def _add_artifact(image: np.ndarray, mask: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -181,26 +65,19 @@ def _add_artifact(image: np.ndarray, mask: np.ndarray, kind: str, rng: np.random
     return image + (patch * mask)[..., None] * rng.normal(0, rng.uniform(35, 50), image.shape)
 
 
-def render_face(look: FaceLook, size: int, rng: np.random.Generator, artifact: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One RGB uint8 image of ``look`` with per-image variation (and an artifact), and its 5 landmarks."""
-    layer, mask, landmarks = _draw_face(look, size, rng)
-    angle = rng.uniform(-12, 12)
-    zoom = rng.uniform(0.9, 1.1)
-    shift = rng.uniform(-0.06, 0.06, 2) * size
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, zoom)
-    matrix[:, 2] += shift
-    layer = cv2.warpAffine(layer, matrix, (size, size), flags=cv2.INTER_LINEAR)
-    mask = cv2.warpAffine(mask, matrix, (size, size), flags=cv2.INTER_LINEAR)
+def render_face(look: FaceLook, size: int, rng: np.random.Generator, artifact: str | None = None,
+                face_width: float = 0.28) -> tuple[np.ndarray, np.ndarray]:
+    """One RGB uint8 image of ``look`` (face half-width ``face_width`` of the side) with per-image variation
+    (and an artifact), and its 5 landmarks."""
+    frame = Frame(size / 2, size / 2, face_width * size, face_width * size * look.aspect)
+    image = background(rng, size, size)
+    landmarks = paint_face(image, frame, look, rng)
+    image, matrix = warp(rng, image, degrees=12, zoom=0.1, shift=0.06)
     landmarks = np.hstack([landmarks, np.ones((5, 1))]) @ matrix.T
-    image = _background(size, rng) * (1 - mask[..., None]) + layer * mask[..., None]
-    yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
-    direction = rng.uniform(0, 2 * np.pi)
-    light = rng.uniform(0.85, 1.15) * (1 + rng.uniform(0, 0.3) * (xx * np.cos(direction) + yy * np.sin(direction)))
-    image = image * light[..., None]
     if artifact is not None:
-        image = _add_artifact(image, mask, artifact, rng)
-    image = image + rng.normal(0, rng.uniform(1, 4), image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8), landmarks
+        mask = cv2.warpAffine(face_region(size, size, frame), matrix, (size, size), flags=cv2.INTER_LINEAR)
+        image = _add_artifact(image.astype(np.float32), mask, artifact, rng)
+    return photometric(rng, image, gain=(0.85, 1.15), bias=0, noise=(1, 4), light=0.3), landmarks
 
 
 def generate_verification(
@@ -222,7 +99,8 @@ def generate_verification(
     meta: dict[str, int] = {}
     landmark_rows = []
     for identity in range(num_identities):
-        look = random_look(np.random.default_rng([seed, identity]))
+        identity_rng = np.random.default_rng([seed, identity])
+        look, face_width = random_look(identity_rng), identity_rng.uniform(0.24, 0.31)
         folder = f"{identity:04d}" if identity % 2 == 0 else str(identity)
         key_identity = f"{identity:04d}" if identity % 3 == 0 else str(identity)
         (images_dir / folder).mkdir(parents=True, exist_ok=True)
@@ -230,15 +108,11 @@ def generate_verification(
             rng = np.random.default_rng([seed, identity, n, 1])
             fake = n >= images_per_identity
             artifact = ARTIFACTS[rng.integers(len(ARTIFACTS))] if fake else None
-            image, landmarks = render_face(look, image_size, rng, artifact)
+            image, landmarks = render_face(look, image_size, rng, artifact, face_width)
             name = "0.JPG" if identity == 0 and n == 0 else f"{n}.jpg"
-            _, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-            (images_dir / folder / name).write_bytes(data.tobytes())
+            write_image(images_dir / folder / name, image)
             meta[f"{key_identity}/{name}"] = int(fake)
             landmark_rows.append([f"images/{folder}/{name}", *np.round(landmarks, 2).ravel().tolist()])
-    (root / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    with (root / "landmarks.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", *LANDMARK_COLUMNS])
-        writer.writerows(landmark_rows)
+    write_json(root / "meta.json", meta, indent=1)
+    write_csv(root / "landmarks.csv", ["path", *LANDMARK_COLUMNS], landmark_rows)
     return root

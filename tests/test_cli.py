@@ -133,16 +133,26 @@ def test_a_moved_key_names_its_new_home(old, new, tmp_path):
     assert f"{old} is now {new}" in message
 
 
-def test_a_moved_key_in_a_users_config_file_is_refused_not_ignored(tmp_path):
+@pytest.mark.parametrize("folder_flag", ["hydra.searchpath=[file://{}]", "--config-dir={}", "-cd"])
+def test_a_moved_key_in_a_users_config_file_is_refused_not_ignored(tmp_path, folder_flag):
     """Hydra merges an old key from a YAML file without complaint; the run must refuse it, not train with
-    the default in its place."""
+    the default in its place, before any run folder exists, however the user's config folder is named."""
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "mine.yaml").write_text(
         "# @package _global_\ndefaults:\n  - /experiment/image_folder\n  - _self_\nhyp:\n  epochs: 21\n")
-    proc = run_cli("train.py", f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine", "debug=fast",
-                   f"paths.results_dir={tmp_path / 'runs'}")
+    folder = [folder_flag, str(tmp_path)] if folder_flag == "-cd" else [folder_flag.format(tmp_path)]
+    proc = run_cli("train.py", *folder, "experiment=mine", "debug=fast", f"paths.results_dir={tmp_path / 'runs'}")
     _one_line_error(proc, "hyp.epochs is now trainer.max_epochs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_config_dir_flag_adds_to_a_searchpath_override_and_a_missing_folder_is_one_line(tmp_path):
+    from pipeline.utils.cli import config_flags
+
+    rest, flags = config_flags(["-cd", str(tmp_path), "hydra.searchpath=[file:///a]", "-cn=train", "x=1"])
+    assert flags == {"dir": str(tmp_path), "name": "train"}
+    assert rest == ["x=1", f"hydra.searchpath=[file:///a,file://{tmp_path}]"]
+    _one_line_error(run_cli("train.py", f"--config-dir={tmp_path / 'nope'}"), "--config-dir:", "is not a folder")
 
 
 def test_a_run_saved_before_the_move_keeps_its_old_key():

@@ -75,7 +75,29 @@ def log_to_files(message: str) -> None:
 
 HYDRA_FLAGS = ("-m", "--multirun", "--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
                "--resolve", "--package", "-p", "--run", "-r", "--shell-completion", "-sc",
-               "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--version")
+               "--config-path", "-cp", "--version")
+# Flags the pre-check follows as Hydra does: another primary config, an extra config folder.
+CONFIG_FLAGS = {"--config-name": "name", "-cn": "name", "--config-dir": "dir", "-cd": "dir"}
+
+
+def config_flags(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``argv`` without ``--config-name``/``--config-dir`` (either ``-cd x`` or ``-cd=x``), and their values;
+    the folder becomes a ``hydra.searchpath`` entry, which is what Hydra adds it as."""
+    rest, found, args = [], {}, iter(argv)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in CONFIG_FLAGS:
+            found[CONFIG_FLAGS[flag]] = value if eq else next(args, "")
+        else:
+            rest.append(arg)
+    if "dir" in found:
+        folder = os.path.abspath(found["dir"])
+        if not os.path.isdir(folder):
+            raise UserError(f"--config-dir: '{folder}' is not a folder (give the folder that holds your YAML files)")
+        given = next((a for a in rest if a.startswith("hydra.searchpath=")), None)
+        paths = [p.strip() for p in given.partition("=")[2].strip("[]").split(",") if p.strip()] if given else []
+        rest = [a for a in rest if a is not given] + [f"hydra.searchpath=[{','.join([*paths, f'file://{folder}'])}]"]
+    return rest, found
 
 
 def check_composition(config_dir: str, config_name: str, argv: list[str]) -> None:
@@ -87,6 +109,9 @@ def check_composition(config_dir: str, config_name: str, argv: list[str]) -> Non
     if any(arg.split("=")[0] in HYDRA_FLAGS for arg in argv):
         return
     from hydra import compose, initialize_config_dir
+
+    argv, flags = config_flags(argv)
+    config_name = flags.get("name", config_name)
 
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         # Hydra's own settings are Hydra's to check, except the search path: it decides what composes.

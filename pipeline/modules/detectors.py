@@ -189,6 +189,16 @@ def _load_detector_weights(model: nn.Module, path: str | Path) -> None:
         raise UserError(f"model.weights: '{path}' does not fit this detector ({reason})") from None
 
 
+def _check_settings(name: str, fpn_channels: int, min_stride: int) -> None:
+    if name not in DETECTORS:
+        raise UserError(f"model.name: unknown detector '{name}' (choose one of {DETECTORS})")
+    if fpn_channels < 64 or fpn_channels % 32:
+        # the heads' GroupNorm(32) needs 2+ channels per group to work on 1x1 P7 maps of small images
+        raise UserError(f"model.fpn_channels: {fpn_channels} must be a multiple of 32 and at least 64")
+    if min_stride not in MIN_STRIDES:
+        raise UserError(f"model.min_stride: {min_stride} is not one of {MIN_STRIDES}")
+
+
 def build_detector(
     name: str = "fcos",
     *,
@@ -213,13 +223,7 @@ def build_detector(
     whole trained detector. ``head_convs`` applies to FCOS (RetinaNet's head has 4 convs). ``min_stride``
     4 adds a stride-4 level (P2) for tiny objects (about 45% more time per training step at 384 px).
     """
-    if name not in DETECTORS:
-        raise UserError(f"model.name: unknown detector '{name}' (choose one of {DETECTORS})")
-    if fpn_channels < 64 or fpn_channels % 32:
-        # the heads' GroupNorm(32) needs 2+ channels per group to work on 1x1 P7 maps of small images
-        raise UserError(f"model.fpn_channels: {fpn_channels} must be a multiple of 32 and at least 64")
-    if min_stride not in MIN_STRIDES:
-        raise UserError(f"model.min_stride: {min_stride} is not one of {MIN_STRIDES}")
+    _check_settings(name, fpn_channels, min_stride)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     body = TimmFpnBackbone(backbone, fpn_channels, pretrained, backbone_weights, min_stride)
     sizes = anchor_sizes(name, fpn_strides(min_stride))
@@ -239,9 +243,8 @@ def build_detector(
             fpn_channels, num_anchors, num_classes, weights_per_class, norm_layer=norm
         )
         model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **common)
-    model.transform = NoResizeTransform(
-        min(height, width), max(height, width), model.transform.image_mean, model.transform.image_std
-    )
+    mean, std = model.transform.image_mean, model.transform.image_std
+    model.transform = NoResizeTransform(min(height, width), max(height, width), mean, std)
     if weights is not None:
         _load_detector_weights(model, weights)
     return model

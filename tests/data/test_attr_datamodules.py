@@ -11,7 +11,7 @@ from pipeline.data.classification import ImageFolderDataModule
 from pipeline.data.face_attributes import BoostcampDataModule, FaceMaskCropsDataModule, crop_box
 from pipeline.data.samplers.weighted import InverseFrequencySampler
 from pipeline.data.synthetic.boostcamp import generate_boostcamp
-from pipeline.data.synthetic.cache import READY_MARKER
+from pipeline.data.synthetic.cache import GENERATOR_VERSION, READY_MARKER
 from pipeline.data.synthetic.voc_facemask import generate_voc_facemask
 from pipeline.utils.errors import UserError
 
@@ -134,7 +134,7 @@ def test_weighted_sampler_shards_by_rank_and_reseeds_per_epoch():
     assert list(sampler) != full
 
 
-def test_synthetic_cache_is_generated_once_and_redone_when_half_written(tmp_path):
+def test_synthetic_cache_is_generated_once_and_redone_when_half_written_or_older(tmp_path):
     dm = ImageFolderDataModule(cache_dir=str(tmp_path), synthetic={"num_people": 6, "image_size": [32, 24]}, num_workers=0)
     dm.prepare_data()
     folder = dm.data_root
@@ -146,5 +146,9 @@ def test_synthetic_cache_is_generated_once_and_redone_when_half_written(tmp_path
     (folder / "stray.txt").write_text("half-written")
     dm.prepare_data()
     assert (folder / READY_MARKER).is_file() and not (folder / "stray.txt").exists()
+    (folder / READY_MARKER).write_text("ok\n")  # a complete copy from an older generator
+    (folder / "stray.txt").write_text("older generator")
+    dm.prepare_data()
+    assert (folder / READY_MARKER).read_text().strip() == f"v{GENERATOR_VERSION}" and not (folder / "stray.txt").exists()
     dm.setup()
     assert dm.info.class_names == ["incorrect", "not_wear", "wear"]

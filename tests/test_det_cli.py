@@ -47,7 +47,8 @@ def test_bin_test_and_split_reuse(trained_run):
     tmp, run = trained_run
     proc = run_cli("test.py", f"run={run}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "test/map_50" in proc.stdout
+    written = json.loads((run / "results" / "test_metrics.json").read_text())
+    assert 0 <= written["test/map_50"] <= 1 and "map_50" in proc.stdout  # the file, and the final table's row
     split_file = run / "results" / "split.json"
     proc = run_cli("train.py", *TINY, "trainer.max_epochs=1", "seed=7", f"data.split_file={split_file}", "test_after_train=false",
                    f"paths.results_dir={tmp / 'reuse'}", f"paths.data_dir={tmp / 'data'}")

@@ -40,6 +40,7 @@ from pipeline.trainers.engine import (
     build_task,
     build_trainer,
     instantiate_each,
+    wants_cuda,
 )
 from pipeline.utils.cli import run_hydra
 from pipeline.utils.files import write_json
@@ -63,8 +64,7 @@ class TrainingTotals(Throughput):
 def device_of(cfg: DictConfig) -> torch.device:
     """The device the trainer config asks for (``auto`` -> CUDA when there is one)."""
     accelerator = cfg.trainer.get("accelerator", "cpu")
-    wants_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if wants_gpu else "cpu")
+    return torch.device("cuda" if wants_cuda(accelerator) else "cpu")
 
 
 def run_framework(cfg: DictConfig) -> dict[str, Any]:

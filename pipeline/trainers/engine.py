@@ -95,10 +95,15 @@ def train(cfg: DictConfig) -> float | None:
         return fit_and_test(cfg, run_dir)
 
 
+def wants_cuda(accelerator: str) -> bool:
+    """Whether ``trainer.accelerator`` means a CUDA GPU (``auto`` does when there is one)."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def native_bf16(accelerator: str) -> bool:
     """Whether the device ``accelerator`` names computes bfloat16 natively: a CUDA GPU that supports it, or a
     CPU with AVX512-BF16/AMX (elsewhere bf16 is emulated, slower than fp32)."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+    if wants_cuda(accelerator):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if accelerator not in ("cpu", "auto"):
         return False

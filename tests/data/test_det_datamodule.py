@@ -68,6 +68,16 @@ def test_batches_keep_boxes_per_image(tmp_path):
     assert train["image"].shape[1:] == (3, 64, 64)
 
 
+def test_crop_trains_on_windows_and_evaluates_whole_images(tmp_path):
+    """data.crop: training batches are crop x crop windows of the letterbox, boxes inside them; val is whole."""
+    datamodule = make_datamodule(tmp_path, crop=32)
+    train = next(iter(datamodule.train_dataloader()))
+    assert train["image"].shape[1:] == (3, 32, 32)
+    assert all(((boxes >= 0) & (boxes <= 32)).all() for boxes in train["boxes"])
+    assert next(iter(datamodule.val_dataloader()))["image"].shape[1:] == (3, 64, 64)
+    assert datamodule.info.input_size == (3, 64, 64)
+
+
 def test_preprocess_letterboxes_and_maps_back(tmp_path):
     datamodule = make_datamodule(tmp_path)
     image = np.zeros((50, 100, 3), dtype=np.uint8)

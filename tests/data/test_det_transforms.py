@@ -102,6 +102,6 @@ def test_the_configs_augmentation_is_a_transform_list_like_every_tasks(tmp_path)
     cfg = compose_config(["experiment=facemask_detection"], tmp_path / "run")
     built = [instantiate(step) for step in cfg.data.augment]
     assert [repr(t) for t in built] == [repr(t) for t in MEASURED_AUGMENT]
-    assert cfg.data.min_visibility == 0.3 and cfg.data.crop is None
+    assert cfg.data.min_visibility == 0.3 and (cfg.data.image_size, cfg.data.crop) == (512, 384)
     composed = build_train_augment(cfg.data.augment, cfg.data.min_visibility, 48)
     assert [type(t).__name__ for t in composed.transforms][-1] == "RandomCrop"

@@ -67,6 +67,15 @@ def test_internal_transform_does_not_rescale():
     assert images.image_sizes == [(SIZE, SIZE)]
 
 
+def test_training_crops_keep_their_pixel_scale():
+    """data.crop: a crop smaller than the model size is not scaled up to it, and its boxes stay put."""
+    model = build_detector("fcos", num_classes=3, **{**SMALL, "image_size": 2 * SIZE}).train()
+    boxes = torch.tensor([[5.0, 10.0, 30.0, 40.0]])
+    images, targets = model.transform([torch.rand(3, SIZE, SIZE)], [{"boxes": boxes.clone(), "labels": torch.tensor([1])}])
+    assert images.image_sizes == [(SIZE, SIZE)] and tuple(images.tensors.shape[-2:]) == (SIZE, SIZE)
+    torch.testing.assert_close(targets[0]["boxes"], boxes)
+
+
 @pytest.mark.parametrize("name", ["fcos", "retinanet"])
 def test_class_weights_scale_the_classification_loss_of_that_class(name):
     images, targets = _batch()

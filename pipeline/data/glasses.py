@@ -10,6 +10,7 @@ Haar cascade by default) is cropped first; a photo without a face is ``None`` at
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,14 @@ from pipeline.data.eye_zone import EyeZonePreprocessor
 from pipeline.data.formats.image_folder import read_labelled_images
 from pipeline.data.formats.meglass import CLASS_NAMES, read_meglass
 from pipeline.data.samplers.share import ShareBatchSampler
+from pipeline.data.splits import groups_from_pattern
 from pipeline.data.synthetic.glasses import LIST_FILE, generate_meglass
 from pipeline.data.transforms import apply_transform, build_transform
 from pipeline.utils.errors import UserError, require_path
 
-FORMATS = ("meglass", "folder")
+log = logging.getLogger(__name__)
+
+FORMATS = ("auto", "meglass", "folder")
 
 
 def identity_of(path: Path) -> str:
@@ -59,8 +63,9 @@ class GlassesDataModule(ImageClassificationDataModule):
     """Glasses / no glasses on the eyes; synthetic MeGlass-format data when ``root`` is null.
 
     ``format=meglass`` reads ``root/<list_file>`` (``<image path> <0|1>`` lines); ``format=folder``
-    reads ``root/<class>/`` with ``class_names`` (negative first, positive second). Splits are
-    person-disjoint when file names carry the person (MeGlass, synthetic). ``sampler=share`` puts
+    reads ``root/<class>/`` with ``class_names`` (negative first, positive second); ``auto`` takes the
+    one the root holds. Splits are person-disjoint when file names carry the person (MeGlass,
+    synthetic) or ``group_by`` (a regex on the file name) finds it. ``sampler=share`` puts
     ``min_share``..``max_share`` glasses images in every training batch.
     """
 
@@ -70,9 +75,10 @@ class GlassesDataModule(ImageClassificationDataModule):
 
     def __init__(
         self,
-        format: str = "meglass",
+        format: str = "auto",
         list_file: str | None = None,
         class_names: Sequence[str] = CLASS_NAMES,
+        group_by: str | None = None,
         synthetic: dict | None = None,
         image_size: int = 82,
         detect_face: bool = False,
@@ -89,6 +95,7 @@ class GlassesDataModule(ImageClassificationDataModule):
         self.share_range = (min_share, max_share)
         self.format = format
         self.list_file = list_file
+        self.group_by = group_by
         self.folder_classes = list(to_plain(class_names))
         self.synthetic = to_plain(synthetic) or {}
         self.eye_zone = EyeZonePreprocessor(image_size, detect_face, face_margin, face_model)
@@ -98,7 +105,19 @@ class GlassesDataModule(ImageClassificationDataModule):
     def class_names(self) -> list[str]:
         return list(CLASS_NAMES) if self.format == "meglass" else self.folder_classes
 
+    def resolve_format(self, root: Path) -> str:
+        """``format``, or for ``auto`` the layout ``root`` holds: a MeGlass list, else class folders."""
+        if self.format != "auto":
+            return self.format
+        if self.list_file or (root / LIST_FILE).is_file():
+            return "meglass"
+        if any((root / name).is_dir() for name in (*self.folder_classes, "train")):
+            return "folder"
+        raise UserError(f"data.root: '{root}' holds neither a MeGlass list ({LIST_FILE}, or set data.list_file) nor the "
+                        f"class folders {'/, '.join(self.folder_classes)}/ (set data.class_names=[negative,positive])")
+
     def read_splits(self, root: Path) -> dict[str, list[Sample]]:
+        self.format = self.resolve_format(root)
         if self.format == "meglass":
             list_file = require_path(root / (self.list_file or LIST_FILE), "data.list_file", "MeGlass list file")
             records, _ = read_meglass(list_file, root)
@@ -106,8 +125,17 @@ class GlassesDataModule(ImageClassificationDataModule):
             records, _ = read_labelled_images(root, self.folder_classes)
         samples = [Sample(r.path, {"label": r.label}) for r in records]
         presplit = [r.split for r in records] if getattr(records[0], "split", None) else None
-        return self.split_samples(samples, [identity_of(r.path) for r in records], [r.label for r in records],
-                                  presplit, what="people")
+        groups, what = self.people([r.path for r in records]), f"people ({self.group_by})" if self.group_by else "people"
+        if not self.group_by and presplit is None and len(set(groups)) == len(groups):
+            log.warning("data.group_by: no file name carries its person (MeGlass '<person>@<photo>' names), so the split "
+                        "is per image and one person's photos may sit in train and test; name the person with a regex, "
+                        "e.g. \"data.group_by='^([^_]+)_'\" for '<person>_<photo>' names")
+            what = "images"
+        return self.split_samples(samples, groups, [r.label for r in records], presplit, what=what)
+
+    def people(self, paths: list[Path]) -> list[str]:
+        """The person of each image: ``group_by``'s match on the file name, else ``identity_of``."""
+        return groups_from_pattern([p.name for p in paths], self.group_by) if self.group_by else list(map(identity_of, paths))
 
     def synthetic_name(self) -> str:
         params = "_".join(f"{key}{value}" for key, value in sorted(self.synthetic.items()))

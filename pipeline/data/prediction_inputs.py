@@ -5,6 +5,7 @@ rows of a ``path`` CSV. CSV paths are relative to the CSV's folder or absolute."
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,12 @@ def read_image_pairs(source: Path) -> list[PredictionInput]:
     if not pairs:
         raise UserError(f"{source}: no image pairs found (give a path1,path2 CSV or a folder with two sub-folders)")
     return [PredictionInput({"image1": a, "image2": b}, {"path1": str(a), "path2": str(b)}) for a, b in pairs]
+
+
+def has_columns(csv_path: Path, columns: Sequence[str]) -> bool:
+    """Whether a readable CSV's header holds every one of ``columns``."""
+    with open(require_path(csv_path, "input"), newline="", encoding="utf-8-sig") as fh:
+        return set(columns) <= {name.strip() for name in next(csv.reader(fh), [])}
 
 
 def read_row_pairs(source: Path, path_column: str = "path") -> list[PredictionInput]:

@@ -22,7 +22,7 @@ from pipeline.data.cache import CachedImages
 from pipeline.data.face_parts import FACE_PARTS, FacePartCutout, read_landmarks_csv
 from pipeline.data.formats.verification import VerificationDataset, read_verification_splits
 from pipeline.data.io import load_image
-from pipeline.data.prediction_inputs import PredictionInput, read_row_pairs
+from pipeline.data.prediction_inputs import PredictionInput, has_columns, read_image_pairs, read_row_pairs
 from pipeline.data.samplers.pk import PKBatchSampler
 from pipeline.data.splits import relative_key
 from pipeline.data.synthetic.cache import ensure_generated
@@ -114,7 +114,10 @@ class VerificationDataModule(BaseDataModule):
         return apply_transform(self.eval_transform(), image)
 
     def predict_items(self, source: Path, options: dict[str, Any]) -> list[PredictionInput]:
-        """Pairs of consecutive rows of a CSV (``options.path_column``, default ``path``)."""
+        """Pairs of a ``path1,path2`` CSV or of a folder with two sub-folders, else of consecutive rows of a
+        CSV (``options.path_column``, default ``path``: the competition's pairs file)."""
+        if Path(source).is_dir() or (Path(source).suffix.lower() == ".csv" and has_columns(source, ("path1", "path2"))):
+            return read_image_pairs(source)
         return read_row_pairs(source, options.get("path_column", "path"))
 
     def _landmarks(self, root: Path) -> dict[Path, np.ndarray] | None:

@@ -103,15 +103,19 @@ class PredictionWriter(BasePredictionWriter):
         cv2.imwrite(str(target), cv2.cvtColor(drawn.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR))
 
     def write_pairs(self) -> Path:
-        """A pair model's ``predictions.csv`` (``path1,path2,probability,same``) or the embeddings'
-        ``pair_scores.csv`` (``pair_id,similarity``; ``with_decision``: ``same,threshold``)."""
-        if any(self.status):
+        """``predictions.csv`` for named pairs (``path1,path2,<probability|similarity>,same``; a pair with an
+        unusable image: empty score, its status as ``same``), or for the
+        consecutive rows of a pairs file ``pair_scores.csv`` (``pair_id,similarity``; ``with_decision``: ``same,threshold``)."""
+        if any(self.status) and "pair_id" in self.items[0]:
             raise UserError(f"input: {sum(map(bool, self.status))} pair(s) hold an image that cannot be used (see the warnings above)")
-        scores = torch.cat([record.scores for record in self.runs[0]])
+        scores, metric = torch.cat([record.scores for record in self.runs[0]]), self.runs[0][0].metric
         threshold, same = self.runs[0][0].threshold, (scores >= self.runs[0][0].threshold).tolist()
-        if self.runs[0][0].metric == "similarity":
+        if "pair_id" in self.items[0]:
             decision = (same, threshold) if self.options.get("with_decision") else (None, None)
             write_pair_scores(self.out_dir / "pair_scores.csv", scores.tolist(), *decision)
             return self.out_dir / "pair_scores.csv"
-        rows = [[item["path1"], item["path2"], f"{p:.6f}", int(s)] for item, p, s in zip(self.items, scores.tolist(), same, strict=True)]
-        return write_rows(self.out_dir / "predictions.csv", ["path1", "path2", "probability", "same"], rows)
+        rows = [[item["path1"], item["path2"], "", status] if status else [item["path1"], item["path2"], f"{p:.6f}", int(s)]
+                for item, status, p, s in zip(self.items, self.status, scores.tolist(), same, strict=True)]
+        log.info("%s", ", ".join(f"{n} {answer}" for answer, n in Counter(
+            {1: "same", 0: "different"}.get(row[3], row[3]) for row in rows).items()) + f" ({metric} >= {threshold:.4f})")
+        return write_rows(self.out_dir / "predictions.csv", ["path1", "path2", metric, "same"], rows)

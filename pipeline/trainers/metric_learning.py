@@ -21,7 +21,7 @@ from sklearn.decomposition import PCA
 from torchmetrics import MetricCollection
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
-from pipeline.metrics.verification import EmbeddingCollector, metrics_from_histograms, score_histograms
+from pipeline.metrics.verification import EmbeddingCollector, score_histograms, verification_metrics
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
 from pipeline.trainers.base import BaseTask
@@ -98,7 +98,8 @@ class MetricLearningTask(BaseTask):
         counts = score_histograms(epoch["embeddings"], epoch["identity"], epoch["is_fake"])
         if counts["positive"].sum() == 0 or counts["negative_real"].sum() == 0:
             raise UserError(f"{stage} split: needs at least two identities with two real images each to score pairs")
-        return metrics_from_histograms(counts, threshold), counts, epoch
+        return verification_metrics(epoch["embeddings"], epoch["identity"], epoch["is_fake"], threshold=threshold,
+                                    counts=counts), counts, epoch
 
     def on_validation_epoch_end(self) -> None:
         metrics, counts, epoch = self._epoch_results("val", None)

@@ -68,3 +68,44 @@ def test_folder_format_negative_class_first(tmp_path):
 def test_unknown_format_is_a_user_error():
     with pytest.raises(UserError, match="data.format"):
         GlassesDataModule(format="coco")
+
+
+def write_people(root: Path, people: int = 8, photos: int = 5) -> None:
+    """``<class>/<person>_<photo>.jpg``: NUAA-style names whose person only a regex can read."""
+    for person in range(people):
+        name = "glasses" if person % 2 else "no_glasses"
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for photo in range(photos):
+            cv2.imwrite(str(root / name / f"{person:04d}_{photo:02d}.jpg"), np.full((40, 40, 3), 10 * person, np.uint8))
+
+
+def test_auto_format_reads_class_folders_and_group_by_keeps_people_apart(tmp_path):
+    write_people(tmp_path)
+    split = {"train": 0.5, "val": 0.25, "test": 0.25}
+    dm = GlassesDataModule(root=str(tmp_path), group_by=r"^(\d+)_", num_workers=0, split=split)
+    dm.setup()
+    assert dm.format == "folder" and dm.info.class_names == ["no_glasses", "glasses"]
+    people = {name: {s.path.name[:4] for s in ds.samples} for name, ds in dm.datasets.items()}
+    assert [len(people[name]) for name in ("train", "val", "test")] == [4, 2, 2]
+    assert not people["train"] & people["val"] and not people["train"] & people["test"] and not people["val"] & people["test"]
+
+
+def test_names_without_a_person_split_per_image_with_a_warning(tmp_path, caplog):
+    write_people(tmp_path)
+    dm = GlassesDataModule(root=str(tmp_path), num_workers=0, split={"train": 0.5, "val": 0.25, "test": 0.25})
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    assert "data.group_by" in caplog.text and "per image" in caplog.text
+    assert sum(len(ds) for ds in dm.datasets.values()) == 40
+
+
+def test_auto_format_reads_a_meglass_list(meglass_root):
+    dm = GlassesDataModule(root=str(meglass_root), num_workers=0)
+    dm.setup()
+    assert dm.format == "meglass"
+
+
+def test_a_root_with_neither_layout_is_one_line(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(UserError, match=r"data.root: .* neither a MeGlass list \(meta.txt"):
+        GlassesDataModule(root=str(tmp_path), num_workers=0).setup()

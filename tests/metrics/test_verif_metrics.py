@@ -14,6 +14,7 @@ from pipeline.metrics.verification import (
     eer,
     far_frr_at,
     fnmr_at_fmr,
+    metrics_from_histograms,
     pair_scores,
     roc_auc,
     score_histograms,
@@ -126,10 +127,10 @@ def test_chunked_histograms_equal_exact_pair_scores():
         np.testing.assert_array_equal(hists[name], expected)
 
 
-def test_verification_metrics_close_to_exact():
+def test_histogram_metrics_close_to_exact():
     emb, identity, is_fake = _embeddings(seed=2, dtype=torch.float32)
     exact = pair_scores(emb, identity, is_fake)
-    metrics = verification_metrics(emb, identity, is_fake, chunk_size=50)
+    metrics = metrics_from_histograms(score_histograms(emb, identity, is_fake, chunk_size=50))
     real = eer(exact["positive"], exact["negative_real"])
     fake = eer(exact["positive"], exact["fake"])
     assert metrics["eer_real"] == pytest.approx(real["eer"], abs=1e-3)
@@ -143,6 +144,24 @@ def test_verification_metrics_close_to_exact():
     )
     assert metrics["num_fake_pairs"] == len(exact["fake"])
     assert metrics["eer_mean"] == pytest.approx((metrics["eer_real"] + metrics["eer_fake"]) / 2)
+
+
+def test_scores_crowded_near_one_are_measured_exactly():
+    """An early or collapsing embedding puts every score within 1e-4 of 1: one histogram bin. The
+    metrics of a set of that size are exact: they match a brute-force EER over the pairs' scores."""
+    emb, identity, is_fake = _embeddings(seed=4, dtype=torch.float32)
+    crowded = 1 + 0.003 * emb
+    scores = {k: v.numpy().astype(np.float64) for k, v in pair_scores(crowded, identity, is_fake).items()}
+    assert scores["negative_real"].min() > 1 - 1e-4
+    metrics = verification_metrics(crowded, identity, is_fake, threshold=0.99999)
+    expected = _sklearn_eer(scores["positive"], scores["negative_real"])[0]
+    assert metrics["eer_real"] == pytest.approx(expected["eer"], abs=1e-9)
+    assert metrics["eer_real_fnr"] == pytest.approx(expected["eer_fnr"], abs=1e-9)
+    assert metrics["eer_real"] < 0.2  # the histograms read 0.5 here: no threshold inside the one bin
+    assert metrics["eer_fake"] == pytest.approx(_sklearn_eer(scores["positive"], scores["fake"])[0]["eer"], abs=1e-9)
+    assert metrics["far_real"] == pytest.approx(np.mean(scores["negative_real"] >= 0.99999), abs=1e-9)
+    assert metrics["frr"] == pytest.approx(np.mean(scores["positive"] < 0.99999), abs=1e-9)
+    assert metrics_from_histograms(score_histograms(crowded, identity, is_fake))["eer_real"] > 0.4
 
 
 def test_verification_metrics_without_fakes_reports_nan_fake_metrics():

@@ -1,5 +1,6 @@
 """Tests for the metric-learning task: live fake term, frozen val threshold at test, pairs CSV, export."""
 
+import csv
 import json
 
 import pytest
@@ -99,6 +100,22 @@ def test_prediction_scores_consecutive_rows(run_dir, data_root, tmp_path):
     threshold = float(task.threshold)
     assert decided["threshold"].tolist() == pytest.approx([threshold] * 2)
     assert decided["same"].tolist() == (decided["similarity"] >= threshold).tolist()
+
+
+def test_prediction_of_named_pairs_keeps_their_paths_and_unusable_rows(run_dir, data_root, tmp_path):
+    task = MetricLearningTask.load_from_checkpoint(best_checkpoint(run_dir), map_location="cpu")
+    datamodule = build_datamodule(_config(tmp_path, data_root))
+    same, other = data_root / "images" / "0000" / "0.JPG", data_root / "images" / "1" / "1.jpg"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    (tmp_path / "pairs.csv").write_text(f"path1,path2\n{same},{same}\n{same},{other}\n{same},{broken}\n")
+    with open(predict_files(task, datamodule, tmp_path / "pairs.csv", tmp_path / "out"), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(row["path1"], row["path2"]) for row in rows] == [(str(same), str(same)), (str(same), str(other)), (str(same), str(broken))]
+    assert float(rows[0]["similarity"]) == pytest.approx(1.0, abs=1e-5) and rows[0]["same"] == "1"
+    assert float(rows[1]["similarity"]) < 1.0
+    assert rows[1]["same"] == str(int(float(rows[1]["similarity"]) >= float(task.threshold)))
+    assert rows[2]["similarity"] == "" and rows[2]["same"] == "unreadable"
 
 
 def test_export_spec_is_a_normalised_embedding_with_the_threshold(run_dir):

@@ -92,6 +92,10 @@ class PredictionWriter(BasePredictionWriter):
                 for c, s, box in zip(det["labels"].tolist(), det["scores"].tolist(), det["boxes"].tolist(), strict=True)]
         for item, det in usable if self.options.get("draw", True) else ():
             self.save_drawing(Path(item["path"]), det, classes)
+        log.info("%d boxes in %d of %d usable images", len(rows), sum(len(det["labels"]) > 0 for _, det in usable), len(usable))
+        if usable and not rows:
+            log.warning("no box scored above the score threshold in any of the %d images: lower options.score_threshold "
+                        "or check the run's val/map_50", len(usable))
         return write_rows(self.out_dir / "detections.csv", ["path", "label", "score", "xmin", "ymin", "xmax", "ymax"], rows)
 
     def save_drawing(self, path: Path, detections: dict[str, torch.Tensor], classes: list[str]) -> None:

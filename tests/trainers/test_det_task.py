@@ -130,6 +130,15 @@ def test_prediction_writes_csv_in_original_pixels_and_drawings(built, tmp_path):
     assert single.read_text().startswith("path,label,score") and not (tmp_path / "one" / "images").exists()
 
 
+def test_prediction_without_any_box_says_so(built, tmp_path, caplog):
+    datamodule, task = built
+    image = datamodule.splits["test"][0].image_path
+    with caplog.at_level("WARNING"):
+        out = predict_files(task, datamodule, image, tmp_path / "none", score_threshold=1.01, draw=False)
+    assert out.read_text().strip() == "path,label,score,xmin,ymin,xmax,ymax"
+    assert "no box scored above the score threshold in any of the 1 images" in caplog.text
+
+
 def test_prediction_input_errors(built, tmp_path):
     datamodule, task = built
     (tmp_path / "empty").mkdir()

@@ -7,6 +7,8 @@ import re
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from conftest import TINY_SIAMESE, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -173,3 +175,33 @@ def test_a_key_through_a_list_is_one_line():
     _one_line_error(run_cli("train.py", "experiment=facemask_detection", "data.augment.crop=256"),
                     "a key under a list takes an index", "data.augment.crop is now data.crop")
     _one_line_error(run_cli("train.py", "experiment=image_folder", "data.augment.p=0.3"), "data.augment.0.p=0.3")
+
+
+def _class_folders(root: Path, classes: tuple[str, ...], splits: tuple[str, ...] = ("",), count: int = 8) -> Path:
+    rng = np.random.default_rng(len(classes) + len(splits))
+    for split in splits:
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                cv2.imwrite(str(root / split / name / f"{i}.png"), rng.integers(0, 255, (20, 20, 3), np.uint8))
+    return root
+
+
+def test_bin_test_on_other_data_writes_beside_the_run_and_checks_its_classes(tmp_path):
+    own = _class_folders(tmp_path / "own", ("female", "male"))
+    proc = run_cli("train.py", "experiment=image_folder", f"data.root={own}", f"paths.results_dir={tmp_path / 'runs'}",
+                   "trainer.max_epochs=1", "hyp.batch_size=8", "data.image_size=[16,16]", "data.num_workers=0", "logger=none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / "image_folder").iterdir()
+    kept = {name: (run / "results" / name).read_bytes() for name in ("split.json", "test_metrics.json")}
+    other = _class_folders(tmp_path / "external", ("female", "male"), ("train", "val", "test"), count=5)
+    proc = run_cli("test.py", f"run={run}", f"data.root={other}", "data.num_workers=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = json.loads((run / "tests" / "external" / "results" / "test_metrics.json").read_text())
+    assert written["data_root"] == str(other) and 0 <= written["test/acc"] <= 1
+    assert sorted(json.loads((run / "tests" / "external" / "results" / "split.json").read_text())["test"]) == \
+        sorted(f"test/{c}/{i}.png" for c in ("female", "male") for i in range(5))
+    assert {name: (run / "results" / name).read_bytes() for name in kept} == kept
+    wrong = _class_folders(tmp_path / "wrong", ("cat", "dog"), ("train", "val", "test"), count=3)
+    _one_line_error(run_cli("test.py", f"run={run}", f"data.root={wrong}", "data.num_workers=0"),
+                    "['cat', 'dog']", "the run was trained on ['female', 'male']")

@@ -16,12 +16,12 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from rich.console import Console
 
 from pipeline.callbacks.dashboard import curated_hparams, headline_metrics
 from pipeline.callbacks.metrics_history import scalar_metrics
-from pipeline.utils.config import save_run_config
+from pipeline.utils.config import load_run_config, save_run_config
 from pipeline.utils.console import final_table
 from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
@@ -210,11 +210,16 @@ def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
 
 
 def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, float]:
-    """Test a run's checkpoint with the run's own config; writes ``results/test_metrics.json``."""
+    """Test a run's checkpoint with the run's own config; writes ``results/test_metrics.json`` (of
+    ``tests/<data folder>/`` when ``data.root`` is not the run's)."""
     checkpoint = find_checkpoint(run_dir, ckpt)
-    load_checkpoint(checkpoint)
+    trained = DataInfo.from_dict(load_checkpoint(checkpoint)["hyper_parameters"]["data_info"])
+    out_dir = test_folder(cfg, run_dir)
     seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
+    if trained.class_names and datamodule.info.class_names != trained.class_names:
+        raise UserError(f"data.root: the classes of '{cfg.data.root}' are {datamodule.info.class_names}, the run was "
+                        f"trained on {trained.class_names}; rename the folders or set data.class_names in the run's order")
     task = build_task(cfg, datamodule.info)
     kept = set(cfg.get("test_callbacks") or ())
     callbacks = instantiate_each({name: node for name, node in (cfg.get("callbacks") or {}).items() if name in kept})
@@ -224,9 +229,24 @@ def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, fl
     warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
     trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False, weights_only=True)
     metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
-    write_json(run_dir / "results" / "test_metrics.json", {"checkpoint": str(checkpoint), **metrics})
+    write_json(out_dir / "results" / "test_metrics.json", {"checkpoint": str(checkpoint), "data_root": cfg.data.get("root"), **metrics})
     results = {**read_json(run_dir / "results" / "metrics.json", {"fit": {}}), "test": metrics}
-    Console().print(final_table(f"{cfg.name}: test of {run_dir.name}", results, read_history(run_dir),
+    title = f"{cfg.name}: test of {run_dir.name}" + (f" on {cfg.data.root}" if out_dir != run_dir else "")
+    Console().print(final_table(title, results, read_history(run_dir),
                                 cfg.task.get("monitor_mode", "max"), run_dir, tested=checkpoint))
-    print(f"Wrote {run_dir / 'results' / 'test_metrics.json'}")
+    print(f"Wrote {out_dir / 'results' / 'test_metrics.json'}")
     return metrics
+
+
+def test_folder(cfg: DictConfig, run_dir: Path) -> Path:
+    """Where a test writes: the run, or for a ``data.root`` other than the run's ``<run>/tests/<data folder>``,
+    which gets that data's own split, figures and metrics (the run's own are kept as they are)."""
+    trained_on, root = load_run_config(run_dir).data.get("root"), cfg.data.get("root")
+    if root == trained_on or (root and trained_on and Path(root).resolve() == Path(trained_on).resolve()):
+        return run_dir
+    out_dir = run_dir / "tests" / (Path(root).resolve().name if root else "synthetic")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+    log.info("data.root is not the run's (%s): testing on the test split of %s's own layout or data.split; results in %s",
+             trained_on, root, out_dir)
+    return out_dir

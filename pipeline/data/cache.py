@@ -29,6 +29,7 @@ from pathlib import Path
 
 import albumentations as A
 import numpy as np
+import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
@@ -191,7 +192,9 @@ def build(entry: Path, decoder: Decoder, num_workers: int) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
     index = np.zeros((len(decoder), 3), np.int64)
     offset = 0
-    loader = DataLoader(decoder, batch_size=None, num_workers=num_workers, collate_fn=_identity)
+    # A private generator for the workers' base seed: drawing it from the global one would make a run that
+    # builds the cache initialise its model differently from the same run reading the cache.
+    loader = DataLoader(decoder, batch_size=None, num_workers=num_workers, collate_fn=_identity, generator=torch.Generator())
     try:
         with (scratch / "images.u8").open("wb") as out:
             for i, image in enumerate(loader):

@@ -176,3 +176,16 @@ def test_a_cache_that_would_not_fit_is_skipped_by_auto_and_refused_when_asked_fo
     assert not (folder.parent / "decoded").exists()
     with pytest.raises(UserError, match=r"data.cache=disk: the decoded images .* free space"):
         _datamodule(folder, cache="disk")
+
+
+def test_building_the_cache_leaves_the_random_state_as_reading_it_does(folder):
+    """A run that decodes its cache must initialise its model as the same run reading that cache: the
+    build draws nothing from the global generators."""
+    states = []
+    for _ in range(2):  # the first setup builds the entries, the second reads them
+        torch.manual_seed(0)
+        np.random.seed(0)
+        _datamodule(folder)
+        states.append((torch.get_rng_state(), np.random.get_state()[1].copy()))
+    assert torch.equal(states[0][0], states[1][0])
+    np.testing.assert_array_equal(states[0][1], states[1][1])

@@ -214,7 +214,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, fl
     ``tests/<data folder>/`` when ``data.root`` is not the run's)."""
     checkpoint = find_checkpoint(run_dir, ckpt)
     trained = DataInfo.from_dict(load_checkpoint(checkpoint)["hyper_parameters"]["data_info"])
-    out_dir = test_folder(cfg, run_dir)
+    out_dir = evaluation_folder(cfg, run_dir)
     seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     if trained.class_names and datamodule.info.class_names != trained.class_names:
@@ -238,7 +238,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, fl
     return metrics
 
 
-def test_folder(cfg: DictConfig, run_dir: Path) -> Path:
+def evaluation_folder(cfg: DictConfig, run_dir: Path) -> Path:
     """Where a test writes: the run, or for a ``data.root`` other than the run's ``<run>/tests/<data folder>``,
     which gets that data's own split, figures and metrics (the run's own are kept as they are)."""
     trained_on, root = load_run_config(run_dir).data.get("root"), cfg.data.get("root")

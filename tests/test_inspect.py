@@ -95,6 +95,21 @@ def test_group_in_two_splits_is_a_leak(clean_root, tmp_path, data_dir):
     assert clean.group_leaks == {} and clean.problems == []
 
 
+def test_a_users_presplit_folders_leaking_a_person_are_caught_through_group_by(tmp_path, data_dir):
+    """Pre-split class folders whose person (``<person>_<photo>`` names) sits in train and in test."""
+    for split, people in (("train", "abc"), ("val", "d"), ("test", "ae")):
+        for person in people:
+            for photo in range(2):
+                _photo(tmp_path / "data" / split / ("x" if ord(person) % 2 else "y") / f"{person}_{photo}.png",
+                       ord(person) * 10 + photo + 100 * len(split))
+    cfg = compose_config(["experiment=image_folder", f"data.root={tmp_path / 'data'}", "data.group_by='^([^_]+)_'",
+                          "data.num_workers=0"], tmp_path / "run", data_dir)
+    report, _ = build_report(list_items(build_datamodule(cfg)))
+    assert report.groups["groups"] == 5
+    assert report.group_leaks == {"a": ["train", "test"]}
+    assert any("more than one split" in p for p in report.problems)
+
+
 def test_unknown_key_is_one_line_and_exit_2(tmp_path):
     proc = run_cli("inspect.py", "experiment=mask_age_gender", "data.nope=1")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")

@@ -27,26 +27,11 @@ class Item:
     objects: tuple[tuple[str, float, float, float, float], ...] = ()
 
 
-def boostcamp_person(path: Path) -> str:
-    """Boostcamp's person id: the first field of the person folder (``000013_female_Asian_18``)."""
-    return path.parent.name.split("_")[0]
-
-
-# Datamodule class name -> how to read an image's group from its path.
-GROUPS: dict[str, Callable[[Path], str]] = {"BoostcampDataModule": boostcamp_person}
-
-
 def classification_items(datamodule) -> list[Item]:
-    """Items of a classification datamodule, with the splits it built (same reader, checks and split)."""
+    """Items of a classification datamodule, with the splits and groups it built (same reader, checks and split)."""
     names = datamodule.info.class_names
-    group_of = GROUPS.get(type(datamodule).__name__)
-    items = []
-    for split, dataset in datamodule.datasets.items():
-        for sample in dataset.samples:
-            label = sample.labels["label"]
-            items.append(Item(Path(sample.path), names[label] if label < len(names) else str(label),
-                              group_of(Path(sample.path)) if group_of else None, split))
-    return items
+    return [Item(Path(sample.path), names[label] if (label := sample.labels["label"]) < len(names) else str(label),
+                 sample.group, split) for split, dataset in datamodule.datasets.items() for sample in dataset.samples]
 
 
 def verification_items(datamodule) -> list[Item]:

@@ -12,7 +12,7 @@ import logging
 import shutil
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,13 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Sample:
-    """One image (or a ``box`` crop of it) with its labels: ``label`` plus any per-head labels."""
+    """One image (or a ``box`` crop of it) with its labels: ``label`` plus any per-head labels, and the
+    ``group`` (person, source image) its split kept together, when the split had one."""
 
     path: Path
     labels: dict[str, int]
     box: tuple[int, int, int, int] | None = None
+    group: str | None = None
 
 
 class ClassificationDataset(Dataset):
@@ -226,6 +228,8 @@ class ImageClassificationDataModule(BaseDataModule):
         base = self.data_root if self.data_root.is_dir() else self.data_root.parent
         keys = [relative_key(s.path, base) for s in samples]
         indices = self.splitter.choose(keys, groups, strata=strata, presplit=presplit, what=what)
+        if what != "images":  # the report's leak check reads the groups; an image's own index is none
+            samples = [replace(sample, group=str(group)) for sample, group in zip(samples, groups, strict=True)]
         return {name: [samples[i] for i in idx] for name, idx in indices.items()}
 
 

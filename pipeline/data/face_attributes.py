@@ -145,7 +145,7 @@ class FaceMaskCropsDataModule(ImageClassificationDataModule):
                 if min(x1 - x0, y1 - y0) < self.min_box_size:
                     continue
                 box = crop_box(obj.box, self.margin, image.width, image.height)
-                samples.append(Sample(image.image_path, {"label": obj.label}, box))
+                samples.append(Sample(image.image_path, {"label": obj.label}, box, group=str(image.image_path)))
         return samples
 
     def synthetic_name(self) -> str:

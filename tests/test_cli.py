@@ -187,7 +187,7 @@ def _class_folders(root: Path, classes: tuple[str, ...], splits: tuple[str, ...]
     return root
 
 
-def test_bin_test_on_other_data_writes_beside_the_run_and_checks_its_classes(tmp_path):
+def test_bin_test_on_other_data_or_split_writes_beside_the_run_and_checks_its_classes(tmp_path):
     own = _class_folders(tmp_path / "own", ("female", "male"))
     proc = run_cli("train.py", "experiment=image_folder", f"data.root={own}", f"paths.results_dir={tmp_path / 'runs'}",
                    "trainer.max_epochs=1", "hyp.batch_size=8", "data.image_size=[16,16]", "data.num_workers=0", "logger=none")
@@ -197,10 +197,16 @@ def test_bin_test_on_other_data_writes_beside_the_run_and_checks_its_classes(tmp
     other = _class_folders(tmp_path / "external", ("female", "male"), ("train", "val", "test"), count=5)
     proc = run_cli("test.py", f"run={run}", f"data.root={other}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    written = json.loads((run / "tests" / "external" / "results" / "test_metrics.json").read_text())
+    (tested,) = (run / "tests").glob("external_*")
+    written = json.loads((tested / "results" / "test_metrics.json").read_text())
     assert written["data_root"] == str(other) and 0 <= written["test/acc"] <= 1
-    assert sorted(json.loads((run / "tests" / "external" / "results" / "split.json").read_text())["test"]) == \
+    assert sorted(json.loads((tested / "results" / "split.json").read_text())["test"]) == \
         sorted(f"test/{c}/{i}.png" for c in ("female", "male") for i in range(5))
+    assert {name: (run / "results" / name).read_bytes() for name in kept} == kept
+    # Another split of the run's own data: its record goes beside the run's, which a resume trains on.
+    proc = run_cli("test.py", f"run={run}", "data.split={train: 0.5, val: 0.25, test: 0.25}", "data.num_workers=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((run / "tests").glob("split_*/results/split.json"))) == 1
     assert {name: (run / "results" / name).read_bytes() for name in kept} == kept
     wrong = _class_folders(tmp_path / "wrong", ("cat", "dog"), ("train", "val", "test"), count=3)
     _one_line_error(run_cli("test.py", f"run={run}", f"data.root={wrong}", "data.num_workers=0"),

@@ -6,6 +6,7 @@ import logging
 import math
 import warnings
 from contextlib import nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from pipeline.callbacks.dashboard import curated_hparams, headline_metrics
@@ -239,14 +240,26 @@ def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, fl
 
 
 def evaluation_folder(cfg: DictConfig, run_dir: Path) -> Path:
-    """Where a test writes: the run, or for a ``data.root`` other than the run's ``<run>/tests/<data folder>``,
-    which gets that data's own split, figures and metrics (the run's own are kept as they are)."""
-    trained_on, root = load_run_config(run_dir).data.get("root"), cfg.data.get("root")
-    if root == trained_on or (root and trained_on and Path(root).resolve() == Path(trained_on).resolve()):
+    """Where a test writes: the run, or ``<run>/tests/<data folder or split file>_<time>`` when ``data.root``,
+    ``data.split_file`` or ``data.split`` is not the run's: that data or split gets its own split record,
+    figures and metrics, and the run's own (the split a resume trains on) are kept as they are."""
+    saved = load_run_config(run_dir).data
+    changed = [key for key in ("root", "split_file", "split") if not same_setting(cfg.data.get(key), saved.get(key))]
+    if not changed:
         return run_dir
-    out_dir = run_dir / "tests" / (Path(root).resolve().name if root else "synthetic")
+    root, split_file = cfg.data.get("root"), cfg.data.get("split_file")
+    name = (Path(root).resolve().name if root else "synthetic") if "root" in changed else \
+        (Path(split_file).stem if split_file else "split")
+    out_dir = run_dir / "tests" / f"{name}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
-    log.info("data.root is not the run's (%s): testing on the test split of %s's own layout or data.split; results in %s",
-             trained_on, root, out_dir)
+    log.info("%s not the run's: testing on that data's test split; results in %s", ", ".join(f"data.{k}" for k in changed), out_dir)
     return out_dir
+
+
+def same_setting(value: Any, saved: Any) -> bool:
+    """Whether a data setting is the run's: paths compared resolved, split fractions as plain values."""
+    if isinstance(value, str) and isinstance(saved, str):
+        return Path(value).resolve() == Path(saved).resolve()
+    plain = [OmegaConf.to_container(v) if isinstance(v, DictConfig) else v for v in (value, saved)]
+    return plain[0] == plain[1]

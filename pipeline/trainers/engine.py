@@ -248,8 +248,10 @@ def evaluation_folder(cfg: DictConfig, run_dir: Path) -> Path:
     if not changed:
         return run_dir
     root, split_file = cfg.data.get("root"), cfg.data.get("split_file")
-    name = (Path(root).resolve().name if root else "synthetic") if "root" in changed else \
-        (Path(split_file).stem if split_file else "split")
+    if "root" in changed:
+        name = Path(root).resolve().name if root else "synthetic"
+    else:
+        name = Path(split_file).stem if split_file else "split"
     out_dir = run_dir / "tests" / f"{name}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)

@@ -26,6 +26,12 @@ def _plain(node: DictConfig | dict) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
+def item_mean() -> MeanMetric:
+    """A mean over items, each batch's value weighted by its size; a NaN value shows as NaN. (torchmetrics'
+    ``nan_strategy="disable"`` would also drop the weights: a mean of batch means.)"""
+    return MeanMetric(nan_strategy=float("nan"))
+
+
 def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
     """Forward pre-hook: image batches (4-D tensors) enter the network in NHWC memory format."""
     return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.ndim == 4 else a
@@ -116,7 +122,7 @@ class BaseTask(pl.LightningModule):
                 continue
             key = f"{stage}_{name}"
             if key not in self.eval_losses:
-                self.eval_losses[key] = MeanMetric(nan_strategy="disable").to(self.device)  # NaN must show
+                self.eval_losses[key] = item_mean().to(self.device)
             self.eval_losses[key].update(value.detach(), batch_size)
             self.log(f"{stage}/{name}", self.eval_losses[key], on_step=False, on_epoch=True, prog_bar=name == "loss",
                      metric_attribute=f"eval_losses.{key}")

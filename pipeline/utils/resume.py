@@ -56,6 +56,21 @@ def run_dir_for(resume: str, overrides: list[str]) -> Path:
     return locate_run(resume, experiment, [o.input_line for o in selection if o.key_or_group.startswith("paths.")])
 
 
+def without_run_experiment(overrides: list[str], full: DictConfig, run_dir: Path) -> list[str]:
+    """``overrides`` less ``experiment=<x>``: it selects the run (``resume=latest experiment=x``) and cannot change
+    the experiment of a run being continued, so another experiment than the run's is refused."""
+    saved = OmegaConf.select(full, "hydra.runtime.choices.experiment", default=None)
+    kept = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") != "experiment":
+            kept.append(override)
+        elif value != str(saved):
+            raise UserError(f"experiment={value}: {run_dir} is a run of experiment={saved}; a resume keeps its "
+                            "experiment (drop the override, or resume a run of that experiment)")
+    return kept
+
+
 def merged_overrides(saved: list[str], new: list[str]) -> list[str]:
     """The run's recorded overrides with the resume's own: a key given again takes its new value."""
     def key(override: str) -> str:
@@ -101,6 +116,7 @@ def resume_config(argv: list[str]) -> DictConfig | None:
     else:
         run_dir = run_dir_for(resume, overrides)
         full = read_run_config(run_dir)
+    overrides = without_run_experiment(overrides, full, run_dir)
     if rank_zero_only.rank == 0:  # a run still training is refused here, before its log is touched
         with run_lock(run_dir):
             pass

@@ -58,7 +58,10 @@ def test_rerun_pickle_and_latest_continue_the_same_run(tmp_path):
     proc = _train(results, "--experimental-rerun", str(pickle), "trainer.max_epochs=2")
     assert _runs(results) == [run] and _last(run)["epoch"] == 1
     assert f"warning: {pickle} is a pickle, and loading it runs any code it holds" in proc.stderr
-    proc = _train(results, "resume=latest", "trainer.max_epochs=3")
+    proc = run_cli("train.py", f"paths.results_dir={results}", f"resume={run}", "experiment=glasses")
+    assert proc.returncode == 2 and f"{run} is a run of experiment=siamese_shapes" in proc.stderr
+    # experiment=<x> names where latest looks; it is the run's own experiment, not a change to it.
+    proc = _train(results, "resume=latest", "experiment=siamese_shapes", "trainer.max_epochs=3")
     assert _runs(results) == [run] and _last(run)["epoch"] == 2
     assert f"Run folder: {run}" in proc.stdout
     assert "Resuming" in (run / "train.log").read_text()

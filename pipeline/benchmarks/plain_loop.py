@@ -7,10 +7,18 @@ network and loss (``build_task``: the model factory and ``model_step``), the opt
 rate schedule (``build_optimizers``), batch size and epochs. Augmentation is a random horizontal
 flip of the tensors. Each epoch is validated, the best validation accuracy's weights are tested,
 as the framework's checkpoint selection does. Classification datamodules only.
+
+Two forms: the plain loop proper (fp32, NCHW: the loop a user writes first) and the tuned loop, the same
+loop with the framework's precision and memory format (``autocast``: bfloat16 autocast around the forward
+pass and loss as Lightning's ``bf16-mixed`` does, float16 with a gradient scaler for ``16-mixed``;
+``channels_last``: the network's weights and its input batches in NHWC, done by the task's ``setup`` as in
+the framework). ``step_flops`` counts one training step's floating point operations and ``matmul_peak``
+measures the device's matrix-multiply rate in a precision, for the achieved share of peak.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from typing import Any
@@ -42,13 +50,31 @@ def batches(data: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor,
         yield {key: value[index] for key, value in data.items()}
 
 
+AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved ``trainer.precision`` (None: fp32)."""
+    if precision not in AUTOCAST:
+        raise ValueError(f"trainer.precision={precision}: the plain loop runs {', '.join(AUTOCAST)}")
+    return AUTOCAST[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` in ``dtype`` on ``device``; nothing for fp32."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
 @torch.no_grad()
-def accuracy(task, data: dict[str, torch.Tensor], batch_size: int, device: torch.device) -> float:
+def accuracy(task, data: dict[str, torch.Tensor], batch_size: int, device: torch.device,
+             dtype: torch.dtype | None = None) -> float:
     """Share of items whose main output is right."""
     task.eval()
     correct = 0
     for batch in batches(data, batch_size, torch.arange(len(data["image"])), drop_last=False):
-        preds, target = task.model_step(to_device(batch, device))["pairs"][task.main_output()]
+        with autocast(device, dtype):
+            out = task.model_step(to_device(batch, device))
+        preds, target = out["pairs"][task.main_output()]
         correct += int((preds == target).sum())
     return correct / len(data["image"])
 
@@ -57,9 +83,11 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
-def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, start: float | None = None) -> dict[str, Any]:
-    """Decode once, train ``epochs`` epochs, test the best validation epoch; wall time (from ``start``,
-    a ``time.perf_counter()`` value, default now) and rates."""
+def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, start: float | None = None,
+              dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Decode once, train ``epochs`` epochs (autocast in ``dtype``; None: fp32), test the best validation
+    epoch; wall time (from ``start``, a ``time.perf_counter()`` value, default now), rates and the FLOPs of
+    one training step per item."""
     start = time.perf_counter() if start is None else start
     eval_transform = datamodule.datasets["val"].transform
     data = {split: decode_split(datamodule.datasets[split], eval_transform) for split in ("train", "val", "test")}
@@ -69,21 +97,62 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
     steps_per_epoch = size // batch_size if drop_last else -(-size // batch_size)
     optimizers = task.build_optimizers(lambda: epochs * steps_per_epoch)
     optimizer, schedule = (optimizers["optimizer"], optimizers["lr_scheduler"]) if isinstance(optimizers, dict) else (optimizers, None)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     generator = torch.Generator().manual_seed(seed)
     best, best_state, clock = -1.0, None, {"samples": 0, "wait_s": 0.0, "compute_s": 0.0}
+    step = {"optimizer": optimizer, "schedule": schedule, "dtype": dtype, "scaler": scaler}
     for _ in range(epochs):
-        train_epoch(task, data["train"], batch_size, drop_last, optimizer, schedule, generator, device, clock)
+        train_epoch(task, data["train"], batch_size, drop_last, step, generator, device, clock)
         if schedule and schedule["interval"] == "epoch":
             schedule["scheduler"].step()
-        val_acc = accuracy(task, data["val"], datamodule.eval_batch_size, device)
+        val_acc = accuracy(task, data["val"], datamodule.eval_batch_size, device, dtype)
         if val_acc > best:
             best, best_state = val_acc, copy.deepcopy(task.state_dict())
     wall_s = time.perf_counter() - start
     task.load_state_dict(best_state)
-    return {**rates(clock, wall_s), "test_acc": accuracy(task, data["test"], datamodule.eval_batch_size, device)}
+    first = next(batches(data["train"], batch_size, torch.arange(len(data["train"]["image"])), drop_last))
+    return {**rates(clock, wall_s), "test_acc": accuracy(task, data["test"], datamodule.eval_batch_size, device, dtype),
+            "step_flops_per_item": step_flops(task, to_device(first, device), device, dtype) / len(first["image"])}
 
 
-def train_epoch(task, data, batch_size, drop_last, optimizer, schedule, generator, device, clock) -> None:
+def step_flops(task, batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype | None) -> int:
+    """Floating point operations of one training step on ``batch`` (forward, loss, backward), counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` on a copy of the task (the task itself is left as it is)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(task).train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with autocast(device, dtype):
+            loss = probe.model_step(batch)["loss"]
+        loss.backward()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype | None, size: int | None = None, seconds: float = 1.0) -> float:
+    """The device's measured matrix-multiply rate (FLOP/s) in ``dtype`` (None: fp32): square products of
+    ``size`` (default 4096 on CUDA, 1024 on CPU) repeated for about ``seconds``, after a warm-up."""
+    size = size or (4096 if device.type == "cuda" else 1024)
+    a = torch.randn(size, size, device=device, dtype=dtype or torch.float32)
+    b = torch.randn(size, size, device=device, dtype=dtype or torch.float32)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    torch.matmul(a, b)
+    sync()
+    count, begin = 0, time.perf_counter()
+    while True:
+        torch.matmul(a, b)
+        count += 1
+        sync()
+        elapsed = time.perf_counter() - begin
+        if elapsed >= seconds:
+            return 2 * size**3 * count / elapsed
+
+
+def train_epoch(task, data, batch_size, drop_last, step, generator, device, clock) -> None:
     """One epoch: shuffle, flip half the images, forward, loss, backward, step (timed as the framework's
     throughput callback times it: no per-step synchronisation, the queue drained at the end)."""
     task.train()
@@ -93,12 +162,18 @@ def train_epoch(task, data, batch_size, drop_last, optimizer, schedule, generato
         batch["image"][flip] = batch["image"][flip].flip(-1)
         batch = to_device(batch, device)
         ready = time.perf_counter()
-        loss = task.model_step(batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if schedule and schedule["interval"] == "step":
-            schedule["scheduler"].step()
+        with autocast(device, step["dtype"]):
+            loss = task.model_step(batch)["loss"]
+        step["optimizer"].zero_grad(set_to_none=True)
+        if step["scaler"] is None:
+            loss.backward()
+            step["optimizer"].step()
+        else:
+            step["scaler"].scale(loss).backward()
+            step["scaler"].step(step["optimizer"])
+            step["scaler"].update()
+        if step["schedule"] and step["schedule"]["interval"] == "step":
+            step["schedule"]["scheduler"].step()
         done = time.perf_counter()
         clock["wait_s"] += ready - mark
         clock["compute_s"] += done - ready

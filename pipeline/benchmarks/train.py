@@ -6,13 +6,16 @@
 The framework run is the real path: the configured datamodule (``data.cache`` included), callbacks and
 loggers, ``trainer.fit`` with its validation every epoch, then ``trainer.test`` on the best checkpoint.
 The plain loop (``pipeline.benchmarks.plain_loop``) trains the same network, loss, optimiser and learning
-rate schedule on the same split and preprocessing for the same epochs, in fp32 and the NCHW memory format
-a loop written by hand uses (the framework's ``trainer.precision=auto``, bf16 where the device computes it
-natively, and ``hyp.channels_last`` defaults are its own; pass ``trainer.precision=32-true
-hyp.channels_last=false`` to compare the loops alone). The table's caption says which each side used. Both report the wall time from
-start (data decoding included) to the end of training, training images per second over the training
-steps, the share of that time spent waiting for data, and test accuracy. Tasks the plain loop does not
-cover (verification, detection, ...) report the framework side only.
+rate schedule on the same split and preprocessing for the same epochs, twice: in fp32 and the NCHW memory
+format a loop written by hand first uses, and tuned, in the framework's own precision and memory format
+(``trainer.precision=auto`` resolves to bf16 where the device computes it natively; ``hyp.channels_last``),
+so that the ratio against the tuned loop is the framework's own cost and the one against the fp32 loop
+includes the speed switches. The table's caption says which each side used. All report the wall time
+from start (data decoding included) to the end of training, training images per second over the training
+steps, the share of that time spent waiting for data, and test accuracy; and the achieved FLOP/s of the
+training steps (one step's FLOPs per item, counted by ``FlopCounterMode``, times the img/s) against the
+device's measured matrix-multiply peak in the same precision. Tasks the plain loop does not cover
+(verification, detection, ...) report the framework side only.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pipeline.trainers.engine import (
     build_task,
     build_trainer,
     instantiate_each,
+    resolve_precision,
     wants_cuda,
 )
 from pipeline.utils.cli import run_hydra
@@ -85,22 +89,25 @@ def run_framework(cfg: DictConfig) -> dict[str, Any]:
             "test_metrics": tested}
 
 
-def run_plain(cfg: DictConfig) -> dict[str, Any] | None:
-    """The plain decode-once loop on the experiment's split, network and optimiser; None when the task
-    is not one it covers."""
+def run_plain(cfg: DictConfig, tuned: bool = False) -> dict[str, Any] | None:
+    """The plain decode-once loop on the experiment's split, network and optimiser (``tuned``: in the
+    framework's resolved precision and ``hyp.channels_last``; else fp32, NCHW); None when the task is not
+    one it covers."""
     start = time.perf_counter()
     seed_everything(cfg.seed, workers=True, verbose=False)
     with open_dict(cfg):
         cfg.data.cache = "none"  # the plain loop decodes by itself; no cache for it to find
         if "check_images" in cfg.data:
             cfg.data.check_images = False  # nor a separate pass: decoding every image finds a bad one
-        cfg.hyp.channels_last = False  # a hand-written loop's NCHW tensors; channels_last is the framework's default
+        if not tuned:
+            cfg.hyp.channels_last = False  # a first hand-written loop's NCHW tensors
     datamodule = build_datamodule(cfg)
     if not plain_loop.supports(datamodule):
         return None
     task = build_task(cfg, datamodule.info)
     task.setup("fit")
-    return plain_loop.run_plain(task, datamodule, int(cfg.trainer.max_epochs), device_of(cfg), int(cfg.seed), start)
+    dtype = plain_loop.autocast_dtype(str(cfg.trainer.precision)) if tuned else None
+    return plain_loop.run_plain(task, datamodule, int(cfg.trainer.max_epochs), device_of(cfg), int(cfg.seed), start, dtype)
 
 
 def ratios(framework: dict[str, Any], plain: dict[str, Any] | None) -> dict[str, float]:
@@ -112,20 +119,48 @@ def ratios(framework: dict[str, Any], plain: dict[str, Any] | None) -> dict[str,
             "test_acc_difference": framework["test_acc"] - plain["test_acc"]}
 
 
+def flop_rates(report: dict[str, Any], peaks: dict[str, float]) -> dict[str, Any]:
+    """Achieved training FLOP/s of each loop (FLOPs per item x img/s) and their share of the matmul peak in
+    the loop's precision (``peaks``: precision -> FLOP/s)."""
+    per_item = (report.get("tuned") or report.get("plain") or {}).get("step_flops_per_item")
+    if not per_item:
+        return {}
+    out: dict[str, Any] = {"step_flops_per_item": per_item, "matmul_peak_flops": peaks}
+    for side, precision in (("framework", report["precision"]), ("tuned", report["precision"]), ("plain", "32-true")):
+        figures = report.get(side)
+        if figures and precision in peaks:
+            achieved = per_item * figures["train_samples_per_sec"]
+            out[side] = {"achieved_flops": achieved, "share_of_peak": achieved / peaks[precision]}
+    return out
+
+
+def cell(value: float | None, fmt: str, difference: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.4f} (difference)" if difference else fmt.format(value)
+
+
 def print_table(title: str, framework: dict[str, Any], plain: dict[str, Any] | None, ratio: dict[str, float],
-                report: dict[str, Any]) -> None:
+                report: dict[str, Any], tuned: dict[str, Any] | None = None, tuned_ratio: dict[str, float] | None = None,
+                flops: dict[str, Any] | None = None) -> None:
     table = Table(title=title)
-    for column in ("", "framework", "plain loop", "framework / plain"):
+    for column in ("", "framework", "plain loop", "tuned loop", "framework / plain", "framework / tuned"):
         table.add_column(column, justify="left" if not column else "right")
     by_figure = {"wall_s": "wall_time", "train_samples_per_sec": "train_samples_per_sec", "test_acc": "test_acc_difference"}
     for key, label, fmt in FIGURES:
-        versus = ratio.get(by_figure.get(key, ""))
+        versus = [(r or {}).get(by_figure.get(key, "")) for r in (ratio, tuned_ratio)]
         table.add_row(label, fmt.format(framework[key]), fmt.format(plain[key]) if plain else "-",
-                      "-" if versus is None else (f"{versus:+.4f} (difference)" if key == "test_acc" else f"{versus:.3f}x"))
-    table.caption = ("the plain loop covers classification tasks only: framework figures alone" if plain is None
-                     else f"framework: {report['precision']}, {'NHWC' if report['channels_last'] else 'NCHW'}; "
-                          "plain loop: 32-true, NCHW")
-    Console().print(table)
+                      fmt.format(tuned[key]) if tuned else "-",
+                      *(cell(v, "{:.3f}x", difference=key == "test_acc") for v in versus))
+    if flops:
+        shares = [flops.get(side) for side in ("framework", "plain", "tuned")]
+        table.add_row("train GFLOP/s (share of matmul peak)",
+                      *(f"{s['achieved_flops'] / 1e9:.1f} ({s['share_of_peak']:.1%})" if s else "-" for s in shares), "", "")
+    style = f"{report['precision']}, {'NHWC' if report['channels_last'] else 'NCHW'}"
+    table.caption = ("the plain loop covers classification tasks only: framework figures alone" if plain is None and tuned is None
+                     else f"framework: {style}; plain loop: 32-true, NCHW; tuned loop: {style}")
+    console = Console()
+    (console if console.is_terminal else Console(width=170)).print(table)  # a log file gets the table unwrapped
 
 
 def main() -> None:
@@ -135,23 +170,30 @@ def main() -> None:
 
 def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
     """Train with the framework and with the plain loop; prints a table and writes the figures as JSON."""
+    resolve_precision(cfg.trainer)  # once, so that the tuned loop and the report use the framework's choice
     with tempfile.TemporaryDirectory(prefix="benchmark_") as scratch:
         with open_dict(cfg):
             cfg.paths.output_dir = scratch
-        # The plain loop first: both then read the photos from the page cache.
+        # The plain loops first: all then read the photos from the page cache.
         plain = run_plain(copy.deepcopy(cfg)) if cfg.plain else None
+        tuned = run_plain(copy.deepcopy(cfg), tuned=True) if plain is not None else None
         framework = run_framework(cfg)
-    ratio = ratios(framework, plain)
+    ratio, tuned_ratio = ratios(framework, plain), ratios(framework, tuned)
     report = {
         "experiment": cfg.name, "overrides": list(HydraConfig.get().overrides.task), "epochs": cfg.trainer.max_epochs,
         "batch_size": cfg.data.batch_size, "num_workers": cfg.data.get("num_workers"), "cache": cfg.data.get("cache"),
         "device": str(device_of(cfg)), "precision": str(cfg.trainer.precision), "channels_last": cfg.hyp.get("channels_last"), "torch_threads": torch.get_num_threads(),
-        "framework": framework, "plain": plain, "framework_over_plain": ratio,
+        "framework": framework, "plain": plain, "tuned": tuned, "framework_over_plain": ratio,
+        "framework_over_tuned": tuned_ratio,
     }
+    if plain is not None:
+        precisions = {"32-true", report["precision"]}
+        peaks = {p: plain_loop.matmul_peak(device_of(cfg), plain_loop.autocast_dtype(p)) for p in sorted(precisions)}
+        report["flops"] = flop_rates(report, peaks)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(cfg.out or Path(cfg.paths.results_dir) / "benchmarks" / f"train_{cfg.name}_{stamp}.json")
     write_json(out, report)
     print_table(f"{cfg.name}: {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}, {report['device']}",
-                framework, plain, ratio, report)
+                framework, plain, ratio, report, tuned, tuned_ratio, report.get("flops"))
     print(f"Wrote {out}")
     return report

@@ -8,20 +8,21 @@ import pytest
 import torch
 from conftest import run_cli
 
-from pipeline.benchmarks.plain_loop import batches, rates
+from pipeline.benchmarks.plain_loop import batches, matmul_peak, rates, step_flops
 from pipeline.benchmarks.train import print_table, ratios
 
 TINY_FOLDER = ["experiment=image_folder", "trainer.max_epochs=2", "hyp.batch_size=8", "data.image_size=[16,16]",
                "data.synthetic.num_people=12", "data.num_workers=0", "trainer.log_every_n_steps=1"]
 
 
+@pytest.mark.slow  # three trainings, ~40 s on 2 shared cores
 def test_benchmark_trains_both_loops_to_the_end_and_writes_their_ratios(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_cli("benchmark.py", "train", *TINY_FOLDER, f"paths.data_dir={tmp_path / 'data'}", f"out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = json.loads(out.read_text())
-    framework, plain = written["framework"], written["plain"]
-    for figures in (framework, plain):
+    framework, plain, tuned = written["framework"], written["plain"], written["tuned"]
+    for figures in (framework, plain, tuned):
         assert figures["wall_s"] > 0 and figures["train_samples_per_sec"] > 0
         assert 0 <= figures["data_wait_share"] < 1 and 0 <= figures["test_acc"] <= 1
     assert written["framework_over_plain"]["wall_time"] == pytest.approx(framework["wall_s"] / plain["wall_s"])
@@ -29,7 +30,15 @@ def test_benchmark_trains_both_loops_to_the_end_and_writes_their_ratios(tmp_path
     assert written["epochs"] == 2 and written["batch_size"] == 8 and written["experiment"] == "image_folder"
     assert "train img/s" in proc.stdout and "plain loop" in proc.stdout
     assert written["channels_last"] is True and written["precision"] in ("bf16-mixed", "32-true")  # auto, resolved
-    assert f"framework: {written['precision']}, NHWC; plain loop: 32-true, NCHW" in proc.stdout
+    assert written["framework_over_tuned"]["wall_time"] == pytest.approx(framework["wall_s"] / tuned["wall_s"])
+    style = f"{written['precision']}, NHWC"
+    assert f"framework: {style}; plain loop: 32-true, NCHW; tuned loop: {style}" in proc.stdout
+    # The same network and batch: one training step's FLOPs per item agree between the loops.
+    assert plain["step_flops_per_item"] == pytest.approx(tuned["step_flops_per_item"]) and plain["step_flops_per_item"] > 0
+    flops = written["flops"]
+    share = flops["tuned"]["achieved_flops"] / flops["matmul_peak_flops"][written["precision"]]
+    assert flops["tuned"]["share_of_peak"] == pytest.approx(share)
+    assert flops["tuned"]["achieved_flops"] == pytest.approx(tuned["step_flops_per_item"] * tuned["train_samples_per_sec"])
 
 
 def test_rates_and_batches_of_the_plain_loop():
@@ -52,3 +61,23 @@ def test_tasks_without_a_plain_loop_report_the_framework_alone(capsys):
 def test_cli_needs_a_benchmark_name():
     proc = run_cli("benchmark.py")
     assert proc.returncode == 2 and proc.stderr.startswith("error: ")
+
+
+def test_step_flops_count_the_forward_and_backward_of_a_linear_layer():
+    class Linear(torch.nn.Module):  # model_step as the tasks have it
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(8, 4, bias=False)
+
+        def model_step(self, batch):
+            return {"loss": self.net(batch["image"]).sum()}
+
+    task = Linear()
+    flops = step_flops(task, {"image": torch.randn(5, 8)}, torch.device("cpu"), None)
+    # forward 2*5*8*4, backward: the weight gradient (2*5*4*8); the input needs no gradient
+    assert flops == 2 * 5 * 8 * 4 * 2
+    assert task.net.weight.grad is None  # counted on a copy
+
+
+def test_matmul_peak_is_a_positive_rate():
+    assert matmul_peak(torch.device("cpu"), None, size=64, seconds=0.05) > 0

@@ -89,3 +89,93 @@ def test_torchrun_launch_writes_one_run_folder_and_resumes_in_it(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((results / "siamese_shapes").iterdir()) == [run]
     assert _last_state(run)["epoch"] == 1 and _last_state(run)["global_step"] == 16
+
+
+# Two nodes on one machine: two torchrun agents (node ranks 0 and 1, one process each) rendezvous on
+# loopback, each in its own working directory with its own node-local decode cache (PIPELINE_DECODED_DIR),
+# sharing the results folder and the photos. The model is tests/trainers/test_scale_ddp.py's (GroupNorm,
+# float64, SGD, no dropout, no augmentation), so 2 x 8 items per step equal 1 x 16 within its tolerance.
+TWO_NODE_MODEL = ["experiment=image_folder", "data.image_size=[16,16]", "data.synthetic.num_people=16",
+                  "data.num_workers=0", "data.cache=disk", "data.augment=[]", "hyp=sgd_cosine", "hyp.scheduler.T_max=2",
+                  "trainer.precision=64-true", "model.head.dropout=0", "+model.kwargs={norm: group}",
+                  "trainer.log_every_n_steps=1"]
+DDP_TOLERANCE = 1e-5  # tests/trainers/test_scale_ddp.py
+
+
+def _env(**extra: str) -> dict[str, str]:
+    root = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **extra}
+
+
+def _two_nodes(tmp_path: Path, *args: str) -> list:
+    """The same command on two 'nodes'; their completed processes, node 0 first."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    port = _free_port()
+    procs = []
+    for node in (0, 1):
+        workdir = tmp_path / f"node{node}"
+        workdir.mkdir(exist_ok=True)
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1",
+                   "--master_addr=127.0.0.1", f"--master_port={port}", str(root / "bin" / "train.py"), *args]
+        procs.append(subprocess.Popen(command, cwd=workdir, env=_env(PIPELINE_DECODED_DIR=str(workdir / "decoded")),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+def _cache_entries(folder: Path) -> dict[str, float]:
+    """The decode-cache entries built in ``folder`` (one per split): name -> modification time."""
+    if not folder.is_dir():
+        return {}
+    return {entry.name: entry.stat().st_mtime for entry in folder.iterdir() if entry.suffix != ".lock"}
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_train_one_run_as_one_process_does_and_resume_it(tmp_path, monkeypatch):
+    data, shared = tmp_path / "data", tmp_path / "results"
+    # The reference: one process, global batch 16, 2 epochs; it also draws the synthetic photos both nodes read.
+    single = tmp_path / "single"
+    monkeypatch.setenv("PIPELINE_DECODED_DIR", str(single / "decoded"))
+    proc = run_cli("train.py", *TWO_NODE_MODEL, f"paths.data_dir={data}", f"paths.results_dir={single}",
+                   "hyp.batch_size=16", "trainer.max_epochs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (reference,) = (single / "image_folder").iterdir()
+    monkeypatch.delenv("PIPELINE_DECODED_DIR")
+    built = _cache_entries(single / "decoded")
+    assert len(built) == 3, built  # train, val, test
+
+    # Two nodes, 8 items per process: 1 epoch, then resume=latest to the second, two nodes again.
+    common = [f"paths.data_dir={data}", f"paths.results_dir={shared}"]
+    nodes = _two_nodes(tmp_path, "trainer=torchrun", *TWO_NODE_MODEL, *common, "hyp.batch_size=8", "trainer.max_epochs=1")
+    for node, proc in enumerate(nodes):
+        assert proc.returncode == 0, f"node {node}: {proc.stderr[-3000:]}"
+    (run,) = (shared / "image_folder").iterdir()
+    caches = [_cache_entries(tmp_path / f"node{node}" / "decoded") for node in (0, 1)]
+    assert caches[0].keys() == caches[1].keys() == built.keys(), caches  # one build per node, of what one process builds
+    assert not (data / "decoded").exists()  # nothing decoded into the shared data folder
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in nodes[1].stdout + nodes[1].stderr
+    assert "WORLD_SIZE: 2" in nodes[0].stdout + nodes[0].stderr or "MEMBER: 1/2" in nodes[0].stdout + nodes[0].stderr
+
+    nodes = _two_nodes(tmp_path, "trainer=torchrun", "resume=latest", *common, "trainer.max_epochs=2")
+    for node, proc in enumerate(nodes):
+        assert proc.returncode == 0, f"node {node}: {proc.stderr[-3000:]}"
+    assert list((shared / "image_folder").iterdir()) == [run]
+    assert [_cache_entries(tmp_path / f"node{node}" / "decoded") for node in (0, 1)] == caches  # reused, not rebuilt
+    state, expected = _last_state(run), _last_state(reference)
+    assert state["epoch"] == expected["epoch"] == 1 and state["global_step"] == expected["global_step"]
+    for key, value in expected["state_dict"].items():
+        torch.testing.assert_close(state["state_dict"][key].float(), value.float(), rtol=DDP_TOLERANCE, atol=DDP_TOLERANCE,
+                                   msg=key)
+    single_metrics, two_node = (json.loads((r / "results" / "metrics.json").read_text()) for r in (reference, run))
+    for stage in ("fit", "test"):
+        compared = [key for key in single_metrics[stage] if key.startswith(("val/", "test/"))]
+        assert compared, single_metrics[stage]
+        for key in compared:
+            assert two_node[stage][key] == pytest.approx(single_metrics[stage][key], abs=DDP_TOLERANCE), key

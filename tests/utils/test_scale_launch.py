@@ -163,7 +163,7 @@ def test_two_nodes_on_loopback_train_one_run_as_one_process_does_and_resume_it(t
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in nodes[1].stdout + nodes[1].stderr
     assert "WORLD_SIZE: 2" in nodes[0].stdout + nodes[0].stderr or "MEMBER: 1/2" in nodes[0].stdout + nodes[0].stderr
 
-    nodes = _two_nodes(tmp_path, "trainer=torchrun", "resume=latest", *common, "trainer.max_epochs=2")
+    nodes = _two_nodes(tmp_path, "resume=latest", "experiment=image_folder", *common, "trainer.max_epochs=2")
     for node, proc in enumerate(nodes):
         assert proc.returncode == 0, f"node {node}: {proc.stderr[-3000:]}"
     assert list((shared / "image_folder").iterdir()) == [run]

@@ -27,7 +27,7 @@ from pipeline.utils.console import final_table
 from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
-from pipeline.utils.ranks import check_launch, pin_run_dir, publish_run_config, share_with_ranks
+from pipeline.utils.ranks import check_launch, job_scope, pin_run_dir, publish_run_config, share_with_ranks
 from pipeline.utils.run_table import best_row, read_history, read_json, read_overrides
 from pipeline.utils.runs import find_checkpoint, load_checkpoint, run_lock
 from pipeline.utils.validation import validate_config
@@ -92,7 +92,7 @@ def train(cfg: DictConfig) -> float | None:
     returns ``cfg.optimized_metric`` for sweepers."""
     route_lightning_logs()
     run_dir = Path(cfg.paths.output_dir)
-    with run_lock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
+    with job_scope(), run_lock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
         return fit_and_test(cfg, run_dir)
 
 

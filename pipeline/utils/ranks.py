@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch.distributed as dist
@@ -29,7 +31,29 @@ from pipeline.utils.errors import UserError
 
 RUN_CONFIG_ENV = "PIPELINE_RUN_CONFIG"
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# What Lightning's launcher (strategy=ddp) sets in the process that starts the other ranks, and we set for them.
+JOB_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", RUN_CONFIG_ENV)
 _launch_store: list[dist.Store] = []  # kept open: rank 0 serves the other ranks from it
+
+
+@contextmanager
+def job_scope() -> Iterator[None]:
+    """One training job in this process. Lightning's launcher leaves its hand-over in the environment
+    (``LOCAL_RANK`` makes the next trainer believe its ranks were started already, ``MASTER_PORT`` points at
+    the finished job's rendezvous, ``PIPELINE_RUN_CONFIG`` at its run) and its process group open; both end
+    with the job, so that the next job of a sweep (``-m trainer=ddp``) starts its own ranks, on a new port,
+    in its own run folder. A process started by a launcher keeps the variables the launcher gave it."""
+    before = {key: os.environ.get(key) for key in JOB_ENV}
+    try:
+        yield
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def pin_run_dir(run_dir: Path) -> None:

@@ -201,12 +201,14 @@ class BaseTask(pl.LightningModule):
         if not self.hyp.get("scheduler"):
             return optimizer
         options = OmegaConf.to_container(self.hyp.scheduler, resolve=True)
+        per_group = {}
         if len(optimizer.param_groups) > 1 and isinstance(options.get("max_lr"), (int, float)):
-            # OneCycleLR sets every group to max_lr: keep the backbone's multiplier
-            options["max_lr"] = [options["max_lr"] * g["lr"] / optimizer.defaults["lr"] for g in optimizer.param_groups]
+            # OneCycleLR sets every group to max_lr: keep the backbone's multiplier (a plain list, not a ListConfig)
+            max_lr = options.pop("max_lr")
+            per_group["max_lr"] = [max_lr * g["lr"] / optimizer.defaults["lr"] for g in optimizer.param_groups]
         interval = options.pop("interval", "epoch")
         if options.get("total_steps") == "auto":
             # OneCycleLR divides by its warm-up length: very short runs (debug=limit) need a floor.
             options["total_steps"] = max(int(total_steps()), 20)
-        scheduler = instantiate(options)(optimizer=optimizer)
+        scheduler = instantiate(options)(optimizer=optimizer, **per_group)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

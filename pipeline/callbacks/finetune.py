@@ -34,6 +34,9 @@ class FreezeBackbone(BaseFinetuning):
     def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         if epoch >= self.epochs:
             self.make_trainable(self.backbone(pl_module))
+            # Lightning's validation loop restores the modes it found (eval, while frozen): train mode again,
+            # as a resumed run's freshly built model has it
+            self.backbone(pl_module).train(pl_module.training)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if trainer.current_epoch < self.epochs:

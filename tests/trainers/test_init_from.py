@@ -12,7 +12,7 @@ import timm
 import torch
 import torchvision
 from conftest import TINY_SIAMESE, compose_config, run_cli
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from pipeline.modules.backbones import create_backbone
@@ -228,3 +228,15 @@ def test_cli_file_that_matches_nothing_is_one_line(tmp_path, data_dir):
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "model.init_from" in errors[0] and "Traceback" not in proc.stderr
+
+
+def test_report_says_what_the_run_started_from(tmp_path):
+    from pipeline.callbacks.run_report import RunReport
+
+    record = {"source": "/w/resnet18.pth", "kind": "state dict", "loaded": 60, "skipped": 2, "missing": 40,
+              "unexpected": 2, "leaked_items": 3}
+    (tmp_path / "init_from.json").write_text(json.dumps(record))
+    (line, _) = RunReport(tmp_path, tmp_path).init_section()
+    assert line == ("Started from `/w/resnet18.pth` (state dict): 60 tensors loaded, 2 skipped (shape mismatch), "
+                    "40 missing, 2 unexpected; the source trained on 3 of this run's val/test items.")
+    assert RunReport(tmp_path / "none", tmp_path).init_section() == []

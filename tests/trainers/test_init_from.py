@@ -240,3 +240,25 @@ def test_report_says_what_the_run_started_from(tmp_path):
     assert line == ("Started from `/w/resnet18.pth` (state dict): 60 tensors loaded, 2 skipped (shape mismatch), "
                     "40 missing, 2 unexpected; the source trained on 3 of this run's val/test items.")
     assert RunReport(tmp_path / "none", tmp_path).init_section() == []
+
+
+def test_coco_detector_from_a_local_torchvision_file(tmp_path, data_dir):
+    """model=fcos_coco offline: a file in the layout of torchvision's COCO FCOS weights (91 classes, frozen
+    BatchNorm: no num_batches_tracked) loads whole but for the 91-class output layer."""
+    torch.manual_seed(6)
+    coco = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    source = {k: v for k, v in coco.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "fcos_resnet50_fpn_coco.pth"
+    torch.save(source, path)
+    cfg = compose_config([*DETECTION, "model=fcos_coco", f"model.init_from={path}"], tmp_path / "run", data_dir)
+    datamodule = build_datamodule(cfg)
+    task = build_task(cfg, datamodule.info)
+    record = initialise(cfg, task, datamodule, tmp_path / "run")
+    assert {k: record[k] for k in ("loaded", "skipped", "missing", "unexpected")} == \
+        {"loaded": len(source) - 2, "skipped": 2, "missing": 0, "unexpected": 0}
+    assert record["parts"]["head"]["skipped"] == 2
+    net = task.net
+    assert net.head.classification_head.cls_logits.out_channels == 3
+    assert torch.equal(net.backbone.body.layer3[0].conv1.weight, source["backbone.body.layer3.0.conv1.weight"])
+    assert torch.equal(net.backbone.body.bn1.running_var, source["backbone.body.bn1.running_var"])
+    assert torch.equal(net.head.regression_head.bbox_ctrness.weight, source["head.regression_head.bbox_ctrness.weight"])

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.utils.console import by_metric
 from pipeline.utils.files import atomic_write_text
-from pipeline.utils.run_table import best_row, read_history
+from pipeline.utils.run_table import best_row, read_history, read_json
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
@@ -83,6 +83,7 @@ class RunReport(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         lines = [f"# {self.title}", "", f"Run folder: `{self.results_dir.parent}`", ""]
+        lines += self.init_section()
         lines += self.metrics_section(trainer, pl_module)
         if plot_curves(read_curves(self.event_dir), self.results_dir / "curves.png"):
             lines += ["## Curves", "", "![train and val curves](curves.png)", ""]
@@ -95,6 +96,17 @@ class RunReport(pl.Callback):
                 rows = list(csv.reader(fh))
             lines += ["## Per class (test)", ""] + markdown_table(rows[0], rows[1:]) + [""]
         atomic_write_text(self.results_dir / "report.md", "\n".join(lines))
+
+    def init_section(self) -> list[str]:
+        """What the run started from (``model.init_from``, recorded in ``results/init_from.json``)."""
+        record = read_json(self.results_dir / "init_from.json")
+        if not record:
+            return []
+        leaked = record.get("leaked_items")
+        leak = f"; the source trained on {leaked} of this run's val/test items" if leaked else ""
+        return [f"Started from `{record['source']}` ({record['kind']}): {record['loaded']} tensors loaded, "
+                f"{record['skipped']} skipped (shape mismatch), {record['missing']} missing, "
+                f"{record['unexpected']} unexpected{leak}.", ""]
 
     def metrics_section(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str]:
         """Validation at the best epoch and test on the tested checkpoint, one row per metric."""

@@ -12,6 +12,7 @@ loss exactly. Use it to lift the rare class (e.g. ``mask_weared_incorrect``).
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import partial
@@ -20,17 +21,24 @@ from pathlib import Path
 import timm
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection import FCOS, RetinaNet
+from torchvision.models import resnet50
+from torchvision.models.detection import FCOS, FCOS_ResNet50_FPN_Weights, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import FeaturePyramidNetwork, sigmoid_focal_loss
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from pipeline.modules.init_weights import load_matching
 from pipeline.utils.errors import UserError
 
-DETECTORS = ("fcos", "retinanet")
+log = logging.getLogger(__name__)
+
+DETECTORS = ("fcos", "retinanet", "fcos_resnet50_fpn")
+# torchvision's own detectors, built as torchvision builds them to load its COCO weights (configs/model/fcos_coco.yaml).
+COCO_DETECTORS = ("fcos_resnet50_fpn",)
 # The backbone maps the FPN reads: strides 8-32 (P3-P5), or 4-32 with ``min_stride=4`` (P2: a face under
 # 16 px covers one or two stride-8 locations, about six stride-4 ones); P6/P7 (64, 128) are added on top.
 MIN_STRIDES = (4, 8)
@@ -197,6 +205,8 @@ def _check_settings(name: str, fpn_channels: int, min_stride: int) -> None:
         raise UserError(f"model.fpn_channels: {fpn_channels} must be a multiple of 32 and at least 64")
     if min_stride not in MIN_STRIDES:
         raise UserError(f"model.min_stride: {min_stride} is not one of {MIN_STRIDES}")
+    if name in COCO_DETECTORS and min_stride != 8:
+        raise UserError(f"model.min_stride: {name} has torchvision's levels P3-P7 (min_stride 8), not {min_stride}")
 
 
 def build_detector(
@@ -225,11 +235,26 @@ def build_detector(
     """
     _check_settings(name, fpn_channels, min_stride)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    body = TimmFpnBackbone(backbone, fpn_channels, pretrained, backbone_weights, min_stride)
-    sizes = anchor_sizes(name, fpn_strides(min_stride))
     weights_per_class = _class_weights(class_weights, num_classes)
     common = dict(min_size=min(height, width), max_size=max(height, width), score_thresh=score_thresh,
                   nms_thresh=nms_thresh, detections_per_img=detections_per_img)
+    if name in COCO_DETECTORS:
+        model = coco_fcos(num_classes, weights_per_class, pretrained, **common)
+    else:
+        model = _timm_detector(name, num_classes, weights_per_class, backbone, pretrained, backbone_weights, fpn_channels,
+                               head_convs, min_stride, common)
+    mean, std = model.transform.image_mean, model.transform.image_std
+    model.transform = NoResizeTransform(min(height, width), max(height, width), mean, std)
+    if weights is not None:
+        _load_detector_weights(model, weights)
+    return model
+
+
+def _timm_detector(name, num_classes, weights_per_class, backbone, pretrained, backbone_weights, fpn_channels, head_convs,
+                   min_stride, common) -> FCOS | RetinaNet:
+    """FCOS or RetinaNet on a timm backbone with this framework's FPN (``build_detector``'s arguments)."""
+    body = TimmFpnBackbone(backbone, fpn_channels, pretrained, backbone_weights, min_stride)
+    sizes = anchor_sizes(name, fpn_strides(min_stride))
     if name == "fcos":
         anchors = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
         head = WeightedFCOSHead(fpn_channels, 1, num_classes, head_convs, weights_per_class)
@@ -243,10 +268,28 @@ def build_detector(
             fpn_channels, num_anchors, num_classes, weights_per_class, norm_layer=norm
         )
         model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **common)
-    mean, std = model.transform.image_mean, model.transform.image_std
-    model.transform = NoResizeTransform(min(height, width), max(height, width), mean, std)
-    if weights is not None:
-        _load_detector_weights(model, weights)
+    return model
+
+
+def coco_fcos(num_classes: int, class_weights: Tensor, pretrained: bool = False, **common) -> FCOS:
+    """torchvision's FCOS ResNet-50 FPN as ``fcos_resnet50_fpn`` builds it for its COCO weights (frozen BatchNorm,
+    the stem and first stage frozen), with ``num_classes`` outputs and the class-weighted head.
+
+    ``pretrained`` downloads torchvision's COCO weights (needs internet) and loads every tensor but the
+    91-class output layer; offline, pass torchvision's file to ``model.init_from`` instead (the same tensors load).
+    """
+    body = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3, returned_layers=[2, 3, 4],
+                                 extra_blocks=LastLevelP6P7(256, 256))
+    head = WeightedFCOSHead(body.out_channels, 1, num_classes, 4, class_weights)
+    model = FCOS(body, num_classes, head=head, **common)
+    if pretrained:
+        source = "torchvision FCOS_ResNet50_FPN_Weights.COCO_V1"
+        try:
+            state = FCOS_ResNet50_FPN_Weights.COCO_V1.get_state_dict(progress=True, check_hash=True)
+        except (OSError, RuntimeError) as exc:  # no internet: URLError is an OSError
+            raise UserError(f"model.pretrained: cannot fetch {source} ({exc}); offline, download "
+                            f"{FCOS_ResNet50_FPN_Weights.COCO_V1.url} elsewhere and pass it as model.init_from") from None
+        log.info("%s", load_matching(model, state, source, "torchvision COCO weights", "backbone.body.").table())
     return model
 
 

@@ -16,7 +16,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MetricCollection
 
+from pipeline.callbacks.finetune import FreezeBackbone
+from pipeline.modules.init_weights import backbone_prefix
 from pipeline.utils.contracts import DataInfo, ExportSpec
+from pipeline.utils.errors import UserError
 
 STAGES = ("train", "val", "test")
 
@@ -171,16 +174,47 @@ class BaseTask(pl.LightningModule):
     def configure_optimizers(self):
         return self.build_optimizers(lambda: self.trainer.estimated_stepping_batches)
 
+    def backbone_module(self) -> nn.Module:
+        """The network's pretrained-able part (``backbone.body``, ``backbone`` or ``encoder``), for freezing
+        and ``hyp.backbone_lr_mult``."""
+        prefix = backbone_prefix(self.net)
+        if prefix is None:
+            raise UserError(f"hyp.freeze_backbone_epochs / hyp.backbone_lr_mult: {type(self).__name__}'s network "
+                            "has no backbone part; leave them at 0 and 1.0")
+        return self.net.get_submodule(prefix.rstrip("."))
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        epochs = int(self.hyp.get("freeze_backbone_epochs", 0) or 0)
+        return [FreezeBackbone(epochs)] if epochs else []
+
+    def parameter_groups(self) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
+        """The trainable parameters, or with ``hyp.backbone_lr_mult`` / ``freeze_backbone_epochs`` two groups: the
+        rest, and the whole backbone (frozen or not: unfreezing adds no group) at the learning rate times the multiplier."""
+        mult = float(self.hyp.get("backbone_lr_mult", 1.0))
+        if mult == 1.0 and not self.hyp.get("freeze_backbone_epochs"):
+            return [p for p in self.parameters() if p.requires_grad]
+        backbone = list(self.backbone_module().parameters())
+        inside = {id(p) for p in backbone}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in inside]
+        return [group for group in ({"params": rest}, {"params": backbone, "lr_mult": mult}) if group["params"]]
+
     def build_optimizers(self, total_steps):
         """``hyp.optimizer`` and ``hyp.scheduler`` for this network; ``total_steps()`` gives the optimiser
         steps of the whole run (asked only for ``total_steps: auto``). Also used by the plain benchmark loop."""
-        optimizer = instantiate(self.hyp.optimizer)(params=[p for p in self.parameters() if p.requires_grad])
+        optimizer = instantiate(self.hyp.optimizer)(params=self.parameter_groups())
+        for group in optimizer.param_groups:
+            group["lr"] = optimizer.defaults["lr"] * group.pop("lr_mult", 1.0)
         if not self.hyp.get("scheduler"):
             return optimizer
         options = OmegaConf.to_container(self.hyp.scheduler, resolve=True)
+        per_group = {}
+        if len(optimizer.param_groups) > 1 and isinstance(options.get("max_lr"), (int, float)):
+            # OneCycleLR sets every group to max_lr: keep the backbone's multiplier (a plain list, not a ListConfig)
+            max_lr = options.pop("max_lr")
+            per_group["max_lr"] = [max_lr * g["lr"] / optimizer.defaults["lr"] for g in optimizer.param_groups]
         interval = options.pop("interval", "epoch")
         if options.get("total_steps") == "auto":
             # OneCycleLR divides by its warm-up length: very short runs (debug=limit) need a floor.
             options["total_steps"] = max(int(total_steps()), 20)
-        scheduler = instantiate(options)(optimizer=optimizer)
+        scheduler = instantiate(options)(optimizer=optimizer, **per_group)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

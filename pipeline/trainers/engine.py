@@ -22,6 +22,8 @@ from rich.console import Console
 
 from pipeline.callbacks.dashboard import curated_hparams, headline_metrics
 from pipeline.callbacks.metrics_history import scalar_metrics
+from pipeline.trainers.init_from import RECORD as INIT_RECORD
+from pipeline.trainers.init_from import initialise
 from pipeline.utils.config import load_run_config, save_run_config
 from pipeline.utils.console import final_table
 from pipeline.utils.contracts import DataInfo
@@ -160,10 +162,14 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> float | None:
     trainer, task, datamodule = prepare_run(cfg, run_dir)
     if ckpt_path:
         log.info("Resuming %s from %s", run_dir, ckpt_path)
+    else:
+        initialise(cfg, task, datamodule, run_dir)
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     fit_metrics = scalar_metrics(trainer.callback_metrics)
 
     results: dict[str, Any] = {"fit": fit_metrics}
+    if (run_dir / INIT_RECORD).is_file():
+        results["init_from"] = read_json(run_dir / INIT_RECORD)
     checkpoint = trainer.checkpoint_callback
     best_score = checkpoint.best_model_score if checkpoint is not None else None
     if best_score is not None:

@@ -143,6 +143,11 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (PATH, "data.root data.cache_dir data.split_file "
            "data.split_out data.list_file data.face_model data.label_corrections data.landmarks_csv model.weights"),
     (Rule(Literal["min", "max"], "min or max"), "task.monitor_mode"),
+    (PATH, "model.init_from model.init_ckpt model.init_prefix"),
+    (Rule(Literal["warn", "refuse"], "warn or refuse"), "model.init_leak"),
+    (Rule(dict[StrictStr, StrictStr] | None, "a mapping {old key prefix: new key prefix}, or null"), "model.init_key_map"),
+    (ZERO_OR_MORE, "hyp.freeze_backbone_epochs"),
+    (POSITIVE, "hyp.backbone_lr_mult"),
     (Rule(Literal[PRECISIONS], "auto or a Lightning precision (32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true...)"), "trainer.precision"),
     (Rule(Literal["auto", "disk", "memory", "none"], "auto, disk, memory or none"), "data.cache"),
     (PATH, "data.decoded_dir"),

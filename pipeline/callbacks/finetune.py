@@ -1,0 +1,53 @@
+"""``hyp.freeze_backbone_epochs``: the backbone frozen for the first epochs of a fine-tuning run, then trained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import BaseFinetuning
+from torch import nn
+from torch.optim import Optimizer
+
+
+class FreezeBackbone(BaseFinetuning):
+    """The task's backbone (``backbone_module()``) frozen for ``epochs`` epochs, then trained.
+
+    Its parameters are in the optimiser from the start (``BaseTask.parameter_groups``): while frozen they
+    get no gradient, so no step, no weight decay and no optimiser state; unfreezing adds no param group,
+    so a resumed run rebuilds exactly the optimiser it saved. While frozen its BatchNorm layers stay in
+    eval mode (Lightning puts the model in train mode at each epoch and after validation), so their
+    running statistics are the loaded ones and the batch does not change them.
+    """
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+
+    @staticmethod
+    def backbone(pl_module: pl.LightningModule) -> nn.Module:
+        return pl_module.backbone_module()
+
+    def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
+        self.freeze(self.backbone(pl_module), train_bn=False)
+
+    def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        if epoch >= self.epochs:
+            self.make_trainable(self.backbone(pl_module))
+            # Lightning's validation loop restores the modes it found (eval, while frozen): train mode again,
+            # as a resumed run's freshly built model has it
+            self.backbone(pl_module).train(pl_module.training)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.current_epoch < self.epochs:
+            for module in self.backbone(pl_module).modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    # No param groups are ever added, so there is nothing to restore; Lightning's own restore would put back
+    # the learning rates stored at the first epoch over the resumed optimiser's.
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restarting = False

@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.utils.config import CONFIG_DIR, register_resolvers
 from pipeline.utils.console import quiet_third_party
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import DISK_ERRORS, disk_error
 from pipeline.utils.validation import RENAMED, validate_config
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,11 @@ def _describe(exc: BaseException) -> str | None:
         if isinstance(cause, UserError):
             return str(cause)
         cause = cause.__cause__
+    cause, seen = exc, 0
+    while cause is not None and seen < 16:  # a full or read-only disk, wherever written (Lightning re-raises)
+        if isinstance(cause, OSError) and cause.errno in DISK_ERRORS:
+            return str(disk_error(cause.filename or "a file of the run", cause))
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None)
         message = str(exc).splitlines()[0]

@@ -213,7 +213,7 @@ def test_a_latin1_csv_names_the_file_and_encoding(tmp_path):
     _image(tmp_path / "a.png")
     csv_path = tmp_path / "latin.csv"
     csv_path.write_bytes("path,label\na.png,caf\u00e9\n".encode("latin-1"))
-    with pytest.raises(UserError, match=r"latin\.csv: .*not UTF-8"):
+    with pytest.raises(UserError, match=r"latin\.csv:2: not UTF-8 .*Latin-1"):
         read_image_csv(csv_path)
 
 

@@ -58,6 +58,10 @@ def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        sys.argv[1:] = quote_undecodable(sys.argv[1:])
+        for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints with \x escapes
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - classified right below
@@ -69,6 +73,18 @@ def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(USER_ERROR_EXIT)
 
     return wrapper
+
+
+def quote_undecodable(argv: list[str]) -> list[str]:
+    """``key=value`` arguments whose value holds bytes that are not UTF-8 (a file name from another system, which
+    Python keeps as surrogates) quoted for Hydra's override grammar, which refuses them unquoted."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and any("\udc80" <= ch <= "\udcff" for ch in value) and not value[:1] in ("'", '"'):
+            arg = f"{key}='{value.replace(chr(39), chr(92) + chr(39))}'"
+        out.append(arg)
+    return out
 
 
 def log_to_files(message: str) -> None:

@@ -366,8 +366,11 @@ def open_as(operation: str, run: Path):
     opened = Run.open(run, ["data.num_workers=0"])
     if operation in ("test", "predict"):
         return opened.task("best" if operation == "test" else "last")
-    if operation in ("export", "serve"):
+    if operation == "export":
         return ensure_export(opened)
+    if operation == "serve":
+        from pipeline.delivery.serve import create_app
+        return create_app(opened)
     return opened
 
 

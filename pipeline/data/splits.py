@@ -138,7 +138,7 @@ def read_split_file(path: str | Path) -> dict[str, str]:
         return _read_split_csv(path)
     try:
         raw = json.loads(read_text(path))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UserError(f"data.split_file: '{path}' is not a readable JSON or CSV file ({exc})") from None
     if not isinstance(raw, dict) or not raw:
         raise UserError(f"data.split_file: '{path}' must hold {{\"train\": [...], \"val\": [...], \"test\": [...]}}")

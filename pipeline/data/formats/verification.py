@@ -64,7 +64,7 @@ def _read_meta(meta_path: Path) -> dict[tuple[str, str], bool]:
     """meta.json as {(normalised identity, file name): is_fake}; UserError on any malformed entry."""
     try:
         raw = json.loads(read_text(meta_path))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UserError(f"{meta_path}: not a readable JSON file ({exc})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{meta_path}: expected an object {{'<identity>/<file>': 0 or 1}}")

@@ -68,6 +68,8 @@ def _writable_folder(value: str | None) -> str | None:
     if value is None:
         return value
     probe = Path(value).expanduser().absolute()
+    if probe.is_file():
+        return value  # the command's own check says it is a file, not a folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):

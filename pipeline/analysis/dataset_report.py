@@ -23,6 +23,8 @@ from PIL import Image
 
 from pipeline.analysis.items import Item
 from pipeline.data.io import is_image_file
+from pipeline.utils.errors import printable
+from pipeline.utils.files import atomic_write_text
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
@@ -206,7 +208,7 @@ def plot_counts(report: DatasetReport, path: Path) -> None:
     width = 0.8 / max(1, len(splits))
     for k, split in enumerate(splits):
         ax.bar(np.arange(len(labels)) + k * width, [report.counts[c].get(split, 0) for c in labels], width, label=split)
-    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=90, fontsize=8)
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, [printable(str(c)) for c in labels], rotation=90, fontsize=8)
     ax.set_ylabel("images")
     ax.set_title("items per class and split")
     ax.legend()
@@ -272,7 +274,7 @@ def plot_samples(items: list[Item], path: Path, per_class: int = 6) -> None:
                     ax.imshow(image.convert("RGB"))
                 for _, x1, y1, x2, y2 in item.objects:
                     ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=0.8))
-        axes[row][0].text(-0.1, 0.5, label, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=8)
+        axes[row][0].text(-0.1, 0.5, printable(str(label)), transform=axes[row][0].transAxes, ha="right", va="center", fontsize=8)
     fig.subplots_adjust(left=0.25, wspace=0.05, hspace=0.1)
     fig.savefig(path)
     plt.close(fig)
@@ -302,7 +304,7 @@ def write_markdown(report: DatasetReport, path: Path, title: str) -> None:
     lines += [f"- unusable files: {len(report.unusable)}"]
     lines += [f"  - {u['path']}: {u['reason']}" for u in report.unusable[:20]]
     lines += ["", "## Samples per class", "", "![samples](samples.png)", ""]
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
 
 
 def objects_markdown(objects: dict[str, Any], splits: list[str]) -> list[str]:
@@ -323,7 +325,7 @@ def write_report(items: list[Item], out_dir: Path, title: str, near_distance: in
     """Build the report and write ``data_report.md``, ``data_report.json`` and the PNGs into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report, facts = build_report(items, near_distance, fail_on_near_duplicates)
-    (out_dir / "data_report.json").write_text(json.dumps(report.to_json(), indent=2))
+    atomic_write_text(out_dir / "data_report.json", json.dumps(report.to_json(), indent=2))
     plot_counts(report, out_dir / "counts.png")
     plot_groups_and_sizes(items, facts, out_dir / "groups_sizes.png")
     plot_samples(items, out_dir / "samples.png")

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from pipeline.callbacks.image_grid import BestEpochFigures
+from pipeline.utils.errors import printable
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
@@ -38,7 +39,7 @@ def render_confusion(matrix: torch.Tensor, class_names: list[str], title: str) -
     cell = 0.5 if n > 8 else 0.8
     fig, ax = plt.subplots(figsize=(cell * n + 2.2, cell * n + 1.8), dpi=100)
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    labels = short_labels(list(class_names))
+    labels = short_labels([printable(str(name)) for name in class_names])
     ax.set_xticks(range(n), labels, rotation=90, fontsize=7 if n > 8 else 9)
     ax.set_yticks(range(n), labels, fontsize=7 if n > 8 else 9)
     ax.set_xlabel("predicted")

@@ -265,7 +265,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         return self._class_names
 
     def read_splits(self, root: Path) -> dict[str, list[Sample]]:
-        records, self._class_names = read_labelled_images(root, self.fixed_class_names)
+        records, self._class_names = read_labelled_images(root, self.fixed_class_names,
+                                                             skip_bad_files=self.skip_bad_files)
         samples = [Sample(r.path, {"label": r.label}) for r in records]
         labels = [s.labels["label"] for s in samples]
         presplit = [r.split for r in records] if records and records[0].split else None

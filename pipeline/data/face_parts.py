@@ -21,6 +21,7 @@ import albumentations as A
 import numpy as np
 
 from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.files import text_stream
 
 LANDMARK_COLUMNS = ("lx", "ly", "rx", "ry", "nx", "ny", "mlx", "mly", "mrx", "mry")
 FACE_PARTS = ("eyes", "nose", "mouth")
@@ -29,7 +30,7 @@ FACE_PARTS = ("eyes", "nose", "mouth")
 def read_landmarks_csv(path: str | Path) -> dict[Path, np.ndarray]:
     """{resolved image path: 5x2 float array (left eye, right eye, nose, mouth left, mouth right)}."""
     path = require_path(path, "data.landmarks_csv", "landmarks CSV")
-    with path.open(newline="", encoding="utf-8") as handle:
+    with text_stream(path) as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in ("path", *LANDMARK_COLUMNS) if c not in (reader.fieldnames or [])]
         if missing:

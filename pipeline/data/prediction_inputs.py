@@ -21,6 +21,7 @@ from pipeline.data.formats.image_folder import csv_rows, visible_images
 from pipeline.data.formats.verification import read_pairs_csv
 from pipeline.data.io import is_image_file, list_images, load_image
 from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.files import text_stream
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ def read_pair_folders(root: Path) -> list[tuple[Path, Path]]:
 def read_image_pairs(source: Path) -> list[PredictionInput]:
     """Pairs of a ``path1,path2`` CSV (extra columns ignored) or of a folder with two sub-folders."""
     source = require_path(source, "input")
+    if is_image_file(source):
+        raise UserError(f"input: '{source}' is one image, and this model compares a pair: give a path1,path2 CSV or "
+                        "a folder with two sub-folders of same-named images")
     if source.is_file():
         pairs = [tuple(require_path(_in_csv(source, row[key]), "input", "image") for key in ("path1", "path2"))
                  for _, row in csv_rows(source, ("path1", "path2"))]
@@ -91,7 +95,7 @@ def read_image_pairs(source: Path) -> list[PredictionInput]:
 
 def has_columns(csv_path: Path, columns: Sequence[str]) -> bool:
     """Whether a readable CSV's header holds every one of ``columns``."""
-    with open(require_path(csv_path, "input"), newline="", encoding="utf-8-sig") as fh:
+    with text_stream(require_path(csv_path, "input")) as fh:
         return set(columns) <= {name.strip() for name in next(csv.reader(fh), [])}
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.utils.errors import UserError, require_path
-from pipeline.utils.files import write_json
+from pipeline.utils.files import read_text, text_stream, write_json
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ def read_split_file(path: str | Path) -> dict[str, str]:
     if path.suffix.lower() == ".csv":
         return _read_split_csv(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = json.loads(read_text(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UserError(f"data.split_file: '{path}' is not a readable JSON or CSV file ({exc})") from None
     if not isinstance(raw, dict) or not raw:
         raise UserError(f"data.split_file: '{path}' must hold {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
@@ -162,7 +162,7 @@ def _assign(assignment: dict[str, str], entry: str, split: str, path: Path) -> N
 
 
 def _read_split_csv(path: Path) -> dict[str, str]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with text_stream(path) as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in reader.fieldnames or []]
         if "split" not in columns or len(columns) < 2:

@@ -18,7 +18,11 @@ from pipeline.utils.errors import UserError
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The export metadata of an ONNX file (``metadata_props`` values are JSON strings)."""
     model = onnx.load(str(path), load_external_data=False)
-    return {prop.key: json.loads(prop.value) for prop in model.metadata_props}
+    try:
+        return {prop.key: json.loads(prop.value) for prop in model.metadata_props}
+    except (ValueError, RecursionError) as exc:  # the file is a run folder's: data, maybe hostile
+        raise UserError(f"{path}: its export metadata is not readable JSON ({type(exc).__name__}); export the run "
+                        "again (bin/export.py)") from None
 
 
 def onnx_problem(path: str | Path) -> str | None:

@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.utils.config import CONFIG_DIR, register_resolvers
 from pipeline.utils.console import quiet_third_party
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import DISK_ERRORS, disk_error
 from pipeline.utils.validation import RENAMED, validate_config
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,11 @@ def _describe(exc: BaseException) -> str | None:
         if isinstance(cause, UserError):
             return str(cause)
         cause = cause.__cause__
+    cause, seen = exc, 0
+    while cause is not None and seen < 16:  # a full or read-only disk, wherever written (Lightning re-raises)
+        if isinstance(cause, OSError) and cause.errno in DISK_ERRORS:
+            return str(disk_error(cause.filename or "a file of the run", cause))
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None)
         message = str(exc).splitlines()[0]
@@ -52,6 +58,10 @@ def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        sys.argv[1:] = quote_undecodable(sys.argv[1:])
+        for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints with \x escapes
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - classified right below
@@ -63,6 +73,18 @@ def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(USER_ERROR_EXIT)
 
     return wrapper
+
+
+def quote_undecodable(argv: list[str]) -> list[str]:
+    """``key=value`` arguments whose value holds bytes that are not UTF-8 (a file name from another system, which
+    Python keeps as surrogates) quoted for Hydra's override grammar, which refuses them unquoted."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and any("\udc80" <= ch <= "\udcff" for ch in value) and not value[:1] in ("'", '"'):
+            arg = f"{key}='{value.replace(chr(39), chr(92) + chr(39))}'"
+        out.append(arg)
+    return out
 
 
 def log_to_files(message: str) -> None:

@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import atomic_write_text, replacing
+from pipeline.utils.files import atomic_write_text, read_config, replacing
 from pipeline.utils.runs import resolve_run_dir, unique_run_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -55,9 +55,11 @@ def read_run_config(run_dir: Path) -> DictConfig:
     runs while it is read), as Hydra's own config object."""
     cfg = load_run_config(run_dir)
     try:
-        saved = OmegaConf.load(Path(run_dir) / ".hydra" / "hydra.yaml")
+        saved = read_config(Path(run_dir) / ".hydra" / "hydra.yaml")
     except OSError as exc:
         raise UserError(f"resume: cannot read the Hydra settings of run '{run_dir}' ({exc})") from None
+    if not isinstance(saved.get("hydra"), DictConfig):
+        raise UserError(f"{Path(run_dir) / '.hydra' / 'hydra.yaml'}: no 'hydra' settings in it (not a file Hydra saved)")
     node = OmegaConf.structured(HydraConf)
     OmegaConf.set_struct(node, False)  # Hydra adds nodes of its own (hydra.env) to its schema
     node.merge_with(saved.hydra)
@@ -131,7 +133,9 @@ def load_run_config(run_dir: Path) -> DictConfig:
     """A run's saved config, with ``paths.output_dir`` pointing at the run; ``trust_run`` is false whatever the
     folder says (only the command line trusts a folder: ``pipeline.utils.trust``)."""
     register_resolvers()
-    cfg = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
+    cfg = read_config(Path(run_dir) / ".hydra" / "config.yaml")  # plain YAML, bounded: a run folder is data
+    if not isinstance(cfg.get("paths"), DictConfig):
+        raise UserError(f"{Path(run_dir) / '.hydra' / 'config.yaml'}: no 'paths' settings in it (not a run's saved config)")
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
         cfg.trust_run = False

@@ -21,3 +21,9 @@ def require_path(path, key: str, kind: str = "path"):
     if kind.endswith("folder") and not p.is_dir():
         raise UserError(f"{key}: '{p}' is a file, not a {kind} (set {key}=<existing {kind}>)")
     return p
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes of a name that is not UTF-8 (kept by Python as surrogates) shown as ``\\xNN``: for
+    plots and messages, which cannot draw or encode the surrogates themselves."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -30,6 +30,7 @@ from pipeline.utils.config import (
     read_run_config,
 )
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import refuse_links_out
 from pipeline.utils.runs import run_lock
 from pipeline.utils.trust import check_run_config
 
@@ -113,6 +114,7 @@ def resume_config(argv: list[str]) -> DictConfig | None:
     if pickle_path is not None:
         pickle_file = Path(pickle_path).expanduser().resolve()
         run_dir, full = pickle_file.parent.parent, load_config_pickle(pickle_file)
+        refuse_links_out(run_dir)
     else:
         run_dir = run_dir_for(resume, overrides)
         full = read_run_config(run_dir)

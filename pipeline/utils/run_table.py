@@ -3,7 +3,6 @@ epoch, test figures, state, overrides; the table of an experiment's runs and two
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -12,17 +11,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
 
-from pipeline.utils.files import write_csv
+from pipeline.utils.errors import UserError
+from pipeline.utils.files import read_config, read_json, read_yaml, write_csv
 
-
-def read_json(path: Path, default: Any = None) -> Any:
-    """The JSON in ``path``, or ``default`` when the file is missing or half-written."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
+__all__ = ["read_json"]  # re-exported: the bounded reader of pipeline.utils.files
 
 
 def best_row(history: list[dict[str, Any]], monitor: str, mode: str = "max") -> dict[str, Any] | None:
@@ -37,15 +31,17 @@ def best_row(history: list[dict[str, Any]], monitor: str, mode: str = "max") -> 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
     """``results/metrics_history.json``: one row per validation epoch (empty before the first)."""
-    return read_json(Path(run_dir) / "results" / "metrics_history.json", [])
+    history = read_json(Path(run_dir) / "results" / "metrics_history.json", [])
+    return [row for row in history if isinstance(row, dict) and isinstance(row.get("epoch"), int)] \
+        if isinstance(history, list) else []
 
 
 def read_overrides(run_dir: Path) -> list[str]:
     """The command-line overrides Hydra saved for the run (``.hydra/overrides.yaml``)."""
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
     try:
-        return [str(item) for item in yaml.safe_load(path.read_text()) or []]
-    except (OSError, yaml.YAMLError):
+        return [str(item) for item in read_yaml(path) or []]
+    except (OSError, UserError, TypeError):
         return []
 
 
@@ -86,7 +82,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_diff(run_a: Path, run_b: Path) -> list[tuple[str, Any, Any]]:
     """``(key, value in a, value in b)`` for every key of the two runs' saved configs that differs."""
-    configs = [flatten(yaml.safe_load((Path(run) / ".hydra" / "config.yaml").read_text()) or {}) for run in (run_a, run_b)]
+    configs = [flatten(OmegaConf.to_container(read_config(Path(run) / ".hydra" / "config.yaml"))) for run in (run_a, run_b)]
     keys = sorted(set(configs[0]) | set(configs[1]))
     missing = "(absent)"
     return [(key, configs[0].get(key, missing), configs[1].get(key, missing)) for key in keys
@@ -111,14 +107,22 @@ class RunSummary:
 
 def summarize_run(run_dir: Path, experiment_dir: Path) -> RunSummary:
     """Read one run folder: start time, state, overrides, best monitored value and epoch, test metrics."""
-    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+    try:
+        config = OmegaConf.to_container(read_config(run_dir / ".hydra" / "config.yaml"))
+    except (UserError, OSError) as exc:  # one broken run does not hide the others
+        reason = str(exc) if isinstance(exc, UserError) else f"{exc.strerror}"
+        return RunSummary(path=run_dir, name=str(run_dir.relative_to(experiment_dir)), started="",
+                          state=f"unreadable: {reason}", overrides={})
     task = config.get("task") or {}
+    if not isinstance(task, dict):
+        task = {}
     monitor, mode = task.get("monitor"), task.get("monitor_mode", "max")
     history = read_history(run_dir)
     best = best_row(history, monitor, mode) if monitor else None
     started = datetime.fromtimestamp((run_dir / ".hydra" / "config.yaml").stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
     overrides = dict(item.lstrip("+~").partition("=")[::2] for item in read_overrides(run_dir))
-    test = {k: v for k, v in read_json(run_dir / "results" / "test_metrics.json", {}).items()
+    test_metrics = read_json(run_dir / "results" / "test_metrics.json", {})
+    test = {k: v for k, v in (test_metrics if isinstance(test_metrics, dict) else {}).items()
             if k.startswith("test/") and isinstance(v, int | float)}
     return RunSummary(path=run_dir, name=str(run_dir.relative_to(experiment_dir)), started=started,
                       state=read_state(run_dir), overrides=overrides, monitor=monitor,

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import open_no_follow, refuse_links_out
 from pipeline.utils.run_table import read_json, read_state
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     file left behind is stale exactly when nobody holds its flock, with no guess from a PID that may have been
     reused (``filelock`` takes the same kind of lock but keeps no holder in the file; an O_EXCL file alone
     cannot tell a live holder from a dead one on another host). A stale lock is taken over with a log line.
+    The lock file is opened with no-follow: a ``.lock`` that is a symbolic link is refused, its target untouched.
     """
     path = Path(run_dir) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +101,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
 def _acquire(path: Path) -> int:
     """Open and flock ``path`` (not blocking), write this process into it and return its descriptor."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_no_follow(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -123,12 +125,15 @@ def _acquire(path: Path) -> int:
 def resolve_run_dir(value: str | None, results_dir: str | Path, experiment: str) -> Path:
     """``latest``/None -> the newest run of ``experiment``; otherwise the given folder (checked)."""
     if value in (None, "", "latest"):
-        return latest_run(Path(results_dir) / experiment)
+        path = latest_run(Path(results_dir) / experiment)
+        refuse_links_out(path)
+        return path
     path = Path(value).expanduser().resolve()
     if not path.is_dir():
         raise UserError(f"run: folder '{path}' does not exist (give a run folder under experiments_results/)")
     if not is_run_dir(path):
         raise UserError(f"run: '{path}' is not a run folder (no .hydra/config.yaml inside)")
+    refuse_links_out(path)  # before anything of the run is read back or written
     return path
 
 

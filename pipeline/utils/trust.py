@@ -3,7 +3,9 @@
 A run folder is data: a shared model or a downloaded run may hold any config. Before anything of a saved
 config is instantiated, every ``_target_`` in it must be a class of this project's own packages or of the
 named libraries; functions (``os.system``, ``builtins.exec``...) and the
-library corners that load code or write files given a string are refused. ``trust_run=true`` on the command
+library corners that load code or write files given a string are refused. A library class (not one of this
+project's) gets no string argument that names a path out of the run folder: absolute, ``~`` or climbing out
+with ``..`` (``outside_paths``); a relative one is checked as if taken from the run folder. ``trust_run=true`` on the command
 line trusts a folder; the folder's own config cannot say so (``load_run_config`` resets the key).
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hydra._internal.utils import _locate
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.utils.config import PROJECT_ROOT
 from pipeline.utils.errors import UserError
@@ -84,10 +86,51 @@ def refused_targets(cfg: DictConfig) -> Iterator[tuple[str, str, str]]:
             yield path, str(value), reason
 
 
+def _library_nodes(node: object, path: str) -> Iterator[tuple[str, DictConfig]]:
+    """(key path, node) of every node whose ``_target_`` is a class of a library, not of this project."""
+    for full, key, value in _nodes(node, path):
+        if key == "_target_" and isinstance(value, str) and not _project_package(value):
+            parent = full.rpartition(".")[0]
+            yield parent, (OmegaConf.select(node, parent) if parent else node)
+
+
+def _strings(cfg: DictConfig, node: object, path: str) -> Iterator[tuple[str, str]]:
+    """(key path, value) of the string arguments of a node, resolved where they resolve (``${paths.output_dir}/x``
+    is the run's folder); nested targets are skipped: they are checked as nodes of their own."""
+    children = list(_nodes(node, path))
+    own_target = f"{path}._target_" if path else "_target_"
+    nested = {full.rpartition(".")[0] for full, key, _ in children if key == "_target_" and full != own_target}
+    for full, key, value in children:
+        if key == "_target_" or not isinstance(value, str) or any(full.startswith(f"{n}.") for n in nested):
+            continue
+        resolved = OmegaConf.select(cfg, full, throw_on_resolution_failure=False)
+        yield full, resolved if isinstance(resolved, str) else value
+
+
+def outside_paths(run_dir: Path, cfg: DictConfig) -> Iterator[tuple[str, str]]:
+    """(key path, value) of every string argument of a library class that names a path out of ``run_dir``."""
+    root = Path(run_dir).resolve()
+    for node_path, node in _library_nodes(cfg, ""):
+        for full, value in _strings(cfg, node, node_path):
+            if not ("/" in value or "\\" in value or value.startswith("~") or ".." in value):
+                continue  # a plain word (a metric name, a mode): no folder of its own
+            try:
+                resolved = (root / Path(value).expanduser()).resolve()
+            except (OSError, ValueError, RuntimeError):
+                yield full, value
+                continue
+            if not resolved.is_relative_to(root):
+                yield full, value
+
+
 def check_run_config(run_dir: Path, cfg: DictConfig) -> None:
-    """UserError naming the first target of a run folder's config that is not built unless ``cfg.trust_run``."""
+    """UserError naming the first target of a run folder's config that is not built, or the first path argument of a
+    library class that leads out of the run, unless ``cfg.trust_run``."""
     if cfg.get("trust_run"):
         return
     for path, target, reason in refused_targets(cfg):
         raise UserError(f"{path}: '{target}' in run folder '{run_dir}' is not built ({reason}); "
                         "trust_run=true trusts the folder (only for runs you made or trust)")
+    for path, value in outside_paths(run_dir, cfg):
+        raise UserError(f"{path}: '{value}' in run folder '{run_dir}' is a path outside the run, which a library class "
+                        "from a run folder is not given; trust_run=true trusts the folder (only for runs you made or trust)")

@@ -9,7 +9,10 @@ value is a UserError naming the key, the value and what is allowed, e.g.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +23,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ConfigTypeError, InterpolationResolutionError
 from PIL import Image
-from pydantic import Field, StrictBool, StrictStr, TypeAdapter, ValidationError
+from pydantic import AfterValidator, Field, StrictBool, StrictStr, TypeAdapter, ValidationError
 
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import read_config
 
 # Upper bounds where a larger value crashes (memory, processes, numpy's 32-bit seeds) instead of being slow.
 MAX_COUNT = 2**31 - 1
@@ -32,6 +36,7 @@ MAX_WORKERS = 256
 MAX_SEED = 2**32 - 1
 # Pillow refuses larger images as decompression bombs (twice its warning limit).
 PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
+HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # Keys that moved: a command line with the old name gets the new one in its error line, and a YAML file
 # that still sets one (which Hydra merges without complaint) is refused by ``validate_config``.
 RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model.name", "data.augment.crop": "data.crop",
@@ -42,6 +47,36 @@ RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model.name", "d
 # Lightning's precision names (its integer aliases too), and ``auto`` (pipeline.trainers.engine.resolve_precision).
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", 64, 32, 16, "64", "32", "16", "bf16")
+
+
+def _host(value: str) -> str:
+    """An IP address, or a host name of letters, digits, ``-`` and ``.`` (RFC 1123) that is not a dotted number."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not all(HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise ValueError("not a host")
+    return value
+
+
+def _writable_folder(value: str | None) -> str | None:
+    """A folder that exists and is writable, or one that can be made: its nearest existing parent is a writable
+    folder (checked before any work, so a bad ``out=`` fails at once)."""
+    if value is None:
+        return value
+    probe = Path(value).expanduser().absolute()
+    if probe.is_file():
+        return value  # the command's own check says it is a file, not a folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError("not writable")
+    if probe != Path(value).expanduser().absolute() and str(probe).startswith(("/proc", "/sys")):
+        raise ValueError("a kernel file system")
+    return value
 
 
 def _int(ge: int, le: int = MAX_COUNT) -> Any:
@@ -106,6 +141,10 @@ TABLE: tuple[tuple[Rule, str], ...] = (
             "task.max_plot_points samples rounds steps runs"),
     (COUNT.or_null(), "trainer.check_val_every_n_epoch threads max_concurrency"),
     (Rule(_int(1, 65535), "an integer in [1, 65535]"), "port"),
+    (Rule(Annotated[StrictStr, AfterValidator(_host)], "an IP address (127.0.0.1, 0.0.0.0, ::1) or a host name"), "host"),
+    (Rule(Annotated[StrictStr, AfterValidator(_writable_folder)] | None,
+          "a folder you can write, or one that can be created there (its nearest existing parent is a writable "
+          "folder), or null"), "out"),
     (Rule(_int(1, PILLOW_PIXEL_LIMIT), f"an integer in [1, {PILLOW_PIXEL_LIMIT}] (Pillow refuses larger images)"),
      "max_pixels"),
     (Rule(Annotated[str, Field(min_length=1)] | None, "a non-empty string (quote digits), or null: then "
@@ -225,7 +264,7 @@ def run_experiment(run_dir: Path) -> str | None:
     """The experiment a run was trained with: Hydra's recorded choice, else the run's ``name``."""
     hydra_file, config_file = run_dir / ".hydra" / "hydra.yaml", run_dir / ".hydra" / "config.yaml"
     if hydra_file.is_file():
-        choice = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices.experiment")
+        choice = OmegaConf.select(read_config(hydra_file), "hydra.runtime.choices.experiment", default=None)
         if choice:
             return str(choice)
-    return str(OmegaConf.load(config_file).get("name")) if config_file.is_file() else None
+    return str(read_config(config_file).get("name")) if config_file.is_file() else None

@@ -51,6 +51,7 @@ import yaml
 from pipeline.data.formats.image_folder import csv_rows
 from pipeline.data.io import is_image_file
 from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.files import read_text
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def load_label_corrections(path: str | Path) -> LabelCorrections:
     path = require_path(path, "label_corrections", kind="file")
     try:
         # BaseLoader keeps every scalar a string, so ids like 000020 keep their zero padding.
-        data = yaml.load(path.read_text(), Loader=yaml.BaseLoader) or {}
+        data = yaml.load(read_text(path), Loader=yaml.BaseLoader) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):

@@ -31,6 +31,7 @@ from typing import TypeVar
 from pipeline.data.io import list_images, load_image
 from pipeline.data.splits import canonical_split, presplit_folders
 from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.files import text_stream
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,19 @@ def visible_images(folder: str | Path) -> list[Path]:
 
 
 def read_image_csv(
-    csv_path: str | Path, class_names: Sequence[str] | None = None
+    csv_path: str | Path, class_names: Sequence[str] | None = None, skip_bad_files: bool = False
 ) -> tuple[list[ImageRecord], list[str]]:
-    """Records from a ``path,label`` CSV; labels are class names or indices."""
+    """Records from a ``path,label`` CSV; labels are class names or indices. A row with an empty or missing label
+    cell is a UserError naming the file and row, or is skipped (and counted in the log) with ``skip_bad_files``."""
     csv_path = require_path(csv_path, "data.csv", kind="file")
     rows = [(f"{csv_path}:{line}", row) for line, row in csv_rows(csv_path, ("path", "label"))]
+    unlabelled = [where for where, row in rows if not row.get("label")]
+    if unlabelled and not skip_bad_files:
+        raise UserError(f"{unlabelled[0]}: empty label cell ({len(unlabelled)} row(s) without a label; fill them, "
+                        "or set data.skip_bad_files=true to skip them)")
+    if unlabelled:
+        log.warning("%s: %d row(s) with an empty label cell skipped (first: %s)", csv_path, len(unlabelled), unlabelled[0])
+        rows = [(where, row) for where, row in rows if row.get("label")]
     if not rows:
         raise UserError(f"{csv_path}: no rows (expected a header 'path,label' and one row per image)")
     if class_names is None:
@@ -105,7 +114,7 @@ def read_image_csv(
 
 def csv_rows(csv_path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row with stripped values) for each data row; UserError if a column is missing."""
-    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+    with text_stream(csv_path) as f:
         reader = csv.DictReader(f)
         columns = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in required if c not in columns]
@@ -135,11 +144,12 @@ def read_labelled_images(
     source: str | Path,
     class_names: Sequence[str] | None = None,
     allow_empty_classes: bool = False,
+    skip_bad_files: bool = False,
 ) -> tuple[list[ImageRecord], list[str]]:
     """Read a ``.csv`` file with ``read_image_csv``, pre-split class folders with
     ``read_presplit_folders``, anything else with ``read_image_folder``."""
     if Path(source).suffix.lower() == ".csv":
-        return read_image_csv(source, class_names)
+        return read_image_csv(source, class_names, skip_bad_files)
     folders = presplit_folders(require_path(source, "data.root", kind="folder"))
     if folders is not None:
         return read_presplit_folders(folders, class_names)

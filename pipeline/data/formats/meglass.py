@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.files import read_text
 
 CLASS_NAMES = ("no_glasses", "glasses")
 LABELS = {"0": 0, "1": 1}
@@ -51,7 +52,7 @@ def read_meglass(
     list_file = require_path(list_file, "list_file", "MeGlass list file")
     root = require_path(image_root, "image_root", "folder") if image_root is not None else list_file.parent
     try:
-        lines = list_file.read_text(encoding="utf-8-sig").splitlines()
+        lines = read_text(list_file).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{list_file}: cannot read MeGlass list ({exc})") from None
     records = [

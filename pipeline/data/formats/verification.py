@@ -30,6 +30,7 @@ from pipeline.data.formats.image_folder import drop_unreadable
 from pipeline.data.io import is_image_file, load_image
 from pipeline.data.splits import presplit_folders
 from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.files import read_text, text_stream
 
 IMAGES_DIR = "images"
 META_FILE = "meta.json"
@@ -62,8 +63,8 @@ def _meta_key(identity_folder: str, file_name: str) -> tuple[str, str]:
 def _read_meta(meta_path: Path) -> dict[tuple[str, str], bool]:
     """meta.json as {(normalised identity, file name): is_fake}; UserError on any malformed entry."""
     try:
-        raw = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = json.loads(read_text(meta_path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UserError(f"{meta_path}: not a readable JSON file ({exc})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{meta_path}: expected an object {{'<identity>/<file>': 0 or 1}}")
@@ -192,7 +193,7 @@ class VerificationDataset(Dataset):
 def read_pairs_csv(path: str | Path, path_column: str = "path") -> list[tuple[dict[str, str], dict[str, str]]]:
     """Pairs from a CSV whose consecutive rows form a pair (rows 2k, 2k+1 -> pair k); rows as dicts."""
     path = require_path(path, "data.pairs_csv", "pairs CSV")
-    with path.open(newline="", encoding="utf-8") as handle:
+    with text_stream(path) as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or path_column not in reader.fieldnames:
             raise UserError(f"{path}: no '{path_column}' column (header: {reader.fieldnames})")
@@ -238,7 +239,7 @@ def write_pair_scores(
 def read_pair_scores(path: str | Path) -> dict[str, np.ndarray]:
     """Columns of a ``pair_id,similarity[,same,threshold]`` file as arrays (ints, floats, bools)."""
     path = require_path(path, "pair_scores", "scores CSV")
-    with path.open(newline="", encoding="utf-8") as handle:
+    with text_stream(path) as handle:
         rows = list(csv.DictReader(handle))
     if not rows or not {"pair_id", "similarity"} <= set(rows[0]):
         raise UserError(f"{path}: expected columns pair_id,similarity")

@@ -34,6 +34,7 @@ import numpy as np
 from pipeline.data.io import list_images, load_image
 from pipeline.data.splits import SplitChooser, relative_key, split_by_group
 from pipeline.utils.errors import UserError, require_path
+from pipeline.utils.files import read_text
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ def voc_image_sets(root: Path, images: Sequence[VocImage]) -> list[str | None] |
     split_of: dict[str, str] = {}
     for name, path in lists.items():
         if path.is_file():
-            for line in path.read_text(encoding="utf-8-sig").splitlines():
+            for line in read_text(path).splitlines():
                 if line.strip():
                     split_of[line.split()[0]] = name
     found = [split_of.get(image.image_path.stem) for image in images]

@@ -59,6 +59,23 @@ def test_one_line_per_epoch_in_the_console_file_and_train_log(trained_run):
     assert logged == pytest.approx([row["val/loss"] for row in history], abs=1e-4)
 
 
+def test_results_csv_and_png(trained_run):
+    """results.csv: one row per epoch, every scalar the csv logger got (lr and throughput too), val values equal
+    to the run's metrics history; results.png written beside it."""
+    import csv
+
+    with (trained_run / "results" / "results.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    columns = set(rows[0])
+    assert {"train/loss_epoch", "val/loss", "val/acc", "lr-AdamW", "throughput/samples_per_sec"} <= columns, columns
+    assert not any(c.endswith("_step") or c.startswith("test/") for c in columns)
+    history = json.loads((trained_run / "results" / "metrics_history.json").read_text())
+    assert [float(row["val/loss"]) for row in rows] == pytest.approx([row["val/loss"] for row in history], abs=1e-6)
+    assert all(row["train/loss_epoch"] for row in rows)
+    assert (trained_run / "results" / "results.png").stat().st_size > 10_000
+
+
 def test_tensorboard_holds_the_scalars(trained_run):
     scalars, images, plugins = set(), set(), set()
     for event_file in (trained_run / "tensorboard").glob("events.out.tfevents.*"):

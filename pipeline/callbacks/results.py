@@ -28,27 +28,32 @@ def per_epoch(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     """Lightning CSVLogger rows (one per logging call; ``epoch`` set on what ``self.log`` logged, not on what
     callbacks such as the learning-rate monitor log straight to the logger) -> one row per epoch with the
     epoch's last value of every column; per-step (``*_step``) and test columns are left out. A row without
-    an epoch belongs to the first epoch whose logged steps reach its step."""
+    an epoch belongs to the last epoch that started at or before its step."""
+    epoch_start: dict[int, int] = {}
     epoch_end: dict[int, int] = {}
     for row in rows:
-        if row.get("epoch") not in (None, ""):
-            epoch = int(float(row["epoch"]))
-            epoch_end[epoch] = max(epoch_end.get(epoch, -1), int(float(row.get("step") or 0)))
-    ends = sorted(epoch_end.items())
+        trained = any(value not in (None, "") and not key.startswith("test/") for key, value in row.items()
+                      if key not in ("epoch", "step"))
+        if row.get("epoch") not in (None, "") and trained:  # a test's rows carry the epoch after the last
+            epoch, step = int(float(row["epoch"])), int(float(row.get("step") or 0))
+            epoch_start[epoch] = min(epoch_start.get(epoch, step), step)
+            epoch_end[epoch] = max(epoch_end.get(epoch, step), step)
+    starts = sorted(epoch_start.items())
     table: dict[int, dict[str, Any]] = defaultdict(dict)
     for row in rows:
         if row.get("epoch") not in (None, ""):
             epoch = int(float(row["epoch"]))
-        else:
+        elif starts:
+            # The throughput is logged at the step after the epoch's last, the learning rate at its steps.
             step = int(float(row.get("step") or 0))
-            epoch = next((e for e, last in ends if last >= step), None)
-            if epoch is None:
-                continue
+            epoch = max((e for e, first in starts if first <= step), default=starts[0][0])
+        else:
+            continue
         for key, value in row.items():
             if key in ("epoch", "step") or key.endswith("_step") or key.startswith("test/") or value in (None, ""):
                 continue
             table[epoch][key] = float(value)
-    return [{"epoch": epoch, "step": epoch_end.get(epoch), **table[epoch]} for epoch in sorted(table)]
+    return [{"epoch": epoch, "step": epoch_end.get(epoch), **table[epoch]} for epoch in sorted(table) if table[epoch]]
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

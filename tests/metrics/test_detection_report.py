@@ -100,3 +100,20 @@ def test_confusion_matrix_counts_by_hand():
     expected = np.zeros((3, 3), int)
     expected[0, 0] = expected[0, 1] = expected[1, 2] = expected[2, 1] = 1
     np.testing.assert_array_equal(cm, expected)
+
+
+def test_images_read_back_from_torchmetrics_state():
+    """The callback reads the test metric's state (torchmetrics keeps boxes as xywh): same report as the inputs."""
+    import torch
+    from torchmetrics.detection import MeanAveragePrecision
+
+    from pipeline.callbacks.detection_report import images_of
+
+    images = random_images(4)
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
+    metric.update([{"boxes": torch.tensor(i.boxes), "scores": torch.tensor(i.scores), "labels": torch.tensor(i.labels)} for i in images],
+                  [{"boxes": torch.tensor(i.gt_boxes), "labels": torch.tensor(i.gt_labels)} for i in images])
+    back = images_of(metric)
+    for a, b in zip(images, back, strict=True):
+        np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-4)
+        np.testing.assert_allclose(b.gt_boxes, a.gt_boxes, atol=1e-4)

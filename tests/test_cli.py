@@ -26,6 +26,7 @@ def trained_run(module_tmp) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "siamese_shapes").iterdir()
     assert f"Run folder: {run}" in proc.stdout
+    (results / "console.txt").write_text(proc.stdout + proc.stderr)  # what `> out.txt 2>&1` holds
     return run
 
 
@@ -40,6 +41,39 @@ def test_run_folder_layout(trained_run):
         assert (trained_run / "results" / name).is_file(), name
     assert "model=resnet18" in (trained_run / ".hydra" / "overrides.yaml").read_text()
     assert (trained_run / "train.log").stat().st_size > 0
+
+
+def test_one_line_per_epoch_in_the_console_file_and_train_log(trained_run):
+    """stdout is a pipe here, as under nohup or SLURM: no bar redraws, one line per epoch naming the monitored
+    metric, with its value, the best so far and the epoch time; records carry no logger names."""
+    console = (trained_run.parent.parent / "console.txt").read_text()
+    log = (trained_run / "train.log").read_text()
+    epoch_line = re.compile(r"epoch (\d+) \[\d+/2\]  train/loss \d+\.\d{4}  val/loss (\d+\.\d{4})  best \d+\.\d{4} \(epoch \d\)  \d+\.\d s")
+    for text in (console, log):
+        epochs = [int(m.group(1)) for m in epoch_line.finditer(text)]
+        assert epochs == [0, 1], text[-3000:]
+        assert "lightning.pytorch" not in text and "][" not in text
+    assert "\r" not in console and "Epoch 0/" not in console and "Validation" not in console  # no progress bar in the file
+    history = json.loads((trained_run / "results" / "metrics_history.json").read_text())
+    logged = [float(m.group(2)) for m in epoch_line.finditer(log)]
+    assert logged == pytest.approx([row["val/loss"] for row in history], abs=1e-4)
+
+
+def test_results_csv_and_png(trained_run):
+    """results.csv: one row per epoch, every scalar the csv logger got (lr and throughput too), val values equal
+    to the run's metrics history; results.png written beside it."""
+    import csv
+
+    with (trained_run / "results" / "results.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    columns = set(rows[0])
+    assert {"train/loss_epoch", "val/loss", "val/acc", "lr-AdamW", "throughput/samples_per_sec"} <= columns, columns
+    assert not any(c.endswith("_step") or c.startswith("test/") for c in columns)
+    history = json.loads((trained_run / "results" / "metrics_history.json").read_text())
+    assert [float(row["val/loss"]) for row in rows] == pytest.approx([row["val/loss"] for row in history], abs=1e-6)
+    assert all(row["train/loss_epoch"] for row in rows)
+    assert (trained_run / "results" / "results.png").stat().st_size > 10_000
 
 
 def test_tensorboard_holds_the_scalars(trained_run):

@@ -43,6 +43,29 @@ def test_run_folder_holds_split_metrics_and_images(trained_run):
 
 
 @pytest.mark.slow
+def test_detection_report_files(trained_run):
+    """The per-class table (CSV, report.md), PR and F1 curves, confusion matrix and the saved best threshold;
+    the table's AP50 of each present class is the test metric's own (torchmetrics, faster-coco-eval backend)."""
+    import csv
+
+    _, run = trained_run
+    results = run / "results"
+    for name in ("test_pr_curves.png", "test_f1_threshold.png", "test_detection_confusion.png", "results.csv", "results.png"):
+        assert (results / name).stat().st_size > 1000, name
+    with (results / "per_class_report.csv").open(newline="") as file:
+        rows = {row["class"]: row for row in csv.DictReader(file)}
+    metrics = json.loads((results / "test_metrics.json").read_text())
+    for name in ("with_mask", "without_mask", "mask_weared_incorrect"):
+        if rows[name]["ap50"] == "absent":
+            assert int(rows[name]["instances"]) == 0
+        else:
+            assert float(rows[name]["ap50"]) == pytest.approx(metrics[f"test/ap50/{name}"], abs=1e-3)
+    assert "| class |" in (results / "report.md").read_text()
+    threshold = json.loads((results / "detection_threshold.json").read_text())
+    assert 0 <= threshold["score_threshold"] <= 1
+
+
+@pytest.mark.slow
 def test_bin_test_and_split_reuse(trained_run):
     tmp, run = trained_run
     proc = run_cli("test.py", f"run={run}", "data.num_workers=0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import lightning.pytorch as pl
@@ -28,6 +29,10 @@ class ProgressBar(RichProgressBar):
         super().__init__(*args, **kwargs)
         quiet_third_party()
         self._swapped: list[tuple[logging.Logger, logging.Handler, logging.Handler]] = []
+        # Output to a file or pipe (nohup, SLURM, `> out.txt`): no bar, whose redraws would fill the file;
+        # the EpochLog callback's lines report progress there.
+        if not sys.stdout.isatty():
+            self.disable()
 
     def _init_progress(self, trainer: pl.Trainer) -> None:
         super()._init_progress(trainer)

@@ -88,6 +88,6 @@ class Throughput(pl.Callback):
         values = self.summary(trainer.world_size, pl_module.device)
         for logger in trainer.loggers:
             logger.log_metrics(values, step=trainer.global_step)
-        log.info("epoch %d: %.0f samples/s, %.1f ms/step, %.0f%% of it waiting for data, peak memory %.0f MB",
+        log.debug("epoch %d: %.0f samples/s, %.1f ms/step, %.0f%% of it waiting for data, peak memory %.0f MB",
                  trainer.current_epoch, values["throughput/samples_per_sec"], values["throughput/step_ms"],
                  100 * values["throughput/data_wait_fraction"], values["throughput/peak_memory_mb"])

@@ -2,7 +2,7 @@
 ``hydra/sweeper/sampler=tpe|random|grid|cmaes|nsgaii|qmc``)."""
 
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.face_optuna_sweeper.sweeper.OptunaSweeper"
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])  # noqa: UP006
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
     # The sampler is instantiated when the sweep starts, after the check that Optuna is installed.
     _recursive_: bool = False
     # An Optuna sampler, instantiated by Hydra (``_target_`` plus its keyword arguments).

@@ -47,7 +47,8 @@ def _optuna():
 
 
 def distribution(override: Override) -> Any:
-    """The Optuna distribution of one sweep override (``interval``, ``choice``, ``range``, ``tag(log, ...)``),
+    """The Optuna distribution of one sweep override (``interval``, ``choice``, ``range``, ``tag(log, ...)``,
+    ``tag(int, interval(...))`` for whole numbers),
     or the override's value as a string when it is a plain value (the same in every trial)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -78,8 +79,11 @@ def distribution(override: Override) -> Any:
         log_scale = "log" in sweep.tags
         if log_scale and sweep.start <= 0:
             raise _user_error(f"hydra.sweeper.params.{key}: tag(log, interval(...)) needs a start above 0")
-        if isinstance(sweep.start, int) and isinstance(sweep.end, int):
-            return IntDistribution(sweep.start, sweep.end, log=log_scale)
+        # Hydra reads interval()'s ends as floats: tag(int, interval(a, b)) asks for whole numbers.
+        if "int" in sweep.tags:
+            if sweep.start != int(sweep.start) or sweep.end != int(sweep.end):
+                raise _user_error(f"hydra.sweeper.params.{key}: tag(int, interval(...)) needs whole-number ends")
+            return IntDistribution(int(sweep.start), int(sweep.end), log=log_scale)
         return FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
     raise _user_error(f"hydra.sweeper.params.{key}: '{override.input_line}' is not a sweep Optuna can sample "
                       "(use interval(a, b), choice(...), range(a, b[, step]) or tag(log, interval(a, b)))")

@@ -7,7 +7,9 @@ UV := $(VENV)/bin/uv
 UV_VERSION ?= 0.13.9
 LOCK := requirements/dev.lock
 ARGS ?=
-# Parallel test workers (pytest-xdist): one per core; `make test JOBS=0` runs in one process.
+# Parallel test workers (pytest-xdist): one per core; `make test JOBS=0` runs in one process. A test file stays
+# on one worker (--dist loadfile): its module-scoped fixtures (trained runs shared by its tests) are built once,
+# and a file's DDP or server tests never run beside each other.
 JOBS ?= auto
 # uv does not read pip's configuration: hand it the package sources pip is configured with on this machine
 # (a local wheel folder, local index mirrors), so the lock installs from them where they exist.
@@ -42,7 +44,7 @@ train: venv
 	$(PY) bin/train.py $(ARGS)
 
 test: venv
-	$(PY) -m pytest -q -n $(JOBS) $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow $(ARGS)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -162,6 +163,17 @@ class OptunaSweeper(Sweeper):
             raise _user_error(f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: give a share from 0 to 1")
 
     def sweep(self, arguments: list[str]) -> None:
+        # A user mistake is one `error:` line and exit code 2, as in the project's entry points (Hydra would
+        # print a traceback for an exception leaving the sweeper).
+        try:
+            self._sweep(arguments)
+        except Exception as exc:
+            if type(exc).__name__ not in ("UserError", "SweepConfigError"):
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    def _sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None
         optuna = _optuna()
         directions = self.directions()
@@ -197,8 +209,9 @@ class OptunaSweeper(Sweeper):
             job_idx = first + len(returns)
             failures = []
             for trial, ret in zip(trials, returns, strict=True):
-                if getattr(ret, "working_dir", None):
-                    study._storage.set_trial_user_attr(trial._trial_id, "run_dir", str(ret.working_dir))
+                run_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg else None
+                if run_dir:
+                    trial.set_user_attr("run_dir", str(run_dir))
                 try:
                     values = self.values(ret, len(directions), trial.number)
                 except Exception as exc:  # noqa: BLE001 - the trial failed; the failure rate decides below

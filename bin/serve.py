@@ -4,11 +4,20 @@
 exported first if it has no export."""
 
 import logging
+import sys
 
-import uvicorn
+try:
+    import uvicorn
+
+    from pipeline.delivery.serve import API_KEY_ENV, ServeLimits, create_app, is_loopback
+except ModuleNotFoundError as exc:  # the `serve` extra (fastapi, uvicorn, python-multipart) is not installed
+    if exc.name not in ("uvicorn", "fastapi", "starlette", "multipart", "python_multipart"):
+        raise
+    print(f"error: bin/serve.py needs the `serve` extra ({exc.name} is missing): "
+          "pip install -e '.[serve]', or run `make venv`", file=sys.stderr)
+    sys.exit(2)
 
 from pipeline.delivery.runs import Run, run_command
-from pipeline.delivery.serve import API_KEY_ENV, ServeLimits, create_app, is_loopback
 
 log = logging.getLogger(__name__)
 

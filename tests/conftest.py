@@ -22,7 +22,11 @@ CONFIG_DIR = ROOT / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 register_resolvers()
-torch.set_num_threads(2)
+# Under pytest-xdist (`make test` runs one worker per core) each worker gets its share of the cores, so that
+# workers and the CLI runs they start do not oversubscribe the machine; in one process, 2 threads as before.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 2) // WORKERS) if WORKERS > 1 else 2
+torch.set_num_threads(THREADS)
 
 
 def compose_config(overrides: list[str], output_dir: Path, data_dir: Path | None = None) -> DictConfig:
@@ -55,7 +59,7 @@ def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, launc
     """Run ``bin/<script>`` in a subprocess as a user would (through ``python <launcher>``, e.g. ``-m torch.distributed.run``)."""
     # The repository root on the path, as pytest's `pythonpath` setting gives it in-process (tests.toy).
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", "PYTHONPATH": path}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(THREADS), "PYTHONPATH": path}
     return subprocess.run(
         [sys.executable, *launcher, str(ROOT / "bin" / script), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,

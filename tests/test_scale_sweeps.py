@@ -35,6 +35,10 @@ def test_optuna_sweep_runs_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = _trials(tmp_path)
     assert len(resumed) == 6 and [t.params for t in resumed[:4]] == [t.params for t in trials]
+    # The resumed sweep's run folders are named after their trials' numbers in the study, which records them.
+    (second,) = [p for p in (tmp_path / "siamese_shapes" / "multiruns").iterdir() if p.is_dir() and p != sweep]
+    assert sorted(p.name for p in second.iterdir() if p.name.isdigit()) == ["4", "5"]
+    assert [Path(t.user_attrs["run_dir"]) for t in resumed[4:]] == [second / "4", second / "5"]
 
 
 @pytest.mark.slow

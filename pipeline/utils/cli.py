@@ -13,7 +13,7 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.utils.config import CONFIG_DIR, register_resolvers
+from pipeline.utils.config import CONFIG_DIR, register_resolvers, use_project_plugins
 from pipeline.utils.console import quiet_third_party
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import DISK_ERRORS, disk_error
@@ -163,6 +163,7 @@ def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
     ``--cfg job``, multirun; a bad override or a user mistake is one ``error:`` line and exit code 2."""
     import hydra
 
+    use_project_plugins()
     register_resolvers()
     quiet_third_party()
     check_composition(str(CONFIG_DIR), config_name, sys.argv[1:])

@@ -25,6 +25,21 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "configs"
 
 
+def use_project_plugins() -> None:
+    """Make Hydra find this repository's own plugins (``hydra_plugins/``, the Optuna sweeper) whatever the install:
+    an editable install's import hook does not extend the ``hydra_plugins`` namespace package Hydra scans."""
+    folder = PROJECT_ROOT / "hydra_plugins"
+    if not folder.is_dir():
+        return  # an installed (not editable) copy: the plugins are in site-packages' hydra_plugins
+    try:
+        import hydra_plugins
+    except ImportError:
+        sys.path.append(str(PROJECT_ROOT))
+        return
+    if str(folder) not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(str(folder))
+
+
 def register_resolvers() -> None:
     """Resolvers used by the configs; idempotent. Also exports PIPELINE_ROOT for ``paths.root_dir``."""
     os.environ.setdefault("PIPELINE_ROOT", str(PROJECT_ROOT))

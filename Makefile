@@ -53,7 +53,7 @@ lint: venv
 	$(VENV)/bin/ruff check bin pipeline tests hydra_plugins
 
 tensorboard: venv
-	$(VENV)/bin/tensorboard --logdir experiments_results --bind_all
+	$(VENV)/bin/tensorboard --logdir experiments_results --host 127.0.0.1
 
 clean-venv:
 	rm -rf $(VENV)

@@ -253,7 +253,7 @@ def read_yaml(path: str | Path) -> Any:
     text = read_text(path)
     loader = _omegaconf_loader()(text)
     try:
-        return loader.get_single_data()
+        data = loader.get_single_data()
     except _TooLarge:
         raise UserError(f"{path}: its aliases (&/*) expand to more than {MAX_YAML_NODES:,} values; "
                         "not a config this program wrote (a YAML bomb?)") from None
@@ -267,6 +267,9 @@ def read_yaml(path: str | Path) -> Any:
         raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     finally:
         loader.dispose()
+    if not json_depth_ok(data, MAX_JSON_DEPTH):  # an alias that holds itself (a: &x [*x]) nests without end
+        raise UserError(f"{path}: nested too deeply to be a config (or an alias that holds itself)")
+    return data
 
 
 def read_config(path: str | Path) -> Any:

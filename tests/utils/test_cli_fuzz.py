@@ -87,7 +87,7 @@ def problem(case: str, outcome: str, err: str) -> str | None:
     """What is wrong with how a case ended (None: it reached fit, or stopped with one ``error:`` line
     and exit code 2)."""
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    key = case.split()[-1].split("=")[0]
+    key = case.split(maxsplit=1)[-1].split("=")[0]  # "experiment=x key=value", the value may hold spaces
     # An object's constructor names its node (callbacks.model_checkpoint; a nested one by its own name: loss).
     node = key.rpartition(".")[0]
     nodes = f"{re.escape(node)}|{re.escape(node.rpartition('.')[2])}"

@@ -81,7 +81,7 @@ def quote_undecodable(argv: list[str]) -> list[str]:
     out = []
     for arg in argv:
         key, eq, value = arg.partition("=")
-        if eq and any("\udc80" <= ch <= "\udcff" for ch in value) and not value[:1] in ("'", '"'):
+        if eq and any("\udc80" <= ch <= "\udcff" for ch in value) and value[:1] not in ("'", '"'):
             arg = f"{key}='{value.replace(chr(39), chr(92) + chr(39))}'"
         out.append(arg)
     return out

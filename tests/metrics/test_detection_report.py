@@ -35,7 +35,8 @@ def random_images(seed: int, n: int = 40, classes: int = 3) -> list[Image]:
 def coco_per_class(images: list[Image], num_classes: int) -> tuple[dict[int, float], dict[int, float]]:
     """AP50 and AP50:95 per class with ground truth, by COCO's evaluator."""
     try:
-        from faster_coco_eval import COCO, COCOeval_faster as COCOeval
+        from faster_coco_eval import COCO
+        from faster_coco_eval import COCOeval_faster as COCOeval
     except ImportError:
         COCO = pytest.importorskip("pycocotools.coco").COCO
         COCOeval = pytest.importorskip("pycocotools.cocoeval").COCOeval

@@ -7,6 +7,7 @@ outside folder afterwards.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import shutil
@@ -379,10 +380,26 @@ def open_as(operation: str, run: Path):
 OPERATIONS = ("runs", "resume", "test", "predict", "export", "serve")
 
 
+def classify(call, seconds: int, label: str, tally: dict[str, int], problems: list[str]) -> None:
+    """Run one fuzz case under a time bound: a return or a one-line user error counts in ``tally``; a hang,
+    a traceback-worthy exception or a multi-line message is a problem named by ``label``."""
+    from pipeline.utils.cli import describe_error as describe
+
+    try:
+        bounded(call, seconds)
+        tally["returned"] += 1
+    except Hang:
+        problems.append(f"{label}: hung")
+    except Exception as exc:  # noqa: BLE001 - classified: one line, or a bug
+        message = describe(exc)
+        if message is None or "\n" in message:
+            problems.append(f"{label}: {type(exc).__name__}: {str(exc)[:300]}")
+        else:
+            tally["user_error"] += 1
+
+
 def fuzz_run_folders(toy_run: Path, tmp_path: Path, cases: int, seed: int) -> dict[str, int]:
     import random
-
-    from pipeline.utils.cli import describe_error as describe
 
     rng = random.Random(seed)
     tally = {"cases": 0, "returned": 0, "user_error": 0}
@@ -395,17 +412,7 @@ def fuzz_run_folders(toy_run: Path, tmp_path: Path, cases: int, seed: int) -> di
         (outside / "victim").write_text("precious")
         done = damage(run, outside, marker, rng)
         operation = OPERATIONS[case % len(OPERATIONS)] if case < len(OPERATIONS) else rng.choice(OPERATIONS)
-        try:
-            bounded(lambda: open_as(operation, run), 60)
-            tally["returned"] += 1
-        except Hang:
-            problems.append(f"case {case} {operation} {done}: hung")
-        except Exception as exc:  # noqa: BLE001 - classified: one line, or a bug
-            message = describe(exc)
-            if message is None or "\n" in message:
-                problems.append(f"case {case} {operation} {done}: {type(exc).__name__}: {str(exc)[:300]}")
-            else:
-                tally["user_error"] += 1
+        classify(functools.partial(open_as, operation, run), 60, f"case {case} {operation} {done}", tally, problems)
         if not untouched(outside) or marker.exists():
             problems.append(f"case {case} {operation} {done}: wrote outside the run ({sorted(os.listdir(outside))})")
         tally["cases"] += 1
@@ -457,11 +464,15 @@ def _write_text(path: Path, text: str, encoding: str) -> None:
 
 def data_case(root: Path, rng) -> tuple[str, object]:
     """A small dataset in one of the readers' formats, damaged at random; returns (reader name, call)."""
-    from pipeline.data.formats.boostcamp import load_label_corrections, read_boostcamp_eval, read_boostcamp_train
+    from pipeline.data.face_parts import read_landmarks_csv
+    from pipeline.data.formats.boostcamp import (
+        load_label_corrections,
+        read_boostcamp_eval,
+        read_boostcamp_train,
+    )
     from pipeline.data.formats.meglass import read_meglass
     from pipeline.data.formats.verification import read_pairs_csv, read_verification
     from pipeline.data.formats.voc import read_voc_dataset
-    from pipeline.data.face_parts import read_landmarks_csv
     from pipeline.data.prediction_inputs import read_images, read_row_pairs
     from pipeline.data.splits import read_split_file
 
@@ -531,8 +542,6 @@ def data_case(root: Path, rng) -> tuple[str, object]:
 def fuzz_readers(tmp_path: Path, cases: int, seed: int) -> dict[str, int]:
     import random
 
-    from pipeline.utils.cli import describe_error as describe
-
     rng = random.Random(seed)
     tally = {"cases": 0, "returned": 0, "user_error": 0}
     problems = []
@@ -540,17 +549,7 @@ def fuzz_readers(tmp_path: Path, cases: int, seed: int) -> dict[str, int]:
         root = tmp_path / f"data{case}"
         root.mkdir()
         what, call = data_case(root, rng)
-        try:
-            bounded(call, 30)
-            tally["returned"] += 1
-        except Hang:
-            problems.append(f"case {case} {what}: hung")
-        except Exception as exc:  # noqa: BLE001 - classified: one line, or a bug
-            message = describe(exc)
-            if message is None or "\n" in message:
-                problems.append(f"case {case} {what}: {type(exc).__name__}: {str(exc)[:300]}")
-            else:
-                tally["user_error"] += 1
+        classify(call, 30, f"case {case} {what}", tally, problems)
         tally["cases"] += 1
         shutil.rmtree(root, ignore_errors=True)
     print(f"data-format fuzz (seed {seed}): {tally}")

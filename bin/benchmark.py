@@ -16,6 +16,9 @@ COMMANDS = {"train": "pipeline.benchmarks.train", "inference": "pipeline.benchma
 @exit_on_user_error
 def main() -> None:
     command = next((arg for arg in sys.argv[1:] if arg in COMMANDS), None)
+    if command is None and any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__.strip())  # each benchmark's own options: bin/benchmark.py <train|inference> --help
+        return
     if command is None:
         raise UserError("say what to benchmark: bin/benchmark.py train [experiment=<x>] | inference [run=<folder>]")
     sys.argv.remove(command)

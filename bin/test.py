@@ -1,7 +1,7 @@
 """Evaluate a trained run on its test split: ``python bin/test.py [run=<folder>|latest] [experiment=<name>]
 [ckpt=best|last|<path>] [key=value ...]`` (config: configs/eval.yaml merged onto the run's saved config)."""
 
-from pipeline.delivery.runs import Run, run_command
+from pipeline.runs.run import Run, run_command
 from pipeline.trainers.engine import evaluate
 
 

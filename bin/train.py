@@ -6,11 +6,11 @@ Launched by ``torchrun`` (``trainer=torchrun``), rank 0 composes the config and 
 
 import sys
 
+from pipeline.runs.ranks import launched_rank_config, rank_config
+from pipeline.runs.resume import resume_config
 from pipeline.trainers.engine import train
 from pipeline.utils.cli import exit_on_user_error, run_hydra
 from pipeline.utils.config import register_resolvers
-from pipeline.utils.ranks import launched_rank_config, rank_config
-from pipeline.utils.resume import resume_config
 
 
 @exit_on_user_error

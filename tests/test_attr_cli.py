@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 
 from pipeline.delivery.predict import predict
-from pipeline.delivery.runs import compose_command
+from pipeline.runs.run import compose_command
 
 TINY_BOOSTCAMP = ["data.synthetic.num_people=40", "data.synthetic.image_size=[32,24]", "data.image_size=[32,24]",
                   "data.num_workers=0", "hyp.batch_size=32", "trainer.log_every_n_steps=2"]

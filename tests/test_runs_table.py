@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TINY_SIAMESE, run_cli
 
-from pipeline.utils.run_table import best_row, config_diff, find_runs
+from pipeline.runs.table import best_row, config_diff, find_runs
 
 TINY = ["experiment=siamese_shapes", "debug=limit", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
         *TINY_SIAMESE]

@@ -10,8 +10,8 @@ import numpy as np
 from conftest import ROOT, run_cli
 from fastapi.testclient import TestClient
 
-from pipeline.delivery.runs import Run
 from pipeline.delivery.serve import create_app
+from pipeline.runs.run import Run
 
 SEARCH_PATH = f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]"
 

@@ -6,7 +6,6 @@ import logging
 import math
 import warnings
 from contextlib import nullcontext
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,16 @@ from rich.console import Console
 
 from pipeline.callbacks.dashboard import curated_hparams, headline_metrics
 from pipeline.callbacks.metrics_history import scalar_metrics
-from pipeline.trainers.init_from import RECORD as INIT_RECORD
+from pipeline.runs.folder import find_checkpoint, load_checkpoint, resume_checkpoint, run_lock
+from pipeline.runs.layout import RunLayout
+from pipeline.runs.ranks import check_launch, job_scope, pin_run_dir, publish_run_config, share_with_ranks
+from pipeline.runs.saved_config import load_run_config, save_run_config
+from pipeline.runs.table import best_row, read_history, read_overrides
 from pipeline.trainers.init_from import initialise
-from pipeline.utils.config import load_run_config, save_run_config
 from pipeline.utils.console import final_table
 from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import write_json
-from pipeline.utils.ranks import check_launch, job_scope, pin_run_dir, publish_run_config, share_with_ranks
-from pipeline.utils.run_table import best_row, read_history, read_json, read_overrides
-from pipeline.utils.runs import find_checkpoint, load_checkpoint, run_lock
+from pipeline.utils.files import read_json, write_json
 from pipeline.utils.validation import validate_config
 
 log = logging.getLogger(__name__)
@@ -60,19 +59,6 @@ def instantiate_each(nodes: DictConfig | None) -> list[Any]:
 def build_callbacks(cfg: DictConfig, loggers: list[Any]) -> list[Any]:
     """The configured callbacks; LearningRateMonitor refuses to run without a logger (logger=none)."""
     return [c for c in instantiate_each(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
-
-
-def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """``last.ckpt`` of the run being resumed (``cfg.resume``), or None for a fresh run."""
-    if not cfg.get("resume"):
-        return None
-    ckpt = Path(cfg.resume) / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        raise UserError(
-            f"resume: run '{cfg.resume}' has no checkpoints/last.ckpt (it stopped before its first epoch ended); start a new run instead"
-        )
-    load_checkpoint(ckpt)  # Lightning's own load would fail later, with a traceback, on anything but plain data
-    return str(ckpt)
 
 
 def route_lightning_logs() -> None:
@@ -158,7 +144,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, pl.Lightnin
 
 def fit_and_test(cfg: DictConfig, run_dir: Path) -> float | None:
     """The body of ``train``: checkpoints load as plain data (``weights_only``), results are written atomically."""
-    ckpt_path = resume_checkpoint(cfg)
+    ckpt_path = str(resume_checkpoint(Path(cfg.resume))) if cfg.get("resume") else None
     trainer, task, datamodule = prepare_run(cfg, run_dir)
     if ckpt_path:
         log.info("Resuming %s from %s", run_dir, ckpt_path)
@@ -168,8 +154,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> float | None:
     fit_metrics = scalar_metrics(trainer.callback_metrics)
 
     results: dict[str, Any] = {"fit": fit_metrics}
-    if (run_dir / INIT_RECORD).is_file():
-        results["init_from"] = read_json(run_dir / INIT_RECORD)
+    layout = RunLayout(run_dir)
+    if layout.init_record.is_file():
+        results["init_from"] = read_json(layout.init_record)
     checkpoint = trainer.checkpoint_callback
     best_score = checkpoint.best_model_score if checkpoint is not None else None
     if best_score is not None:
@@ -179,10 +166,10 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> float | None:
         trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False, weights_only=True)
         results["test"] = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
         if trainer.is_global_zero:
-            write_json(run_dir / "results" / "test_metrics.json", {"checkpoint": checkpoint.best_model_path if has_best else None, **results["test"]})
+            write_json(layout.test_metrics, {"checkpoint": checkpoint.best_model_path if has_best else None, **results["test"]})
     if trainer.is_global_zero:
         log_hparams(trainer, cfg, results)
-        write_json(run_dir / "results" / "metrics.json", results)
+        write_json(layout.metrics, results)
         history = read_history(run_dir)
         Console().print(final_table(f"{cfg.name}: results", results, history, cfg.task.get("monitor_mode", "max"), run_dir))
         print(f"Run folder: {run_dir}")
@@ -236,12 +223,12 @@ def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, fl
     warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
     trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False, weights_only=True)
     metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
-    write_json(out_dir / "results" / "test_metrics.json", {"checkpoint": str(checkpoint), "data_root": cfg.data.get("root"), **metrics})
-    results = {**read_json(run_dir / "results" / "metrics.json", {"fit": {}}), "test": metrics}
+    write_json(RunLayout(out_dir).test_metrics, {"checkpoint": str(checkpoint), "data_root": cfg.data.get("root"), **metrics})
+    results = {**read_json(RunLayout(run_dir).metrics, {"fit": {}}), "test": metrics}
     title = f"{cfg.name}: test of {run_dir.name}" + (f" on {cfg.data.root}" if out_dir != run_dir else "")
     Console().print(final_table(title, results, read_history(run_dir),
                                 cfg.task.get("monitor_mode", "max"), run_dir, tested=checkpoint))
-    print(f"Wrote {out_dir / 'results' / 'test_metrics.json'}")
+    print(f"Wrote {RunLayout(out_dir).test_metrics}")
     return metrics
 
 
@@ -258,7 +245,7 @@ def evaluation_folder(cfg: DictConfig, run_dir: Path) -> Path:
         name = Path(root).resolve().name if root else "synthetic"
     else:
         name = Path(split_file).stem if split_file else "split"
-    out_dir = run_dir / "tests" / f"{name}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    out_dir = RunLayout(run_dir).test_folder(name).root
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
     log.info("%s not the run's: testing on that data's test split; results in %s", ", ".join(f"data.{k}" for k in changed), out_dir)

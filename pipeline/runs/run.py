@@ -21,13 +21,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from pipeline.runs.folder import find_checkpoint, find_run, load_checkpoint
+from pipeline.runs.layout import RunLayout
+from pipeline.runs.saved_config import load_run_config, without_experiment
+from pipeline.runs.trust import check_run_config
 from pipeline.trainers.engine import build_datamodule, build_task
 from pipeline.utils.cli import HYDRA_FLAGS, exit_on_user_error, run_hydra
-from pipeline.utils.config import CONFIG_DIR, apply_overrides, load_run_config, locate_run, register_resolvers
+from pipeline.utils.config import CONFIG_DIR, apply_overrides, register_resolvers
 from pipeline.utils.errors import UserError
-from pipeline.utils.runs import find_checkpoint, load_checkpoint
-from pipeline.utils.trust import check_run_config
-from pipeline.utils.validation import refuse_other_experiment
 
 SAVED_RUN_GROUP = "saved_run"
 
@@ -46,8 +47,12 @@ class Run:
     @classmethod
     def open(cls, run: str | Path | None = "latest", overrides: Sequence[str] = (), experiment: str | None = None) -> Run:
         """Open a run from Python: ``run`` folder or ``latest`` and ``key=value`` overrides of its config."""
-        run_dir = locate_run(None if run is None else str(run), experiment, [o for o in overrides if o.startswith("paths.")])
+        run_dir = find_run(None if run is None else str(run), [*overrides, *([f"experiment={experiment}"] if experiment else [])])
         return cls(run_dir, apply_overrides(load_run_config(run_dir), overrides))
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.dir)
 
     def checkpoint(self, which: str = "best") -> Path:
         return find_checkpoint(self.dir, which)
@@ -75,36 +80,29 @@ def requested_run(argv: Sequence[str]) -> Path | None:
     run = values.get("run")
     if isinstance(run, list):  # several runs (combined prediction): the first one's config is the base
         run = run[0] if run else None
-    paths = [o.input_line for o in overrides if o.key_or_group.startswith("paths.")]
     try:
-        return locate_run(run, values.get("experiment"), paths)
+        return find_run(run, argv)
     except UserError:
         if any(arg.split("=")[0] in HYDRA_FLAGS for arg in argv):
             return None
         raise
 
 
-def offer_run(argv: Sequence[str]) -> Path | None:
-    """Find the run a command line names and offer its saved config to Hydra as ``saved_run/config``."""
+def offer_run(argv: Sequence[str]) -> tuple[Path | None, list[str]]:
+    """Find the run a command line names and offer its saved config to Hydra as ``saved_run/config``; also the
+    command line less ``experiment=``, which Hydra would read as a choice in a group a command's config has not."""
     register_resolvers()
     run_dir = requested_run(argv)
     if run_dir is not None:
-        refuse_other_experiment(run_dir, argv)
         ConfigStore.instance().store(group=SAVED_RUN_GROUP, name="config", node=load_run_config(run_dir))
-    return run_dir
-
-
-def without_experiment(argv: Sequence[str]) -> list[str]:
-    """``argv`` less ``experiment=<name>``: it only says which run ``latest`` means (``requested_run``), and
-    Hydra would read it as a choice in the ``experiment`` config group, which a command's config has not."""
-    return [a for a in argv if not a.startswith("experiment=")]
+    return run_dir, without_experiment(argv, run_dir)
 
 
 def compose_command(config_name: str, argv: Sequence[str]) -> Run:
     """The run and config a command line gives the Hydra app of ``configs/<config_name>.yaml`` (Python use, tests)."""
-    run_dir = offer_run(argv)
+    run_dir, overrides = offer_run(argv)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return Run(run_dir, compose(config_name=config_name, overrides=without_experiment(argv)))
+        return Run(run_dir, compose(config_name=config_name, overrides=overrides))
 
 
 def run_command(config_name: str) -> Callable[[Callable[[Run], Any]], Callable[[], Any]]:
@@ -113,8 +111,7 @@ def run_command(config_name: str) -> Callable[[Callable[[Run], Any]], Callable[[
     def decorate(fn: Callable[[Run], Any]) -> Callable[[], Any]:
         @exit_on_user_error
         def main() -> Any:
-            run_dir = offer_run(sys.argv[1:])
-            sys.argv[1:] = without_experiment(sys.argv[1:])
+            run_dir, sys.argv[1:] = offer_run(sys.argv[1:])
             return run_hydra(config_name, lambda cfg: fn(Run(run_dir, cfg)))
 
         return main

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 
 from pipeline.runs.layout import RunLayout
@@ -13,6 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_PATHS = {".hydra", "config.yaml", "hydra.yaml", "overrides.yaml", "config.pickle", "checkpoints", "last.ckpt",
              "results", "metrics.json", "test_metrics.json", "metrics_history.json", "run_state.json", "init_from.json",
              "split.json", "benchmark.json", "tensorboard", "tests", ".lock", "export", "predictions", "test.log"}
+
+KEPT = ("results", "tensorboard", "checkpoints", ".hydra")  # what a re-test leaves byte for byte
+
+
+def folder_hashes(run_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file under the run's ``KEPT`` folders (a link: its target's name), by relative path."""
+    return {str(path.relative_to(run_dir)): str(path.readlink()) if path.is_symlink() else
+            hashlib.sha256(path.read_bytes()).hexdigest()
+            for folder in KEPT for path in sorted((run_dir / folder).rglob("*")) if path.is_file() or path.is_symlink()}
 
 
 def docstrings(tree: ast.AST) -> set[int]:

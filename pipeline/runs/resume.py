@@ -84,20 +84,17 @@ def load_resume_config(full: DictConfig, run_dir: Path, overrides: list[str], tr
     return cfg
 
 
-def resume_config(argv: list[str]) -> DictConfig | None:
-    """The config to resume with, or None when argv asks for no resume."""
-    pickle_path, resume, overrides = parse_resume_request(argv)
-    if pickle_path is None and resume in (None, "", "null"):
-        return None
-    if pickle_path is not None:
-        pickle_file = Path(pickle_path).expanduser().resolve()
+def resume_config(folder: str | None, overrides: list[str], rerun_pickle: str | None = None) -> tuple[Path, DictConfig]:
+    """The run folder and config to continue it with: ``folder`` (a run or ``latest``), or Hydra's rerun pickle."""
+    if rerun_pickle is not None:
+        pickle_file = Path(rerun_pickle).expanduser().resolve()
         run_dir, full = pickle_file.parent.parent, load_config_pickle(pickle_file)
         refuse_links_out(run_dir)
     else:
-        run_dir = find_run(resume, overrides)
+        run_dir = find_run(folder, overrides)
         full = read_run_config(run_dir)
     overrides = without_experiment(overrides, run_dir)
     if rank_zero_only.rank == 0:  # a run still training is refused here, before its log is touched
         with run_lock(run_dir):
             pass
-    return load_resume_config(full, run_dir, overrides, trusted=pickle_path is not None)
+    return run_dir, load_resume_config(full, run_dir, overrides, trusted=rerun_pickle is not None)

@@ -1,4 +1,5 @@
-"""A trained run, opened once for every command: its folder, its saved config, checkpoint, datamodule and task.
+"""The run: created by a training, continued by a resume, opened by every other command. It owns the folder's
+lock, its saved config (and the hand-over of that config to other ranks), checkpoints and the trust checks.
 
 ``bin/test.py``, ``predict.py``, ``export.py``, ``serve.py`` and ``benchmark.py`` are Hydra apps
 (``run_command``): the run named by ``run=<folder>|latest`` (+ ``experiment=``) is found first, its
@@ -10,49 +11,127 @@ as in ``bin/train.py``, and ``data.num_workers=0`` overrides the run's own confi
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from pipeline.runs.folder import find_checkpoint, find_run, load_checkpoint
+from pipeline.runs.folder import find_checkpoint, find_run, load_checkpoint, resume_checkpoint, run_lock
 from pipeline.runs.layout import RunLayout
-from pipeline.runs.saved_config import load_run_config, without_experiment
+from pipeline.runs.ranks import (
+    job_scope,
+    launched_rank_config,
+    pin_run_dir,
+    publish_run_config,
+    rank_config,
+    share_with_ranks,
+)
+from pipeline.runs.resume import parse_resume_request, resume_config
+from pipeline.runs.saved_config import load_run_config, save_run_config, without_experiment
 from pipeline.runs.trust import check_run_config
-from pipeline.trainers.engine import build_datamodule, build_task
 from pipeline.utils.cli import HYDRA_FLAGS, exit_on_user_error, run_hydra
-from pipeline.utils.config import CONFIG_DIR, apply_overrides, register_resolvers
+from pipeline.utils.config import CONFIG_DIR, apply_overrides, register_resolvers, unique_run_dir
+from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
 
 SAVED_RUN_GROUP = "saved_run"
 
 
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """Instantiate ``cfg.data`` (nested nodes are the datamodule's to build) and set it up."""
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_task(cfg: DictConfig, data_info: DataInfo | dict[str, Any]) -> pl.LightningModule:
+    """Instantiate the task's LightningModule with the model and hyp nodes and the data description."""
+    return instantiate(cfg.task, model=cfg.model, hyp=cfg.hyp, data_info=data_info, _recursive_=False)
+
+
 @dataclass
 class Run:
-    """A trained run: ``dir`` and ``cfg`` (its saved config, with a command's own keys merged on top)."""
+    """A run folder ``dir`` and the config ``cfg`` it trains or is used with (for a trained run: its saved config,
+    with a command's own keys merged on top)."""
 
     dir: Path
     cfg: DictConfig
 
-    def __post_init__(self) -> None:
-        if self.dir is not None:  # a run folder is data: build only what it may name, unless trust_run=true
-            check_run_config(self.dir, self.cfg)
+    @classmethod
+    def create(cls, cfg: DictConfig) -> Run:
+        """A fresh run, in the folder Hydra made for this command line (``paths.output_dir``)."""
+        return cls(Path(cfg.paths.output_dir), cfg)
+
+    @classmethod
+    def resume(cls, folder: str | Path | None, overrides: Sequence[str] = (), rerun_pickle: str | None = None) -> Run:
+        """Continue run ``folder`` (or ``latest``; or the run of Hydra's rerun pickle) with ``overrides``."""
+        run_dir, cfg = resume_config(None if folder is None else str(folder), list(overrides), rerun_pickle)
+        return cls(run_dir, cfg)
+
+    @classmethod
+    def from_command_line(cls, argv: Sequence[str]) -> Run | None:
+        """On a rank that another process started, rank 0's run; else the run that ``resume=`` or
+        ``--experimental-rerun`` asks to continue; None for a fresh training."""
+        cfg = rank_config() or launched_rank_config()
+        if cfg is not None:
+            return cls.create(cfg)
+        rerun_pickle, folder, overrides = parse_resume_request(list(argv))
+        if rerun_pickle is None and folder in (None, "", "null"):
+            return None
+        return cls.resume(folder, overrides, rerun_pickle)
 
     @classmethod
     def open(cls, run: str | Path | None = "latest", overrides: Sequence[str] = (), experiment: str | None = None) -> Run:
-        """Open a run from Python: ``run`` folder or ``latest`` and ``key=value`` overrides of its config."""
+        """Open a trained run from Python: ``run`` folder or ``latest`` and ``key=value`` overrides of its config."""
         run_dir = find_run(None if run is None else str(run), [*overrides, *([f"experiment={experiment}"] if experiment else [])])
-        return cls(run_dir, apply_overrides(load_run_config(run_dir), overrides))
+        return cls.opened(run_dir, apply_overrides(load_run_config(run_dir), overrides))
+
+    @classmethod
+    def opened(cls, run_dir: Path | None, cfg: DictConfig) -> Run:
+        """A trained run with a command's config: a run folder is data, so only what it may name is built, unless
+        ``trust_run=true``."""
+        if run_dir is not None:
+            check_run_config(run_dir, cfg)
+        return cls(run_dir, cfg)
 
     @property
     def layout(self) -> RunLayout:
         return RunLayout(self.dir)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """One training job writes the run: rank 0 holds its lock, and the launcher's hand-over ends with the job."""
+        with job_scope(), run_lock(self.dir) if rank_zero_only.rank == 0 else nullcontext():
+            yield
+
+    def save_config(self) -> None:
+        """Write the run's config files and name the run to the other ranks (within a Hydra app)."""
+        if not HydraConfig.initialized():
+            return
+        if rank_zero_only.rank == 0:
+            pin_run_dir(self.dir)
+            save_run_config(self.cfg, HydraConfig.get(), self.dir)
+            publish_run_config(self.dir)
+        share_with_ranks(self.dir)
+
+    def resume_checkpoint(self) -> Path | None:
+        """``last.ckpt`` to continue from, or None for a fresh run."""
+        return resume_checkpoint(self.dir) if self.cfg.get("resume") else None
+
+    def new_test_folder(self, name: str) -> RunLayout:
+        """A new folder under ``tests/`` for one re-test (``_2``, ``_3``... when two start in the same second)."""
+        return RunLayout(unique_run_dir(str(self.layout.test_folder(name).root)))
 
     def checkpoint(self, which: str = "best") -> Path:
         return find_checkpoint(self.dir, which)
@@ -102,7 +181,7 @@ def compose_command(config_name: str, argv: Sequence[str]) -> Run:
     """The run and config a command line gives the Hydra app of ``configs/<config_name>.yaml`` (Python use, tests)."""
     run_dir, overrides = offer_run(argv)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return Run(run_dir, compose(config_name=config_name, overrides=overrides))
+        return Run.opened(run_dir, compose(config_name=config_name, overrides=overrides))
 
 
 def run_command(config_name: str) -> Callable[[Callable[[Run], Any]], Callable[[], Any]]:
@@ -112,7 +191,7 @@ def run_command(config_name: str) -> Callable[[Callable[[Run], Any]], Callable[[
         @exit_on_user_error
         def main() -> Any:
             run_dir, sys.argv[1:] = offer_run(sys.argv[1:])
-            return run_hydra(config_name, lambda cfg: fn(Run(run_dir, cfg)))
+            return run_hydra(config_name, lambda cfg: fn(Run.opened(run_dir, cfg)))
 
         return main
 

@@ -359,13 +359,12 @@ def bounded(call, seconds: float):
 def open_as(operation: str, run: Path):
     """What each command does with a run folder before its own work, in-process."""
     from pipeline.delivery.export import ensure_export
-    from pipeline.runs.resume import resume_config
 
     if operation == "runs":
         from pipeline.runs.table import runs_rows
         return runs_rows(find_runs(run.parent))
     if operation == "resume":
-        return resume_config([f"resume={run}", "trainer.max_epochs=2"])
+        return Run.from_command_line([f"resume={run}", "trainer.max_epochs=2"])
     opened = Run.open(run, ["data.num_workers=0"])
     if operation in ("test", "predict"):
         return opened.task("best" if operation == "test" else "last")

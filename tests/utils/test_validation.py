@@ -148,7 +148,7 @@ def test_a_run_of_another_experiment_is_refused(image_folder_run, monkeypatch, c
 
 
 def test_data_root_is_a_file(tmp_path):
-    from pipeline.trainers.engine import build_datamodule
+    from pipeline.runs.run import build_datamodule
 
     image = tmp_path / "cat.png"
     image.write_bytes(b"")
@@ -236,7 +236,7 @@ def test_empty_image_is_found_up_front(experiment, tmp_path, data_dir, caplog):
     import shutil
 
     from pipeline.data.io import list_images
-    from pipeline.trainers.engine import build_datamodule
+    from pipeline.runs.run import build_datamodule
 
     tiny = [f"experiment={experiment}", "data.num_workers=0", *TINY[experiment]]
     source = build_datamodule(compose_config(tiny, tmp_path / "a", data_dir))

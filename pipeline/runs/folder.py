@@ -42,12 +42,15 @@ def latest_run(experiment_dir: str | Path) -> Path:
         raise UserError(f"no finished or started run found in '{experiment_dir}' (train one first with bin/train.py)")
     usable = [p for p in runs if RunLayout(p).last_ckpt.is_file()]
     if not usable:
-        raise UserError(f"no usable run in '{experiment_dir}': its {len(runs)} run(s) have no checkpoints/last.ckpt (failed "
-                        "before their first epoch ended, or debug=fast); train one with bin/train.py or give run=<folder>")
+        raise UserError(f"no usable run in '{experiment_dir}': its {len(runs)} run(s) have no checkpoints/last.ckpt (the "
+                        f"newest: {read_state(runs[-1])}; failed before their first epoch ended, or debug=fast); "
+                        "train one with bin/train.py or give run=<folder>")
     if usable[-1] not in _announced:
         _announced.add(usable[-1])
         saved = datetime.fromtimestamp(RunLayout(usable[-1]).last_ckpt.stat().st_mtime)
-        print(f"latest run: {usable[-1]} ({read_state(usable[-1])}, last checkpoint {saved:%Y-%m-%d %H:%M})", file=sys.stderr)
+        skipped = [f"{p.name} ({read_state(p)})" for p in runs[runs.index(usable[-1]) + 1:]]
+        print(f"latest run: {usable[-1]} ({read_state(usable[-1])}, last checkpoint {saved:%Y-%m-%d %H:%M})"
+              + (f"; newer runs skipped: {', '.join(skipped)}" if skipped else ""), file=sys.stderr)
     return usable[-1]
 
 
@@ -160,8 +163,17 @@ def resume_checkpoint(run_dir: Path) -> Path:
     """``last.ckpt`` of a run to continue, checked as plain data (Lightning's own load would fail later, with a
     traceback, on anything else)."""
     ckpt = RunLayout(run_dir).last_ckpt
+    refuse_failed(run_dir)
     if not ckpt.is_file():
         raise UserError(f"resume: run '{run_dir}' has no last checkpoint ({ckpt}: it stopped before its first epoch "
                         "ended); start a new run instead")
     load_checkpoint(ckpt)
     return ckpt
+
+
+def refuse_failed(run_dir: Path) -> None:
+    """A run marked failed (it stopped before its first checkpoint) has nothing to continue: say why it failed."""
+    state = read_state(run_dir)
+    if state.startswith("failed"):
+        raise UserError(f"resume: run '{run_dir}' {state}; it has no checkpoint to continue from: fix that and start "
+                        "a new run")

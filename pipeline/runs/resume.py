@@ -22,7 +22,7 @@ from hydra.core.utils import configure_log, setup_globals
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from pipeline.runs.folder import find_run, run_lock
+from pipeline.runs.folder import find_run, refuse_failed, run_lock
 from pipeline.runs.saved_config import (
     load_config_pickle,
     project_job_logging,
@@ -92,6 +92,7 @@ def resume_config(folder: str | None, overrides: list[str], rerun_pickle: str | 
         refuse_links_out(run_dir)
     else:
         run_dir = find_run(folder, overrides)
+        refuse_failed(run_dir)
         full = read_run_config(run_dir)
     overrides = without_experiment(overrides, run_dir)
     if rank_zero_only.rank == 0:  # a run still training is refused here, before its log is touched

@@ -38,8 +38,9 @@ from pipeline.runs.ranks import (
 )
 from pipeline.runs.resume import parse_resume_request, resume_config
 from pipeline.runs.saved_config import load_run_config, save_run_config, without_experiment
+from pipeline.runs.table import write_state
 from pipeline.runs.trust import check_run_config
-from pipeline.utils.cli import HYDRA_FLAGS, exit_on_user_error, run_hydra
+from pipeline.utils.cli import HYDRA_FLAGS, describe_error, exit_on_user_error, run_hydra
 from pipeline.utils.config import CONFIG_DIR, apply_overrides, register_resolvers, unique_run_dir
 from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
@@ -113,7 +114,18 @@ class Run:
     def writing(self) -> Iterator[None]:
         """One training job writes the run: rank 0 holds its lock, and the launcher's hand-over ends with the job."""
         with job_scope(), run_lock(self.dir) if rank_zero_only.rank == 0 else nullcontext():
-            yield
+            try:
+                yield
+            except Exception as exc:
+                self.mark_failed(exc)
+                raise
+
+    def mark_failed(self, exc: Exception) -> None:
+        """Mark a run that stopped before its first checkpoint as failed, with the reason, so that ``latest``,
+        ``bin/runs.py`` and ``resume=`` say why instead of calling it interrupted."""
+        if rank_zero_only.rank == 0 and not self.layout.last_ckpt.exists():
+            reason = describe_error(exc) or f"{type(exc).__name__}: {exc}".splitlines()[0]
+            write_state(self.layout.run_state, "failed", reason=reason)
 
     def save_config(self) -> None:
         """Write the run's config files and name the run to the other ranks (within a Hydra app)."""

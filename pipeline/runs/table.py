@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from pipeline.runs.layout import RunLayout
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import read_config, read_json, read_yaml, write_csv
+from pipeline.utils.files import read_config, read_json, read_yaml, write_csv, write_json
 
 
 def best_row(history: list[dict[str, Any]], monitor: str, mode: str = "max") -> dict[str, Any] | None:
@@ -43,13 +43,23 @@ def read_overrides(run_dir: Path) -> list[str]:
         return []
 
 
+def write_state(path: Path, state: str, **extra: Any) -> None:
+    """Record which process has the run in ``state`` (``running``, ``interrupted``, ``failed`` with a reason)."""
+    write_json(path, {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
+                      "since": datetime.now().isoformat(timespec="seconds"), **extra}, indent=None)
+
+
 def read_state(run_dir: Path) -> str:
-    """``finished`` (``results/metrics.json`` written), ``running`` (its process, recorded by the
-    ``RunState`` callback, is alive on this host) or ``interrupted``."""
+    """``finished`` (``results/metrics.json`` written), ``failed: <reason>`` (stopped before its first checkpoint),
+    ``running`` (its process, recorded by the ``RunState`` callback, is alive on this host) or ``interrupted``."""
     layout = RunLayout(run_dir)
     if layout.metrics.is_file():
         return "finished"
     state = read_json(layout.run_state, {})
+    if not isinstance(state, dict):
+        return "interrupted"
+    if state.get("state") == "failed":
+        return f"failed: {state.get('reason') or 'reason not recorded'}"
     if state.get("state") == "running" and state.get("host") == socket.gethostname() and pid_alive(state.get("pid")):
         return "running"
     return "interrupted"

@@ -72,9 +72,17 @@ def test_no_module_outside_the_runs_package_spells_a_run_path():
     assert not hits, "run-folder paths spelt outside pipeline/runs (use RunLayout):\n" + "\n".join(hits)
 
 
-def test_the_check_finds_a_spelt_path(tmp_path):
-    sample = ROOT / "pipeline" / "runs" / "layout.py"  # the one module allowed to spell them
-    assert any("'checkpoints'" in hit for hit in spelt_paths(sample))
+def test_the_check_finds_spelt_paths_and_not_other_words(tmp_path, monkeypatch):
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    sample = tmp_path / "sample.py"
+    sample.write_text('''"""Writes results/metrics.json (a docstring may say so)."""
+EXPORT = "export"
+def f(run):
+    logger = getLogger("tensorboard")
+    return run / "checkpoints", f"{run}/results/x.json", Path("tests"), "val/predictions"
+''')
+    assert sorted(hit.split(": ", 1)[1] for hit in spelt_paths(sample)) == \
+        ["'/results/x.json'", "'checkpoints'", "'export'", "'tests'"]
 
 
 def test_layout_paths_lie_in_the_run_and_a_test_folder_in_tests(tmp_path):

@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 
+def _under(parent: str, name: str) -> property:
+    """A path of the layout: ``name`` inside its path ``parent``."""
+    return property(lambda self: getattr(self, parent) / name)
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """The files of the run folder ``root``: Hydra's saved config, checkpoints, results, TensorBoard, re-tests.
@@ -26,89 +31,27 @@ class RunLayout:
         """The layout of the folder a Lightning trainer writes into (``trainer.default_root_dir``)."""
         return cls(Path(trainer.default_root_dir))
 
-    @property
-    def hydra_dir(self) -> Path:
-        return self.root / ".hydra"
-
-    @property
-    def config(self) -> Path:
-        return self.hydra_dir / "config.yaml"
-
-    @property
-    def hydra_config(self) -> Path:
-        return self.hydra_dir / "hydra.yaml"
-
-    @property
-    def overrides(self) -> Path:
-        return self.hydra_dir / "overrides.yaml"
-
-    @property
-    def config_pickle(self) -> Path:
-        return self.hydra_dir / "config.pickle"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def last_ckpt(self) -> Path:
-        return self.checkpoints / "last.ckpt"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
-
-    @property
-    def metrics(self) -> Path:
-        return self.results / "metrics.json"
-
-    @property
-    def test_metrics(self) -> Path:
-        return self.results / "test_metrics.json"
-
-    @property
-    def history(self) -> Path:
-        return self.results / "metrics_history.json"
-
-    @property
-    def run_state(self) -> Path:
-        return self.results / "run_state.json"
-
-    @property
-    def init_record(self) -> Path:
-        return self.results / "init_from.json"
-
-    @property
-    def split(self) -> Path:
-        return self.results / "split.json"
-
-    @property
-    def benchmark(self) -> Path:
-        return self.results / "benchmark.json"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
-
-    @property
-    def tests(self) -> Path:
-        return self.root / "tests"
-
-    @property
-    def test_log(self) -> Path:
-        return self.root / "test.log"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".lock"
-
-    @property
-    def export(self) -> Path:
-        return self.root / "export"
-
-    @property
-    def predictions(self) -> Path:
-        return self.root / "predictions"
+    hydra_dir = _under("root", ".hydra")
+    config = _under("hydra_dir", "config.yaml")
+    hydra_config = _under("hydra_dir", "hydra.yaml")
+    overrides = _under("hydra_dir", "overrides.yaml")
+    config_pickle = _under("hydra_dir", "config.pickle")
+    checkpoints = _under("root", "checkpoints")
+    last_ckpt = _under("checkpoints", "last.ckpt")
+    results = _under("root", "results")
+    metrics = _under("results", "metrics.json")
+    test_metrics = _under("results", "test_metrics.json")
+    history = _under("results", "metrics_history.json")
+    run_state = _under("results", "run_state.json")
+    init_record = _under("results", "init_from.json")
+    split = _under("results", "split.json")
+    benchmark = _under("results", "benchmark.json")
+    tensorboard = _under("root", "tensorboard")
+    tests = _under("root", "tests")
+    test_log = _under("root", "test.log")
+    lock = _under("root", ".lock")
+    export = _under("root", "export")
+    predictions = _under("root", "predictions")
 
     def is_run(self) -> bool:
         """A run folder holds the config Hydra saved for it."""

@@ -192,23 +192,23 @@ def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
 
 def evaluate(run: Run, ckpt: str = "best") -> dict[str, float]:
     """Test a run's checkpoint with the run's own config. Everything the test writes (metrics, figures,
-    TensorBoard events, split record, log) goes to a new folder under the run's ``tests/`` (``test_folder``):
+    TensorBoard events, split record, log) goes to a new folder under the run's ``tests/`` (``retest_folder``):
     the run's own results, events, checkpoints and config are left as they were."""
     checkpoint = run.checkpoint(ckpt)
-    out = test_folder(run, checkpoint)
+    out, other_data = retest_folder(run, checkpoint)
     with logged_to(out.test_log):
-        metrics = test_checkpoint(run.cfg, checkpoint)
+        metrics = checkpoint_test_metrics(run.cfg, checkpoint)
     cfg = run.cfg
     write_json(out.test_metrics, {"checkpoint": str(checkpoint), "data_root": cfg.data.get("root"), **metrics})
     results = {**read_json(run.layout.metrics, {"fit": {}}), "test": metrics}
-    title = f"{cfg.name}: test of {run.dir.name}" + (f" on {cfg.data.root}" if cfg.data.get("root") else "")
+    title = f"{cfg.name}: test of {run.dir.name}" + (f" on {cfg.data.root}" if other_data else "")
     Console().print(final_table(title, results, read_history(run.dir),
                                 cfg.task.get("monitor_mode", "max"), run.dir, tested=checkpoint))
     print(f"Wrote {out.test_metrics}")
     return metrics
 
 
-def test_checkpoint(cfg: DictConfig, checkpoint: Path) -> dict[str, float]:
+def checkpoint_test_metrics(cfg: DictConfig, checkpoint: Path) -> dict[str, float]:
     """The ``test/*`` metrics of ``checkpoint`` on the test split of ``cfg.data`` (its classes checked against the
     checkpoint's), with the run's ``test_callbacks`` and loggers."""
     trained = DataInfo.from_dict(load_checkpoint(checkpoint)["hyper_parameters"]["data_info"])
@@ -228,11 +228,11 @@ def test_checkpoint(cfg: DictConfig, checkpoint: Path) -> dict[str, float]:
     return {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
 
 
-def test_folder(run: Run, checkpoint: Path) -> RunLayout:
+def retest_folder(run: Run, checkpoint: Path) -> tuple[RunLayout, bool]:
     """A new folder under the run's ``tests/`` that the test writes into (``paths.output_dir``), named after the
     checkpoint, or after the data folder or split file when ``data.root``, ``data.split_file`` or ``data.split``
-    is not the run's (that data or split gets its own split record). On the run's own data the split the run
-    recorded is read back, so a re-test tests the items the run did."""
+    is not the run's (that data or split gets its own split record; True). On the run's own data the split the
+    run recorded is read back, so a re-test tests the items the run did."""
     cfg, saved = run.cfg, load_run_config(run.dir).data
     changed = [key for key in ("root", "split_file", "split") if not same_setting(cfg.data.get(key), saved.get(key))]
     root, split_file = cfg.data.get("root"), cfg.data.get("split_file")
@@ -250,7 +250,7 @@ def test_folder(run: Run, checkpoint: Path) -> RunLayout:
     if changed:
         log.info("%s not the run's: testing on that data's test split", ", ".join(f"data.{k}" for k in changed))
     log.info("Test results in %s", out.root)
-    return out
+    return out, bool(changed)
 
 
 @contextmanager

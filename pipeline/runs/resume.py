@@ -19,20 +19,14 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import configure_log, setup_globals
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from pipeline.runs.folder import find_run, refuse_failed, run_lock
 from pipeline.runs.saved_config import (
-    load_config_pickle,
     project_job_logging,
-    read_run_config,
-    without_experiment,
 )
 from pipeline.runs.trust import check_run_config
 from pipeline.utils.config import apply_overrides
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import refuse_links_out
 
 RERUN_FLAG = "--experimental-rerun"
 
@@ -82,20 +76,3 @@ def load_resume_config(full: DictConfig, run_dir: Path, overrides: list[str], tr
     configure_log(full.hydra.job_logging, full.hydra.verbose)
     HydraConfig.instance().set_config(full)
     return cfg
-
-
-def resume_config(folder: str | None, overrides: list[str], rerun_pickle: str | None = None) -> tuple[Path, DictConfig]:
-    """The run folder and config to continue it with: ``folder`` (a run or ``latest``), or Hydra's rerun pickle."""
-    if rerun_pickle is not None:
-        pickle_file = Path(rerun_pickle).expanduser().resolve()
-        run_dir, full = pickle_file.parent.parent, load_config_pickle(pickle_file)
-        refuse_links_out(run_dir)
-    else:
-        run_dir = find_run(folder, overrides)
-        refuse_failed(run_dir)
-        full = read_run_config(run_dir)
-    overrides = without_experiment(overrides, run_dir)
-    if rank_zero_only.rank == 0:  # a run still training is refused here, before its log is touched
-        with run_lock(run_dir):
-            pass
-    return run_dir, load_resume_config(full, run_dir, overrides, trusted=rerun_pickle is not None)

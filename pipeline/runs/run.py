@@ -26,7 +26,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from pipeline.runs.folder import find_checkpoint, find_run, load_checkpoint, resume_checkpoint, run_lock
+from pipeline.runs.folder import (
+    find_checkpoint,
+    find_run,
+    load_checkpoint,
+    refuse_failed,
+    resume_checkpoint,
+    run_lock,
+)
 from pipeline.runs.layout import RunLayout
 from pipeline.runs.ranks import (
     job_scope,
@@ -36,14 +43,21 @@ from pipeline.runs.ranks import (
     rank_config,
     share_with_ranks,
 )
-from pipeline.runs.resume import parse_resume_request, resume_config
-from pipeline.runs.saved_config import load_run_config, save_run_config, without_experiment
+from pipeline.runs.resume import load_resume_config, parse_resume_request
+from pipeline.runs.saved_config import (
+    load_config_pickle,
+    load_run_config,
+    read_run_config,
+    save_run_config,
+    without_experiment,
+)
 from pipeline.runs.table import write_state
 from pipeline.runs.trust import check_run_config
 from pipeline.utils.cli import HYDRA_FLAGS, describe_error, exit_on_user_error, run_hydra
 from pipeline.utils.config import CONFIG_DIR, apply_overrides, register_resolvers, unique_run_dir
 from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import refuse_links_out
 
 SAVED_RUN_GROUP = "saved_run"
 
@@ -77,8 +91,19 @@ class Run:
     @classmethod
     def resume(cls, folder: str | Path | None, overrides: Sequence[str] = (), rerun_pickle: str | None = None) -> Run:
         """Continue run ``folder`` (or ``latest``; or the run of Hydra's rerun pickle) with ``overrides``."""
-        run_dir, cfg = resume_config(None if folder is None else str(folder), list(overrides), rerun_pickle)
-        return cls(run_dir, cfg)
+        if rerun_pickle is not None:
+            pickle_file = Path(rerun_pickle).expanduser().resolve()
+            run_dir, full = pickle_file.parent.parent, load_config_pickle(pickle_file)
+            refuse_links_out(run_dir)
+        else:
+            run_dir = find_run(None if folder is None else str(folder), overrides)
+            refuse_failed(run_dir)
+            full = read_run_config(run_dir)
+        if rank_zero_only.rank == 0:  # a run still training is refused here, before its log is touched
+            with run_lock(run_dir):
+                pass
+        overrides = without_experiment(overrides, run_dir)
+        return cls(run_dir, load_resume_config(full, run_dir, overrides, trusted=rerun_pickle is not None))
 
     @classmethod
     def from_command_line(cls, argv: Sequence[str]) -> Run | None:

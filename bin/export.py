@@ -3,7 +3,7 @@
 -> ``<run>/export/model.onnx`` and ``export.json`` (config: configs/export.yaml)."""
 
 from pipeline.delivery.export import export_command
-from pipeline.delivery.runs import run_command
+from pipeline.runs.run import run_command
 
 main = run_command("export")(export_command)
 

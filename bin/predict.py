@@ -3,7 +3,7 @@ input=<dir|file|csv> [out=<dir>] [ckpt=best|last] [backend=torch|onnx] [options.
 (config: configs/predict.yaml merged onto the run's saved config)."""
 
 from pipeline.delivery.predict import predict
-from pipeline.delivery.runs import Run, run_command
+from pipeline.runs.run import Run, run_command
 
 
 @run_command("predict")

@@ -11,11 +11,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.table import Table
 
+from pipeline.runs.layout import RunLayout
+from pipeline.runs.table import config_diff, find_runs, runs_rows, write_dict_rows
 from pipeline.utils.cli import exit_on_user_error, run_hydra
 from pipeline.utils.console import wide_console
 from pipeline.utils.errors import UserError
-from pipeline.utils.run_table import config_diff, find_runs, runs_rows, write_dict_rows
-from pipeline.utils.runs import is_run_dir
 
 
 def show_table(title: str, rows: list[dict]) -> None:
@@ -44,7 +44,7 @@ def resolve(run: str, results_dir: Path, experiment: str | None) -> Path:
     """A run folder given as a path, or as its name under the experiment's folder."""
     candidates = [Path(run).expanduser()] + ([results_dir / experiment / run] if experiment else [])
     for candidate in candidates:
-        if is_run_dir(candidate):
+        if RunLayout(candidate).is_run():
             return candidate.resolve()
     raise UserError(f"diff: '{run}' is not a run folder (give a path, or a run name with experiment=<name>)")
 

@@ -17,7 +17,7 @@ except ModuleNotFoundError as exc:  # the `serve` extra (fastapi, uvicorn, pytho
           "pip install -e '.[serve]', or run `make venv`", file=sys.stderr)
     sys.exit(2)
 
-from pipeline.delivery.runs import Run, run_command
+from pipeline.runs.run import Run, run_command
 
 log = logging.getLogger(__name__)
 

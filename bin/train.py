@@ -6,19 +6,18 @@ Launched by ``torchrun`` (``trainer=torchrun``), rank 0 composes the config and 
 
 import sys
 
-from pipeline.trainers.engine import train
+from pipeline.runs.run import Run
+from pipeline.trainers.engine import fit, train
 from pipeline.utils.cli import exit_on_user_error, run_hydra
 from pipeline.utils.config import register_resolvers
-from pipeline.utils.ranks import launched_rank_config, rank_config
-from pipeline.utils.resume import resume_config
 
 
 @exit_on_user_error
 def main() -> None:
     register_resolvers()
-    cfg = rank_config() or launched_rank_config() or resume_config(sys.argv[1:])
-    if cfg is not None:
-        train(cfg)
+    run = Run.from_command_line(sys.argv[1:])
+    if run is not None:
+        fit(run)
         return
     run_hydra("train", train)
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 
 from pipeline.delivery.predict import predict
-from pipeline.delivery.runs import compose_command
+from pipeline.runs.run import compose_command
 
 TINY_BOOSTCAMP = ["data.synthetic.num_people=40", "data.synthetic.image_size=[32,24]", "data.image_size=[32,24]",
                   "data.num_workers=0", "hyp.batch_size=32", "trainer.log_every_n_steps=2"]
@@ -37,11 +37,11 @@ def test_resnet18_focal_trains_and_tests_with_tta(tmp_path, data_root):
     with (results / "per_class_report.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 18
     before = json.loads((results / "test_metrics.json").read_text())
-    (results / "test_confusion_label.png").unlink()
     proc = run_cli("test.py", f"run={run}", "data.num_workers=0", "task.tta=flip")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (results / "test_confusion_label.png").is_file()  # test_callbacks keeps the confusion matrix
-    after = json.loads((results / "test_metrics.json").read_text())
+    (tested,) = (run / "tests").iterdir()
+    assert (tested / "results" / "test_confusion_label.png").is_file()  # test_callbacks keeps the confusion matrix
+    after = json.loads((tested / "results" / "test_metrics.json").read_text())
     assert after["test/loss"] == pytest.approx(before["test/loss"], rel=1e-4)  # loss is the clean pass
     assert {"test/acc", "test/f1"} <= set(after)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import TINY_SIAMESE, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_run_layout import KEPT, folder_hashes
 
 from pipeline.utils.errors import UserError
 
@@ -92,9 +93,12 @@ def test_tensorboard_holds_the_scalars(trained_run):
 
 def test_bin_test_evaluates_latest_and_named_runs(trained_run):
     results_dir = trained_run.parent.parent
+    before = folder_hashes(trained_run)
+    assert all(any(name.startswith(f"{folder}/") for name in before) for folder in KEPT)
     proc = run_cli("test.py", f"paths.results_dir={results_dir}", "experiment=siamese_shapes", "data.num_workers=0", "ckpt=last")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    written = json.loads((trained_run / "results" / "test_metrics.json").read_text())
+    (tested,) = (trained_run / "tests").glob("last_*")
+    written = json.loads((tested / "results" / "test_metrics.json").read_text())
     assert written["checkpoint"].endswith("last.ckpt") and 0 <= written["test/acc"] <= 1
     # The training run's labelled table, with the test column of the checkpoint just tested.
     header = next(line for line in proc.stdout.splitlines() if "metric" in line)
@@ -104,7 +108,14 @@ def test_bin_test_evaluates_latest_and_named_runs(trained_run):
     assert "Tip:" not in proc.stdout + proc.stderr
     proc = run_cli("test.py", f"run={trained_run}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert not json.loads((trained_run / "results" / "test_metrics.json").read_text())["checkpoint"].endswith("last.ckpt")
+    (tested,) = (trained_run / "tests").glob("epoch*")  # named after the best checkpoint
+    checkpoint = Path(json.loads((tested / "results" / "test_metrics.json").read_text())["checkpoint"])
+    assert checkpoint.name != "last.ckpt" and tested.name.startswith(f"{checkpoint.stem}_")
+    # Neither test changed the run; each wrote its metrics, figures, events and log in its own folder.
+    assert folder_hashes(trained_run) == before
+    for tested in (trained_run / "tests").iterdir():
+        assert {"test_metrics.json", "test_predictions.png"} <= {p.name for p in (tested / "results").iterdir()}
+        assert list((tested / "tensorboard").glob("events.*")) and (tested / "test.log").stat().st_size > 0
 
 
 def _one_line_error(proc, *needles: str) -> None:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline.analysis.dataset_report import build_report
 from pipeline.analysis.items import Item, list_items
-from pipeline.trainers.engine import build_datamodule
+from pipeline.runs.run import build_datamodule
 
 TINY = ["experiment=mask_age_gender", "data.synthetic.num_people=40", "data.synthetic.image_size=[32,24]",
         "data.image_size=[32,24]", "data.num_workers=0"]

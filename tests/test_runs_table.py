@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TINY_SIAMESE, run_cli
 
-from pipeline.utils.run_table import best_row, config_diff, find_runs
+from pipeline.runs.table import best_row, config_diff, find_runs
 
 TINY = ["experiment=siamese_shapes", "debug=limit", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
         *TINY_SIAMESE]
@@ -115,3 +115,34 @@ def test_best_row_keeps_the_earliest_tie_and_respects_the_mode():
     assert best_row(history, "m", "max")["epoch"] == 1
     assert best_row(history, "m", "min")["epoch"] == 3
     assert best_row([{"epoch": 0}], "m") is None
+
+
+def test_a_training_that_fails_before_its_first_epoch_is_marked_failed_and_skipped(tmp_path, capsys):
+    from pipeline.runs.folder import latest_run
+    from pipeline.runs.run import Run
+    from pipeline.runs.table import runs_rows
+    from pipeline.utils.errors import UserError
+
+    results = tmp_path / "runs"
+    proc = run_cli("train.py", "experiment=image_folder", f"data.root={tmp_path / 'missing'}",
+                   f"paths.results_dir={results}", "logger=none")
+    assert proc.returncode == 2 and "data.root" in proc.stderr, proc.stderr[-3000:]
+    (run,) = (results / "image_folder").iterdir()
+    state = json.loads((run / "results" / "run_state.json").read_text())
+    assert state["state"] == "failed" and state["reason"].startswith("data.root") and "missing" in state["reason"]
+    # bin/runs.py's table says why, not "interrupted"
+    (row,) = runs_rows(find_runs(results / "image_folder"))
+    assert row["state"] == f"failed: {state['reason']}"
+    with pytest.raises(UserError, match="failed: data.root.*start a new run"):
+        Run.resume(run)
+    # latest skips it for an older usable run, and says so
+    older = results / "image_folder" / "2000-01-01_00-00-00"
+    (older / "checkpoints").mkdir(parents=True)
+    (older / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (older / ".hydra").mkdir()
+    (older / ".hydra" / "config.yaml").write_text((run / ".hydra" / "config.yaml").read_text())
+    assert latest_run(results / "image_folder") == older
+    assert f"newer runs skipped: {run.name} (failed: data.root" in capsys.readouterr().err
+    (older / "checkpoints" / "last.ckpt").unlink()
+    with pytest.raises(UserError, match="the newest: failed: data.root"):
+        latest_run(results / "image_folder")

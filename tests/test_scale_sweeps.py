@@ -54,7 +54,7 @@ def test_submitit_local_launcher_runs_each_job(tmp_path):
 
 
 # Sweeps of DDP jobs on one machine: every job starts its own 2 processes (Lightning's launcher), trains in
-# its own run folder and leaves nothing behind for the next job (pipeline.utils.ranks.job_scope).
+# its own run folder and leaves nothing behind for the next job (pipeline.runs.ranks.job_scope).
 DDP = ["trainer=ddp", "trainer.devices=2", "data.batch_size=16"]
 DDP_TOLERANCE = 1e-5  # tests/trainers/test_scale_ddp.py
 

@@ -9,22 +9,24 @@ import cv2
 import numpy as np
 from conftest import ROOT, run_cli
 from fastapi.testclient import TestClient
+from test_run_layout import folder_hashes
 
-from pipeline.delivery.runs import Run
 from pipeline.delivery.serve import create_app
+from pipeline.runs.run import Run
 
 SEARCH_PATH = f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]"
-
-
 def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(tmp_path):
     results = tmp_path / "results"
     toy = [SEARCH_PATH, "experiment=brightness", f"paths.results_dir={results}", "logger=none"]
     proc = run_cli("train.py", *toy)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (results / "brightness").iterdir()
+    before = folder_hashes(run_dir)
     proc = run_cli("test.py", f"run={run_dir}")
     assert proc.returncode == 0 and "test, epoch" in proc.stdout, proc.stderr[-3000:]
-    assert "test/acc" in json.loads((run_dir / "results" / "test_metrics.json").read_text())
+    assert folder_hashes(run_dir) == before  # a re-test never changes the run
+    (tested,) = (run_dir / "tests").iterdir()
+    assert "test/acc" in json.loads((tested / "results" / "test_metrics.json").read_text())
     proc = run_cli("export.py", f"run={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     images = tmp_path / "images"

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from pipeline.analysis.dataset_report import DatasetReport, write_report
 from pipeline.analysis.items import list_items
-from pipeline.trainers.engine import build_datamodule
+from pipeline.runs.run import build_datamodule
 from pipeline.utils.cli import exit_on_user_error, run_hydra
 from pipeline.utils.console import wide_console
 

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from pipeline.delivery.export import ensure_export
 from pipeline.delivery.onnx_runtime import OnnxModel
-from pipeline.delivery.runs import Run, run_command
+from pipeline.runs.run import Run, run_command
 from pipeline.utils.contracts import ExportSpec
 from pipeline.utils.files import write_json
 
@@ -107,7 +107,7 @@ def main(run: Run) -> dict[str, Any]:
     settings = {key: int(cfg[key]) for key in ("threads", "batch", "runs", "warmup")}
     figures = benchmark(run.task(cfg.ckpt), ensure_export(run), **settings)
     figures["run"] = str(run.dir)
-    out_file = run.dir / "results" / "benchmark.json"
+    out_file = run.layout.benchmark
     write_json(out_file, figures)
     print_table(f"{cfg.name}: inference benchmark", figures)
     print(f"Wrote {out_file}")

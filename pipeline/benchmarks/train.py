@@ -37,10 +37,9 @@ from rich.table import Table
 
 from pipeline.benchmarks import plain_loop
 from pipeline.callbacks.throughput import Throughput
+from pipeline.runs.run import build_datamodule, build_task
 from pipeline.trainers.engine import (
     build_callbacks,
-    build_datamodule,
-    build_task,
     build_trainer,
     instantiate_each,
     resolve_precision,

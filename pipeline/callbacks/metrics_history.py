@@ -9,8 +9,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
-from pipeline.utils.files import write_json
-from pipeline.utils.run_table import read_json
+from pipeline.utils.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ import matplotlib
 from lightning.pytorch.utilities import rank_zero_only
 
 from pipeline.callbacks.metrics_history import scalar_metrics
+from pipeline.runs.layout import RunLayout
+from pipeline.runs.table import best_row, read_history
 from pipeline.utils.console import by_metric
-from pipeline.utils.files import atomic_write_text
-from pipeline.utils.run_table import best_row, read_history, read_json
+from pipeline.utils.files import atomic_write_text, read_json
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
@@ -99,7 +100,7 @@ class RunReport(pl.Callback):
 
     def init_section(self) -> list[str]:
         """What the run started from (``model.init_from``, recorded in ``results/init_from.json``)."""
-        record = read_json(self.results_dir / "init_from.json")
+        record = read_json(RunLayout(self.results_dir.parent).init_record)
         if not record:
             return []
         leaked = record.get("leaked_items")

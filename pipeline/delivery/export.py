@@ -14,13 +14,12 @@ import onnx
 import torch
 
 from pipeline.delivery.onnx_runtime import OnnxModel, onnx_problem
-from pipeline.delivery.runs import Run
+from pipeline.runs.run import Run
 from pipeline.utils.contracts import ExportSpec
 from pipeline.utils.files import replacing, write_json
 
 log = logging.getLogger(__name__)
 
-EXPORT_DIR = "export"
 MODEL_FILE = "model.onnx"
 REPORT_FILE = "export.json"
 OPSET = 17
@@ -142,12 +141,12 @@ def export_task(task: Any, datamodule: Any, out_dir: Path, samples: int = 16, to
 
 def export_run(run: Run, ckpt: str = "best", samples: int = 16, tolerance: float = 1e-4) -> dict[str, Any]:
     """Export a run's checkpoint to ``<run>/export/`` (parity checked on its validation split)."""
-    return export_task(run.task(ckpt), run.datamodule(), run.dir / EXPORT_DIR, samples, tolerance)
+    return export_task(run.task(ckpt), run.datamodule(), run.layout.export, samples, tolerance)
 
 
 def ensure_export(run: Run) -> Path:
     """The run's ONNX file, exported first (best checkpoint) when there is none or it cannot be used (truncated)."""
-    path = run.dir / EXPORT_DIR / MODEL_FILE
+    path = run.layout.export / MODEL_FILE
     problem = onnx_problem(path)
     if problem:
         log.log(logging.WARNING if path.exists() else logging.INFO, "%s: %s; exporting the best checkpoint of %s again",

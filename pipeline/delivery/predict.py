@@ -3,7 +3,6 @@ with torch or its ONNX export."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,9 @@ from omegaconf import OmegaConf
 from pipeline.callbacks.console import ProgressBar
 from pipeline.delivery.export import ensure_export
 from pipeline.delivery.onnx_runtime import OnnxModel, OnnxModule
-from pipeline.delivery.runs import Run
 from pipeline.delivery.writer import PredictionWriter
+from pipeline.runs.layout import RunLayout
+from pipeline.runs.run import Run
 from pipeline.utils.contracts import PredictsWithExport
 from pipeline.utils.errors import UserError, require_path
 
@@ -23,7 +23,7 @@ BACKENDS = ("torch", "onnx")
 
 def timestamped_dir(run_dir: Path) -> Path:
     """``<run>/predictions/<YYYY-MM-DD_HH-MM-SS>``."""
-    return run_dir / "predictions" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return RunLayout(run_dir).prediction_folder()
 
 
 def use_onnx(task: Any, run: Run) -> None:

@@ -53,7 +53,7 @@ from pipeline.data.io import decode_image
 from pipeline.data.prediction_inputs import NO_FACE
 from pipeline.delivery.export import ensure_export
 from pipeline.delivery.onnx_runtime import OnnxModel
-from pipeline.delivery.runs import Run
+from pipeline.runs.run import Run
 from pipeline.utils.contracts import decide_and_report
 from pipeline.utils.errors import UserError
 

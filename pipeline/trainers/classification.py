@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,11 +28,12 @@ from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.combine import COMBINERS
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
+from pipeline.runs.layout import RunLayout
+from pipeline.runs.table import write_dict_rows
 from pipeline.trainers.base import BaseTask
 from pipeline.utils.contracts import ClassScores, ExportSpec, Output, decide
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
-from pipeline.utils.run_table import write_dict_rows
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ class ClassificationTask(BaseTask):
 
     @rank_zero_only
     def _write_report(self, rows: list[dict[str, Any]]) -> None:
-        results = Path(self.trainer.default_root_dir) / "results"
+        results = RunLayout.of(self.trainer).results
         write_dict_rows(results / "per_class_report.csv", rows)
         write_json(results / "per_class_report.json", rows)
 

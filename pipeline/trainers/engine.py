@@ -5,49 +5,35 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from contextlib import nullcontext
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from pipeline.callbacks.dashboard import curated_hparams, headline_metrics
 from pipeline.callbacks.metrics_history import scalar_metrics
-from pipeline.trainers.init_from import RECORD as INIT_RECORD
+from pipeline.runs.folder import load_checkpoint
+from pipeline.runs.layout import RunLayout
+from pipeline.runs.ranks import check_launch
+from pipeline.runs.run import Run, build_datamodule, build_task
+from pipeline.runs.saved_config import load_run_config
+from pipeline.runs.table import best_row, read_history, read_overrides
 from pipeline.trainers.init_from import initialise
-from pipeline.utils.config import load_run_config, save_run_config
 from pipeline.utils.console import final_table
 from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import write_json
-from pipeline.utils.ranks import check_launch, job_scope, pin_run_dir, publish_run_config, share_with_ranks
-from pipeline.utils.run_table import best_row, read_history, read_json, read_overrides
-from pipeline.utils.runs import find_checkpoint, load_checkpoint, run_lock
+from pipeline.utils.files import read_json, write_json
 from pipeline.utils.validation import validate_config
 
 log = logging.getLogger(__name__)
-
-
-def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """Instantiate ``cfg.data`` (nested nodes are the datamodule's to build) and set it up."""
-    datamodule = instantiate(cfg.data, _recursive_=False)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
-
-
-def build_task(cfg: DictConfig, data_info: DataInfo | dict[str, Any]) -> pl.LightningModule:
-    """Instantiate the task's LightningModule with the model and hyp nodes and the data description."""
-    return instantiate(cfg.task, model=cfg.model, hyp=cfg.hyp, data_info=data_info, _recursive_=False)
 
 
 def instantiate_each(nodes: DictConfig | None) -> list[Any]:
@@ -60,19 +46,6 @@ def instantiate_each(nodes: DictConfig | None) -> list[Any]:
 def build_callbacks(cfg: DictConfig, loggers: list[Any]) -> list[Any]:
     """The configured callbacks; LearningRateMonitor refuses to run without a logger (logger=none)."""
     return [c for c in instantiate_each(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
-
-
-def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """``last.ckpt`` of the run being resumed (``cfg.resume``), or None for a fresh run."""
-    if not cfg.get("resume"):
-        return None
-    ckpt = Path(cfg.resume) / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        raise UserError(
-            f"resume: run '{cfg.resume}' has no checkpoints/last.ckpt (it stopped before its first epoch ended); start a new run instead"
-        )
-    load_checkpoint(ckpt)  # Lightning's own load would fail later, with a traceback, on anything but plain data
-    return str(ckpt)
 
 
 def route_lightning_logs() -> None:
@@ -90,12 +63,16 @@ def route_lightning_logs() -> None:
 
 
 def train(cfg: DictConfig) -> float | None:
+    """The training app: a fresh run of ``cfg``, fitted and tested (``fit``)."""
+    return fit(Run.create(cfg))
+
+
+def fit(run: Run) -> float | None:
     """Fit, then test the best checkpoint, holding the run folder's lock (rank 0: one writer per run);
     returns ``cfg.optimized_metric`` for sweepers."""
     route_lightning_logs()
-    run_dir = Path(cfg.paths.output_dir)
-    with job_scope(), run_lock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
-        return fit_and_test(cfg, run_dir)
+    with run.writing():
+        return fit_and_test(run)
 
 
 def wants_cuda(accelerator: str) -> bool:
@@ -135,10 +112,11 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     return instantiate(cfg.trainer, **kwargs)
 
 
-def prepare_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, pl.LightningModule, pl.LightningDataModule]:
+def prepare_run(run: Run) -> tuple[pl.Trainer, pl.LightningModule, pl.LightningDataModule]:
     """Validate, then build datamodule, task, callbacks, loggers and trainer; only then write the run's config
     files (and name them to the other ranks), so a config that does not build (a resume with a bad value)
     leaves the run folder as it was."""
+    cfg = run.cfg
     validate_config(cfg)  # resumed configs do not pass through the command line's check
     check_launch(cfg.trainer)
     seed_everything(cfg.seed, workers=True)
@@ -147,19 +125,15 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, pl.Lightnin
     loggers = instantiate_each(cfg.get("logger"))
     callbacks = build_callbacks(cfg, loggers)
     trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
-    if HydraConfig.initialized():
-        if rank_zero_only.rank == 0:
-            pin_run_dir(run_dir)
-            save_run_config(cfg, HydraConfig.get(), run_dir)
-            publish_run_config(run_dir)
-        share_with_ranks(run_dir)
+    run.save_config()
     return trainer, task, datamodule
 
 
-def fit_and_test(cfg: DictConfig, run_dir: Path) -> float | None:
-    """The body of ``train``: checkpoints load as plain data (``weights_only``), results are written atomically."""
-    ckpt_path = resume_checkpoint(cfg)
-    trainer, task, datamodule = prepare_run(cfg, run_dir)
+def fit_and_test(run: Run) -> float | None:
+    """The body of ``fit``: checkpoints load as plain data (``weights_only``), results are written atomically."""
+    cfg, run_dir, layout = run.cfg, run.dir, run.layout
+    ckpt_path = run.resume_checkpoint()
+    trainer, task, datamodule = prepare_run(run)
     if ckpt_path:
         log.info("Resuming %s from %s", run_dir, ckpt_path)
     else:
@@ -168,8 +142,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> float | None:
     fit_metrics = scalar_metrics(trainer.callback_metrics)
 
     results: dict[str, Any] = {"fit": fit_metrics}
-    if (run_dir / INIT_RECORD).is_file():
-        results["init_from"] = read_json(run_dir / INIT_RECORD)
+    if layout.init_record.is_file():
+        results["init_from"] = read_json(layout.init_record)
     checkpoint = trainer.checkpoint_callback
     best_score = checkpoint.best_model_score if checkpoint is not None else None
     if best_score is not None:
@@ -179,10 +153,10 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> float | None:
         trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False, weights_only=True)
         results["test"] = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
         if trainer.is_global_zero:
-            write_json(run_dir / "results" / "test_metrics.json", {"checkpoint": checkpoint.best_model_path if has_best else None, **results["test"]})
+            write_json(layout.test_metrics, {"checkpoint": checkpoint.best_model_path if has_best else None, **results["test"]})
     if trainer.is_global_zero:
         log_hparams(trainer, cfg, results)
-        write_json(run_dir / "results" / "metrics.json", results)
+        write_json(layout.metrics, results)
         history = read_history(run_dir)
         Console().print(final_table(f"{cfg.name}: results", results, history, cfg.task.get("monitor_mode", "max"), run_dir))
         print(f"Run folder: {run_dir}")
@@ -216,12 +190,28 @@ def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
     return float(value)
 
 
-def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, float]:
-    """Test a run's checkpoint with the run's own config; writes ``results/test_metrics.json`` (of
-    ``tests/<data folder>/`` when ``data.root`` is not the run's)."""
-    checkpoint = find_checkpoint(run_dir, ckpt)
+def evaluate(run: Run, ckpt: str = "best") -> dict[str, float]:
+    """Test a run's checkpoint with the run's own config. Everything the test writes (metrics, figures,
+    TensorBoard events, split record, log) goes to a new folder under the run's ``tests/`` (``retest_folder``):
+    the run's own results, events, checkpoints and config are left as they were."""
+    checkpoint = run.checkpoint(ckpt)
+    out, other_data = retest_folder(run, checkpoint)
+    with logged_to(out.test_log):
+        metrics = checkpoint_test_metrics(run.cfg, checkpoint)
+    cfg = run.cfg
+    write_json(out.test_metrics, {"checkpoint": str(checkpoint), "data_root": cfg.data.get("root"), **metrics})
+    results = {**read_json(run.layout.metrics, {"fit": {}}), "test": metrics}
+    title = f"{cfg.name}: test of {run.dir.name}" + (f" on {cfg.data.root}" if other_data else "")
+    Console().print(final_table(title, results, read_history(run.dir),
+                                cfg.task.get("monitor_mode", "max"), run.dir, tested=checkpoint))
+    print(f"Wrote {out.test_metrics}")
+    return metrics
+
+
+def checkpoint_test_metrics(cfg: DictConfig, checkpoint: Path) -> dict[str, float]:
+    """The ``test/*`` metrics of ``checkpoint`` on the test split of ``cfg.data`` (its classes checked against the
+    checkpoint's), with the run's ``test_callbacks`` and loggers."""
     trained = DataInfo.from_dict(load_checkpoint(checkpoint)["hyper_parameters"]["data_info"])
-    out_dir = evaluation_folder(cfg, run_dir)
     seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     if trained.class_names and datamodule.info.class_names != trained.class_names:
@@ -235,34 +225,48 @@ def evaluate(cfg: DictConfig, run_dir: Path, ckpt: str = "best") -> dict[str, fl
     # Only the weights are restored for a test; Lightning's advice to pass the run's checkpoint callbacks is moot.
     warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
     trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False, weights_only=True)
-    metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
-    write_json(out_dir / "results" / "test_metrics.json", {"checkpoint": str(checkpoint), "data_root": cfg.data.get("root"), **metrics})
-    results = {**read_json(run_dir / "results" / "metrics.json", {"fit": {}}), "test": metrics}
-    title = f"{cfg.name}: test of {run_dir.name}" + (f" on {cfg.data.root}" if out_dir != run_dir else "")
-    Console().print(final_table(title, results, read_history(run_dir),
-                                cfg.task.get("monitor_mode", "max"), run_dir, tested=checkpoint))
-    print(f"Wrote {out_dir / 'results' / 'test_metrics.json'}")
-    return metrics
+    return {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
 
 
-def evaluation_folder(cfg: DictConfig, run_dir: Path) -> Path:
-    """Where a test writes: the run, or ``<run>/tests/<data folder or split file>_<time>`` when ``data.root``,
-    ``data.split_file`` or ``data.split`` is not the run's: that data or split gets its own split record,
-    figures and metrics, and the run's own (the split a resume trains on) are kept as they are."""
-    saved = load_run_config(run_dir).data
+def retest_folder(run: Run, checkpoint: Path) -> tuple[RunLayout, bool]:
+    """A new folder under the run's ``tests/`` that the test writes into (``paths.output_dir``), named after the
+    checkpoint, or after the data folder or split file when ``data.root``, ``data.split_file`` or ``data.split``
+    is not the run's (that data or split gets its own split record; True). On the run's own data the split the
+    run recorded is read back, so a re-test tests the items the run did."""
+    cfg, saved = run.cfg, load_run_config(run.dir).data
     changed = [key for key in ("root", "split_file", "split") if not same_setting(cfg.data.get(key), saved.get(key))]
-    if not changed:
-        return run_dir
     root, split_file = cfg.data.get("root"), cfg.data.get("split_file")
-    if "root" in changed:
+    if not changed:
+        name = checkpoint.stem
+    elif "root" in changed:
         name = Path(root).resolve().name if root else "synthetic"
     else:
         name = Path(split_file).stem if split_file else "split"
-    out_dir = run_dir / "tests" / f"{name}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    out = run.new_test_folder(name)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(out_dir)
-    log.info("%s not the run's: testing on that data's test split; results in %s", ", ".join(f"data.{k}" for k in changed), out_dir)
-    return out_dir
+        cfg.paths.output_dir = str(out.root)
+        if not changed and "split_file" in cfg.data and run.layout.split.is_file():
+            cfg.data.split_file = str(run.layout.split)
+    if changed:
+        log.info("%s not the run's: testing on that data's test split", ", ".join(f"data.{k}" for k in changed))
+    log.info("Test results in %s", out.root)
+    return out, bool(changed)
+
+
+@contextmanager
+def logged_to(path: Path) -> Iterator[None]:
+    """Also write the log records of the block to ``path`` (a re-test's own log)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    route_lightning_logs()
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def same_setting(value: Any, saved: Any) -> bool:

@@ -19,14 +19,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.modules.init_weights import backbone_prefix, load_matching, read_state_dict
+from pipeline.runs.folder import find_checkpoint
+from pipeline.runs.layout import RunLayout
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
-from pipeline.utils.runs import find_checkpoint, is_run_dir
 
 log = logging.getLogger(__name__)
 
 LEAK_POLICIES = ("warn", "refuse")
-RECORD = Path("results") / "init_from.json"
 
 
 def resolve_source(init_from: str, ckpt: str | None = None) -> tuple[Path, Path | None]:
@@ -35,7 +35,7 @@ def resolve_source(init_from: str, ckpt: str | None = None) -> tuple[Path, Path 
     if not path.exists():
         raise UserError(f"model.init_from: '{path}' does not exist (give a run folder or a weights file)")
     if path.is_dir():
-        if not is_run_dir(path):
+        if not RunLayout(path).is_run():
             raise UserError(f"model.init_from: '{path}' is a folder but not a run folder (no .hydra/config.yaml)")
         return find_checkpoint(path, ckpt or "best"), path
     if ckpt:
@@ -62,7 +62,7 @@ def check_leak(source_run: Path, this_split: Path | None, policy: str) -> int | 
     """Warn (or refuse) when the source run trained on this run's val/test items; the count, or None unknown."""
     if policy not in LEAK_POLICIES:
         raise UserError(f"model.init_leak={policy}: expected one of {', '.join(LEAK_POLICIES)}")
-    source_split = source_run / "results" / "split.json"
+    source_split = RunLayout(source_run).split
     if this_split is None or not this_split.is_file() or not source_split.is_file():
         return None
     leaked = leaked_items(source_split, this_split)
@@ -96,5 +96,5 @@ def initialise(cfg: DictConfig, task: pl.LightningModule, datamodule: Any, run_d
     log.info("%s", report.table())
     record = {**report.to_dict(), "run": str(source_run) if source_run else None, "leaked_items": leaked}
     if rank_zero_only.rank == 0:
-        write_json(run_dir / RECORD, record)
+        write_json(RunLayout(run_dir).init_record, record)
     return record

@@ -24,6 +24,7 @@ from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.metrics.verification import EmbeddingCollector, score_histograms, verification_metrics
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
+from pipeline.runs.layout import RunLayout
 from pipeline.trainers.base import BaseTask
 from pipeline.utils.contracts import ExportSpec, Output, PairScores
 from pipeline.utils.errors import UserError
@@ -128,7 +129,7 @@ class MetricLearningTask(BaseTask):
         write_json(self.results_dir() / "threshold.json", {"threshold": threshold, "metric": "cosine", "chosen_on": "val eer_real point"})
 
     def results_dir(self) -> Path:
-        return Path(self.trainer.default_root_dir) / "results"
+        return RunLayout.of(self.trainer).results
 
     @rank_zero_only
     def _log_figures(self, stage: str, counts: dict[str, np.ndarray], epoch: dict[str, torch.Tensor]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.utils.run_table import best_row
+from pipeline.runs.table import best_row
 
 # Third-party messages that tell the user nothing about their run (Lightning's advertising tips, a
 # deprecation inside Lightning's own pytree helper, the model summary's size caveat under bf16).

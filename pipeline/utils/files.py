@@ -27,6 +27,7 @@ import torch
 import yaml
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from pipeline.runs.layout import RunLayout
 from pipeline.utils.errors import UserError
 
 MAX_TEXT_BYTES = 64 * 2**20  # a saved config, history or label file larger than this is not one the framework wrote
@@ -74,7 +75,7 @@ def contained(path: str | Path, root: str | Path) -> Path:
 def _run_root(path: Path) -> Path | None:
     """The run folder ``path`` lies in, when it does (the nearest parent holding ``.hydra/config.yaml``)."""
     for parent in Path(os.path.abspath(path)).parents:
-        if (parent / ".hydra" / "config.yaml").is_file():
+        if RunLayout(parent).is_run():
             return parent
     return None
 

@@ -13,20 +13,17 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ConfigTypeError, InterpolationResolutionError
 from PIL import Image
 from pydantic import AfterValidator, Field, StrictBool, StrictStr, TypeAdapter, ValidationError
 
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import read_config
 
 # Upper bounds where a larger value crashes (memory, processes, numpy's 32-bit seeds) instead of being slow.
 MAX_COUNT = 2**31 - 1
@@ -248,23 +245,3 @@ def refuse_moved_keys(cfg: DictConfig) -> None:
 def reader_of(cfg: DictConfig) -> str:
     """The ``_target_`` of the config's datamodule ('' without one)."""
     return str(OmegaConf.select(cfg, "data._target_", default="") or "")
-
-
-def refuse_other_experiment(run_dir: Path, argv: Sequence[str]) -> None:
-    """A command line's ``experiment=`` must be the experiment of the run it opens."""
-    overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
-    wanted = next((o.value() for o in overrides if o.key_or_group == "experiment"), None)
-    trained = run_experiment(run_dir)
-    if wanted and trained and wanted != trained:
-        raise UserError(f"experiment={wanted}: run '{run_dir}' is a run of experiment '{trained}' "
-                        f"(drop experiment= or give a run of {wanted})")
-
-
-def run_experiment(run_dir: Path) -> str | None:
-    """The experiment a run was trained with: Hydra's recorded choice, else the run's ``name``."""
-    hydra_file, config_file = run_dir / ".hydra" / "hydra.yaml", run_dir / ".hydra" / "config.yaml"
-    if hydra_file.is_file():
-        choice = OmegaConf.select(read_config(hydra_file), "hydra.runtime.choices.experiment", default=None)
-        if choice:
-            return str(choice)
-    return str(read_config(config_file).get("name")) if config_file.is_file() else None

@@ -11,7 +11,7 @@ import torch
 from conftest import compose_config
 from lightning.fabric.utilities.seed import seed_everything
 
-from pipeline.trainers.engine import build_datamodule
+from pipeline.runs.run import build_datamodule
 
 SMALL = {
     "mask_age_gender_multihead": ["data.synthetic.num_people=12"],

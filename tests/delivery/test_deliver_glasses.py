@@ -22,8 +22,8 @@ from omegaconf import OmegaConf
 from pipeline.data.io import load_image
 from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.predict import predict
-from pipeline.delivery.runs import Run, compose_command
 from pipeline.delivery.serve import ServeLimits, create_app
+from pipeline.runs.run import Run, compose_command
 
 TINY_GLASSES = [
     "experiment=glasses", "data.synthetic.num_images=240", "data.synthetic.num_photos=10", "data.num_workers=0",

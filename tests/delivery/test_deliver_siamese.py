@@ -15,7 +15,7 @@ from pipeline.data.synthetic.shapes import sample_pair
 from pipeline.delivery.export import ParityError, export_task
 from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.predict import predict
-from pipeline.delivery.runs import Run, compose_command
+from pipeline.runs.run import Run, compose_command
 from pipeline.utils.errors import UserError
 
 

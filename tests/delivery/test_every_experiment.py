@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from pipeline.data.synthetic.shapes import sample_pair
 from pipeline.delivery.export import ensure_export
 from pipeline.delivery.predict import predict
-from pipeline.delivery.runs import Run, compose_command
 from pipeline.delivery.serve import create_app
+from pipeline.runs.run import Run, compose_command
 
 CASES = [(name, ()) for name in EXPERIMENTS] + [("mask_age_gender", ("task.tta=flip_crops",))]
 TINY = ["debug=limit", "trainer.max_epochs=1", "test_after_train=false", "logger=none", "trainer.num_sanity_val_steps=0"]

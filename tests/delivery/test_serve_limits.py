@@ -27,8 +27,8 @@ from PIL import Image
 from pipeline.data.io import decode_image
 from pipeline.delivery import serve
 from pipeline.delivery.export import ensure_export
-from pipeline.delivery.runs import Run, compose_command
 from pipeline.delivery.serve import ServeLimits, create_app, is_loopback
+from pipeline.runs.run import Run, compose_command
 from pipeline.utils.errors import UserError
 from pipeline.utils.validation import validate_config
 

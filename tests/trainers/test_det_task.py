@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import compose_config, predict_files
 
+from pipeline.runs.run import build_datamodule, build_task
 from pipeline.trainers.detection import DetectionTask, resolve_class_weights
-from pipeline.trainers.engine import build_datamodule, build_task
 from pipeline.utils.errors import UserError
 
 TINY = ["experiment=facemask_detection", "data.image_size=96", "data.synthetic.num_images=24",

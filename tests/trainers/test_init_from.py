@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.detectors import build_detector
 from pipeline.modules.init_weights import backbone_prefix, load_matching, read_state_dict
+from pipeline.runs.run import build_datamodule, build_task
 from pipeline.trainers.classification import MultiHeadClassifier
-from pipeline.trainers.engine import build_datamodule, build_task
 from pipeline.trainers.init_from import check_leak, initialise, resolve_source
 from pipeline.utils.errors import UserError
 

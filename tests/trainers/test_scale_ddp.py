@@ -16,7 +16,7 @@ from conftest import TINY_SIAMESE, compose_config, run_cli
 
 from pipeline.metrics.detection import DetectionMetrics
 from pipeline.metrics.verification import EmbeddingCollector, verification_metrics
-from pipeline.trainers.engine import build_datamodule, build_task
+from pipeline.runs.run import build_datamodule, build_task
 
 # A model whose output for one sample does not depend on the rest of the batch: BatchNorm statistics
 # are per rank (SyncBatchNorm needs GPUs), so the framework's small CNN with GroupNorm; dropout off

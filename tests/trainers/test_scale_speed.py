@@ -11,7 +11,8 @@ from conftest import TINY_SIAMESE, compose_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.callbacks.throughput import Throughput
-from pipeline.trainers.engine import build_datamodule, build_task, build_trainer, train
+from pipeline.runs.run import build_datamodule, build_task
+from pipeline.trainers.engine import build_trainer, train
 
 
 def _setup(tmp_path, *overrides: str):

@@ -9,7 +9,7 @@ import torch
 from conftest import TINY_SIAMESE, compose_config
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from pipeline.trainers.engine import build_datamodule, build_task
+from pipeline.runs.run import build_datamodule, build_task
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ from conftest import compose_config, predict_files
 from pipeline.data.formats.verification import read_pair_scores, write_pairs_csv
 from pipeline.data.synthetic.verification import generate_verification
 from pipeline.metrics.verification import verification_metrics
-from pipeline.trainers.engine import build_datamodule, build_task, native_bf16, train
+from pipeline.runs.folder import best_checkpoint
+from pipeline.runs.run import build_datamodule, build_task
+from pipeline.trainers.engine import native_bf16, train
 from pipeline.trainers.metric_learning import MetricLearningTask
-from pipeline.utils.runs import best_checkpoint
 
 TINY = ["data.passes=1", "trainer.max_epochs=2", "hyp.batch_size=12", "data.images_per_identity=3",
         "trainer.log_every_n_steps=1", "task.projector_size=12", "data.split.val=0.25", "data.split.test=0.25"]

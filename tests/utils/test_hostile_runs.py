@@ -22,12 +22,12 @@ from PIL import Image
 
 from pipeline.data.formats.image_folder import read_image_csv
 from pipeline.data.prediction_inputs import read_image_pairs
-from pipeline.delivery.runs import Run
+from pipeline.runs.folder import run_lock
+from pipeline.runs.run import Run
+from pipeline.runs.table import find_runs
 from pipeline.utils.cli import describe_error
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import AtomicCheckpointIO
-from pipeline.utils.run_table import find_runs, read_json
-from pipeline.utils.runs import run_lock
+from pipeline.utils.files import AtomicCheckpointIO, read_json
 
 TOY = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]", "experiment=brightness", "logger=none"]
 TIMEOUT = 120  # a probe that hangs (a YAML bomb) fails the test instead of the suite
@@ -359,13 +359,12 @@ def bounded(call, seconds: float):
 def open_as(operation: str, run: Path):
     """What each command does with a run folder before its own work, in-process."""
     from pipeline.delivery.export import ensure_export
-    from pipeline.utils.resume import resume_config
 
     if operation == "runs":
-        from pipeline.utils.run_table import runs_rows
+        from pipeline.runs.table import runs_rows
         return runs_rows(find_runs(run.parent))
     if operation == "resume":
-        return resume_config([f"resume={run}", "trainer.max_epochs=2"])
+        return Run.from_command_line([f"resume={run}", "trainer.max_epochs=2"])
     opened = Run.open(run, ["data.num_workers=0"])
     if operation in ("test", "predict"):
         return opened.task("best" if operation == "test" else "last")

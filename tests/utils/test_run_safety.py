@@ -16,10 +16,10 @@ from omegaconf import OmegaConf
 
 from pipeline.delivery.export import MODEL_FILE, ParityError, ensure_export, export_task
 from pipeline.delivery.onnx_runtime import OnnxModel, onnx_problem
-from pipeline.delivery.runs import Run
+from pipeline.runs.folder import latest_run, run_lock
+from pipeline.runs.run import Run
+from pipeline.runs.trust import refused_targets
 from pipeline.utils.errors import UserError
-from pipeline.utils.runs import latest_run, run_lock
-from pipeline.utils.trust import refused_targets
 
 TOY = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]", "experiment=brightness", "logger=none"]
 
@@ -84,7 +84,7 @@ def test_hostile_run_folder_runs_nothing_and_says_why(run, tmp_path):
 @pytest.mark.parametrize("node", [
     {"_target_": "builtins.exec", "_args_": ["open('/tmp/x', 'w')"]},
     {"_target_": "subprocess.run", "_partial_": True, "args": ["true"]},
-    {"_target_": "pipeline.utils.runs.os.system", "command": "true"},  # a project module's import of os
+    {"_target_": "pipeline.runs.folder.os.system", "command": "true"},  # a project module's import of os
     {"_target_": "pipeline.utils.files.atomic_write_text", "path": "~/.bashrc", "text": "x"},  # a function
     {"_target_": "torch.hub.load", "repo_or_dir": "."},
     {"_target_": "${oc.env:EVIL}"},

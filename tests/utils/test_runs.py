@@ -7,8 +7,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
+from pipeline.runs.folder import find_checkpoint, latest_run
+from pipeline.utils.config import unique_run_dir
 from pipeline.utils.errors import UserError
-from pipeline.utils.runs import find_checkpoint, latest_run, unique_run_dir
 
 
 def test_parallel_runs_get_distinct_folders(tmp_path):

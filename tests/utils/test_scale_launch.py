@@ -15,9 +15,9 @@ from conftest import CONFIG_DIR, TINY_SIAMESE, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from pipeline.utils.config import save_run_config
+from pipeline.runs.ranks import check_launch, launched_rank_config, publish_run_config
+from pipeline.runs.saved_config import save_run_config
 from pipeline.utils.errors import UserError
-from pipeline.utils.ranks import check_launch, launched_rank_config, publish_run_config
 
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
 

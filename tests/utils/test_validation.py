@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from pipeline.delivery.runs import SAVED_RUN_GROUP
+from pipeline.runs.run import SAVED_RUN_GROUP
 from pipeline.utils.cli import check_composition
 from pipeline.utils.errors import UserError
 from pipeline.utils.validation import validate_config
@@ -106,7 +106,7 @@ def image_folder_run(tmp_path):
 
 def test_export_samples_zero(image_folder_run, monkeypatch, capsys):
     from pipeline.delivery.export import export_command
-    from pipeline.delivery.runs import run_command
+    from pipeline.runs.run import run_command
 
     line = one_error_line(run_command("export")(export_command), [f"run={image_folder_run}", "samples=0"], monkeypatch, capsys)
     assert line == "error: samples=0: expected an integer >= 1"
@@ -122,7 +122,7 @@ def test_benchmark_runs_zero(image_folder_run, monkeypatch, capsys):
 
 
 def test_predict_wrong_batch_size_and_out_file(image_folder_run, monkeypatch, capsys, tmp_path):
-    from pipeline.delivery.runs import run_command
+    from pipeline.runs.run import run_command
 
     main = run_command("predict")(lambda run: pytest.fail("predicted"))
     line = one_error_line(main, [f"run={image_folder_run}", "input=x", "options.batch_size=0"], monkeypatch, capsys)
@@ -140,15 +140,15 @@ def test_predict_wrong_batch_size_and_out_file(image_folder_run, monkeypatch, ca
 
 def test_a_run_of_another_experiment_is_refused(image_folder_run, monkeypatch, capsys):
     from pipeline.delivery.export import export_command
-    from pipeline.delivery.runs import run_command
+    from pipeline.runs.run import run_command
 
     line = one_error_line(run_command("export")(export_command), ["experiment=glasses", f"run={image_folder_run}"],
                           monkeypatch, capsys)
-    assert "experiment=glasses" in line and str(image_folder_run) in line and "'image_folder'" in line
+    assert "experiment=glasses" in line and str(image_folder_run) in line and "a run of experiment=image_folder" in line
 
 
 def test_data_root_is_a_file(tmp_path):
-    from pipeline.trainers.engine import build_datamodule
+    from pipeline.runs.run import build_datamodule
 
     image = tmp_path / "cat.png"
     image.write_bytes(b"")
@@ -236,7 +236,7 @@ def test_empty_image_is_found_up_front(experiment, tmp_path, data_dir, caplog):
     import shutil
 
     from pipeline.data.io import list_images
-    from pipeline.trainers.engine import build_datamodule
+    from pipeline.runs.run import build_datamodule
 
     tiny = [f"experiment={experiment}", "data.num_workers=0", *TINY[experiment]]
     source = build_datamodule(compose_config(tiny, tmp_path / "a", data_dir))

@@ -5,7 +5,7 @@
 - ``--experimental-rerun <run>/.hydra/config.pickle`` (Hydra's rerun of a pickled config: trusted input).
 
 The first two rebuild the config from the run's YAML files and build only the classes a run folder may
-name (``pipeline.utils.trust``) unless ``trust_run=true``. Unlike Hydra's own rerun, further ``key=value``
+name (``pipeline.runs.trust``) unless ``trust_run=true``. Unlike Hydra's own rerun, further ``key=value``
 overrides are applied on top of the saved config (``trainer.max_epochs=20`` trains a finished run longer);
 the run's config files are rewritten only once the new config has been built (``train``).
 """
@@ -19,20 +19,14 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import configure_log, setup_globals
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from pipeline.utils.config import (
-    apply_overrides,
-    load_config_pickle,
-    locate_run,
+from pipeline.runs.saved_config import (
     project_job_logging,
-    read_run_config,
 )
+from pipeline.runs.trust import check_run_config
+from pipeline.utils.config import apply_overrides
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import refuse_links_out
-from pipeline.utils.runs import run_lock
-from pipeline.utils.trust import check_run_config
 
 RERUN_FLAG = "--experimental-rerun"
 
@@ -48,28 +42,6 @@ def parse_resume_request(argv: list[str]) -> tuple[str | None, str | None, list[
     overrides = OverridesParser.create().parse_overrides([a for a in rest if "=" in a and not a.startswith("-")])
     resume = next((o.value() for o in overrides if o.key_or_group == "resume"), None)
     return known.experimental_rerun, None if resume is None else str(resume), [a for a in rest if not a.startswith("resume=")]
-
-
-def run_dir_for(resume: str, overrides: list[str]) -> Path:
-    """The run folder that ``resume=<value>`` names; ``latest`` looks in the experiment the overrides select."""
-    selection = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o and not o.startswith("-")])
-    experiment = next((o.value() for o in selection if o.key_or_group == "experiment"), None)
-    return locate_run(resume, experiment, [o.input_line for o in selection if o.key_or_group.startswith("paths.")])
-
-
-def without_run_experiment(overrides: list[str], full: DictConfig, run_dir: Path) -> list[str]:
-    """``overrides`` less ``experiment=<x>``: it selects the run (``resume=latest experiment=x``) and cannot change
-    the experiment of a run being continued, so another experiment than the run's is refused."""
-    saved = OmegaConf.select(full, "hydra.runtime.choices.experiment", default=None)
-    kept = []
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key.lstrip("+") != "experiment":
-            kept.append(override)
-        elif value != str(saved):
-            raise UserError(f"experiment={value}: {run_dir} is a run of experiment={saved}; a resume keeps its "
-                            "experiment (drop the override, or resume a run of that experiment)")
-    return kept
 
 
 def merged_overrides(saved: list[str], new: list[str]) -> list[str]:
@@ -104,22 +76,3 @@ def load_resume_config(full: DictConfig, run_dir: Path, overrides: list[str], tr
     configure_log(full.hydra.job_logging, full.hydra.verbose)
     HydraConfig.instance().set_config(full)
     return cfg
-
-
-def resume_config(argv: list[str]) -> DictConfig | None:
-    """The config to resume with, or None when argv asks for no resume."""
-    pickle_path, resume, overrides = parse_resume_request(argv)
-    if pickle_path is None and resume in (None, "", "null"):
-        return None
-    if pickle_path is not None:
-        pickle_file = Path(pickle_path).expanduser().resolve()
-        run_dir, full = pickle_file.parent.parent, load_config_pickle(pickle_file)
-        refuse_links_out(run_dir)
-    else:
-        run_dir = run_dir_for(resume, overrides)
-        full = read_run_config(run_dir)
-    overrides = without_run_experiment(overrides, full, run_dir)
-    if rank_zero_only.rank == 0:  # a run still training is refused here, before its log is touched
-        with run_lock(run_dir):
-            pass
-    return load_resume_config(full, run_dir, overrides, trusted=pickle_path is not None)

@@ -13,10 +13,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline.runs.layout import RunLayout
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import read_config, read_json, read_yaml, write_csv
-
-__all__ = ["read_json"]  # re-exported: the bounded reader of pipeline.utils.files
+from pipeline.utils.files import read_config, read_json, read_yaml, write_csv, write_json
 
 
 def best_row(history: list[dict[str, Any]], monitor: str, mode: str = "max") -> dict[str, Any] | None:
@@ -31,27 +30,36 @@ def best_row(history: list[dict[str, Any]], monitor: str, mode: str = "max") -> 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
     """``results/metrics_history.json``: one row per validation epoch (empty before the first)."""
-    history = read_json(Path(run_dir) / "results" / "metrics_history.json", [])
+    history = read_json(RunLayout(run_dir).history, [])
     return [row for row in history if isinstance(row, dict) and isinstance(row.get("epoch"), int)] \
         if isinstance(history, list) else []
 
 
 def read_overrides(run_dir: Path) -> list[str]:
     """The command-line overrides Hydra saved for the run (``.hydra/overrides.yaml``)."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
     try:
-        return [str(item) for item in read_yaml(path) or []]
+        return [str(item) for item in read_yaml(RunLayout(run_dir).overrides) or []]
     except (OSError, UserError, TypeError):
         return []
 
 
+def write_state(path: Path, state: str, **extra: Any) -> None:
+    """Record which process has the run in ``state`` (``running``, ``interrupted``, ``failed`` with a reason)."""
+    write_json(path, {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
+                      "since": datetime.now().isoformat(timespec="seconds"), **extra}, indent=None)
+
+
 def read_state(run_dir: Path) -> str:
-    """``finished`` (``results/metrics.json`` written), ``running`` (its process, recorded by the
-    ``RunState`` callback, is alive on this host) or ``interrupted``."""
-    run_dir = Path(run_dir)
-    if (run_dir / "results" / "metrics.json").is_file():
+    """``finished`` (``results/metrics.json`` written), ``failed: <reason>`` (stopped before its first checkpoint),
+    ``running`` (its process, recorded by the ``RunState`` callback, is alive on this host) or ``interrupted``."""
+    layout = RunLayout(run_dir)
+    if layout.metrics.is_file():
         return "finished"
-    state = read_json(run_dir / "results" / "run_state.json", {})
+    state = read_json(layout.run_state, {})
+    if not isinstance(state, dict):
+        return "interrupted"
+    if state.get("state") == "failed":
+        return f"failed: {state.get('reason') or 'reason not recorded'}"
     if state.get("state") == "running" and state.get("host") == socket.gethostname() and pid_alive(state.get("pid")):
         return "running"
     return "interrupted"
@@ -82,7 +90,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_diff(run_a: Path, run_b: Path) -> list[tuple[str, Any, Any]]:
     """``(key, value in a, value in b)`` for every key of the two runs' saved configs that differs."""
-    configs = [flatten(OmegaConf.to_container(read_config(Path(run) / ".hydra" / "config.yaml"))) for run in (run_a, run_b)]
+    configs = [flatten(OmegaConf.to_container(read_config(RunLayout(run).config))) for run in (run_a, run_b)]
     keys = sorted(set(configs[0]) | set(configs[1]))
     missing = "(absent)"
     return [(key, configs[0].get(key, missing), configs[1].get(key, missing)) for key in keys
@@ -107,8 +115,9 @@ class RunSummary:
 
 def summarize_run(run_dir: Path, experiment_dir: Path) -> RunSummary:
     """Read one run folder: start time, state, overrides, best monitored value and epoch, test metrics."""
+    layout = RunLayout(run_dir)
     try:
-        config = OmegaConf.to_container(read_config(run_dir / ".hydra" / "config.yaml"))
+        config = OmegaConf.to_container(read_config(layout.config))
     except (UserError, OSError) as exc:  # one broken run does not hide the others
         reason = str(exc) if isinstance(exc, UserError) else f"{exc.strerror}"
         return RunSummary(path=run_dir, name=str(run_dir.relative_to(experiment_dir)), started="",
@@ -119,9 +128,9 @@ def summarize_run(run_dir: Path, experiment_dir: Path) -> RunSummary:
     monitor, mode = task.get("monitor"), task.get("monitor_mode", "max")
     history = read_history(run_dir)
     best = best_row(history, monitor, mode) if monitor else None
-    started = datetime.fromtimestamp((run_dir / ".hydra" / "config.yaml").stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
+    started = datetime.fromtimestamp(layout.config.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
     overrides = dict(item.lstrip("+~").partition("=")[::2] for item in read_overrides(run_dir))
-    test_metrics = read_json(run_dir / "results" / "test_metrics.json", {})
+    test_metrics = read_json(layout.test_metrics, {})
     test = {k: v for k, v in (test_metrics if isinstance(test_metrics, dict) else {}).items()
             if k.startswith("test/") and isinstance(v, int | float)}
     return RunSummary(path=run_dir, name=str(run_dir.relative_to(experiment_dir)), started=started,
@@ -133,8 +142,8 @@ def summarize_run(run_dir: Path, experiment_dir: Path) -> RunSummary:
 def find_runs(experiment_dir: Path) -> list[RunSummary]:
     """Every run under ``experiment_dir`` (single runs and multirun jobs), oldest first."""
     experiment_dir = Path(experiment_dir)
-    configs = list(experiment_dir.glob("*/.hydra/config.yaml")) + list(experiment_dir.glob("multiruns/*/*/.hydra/config.yaml"))
-    runs = [summarize_run(config.parent.parent, experiment_dir) for config in configs]
+    folders = [*experiment_dir.glob("*"), *experiment_dir.glob("multiruns/*/*")]
+    runs = [summarize_run(folder, experiment_dir) for folder in folders if RunLayout(folder).is_run()]
     return sorted(runs, key=lambda run: (run.started, run.name))
 
 

@@ -10,70 +10,47 @@ import pickle
 import re
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from pipeline.runs.layout import RunLayout
+from pipeline.runs.table import read_state
+from pipeline.utils.config import CONFIG_DIR
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import open_no_follow, refuse_links_out
-from pipeline.utils.run_table import read_json, read_state
+from pipeline.utils.files import open_no_follow, read_json, refuse_links_out
 
 log = logging.getLogger(__name__)
-LOCK_FILE = ".lock"
 _announced: set[Path] = set()
 
 RUN_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(_\d+)?$")
-_created: dict[str, str] = {}
-
-
-def unique_run_dir(base: str) -> str:
-    """Create and return ``base``, or ``base_2``, ``base_3``... if taken (atomic ``mkdir``).
-
-    Two runs started in the same second get different folders. Memoised per process: Hydra may
-    resolve the run-dir interpolation more than once, and it must name one folder.
-    """
-    if base in _created:
-        return _created[base]
-    Path(base).parent.mkdir(parents=True, exist_ok=True)
-    candidate, n = base, 1
-    while True:
-        try:
-            os.mkdir(candidate)
-            break
-        except FileExistsError:
-            n += 1
-            candidate = f"{base}_{n}"
-    _created[base] = candidate
-    return candidate
-
-
-def is_run_dir(path: Path) -> bool:
-    """A run folder holds the config Hydra saved for it."""
-    return (path / ".hydra" / "config.yaml").is_file()
-
-
 def latest_run(experiment_dir: str | Path) -> Path:
     """The newest usable run under ``experiments_results/<experiment>``: finished or resumable (it has
     ``checkpoints/last.ckpt``), so not a run that failed before its first epoch ended nor a ``debug=fast`` one.
     The choice is printed once to stderr."""
     experiment_dir = Path(experiment_dir)
     runs = sorted(
-        (p for p in experiment_dir.glob("*") if RUN_NAME.match(p.name) and is_run_dir(p)),
+        (p for p in experiment_dir.glob("*") if RUN_NAME.match(p.name) and RunLayout(p).is_run()),
         key=lambda p: (p.name.split("_")[0], p.name.split("_")[1], int(p.name.split("_")[2]) if p.name.count("_") > 1 else 0),
     )
     if not runs:
         raise UserError(f"no finished or started run found in '{experiment_dir}' (train one first with bin/train.py)")
-    usable = [p for p in runs if (p / "checkpoints" / "last.ckpt").is_file()]
+    usable = [p for p in runs if RunLayout(p).last_ckpt.is_file()]
     if not usable:
-        raise UserError(f"no usable run in '{experiment_dir}': its {len(runs)} run(s) have no checkpoints/last.ckpt (failed "
-                        "before their first epoch ended, or debug=fast); train one with bin/train.py or give run=<folder>")
+        raise UserError(f"no usable run in '{experiment_dir}': its {len(runs)} run(s) have no checkpoints/last.ckpt (the "
+                        f"newest: {read_state(runs[-1])}; failed before their first epoch ended, or debug=fast); "
+                        "train one with bin/train.py or give run=<folder>")
     if usable[-1] not in _announced:
         _announced.add(usable[-1])
-        saved = datetime.fromtimestamp((usable[-1] / "checkpoints" / "last.ckpt").stat().st_mtime)
-        print(f"latest run: {usable[-1]} ({read_state(usable[-1])}, last checkpoint {saved:%Y-%m-%d %H:%M})", file=sys.stderr)
+        saved = datetime.fromtimestamp(RunLayout(usable[-1]).last_ckpt.stat().st_mtime)
+        skipped = [f"{p.name} ({read_state(p)})" for p in runs[runs.index(usable[-1]) + 1:]]
+        print(f"latest run: {usable[-1]} ({read_state(usable[-1])}, last checkpoint {saved:%Y-%m-%d %H:%M})"
+              + (f"; newer runs skipped: {', '.join(skipped)}" if skipped else ""), file=sys.stderr)
     return usable[-1]
 
 
@@ -88,7 +65,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     cannot tell a live holder from a dead one on another host). A stale lock is taken over with a log line.
     The lock file is opened with no-follow: a ``.lock`` that is a symbolic link is refused, its target untouched.
     """
-    path = Path(run_dir) / LOCK_FILE
+    path = RunLayout(run_dir).lock
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _acquire(path)
     try:
@@ -122,31 +99,40 @@ def _acquire(path: Path) -> int:
     return fd
 
 
-def resolve_run_dir(value: str | None, results_dir: str | Path, experiment: str) -> Path:
-    """``latest``/None -> the newest run of ``experiment``; otherwise the given folder (checked)."""
+def find_run(value: str | None, overrides: Sequence[str] = ()) -> Path:
+    """The run folder ``value`` names (checked), or for ``latest``/None the newest usable run of the experiment
+    that ``overrides`` select (``experiment=``, ``paths.*``; other overrides are not looked at)."""
     if value in (None, "", "latest"):
-        path = latest_run(Path(results_dir) / experiment)
-        refuse_links_out(path)
-        return path
-    path = Path(value).expanduser().resolve()
-    if not path.is_dir():
-        raise UserError(f"run: folder '{path}' does not exist (give a run folder under experiments_results/)")
-    if not is_run_dir(path):
-        raise UserError(f"run: '{path}' is not a run folder (no .hydra/config.yaml inside)")
+        path = latest_run(experiment_folder(overrides))
+    else:
+        path = Path(value).expanduser().resolve()
+        if not path.is_dir():
+            raise UserError(f"run: folder '{path}' does not exist (give a run folder under experiments_results/)")
+        if not RunLayout(path).is_run():
+            raise UserError(f"run: '{path}' is not a run folder (no saved Hydra config inside)")
     refuse_links_out(path)  # before anything of the run is read back or written
     return path
+
+
+def experiment_folder(overrides: Sequence[str]) -> Path:
+    """``<paths.results_dir>/<name>`` of the experiment the command line's ``experiment=`` and ``paths.*`` select."""
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o and not o.startswith("-")])
+    selection = [o.input_line for o in parsed if o.key_or_group == "experiment" or o.key_or_group.startswith("paths.")]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        defaults = compose(config_name="train", overrides=selection)
+    return Path(defaults.paths.results_dir) / defaults.name
 
 
 def best_checkpoint(run_dir: Path) -> Path | None:
     """The best checkpoint recorded by the checkpoint callback (a ModelCheckpoint) in ``last.ckpt``, mapped
     into this run folder."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file():
+    layout = RunLayout(run_dir)
+    if not layout.last_ckpt.is_file():
         return None
-    state = load_checkpoint(last)
+    state = load_checkpoint(layout.last_ckpt)
     for value in state.get("callbacks", {}).values():
         if isinstance(value, dict) and value.get("best_model_path"):
-            candidate = run_dir / "checkpoints" / Path(value["best_model_path"]).name
+            candidate = layout.checkpoints / Path(value["best_model_path"]).name
             if candidate.is_file():
                 return candidate
     return None
@@ -163,11 +149,31 @@ def load_checkpoint(path: Path) -> dict:
 def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
     """``best`` | ``last`` | a path -> an existing checkpoint file, or a UserError that says what is missing."""
     if which == "last":
-        path = run_dir / "checkpoints" / "last.ckpt"
+        path = RunLayout(run_dir).last_ckpt
     elif which == "best":
-        path = best_checkpoint(run_dir) or run_dir / "checkpoints" / "last.ckpt"
+        path = best_checkpoint(run_dir) or RunLayout(run_dir).last_ckpt
     else:
         path = Path(which).expanduser()
     if not path.is_file():
         raise UserError(f"ckpt: no checkpoint '{path}' in run '{run_dir}' (was the run trained for an epoch?)")
     return path
+
+
+def resume_checkpoint(run_dir: Path) -> Path:
+    """``last.ckpt`` of a run to continue, checked as plain data (Lightning's own load would fail later, with a
+    traceback, on anything else)."""
+    ckpt = RunLayout(run_dir).last_ckpt
+    refuse_failed(run_dir)
+    if not ckpt.is_file():
+        raise UserError(f"resume: run '{run_dir}' has no last checkpoint ({ckpt}: it stopped before its first epoch "
+                        "ended); start a new run instead")
+    load_checkpoint(ckpt)
+    return ckpt
+
+
+def refuse_failed(run_dir: Path) -> None:
+    """A run marked failed (it stopped before its first checkpoint) has nothing to continue: say why it failed."""
+    state = read_state(run_dir)
+    if state.startswith("failed"):
+        raise UserError(f"resume: run '{run_dir}' {state}; it has no checkpoint to continue from: fix that and start "
+                        "a new run")

@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from omegaconf import DictConfig, open_dict, read_write
 
-from pipeline.utils.config import read_run_config
+from pipeline.runs.saved_config import read_run_config
 from pipeline.utils.errors import UserError
 
 RUN_CONFIG_ENV = "PIPELINE_RUN_CONFIG"

@@ -66,6 +66,43 @@ def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, launc
     )
 
 
+def run_main(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``bin/<script>``'s own ``main()`` in this process, as :func:`run_cli` runs it in a new one (the same argv,
+    stdout, stderr and exit code), without a new interpreter's seconds of imports: for command lines that stop
+    with a user error before any work. Hydra's global state, the run offered to it and the root logger's handlers
+    are put back afterwards."""
+    import importlib.util
+    from contextlib import redirect_stderr, redirect_stdout
+    from io import StringIO
+
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline.delivery.runs import SAVED_RUN_GROUP
+
+    spec = importlib.util.spec_from_file_location(f"bin_{Path(script).stem}", ROOT / "bin" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root, argv, out, err = logging.getLogger(), sys.argv, StringIO(), StringIO()
+    handlers, level, code = list(root.handlers), root.level, 0
+    sys.argv = [str(ROOT / "bin" / script), *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            module.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        ConfigStore.instance().repo.pop(SAVED_RUN_GROUP, None)
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
+
+
 def predict_files(task, datamodule, source: Path, out_dir: Path, **options) -> Path:
     """bin/predict.py's path for a built task and datamodule: ``trainer.predict`` into the prediction writer."""
     from pipeline.delivery.predict import predict_into

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import TINY_SIAMESE, run_cli
+from conftest import TINY_SIAMESE, run_cli, run_main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.utils.errors import UserError
@@ -108,6 +108,8 @@ def test_bin_test_evaluates_latest_and_named_runs(trained_run):
 
 
 def _one_line_error(proc, *needles: str) -> None:
+    """Exit 2 with one ``error:`` line naming ``needles``: from a real process (``run_cli``) or, for the many cases
+    that stop before any work, from the command's ``main()`` in this one (``run_main``)."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, proc.stderr
@@ -122,20 +124,20 @@ def test_unknown_group_option(tmp_path):
 
 def test_group_given_null(tmp_path):
     """Hydra refuses it with a ValueError of its own: still one line, naming the override."""
-    _one_line_error(run_cli("train.py", "callbacks=null", f"paths.results_dir={tmp_path}"), "callbacks=null", "~callbacks")
+    _one_line_error(run_main("train.py", "callbacks=null", f"paths.results_dir={tmp_path}"), "callbacks=null", "~callbacks")
 
 
 def test_missing_required_value(tmp_path):
-    _one_line_error(run_cli("train.py", "model=timm", f"paths.results_dir={tmp_path}"), "model.backbone")
+    _one_line_error(run_main("train.py", "model=timm", f"paths.results_dir={tmp_path}"), "model.backbone")
 
 
 def test_unknown_timm_backbone(tmp_path):
-    _one_line_error(run_cli("train.py", "model.backbone=resnet_nope", "debug=fast", f"paths.results_dir={tmp_path}"),
+    _one_line_error(run_main("train.py", "model.backbone=resnet_nope", "debug=fast", f"paths.results_dir={tmp_path}"),
                     "model.backbone", "resnet_nope")
 
 
 def test_missing_weights_file(tmp_path):
-    _one_line_error(run_cli("train.py", "model.weights=/no/such/weights.pth", "debug=fast",
+    _one_line_error(run_main("train.py", "model.weights=/no/such/weights.pth", "debug=fast",
                             f"paths.results_dir={tmp_path}"), "model.weights", "/no/such/weights.pth")
 
 
@@ -146,13 +148,13 @@ def test_resume_target_without_checkpoint(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (fresh,) = [p for p in (tmp_path / "siamese_shapes").iterdir() if p != run]
     shutil.rmtree(fresh / "checkpoints", ignore_errors=True)  # as if stopped before its first epoch ended
-    _one_line_error(run_cli("train.py", f"resume={fresh}"), "resume", "last.ckpt")
-    _one_line_error(run_cli("train.py", f"resume={tmp_path / 'nope'}"), "nope")
+    _one_line_error(run_main("train.py", f"resume={fresh}"), "resume", "last.ckpt")
+    _one_line_error(run_main("train.py", f"resume={tmp_path / 'nope'}"), "nope")
 
 
 def test_bin_test_on_missing_run(tmp_path):
-    _one_line_error(run_cli("test.py", f"run={tmp_path / 'missing'}"), "run", "missing")
-    _one_line_error(run_cli("test.py", f"paths.results_dir={tmp_path}"), "no finished or started run")
+    _one_line_error(run_main("test.py", f"run={tmp_path / 'missing'}"), "run", "missing")
+    _one_line_error(run_main("test.py", f"paths.results_dir={tmp_path}"), "no finished or started run")
 
 
 @pytest.mark.parametrize(("old", "new"), [("hyp.epochs", "trainer.max_epochs"), ("task.min_score", "model.min_score")])
@@ -177,7 +179,7 @@ def test_a_moved_key_in_a_users_config_file_is_refused_not_ignored(tmp_path, fol
     (tmp_path / "experiment" / "mine.yaml").write_text(
         "# @package _global_\ndefaults:\n  - /experiment/image_folder\n  - _self_\nhyp:\n  epochs: 21\n")
     folder = [folder_flag, str(tmp_path)] if folder_flag == "-cd" else [folder_flag.format(tmp_path)]
-    proc = run_cli("train.py", *folder, "experiment=mine", "debug=fast", f"paths.results_dir={tmp_path / 'runs'}")
+    proc = run_main("train.py", *folder, "experiment=mine", "debug=fast", f"paths.results_dir={tmp_path / 'runs'}")
     _one_line_error(proc, "hyp.epochs is now trainer.max_epochs")
     assert not (tmp_path / "runs").exists()
 
@@ -188,7 +190,7 @@ def test_config_dir_flag_adds_to_a_searchpath_override_and_a_missing_folder_is_o
     rest, flags = config_flags(["-cd", str(tmp_path), "hydra.searchpath=[file:///a]", "-cn=train", "x=1"])
     assert flags == {"dir": str(tmp_path), "name": "train"}
     assert rest == ["x=1", f"hydra.searchpath=[file:///a,file://{tmp_path}]"]
-    _one_line_error(run_cli("train.py", f"--config-dir={tmp_path / 'nope'}"), "--config-dir:", "is not a folder")
+    _one_line_error(run_main("train.py", f"--config-dir={tmp_path / 'nope'}"), "--config-dir:", "is not a folder")
 
 
 def test_a_run_saved_before_the_move_keeps_its_old_key():
@@ -206,9 +208,9 @@ def test_a_run_saved_before_the_move_keeps_its_old_key():
 def test_a_key_through_a_list_is_one_line():
     """data.augment is a list in every task: a dotted key into it is one line (with the moved key's new home),
     not OmegaConf's ValueError traceback."""
-    _one_line_error(run_cli("train.py", "experiment=facemask_detection", "data.augment.crop=256"),
+    _one_line_error(run_main("train.py", "experiment=facemask_detection", "data.augment.crop=256"),
                     "a key under a list takes an index", "data.augment.crop is now data.crop")
-    _one_line_error(run_cli("train.py", "experiment=image_folder", "data.augment.p=0.3"), "data.augment.0.p=0.3")
+    _one_line_error(run_main("train.py", "experiment=image_folder", "data.augment.p=0.3"), "data.augment.0.p=0.3")
 
 
 def _class_folders(root: Path, classes: tuple[str, ...], splits: tuple[str, ...] = ("",), count: int = 8) -> Path:
@@ -243,5 +245,5 @@ def test_bin_test_on_other_data_or_split_writes_beside_the_run_and_checks_its_cl
     assert len(list((run / "tests").glob("split_*/results/split.json"))) == 1
     assert {name: (run / "results" / name).read_bytes() for name in kept} == kept
     wrong = _class_folders(tmp_path / "wrong", ("cat", "dog"), ("train", "val", "test"), count=3)
-    _one_line_error(run_cli("test.py", f"run={run}", f"data.root={wrong}", "data.num_workers=0"),
+    _one_line_error(run_main("test.py", f"run={run}", f"data.root={wrong}", "data.num_workers=0"),
                     "['cat', 'dog']", "the run was trained on ['female', 'male']")

@@ -28,6 +28,18 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, (os.cpu_count() or 2) // WORKERS) if WORKERS > 1 else 2
 torch.set_num_threads(THREADS)
 
+# The files that take longest (each over ~30 s on a quiet 2-core machine, trained runs mostly), started first
+# under `make test` (pytest-xdist, a file per worker, in collection order: --no-loadscope-reorder) so that no
+# long file starts last while the other worker sits idle. The rest keep their order.
+LONG_FILES = ("trainers/test_scale_ddp.py", "utils/test_hostile_runs.py", "delivery/test_deliver_siamese.py",
+              "trainers/test_resume.py", "test_cli.py", "test_runs_table.py", "utils/test_runs.py",
+              "trainers/test_init_from.py", "test_toy_task.py", "utils/test_trackers.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    first = {ROOT / "tests" / name: rank for rank, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: first.get(item.path, len(LONG_FILES)))
+
 
 def compose_config(overrides: list[str], output_dir: Path, data_dir: Path | None = None) -> DictConfig:
     """The real train config with ``overrides``, writing into ``output_dir`` (no Hydra run needed)."""
@@ -68,9 +80,9 @@ def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, launc
 
 def run_main(script: str, *args: str) -> subprocess.CompletedProcess:
     """``bin/<script>``'s own ``main()`` in this process, as :func:`run_cli` runs it in a new one (the same argv,
-    stdout, stderr and exit code), without a new interpreter's seconds of imports: for command lines that stop
-    with a user error before any work. Hydra's global state, the run offered to it and the root logger's handlers
-    are put back afterwards."""
+    stdout, stderr and exit code), without a new interpreter's seconds of imports: for user errors, and for runs
+    whose test does not need a process of their own (its console as a file, signals, several ranks). Hydra's
+    global state, the run offered to it and the root logger's handlers are put back afterwards."""
     import importlib.util
     from contextlib import redirect_stderr, redirect_stdout
     from io import StringIO

@@ -7,7 +7,7 @@ import json
 
 import cv2
 import numpy as np
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_main
 from fastapi.testclient import TestClient
 
 from pipeline.delivery.runs import Run
@@ -17,15 +17,16 @@ SEARCH_PATH = f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]"
 
 
 def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(tmp_path):
+    """Trained by a real process; the other commands run their main() in this one (``run_main``)."""
     results = tmp_path / "results"
     toy = [SEARCH_PATH, "experiment=brightness", f"paths.results_dir={results}", "logger=none"]
-    proc = run_cli("train.py", *toy)
+    proc = run_cli("train.py", *toy, "trainer.max_epochs=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (results / "brightness").iterdir()
-    proc = run_cli("test.py", f"run={run_dir}")
+    proc = run_main("test.py", f"run={run_dir}")
     assert proc.returncode == 0 and "test, epoch" in proc.stdout, proc.stderr[-3000:]
     assert "test/acc" in json.loads((run_dir / "results" / "test_metrics.json").read_text())
-    proc = run_cli("export.py", f"run={run_dir}")
+    proc = run_main("export.py", f"run={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     images = tmp_path / "images"
     images.mkdir()
@@ -33,7 +34,7 @@ def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(tmp_path):
         cv2.imwrite(str(images / name), np.full((24, 24, 3), value, np.uint8))
     answers = {}
     for backend in ("torch", "onnx"):
-        proc = run_cli("predict.py", f"run={run_dir}", f"input={images}", f"out={tmp_path / backend}", f"backend={backend}")
+        proc = run_main("predict.py", f"run={run_dir}", f"input={images}", f"out={tmp_path / backend}", f"backend={backend}")
         assert proc.returncode == 0, proc.stderr[-3000:]
         with open(tmp_path / backend / "predictions.csv", newline="") as fh:
             answers[backend] = {row["path"].split("/")[-1]: row for row in csv.DictReader(fh)}
@@ -44,6 +45,6 @@ def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(tmp_path):
             assert body["label"] == row["label"]
             assert abs(body["probabilities"]["bright"] - float(row["probability"])) < 1e-5
     out = tmp_path / "bench.json"
-    proc = run_cli("benchmark.py", "train", *toy, "trainer.max_epochs=1", f"out={out}")
+    proc = run_main("benchmark.py", "train", *toy, "trainer.max_epochs=1", f"out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(out.read_text())["experiment"] == "brightness"

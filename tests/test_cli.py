@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -22,7 +23,7 @@ RUN_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(_\d+)?$")
 def trained_run(module_tmp) -> Path:
     results = module_tmp
     proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "trainer.max_epochs=2",
-                   "model=resnet18", "hyp=focal")
+                   "model=resnet18", "hyp=focal", "logger=[tensorboard,csv,mlflow]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "siamese_shapes").iterdir()
     assert f"Run folder: {run}" in proc.stdout
@@ -62,8 +63,6 @@ def test_one_line_per_epoch_in_the_console_file_and_train_log(trained_run):
 def test_results_csv_and_png(trained_run):
     """results.csv: one row per epoch, every scalar the csv logger got (lr and throughput too), val values equal
     to the run's metrics history; results.png written beside it."""
-    import csv
-
     with (trained_run / "results" / "results.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
     assert [int(row["epoch"]) for row in rows] == [0, 1]
@@ -90,9 +89,35 @@ def test_tensorboard_holds_the_scalars(trained_run):
     assert "_hparams_/session_start_info" in plugins
 
 
+def test_mlflow_store_holds_the_runs_final_metrics(trained_run):
+    """logger=[tensorboard,csv,mlflow]: a local MLflow store (no server) holds the same final metrics as
+    results.csv and test_metrics.json, read back with MLflow's own client (before bin/test.py tests the run again)."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    run = trained_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{run.parent.parent / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("siamese_shapes")
+    (mlflow_run,) = client.search_runs([experiment.experiment_id])
+    assert mlflow_run.info.run_name == f"siamese_shapes/{run.name}" and mlflow_run.data.tags["run_dir"] == str(run)
+    stored = mlflow_run.data.metrics
+    with (run / "results" / "results.csv").open(newline="") as file:
+        last = list(csv.DictReader(file))[-1]
+    compared = [key for key, value in last.items() if key not in ("epoch", "step") and value != ""]
+    assert {"val/loss", "train/loss_epoch", "lr-AdamW"} <= set(compared)
+    for key in compared:
+        assert stored[key] == pytest.approx(float(last[key]), rel=1e-6), key
+    tested = json.loads((run / "results" / "test_metrics.json").read_text())
+    for key, value in tested.items():
+        if key.startswith("test/"):
+            assert stored[key] == pytest.approx(value, rel=1e-6), key
+    history = client.get_metric_history(mlflow_run.info.run_id, "val/loss")
+    assert len(history) == 2
+
+
 def test_bin_test_evaluates_latest_and_named_runs(trained_run):
     results_dir = trained_run.parent.parent
-    proc = run_cli("test.py", f"paths.results_dir={results_dir}", "experiment=siamese_shapes", "data.num_workers=0", "ckpt=last")
+    proc = run_main("test.py", f"paths.results_dir={results_dir}", "experiment=siamese_shapes", "data.num_workers=0", "ckpt=last")
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = json.loads((trained_run / "results" / "test_metrics.json").read_text())
     assert written["checkpoint"].endswith("last.ckpt") and 0 <= written["test/acc"] <= 1
@@ -102,7 +127,7 @@ def test_bin_test_evaluates_latest_and_named_runs(trained_run):
     acc_row = next(line for line in proc.stdout.splitlines() if re.match(r"\W*acc\b", line))
     assert acc_row.split("│")[-2].strip() == f"{written['test/acc']:.4f}"
     assert "Tip:" not in proc.stdout + proc.stderr
-    proc = run_cli("test.py", f"run={trained_run}", "data.num_workers=0")
+    proc = run_main("test.py", f"run={trained_run}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not json.loads((trained_run / "results" / "test_metrics.json").read_text())["checkpoint"].endswith("last.ckpt")
 
@@ -141,13 +166,10 @@ def test_missing_weights_file(tmp_path):
                             f"paths.results_dir={tmp_path}"), "model.weights", "/no/such/weights.pth")
 
 
-def test_resume_target_without_checkpoint(tmp_path):
-    run = tmp_path / "siamese_shapes" / "2026-01-01_00-00-00"
-    (run / ".hydra").mkdir(parents=True)
-    proc = run_cli("train.py", f"paths.results_dir={tmp_path}", *TINY_SIAMESE, "debug=fast")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (fresh,) = [p for p in (tmp_path / "siamese_shapes").iterdir() if p != run]
-    shutil.rmtree(fresh / "checkpoints", ignore_errors=True)  # as if stopped before its first epoch ended
+def test_resume_target_without_checkpoint(trained_run, tmp_path):
+    fresh = tmp_path / "siamese_shapes" / trained_run.name
+    # As if stopped before its first epoch ended.
+    shutil.copytree(trained_run, fresh, ignore=shutil.ignore_patterns("checkpoints"))
     _one_line_error(run_main("train.py", f"resume={fresh}"), "resume", "last.ckpt")
     _one_line_error(run_main("train.py", f"resume={tmp_path / 'nope'}"), "nope")
 
@@ -225,13 +247,13 @@ def _class_folders(root: Path, classes: tuple[str, ...], splits: tuple[str, ...]
 
 def test_bin_test_on_other_data_or_split_writes_beside_the_run_and_checks_its_classes(tmp_path):
     own = _class_folders(tmp_path / "own", ("female", "male"))
-    proc = run_cli("train.py", "experiment=image_folder", f"data.root={own}", f"paths.results_dir={tmp_path / 'runs'}",
+    proc = run_main("train.py", "experiment=image_folder", f"data.root={own}", f"paths.results_dir={tmp_path / 'runs'}",
                    "trainer.max_epochs=1", "hyp.batch_size=8", "data.image_size=[16,16]", "data.num_workers=0", "logger=none")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "runs" / "image_folder").iterdir()
     kept = {name: (run / "results" / name).read_bytes() for name in ("split.json", "test_metrics.json")}
     other = _class_folders(tmp_path / "external", ("female", "male"), ("train", "val", "test"), count=5)
-    proc = run_cli("test.py", f"run={run}", f"data.root={other}", "data.num_workers=0")
+    proc = run_main("test.py", f"run={run}", f"data.root={other}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (tested,) = (run / "tests").glob("external_*")
     written = json.loads((tested / "results" / "test_metrics.json").read_text())
@@ -240,7 +262,7 @@ def test_bin_test_on_other_data_or_split_writes_beside_the_run_and_checks_its_cl
         sorted(f"test/{c}/{i}.png" for c in ("female", "male") for i in range(5))
     assert {name: (run / "results" / name).read_bytes() for name in kept} == kept
     # Another split of the run's own data: its record goes beside the run's, which a resume trains on.
-    proc = run_cli("test.py", f"run={run}", "data.split={train: 0.5, val: 0.25, test: 0.25}", "data.num_workers=0")
+    proc = run_main("test.py", f"run={run}", "data.split={train: 0.5, val: 0.25, test: 0.25}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((run / "tests").glob("split_*/results/split.json"))) == 1
     assert {name: (run / "results" / name).read_bytes() for name in kept} == kept

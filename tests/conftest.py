@@ -33,7 +33,7 @@ torch.set_num_threads(THREADS)
 # long file starts last while the other worker sits idle. The rest keep their order.
 LONG_FILES = ("trainers/test_scale_ddp.py", "utils/test_hostile_runs.py", "delivery/test_deliver_siamese.py",
               "trainers/test_resume.py", "test_cli.py", "test_runs_table.py", "utils/test_runs.py",
-              "trainers/test_init_from.py", "test_toy_task.py", "utils/test_trackers.py")
+              "trainers/test_init_from.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,6 +57,20 @@ def compose_config(overrides: list[str], output_dir: Path, data_dir: Path | None
 def data_dir(tmp_path_factory) -> Path:
     """One synthetic-data cache for the whole test session (generated on first use by each experiment)."""
     return tmp_path_factory.mktemp("data")
+
+
+TOY = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]", "experiment=brightness", "logger=none"]
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory) -> Path:
+    """A run of the toy brightness task (tests/toy: 16x16 inputs, one epoch), trained once per test process through
+    bin/train.py and shared by its test files: a test that writes into a run copies it first."""
+    results = tmp_path_factory.mktemp("toy_results")
+    proc = run_cli("train.py", *TOY, f"paths.results_dir={results}", "trainer.max_epochs=1", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (results / "brightness").iterdir()
+    return run
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import cv2
 import numpy as np
-from conftest import ROOT, run_cli, run_main
+from conftest import TOY, run_main
 from fastapi.testclient import TestClient
 
 from pipeline.delivery.runs import Run
 from pipeline.delivery.serve import create_app
 
-SEARCH_PATH = f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]"
 
-
-def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(tmp_path):
-    """Trained by a real process; the other commands run their main() in this one (``run_main``)."""
-    results = tmp_path / "results"
-    toy = [SEARCH_PATH, "experiment=brightness", f"paths.results_dir={results}", "logger=none"]
-    proc = run_cli("train.py", *toy, "trainer.max_epochs=1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = (results / "brightness").iterdir()
+def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(toy_run, tmp_path):
+    """Trained by bin/train.py (conftest's toy_run, copied here); the other commands run their main() in this
+    process (``run_main``)."""
+    run_dir = tmp_path / "results" / "brightness" / toy_run.name
+    shutil.copytree(toy_run, run_dir, symlinks=True)
     proc = run_main("test.py", f"run={run_dir}")
     assert proc.returncode == 0 and "test, epoch" in proc.stdout, proc.stderr[-3000:]
     assert "test/acc" in json.loads((run_dir / "results" / "test_metrics.json").read_text())
@@ -45,6 +42,7 @@ def test_toy_task_trains_tests_predicts_exports_serves_and_benchmarks(tmp_path):
             assert body["label"] == row["label"]
             assert abs(body["probabilities"]["bright"] - float(row["probability"])) < 1e-5
     out = tmp_path / "bench.json"
-    proc = run_main("benchmark.py", "train", *toy, "trainer.max_epochs=1", f"out={out}")
+    proc = run_main("benchmark.py", "train", *TOY, f"paths.results_dir={tmp_path / 'results'}", "trainer.max_epochs=1",
+                    f"out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(out.read_text())["experiment"] == "brightness"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -29,19 +29,9 @@ from pipeline.utils.files import AtomicCheckpointIO
 from pipeline.utils.run_table import find_runs, read_json
 from pipeline.utils.runs import run_lock
 
-TOY = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]", "experiment=brightness", "logger=none"]
 TIMEOUT = 120  # a probe that hangs (a YAML bomb) fails the test instead of the suite
 BOMB = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10))
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory) -> Path:
-    results = tmp_path_factory.mktemp("results")
-    proc = run_cli("train.py", *TOY, f"paths.results_dir={results}", "trainer.max_epochs=1", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = (results / "brightness").iterdir()
-    return run
 
 
 @pytest.fixture

@@ -63,8 +63,7 @@ class MonitorGuard(pl.Callback):
 
 
 class Checkpoints(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` with ``last.ckpt`` always the newest epoch, written once, and never
-    pointing at a file that was not written.
+    """Lightning's ``ModelCheckpoint`` with ``last.ckpt`` always the newest epoch, written once, never dangling.
 
     Lightning 2.6 refreshes ``last.ckpt`` only at epochs that also save a top-k checkpoint (or, with
     ``save_last: link``, links it to the newest top-k file even when that is an older epoch), so a
@@ -72,11 +71,9 @@ class Checkpoints(ModelCheckpoint):
     ``save_last: link``, an epoch that saves a top-k file links ``last.ckpt`` to it (one write, not
     two) and any other epoch writes ``last.ckpt`` itself.
 
-    With Lightning's ``AsyncCheckpointIO`` (configs/trainer/default.yaml) a checkpoint is written in a
-    background thread after training has moved on, but Lightning links ``last.ckpt`` and removes the
-    previous best file at once: a write that then fails (a full disk) would leave ``last.ckpt`` a link to
-    nothing and the previous best gone. Here both wait in the writer's queue, behind the writes, and are
-    dropped once a write has failed; the link is replaced atomically.
+    With ``AsyncCheckpointIO`` (configs/trainer/default.yaml) a file is written after training moved on, but
+    Lightning links ``last.ckpt`` to it and removes the previous best at once: a failed write (a full disk) left
+    a dangling link. Here both wait in the writer's queue behind the writes, and are dropped once one failed.
     """
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -105,8 +102,7 @@ class Checkpoints(ModelCheckpoint):
 
     @staticmethod
     def _after_writes(trainer: pl.Trainer, action) -> None:
-        """``action`` once the checkpoints queued so far are written, and only if they all were (an error is
-        kept for Lightning to raise, as its own writes' are)."""
+        """``action`` once the checkpoints queued so far are written, if they all were (its error: as theirs)."""
         io = trainer.strategy.checkpoint_io
         if not isinstance(io, AsyncCheckpointIO):
             return action()

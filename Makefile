@@ -9,7 +9,8 @@ LOCK := requirements/dev.lock
 ARGS ?=
 # Parallel test workers (pytest-xdist): one per core; `make test JOBS=0` runs in one process. A test file stays
 # on one worker (--dist loadfile): its module-scoped fixtures (trained runs shared by its tests) are built once,
-# and a file's DDP or server tests never run beside each other.
+# and a file's DDP or server tests never run beside each other. Files start in collection order (the longest
+# first: tests/conftest.py's LONG_FILES), not xdist's most-tests-first.
 JOBS ?= auto
 # uv does not read pip's configuration: hand it the package sources pip is configured with on this machine
 # (a local wheel folder, local index mirrors), so the lock installs from them where they exist.
@@ -44,7 +45,7 @@ train: venv
 	$(PY) bin/train.py $(ARGS)
 
 test: venv
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow $(ARGS)

@@ -28,6 +28,18 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, (os.cpu_count() or 2) // WORKERS) if WORKERS > 1 else 2
 torch.set_num_threads(THREADS)
 
+# The files that take longest (each over ~30 s on a quiet 2-core machine, trained runs mostly), started first
+# under `make test` (pytest-xdist, a file per worker, in collection order: --no-loadscope-reorder) so that no
+# long file starts last while the other worker sits idle. The rest keep their order.
+LONG_FILES = ("trainers/test_scale_ddp.py", "utils/test_hostile_runs.py", "delivery/test_deliver_siamese.py",
+              "trainers/test_resume.py", "test_cli.py", "test_runs_table.py", "utils/test_runs.py",
+              "trainers/test_init_from.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    first = {ROOT / "tests" / name: rank for rank, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: first.get(item.path, len(LONG_FILES)))
+
 
 def compose_config(overrides: list[str], output_dir: Path, data_dir: Path | None = None) -> DictConfig:
     """The real train config with ``overrides``, writing into ``output_dir`` (no Hydra run needed)."""
@@ -47,6 +59,20 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
+TOY = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]", "experiment=brightness", "logger=none"]
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory) -> Path:
+    """A run of the toy brightness task (tests/toy: 16x16 inputs, one epoch), trained once per test process through
+    bin/train.py and shared by its test files: a test that writes into a run copies it first."""
+    results = tmp_path_factory.mktemp("toy_results")
+    proc = run_cli("train.py", *TOY, f"paths.results_dir={results}", "trainer.max_epochs=1", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (results / "brightness").iterdir()
+    return run
+
+
 @pytest.fixture(scope="module")
 def module_tmp(tmp_path_factory, request) -> Iterator[Path]:
     """A folder for one module's shared runs, removed when the module ends, so the suite's disk use stays small."""
@@ -64,6 +90,45 @@ def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, launc
         [sys.executable, *launcher, str(ROOT / "bin" / script), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def run_main(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``bin/<script>``'s own ``main()`` in this process, as :func:`run_cli` runs it in a new one (the same argv,
+    stdout, stderr and exit code), without a new interpreter's seconds of imports: for user errors, and for runs
+    whose test does not need a process of their own (its console as a file, signals, several ranks). Hydra's
+    global state, the run offered to it and the root logger's handlers are put back afterwards."""
+    import importlib.util
+    from contextlib import redirect_stderr, redirect_stdout
+    from io import StringIO
+
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline.delivery.runs import SAVED_RUN_GROUP
+
+    path = ROOT / "bin" / script
+    path = path / "__main__.py" if path.is_dir() else path  # bin/inspect.py is a folder (see its __main__.py)
+    spec = importlib.util.spec_from_file_location(f"bin_{Path(script).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root, argv, out, err = logging.getLogger(), sys.argv, StringIO(), StringIO()
+    handlers, level, code = list(root.handlers), root.level, 0
+    sys.argv = [str(ROOT / "bin" / script), *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            module.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        ConfigStore.instance().repo.pop(SAVED_RUN_GROUP, None)
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
 
 
 def predict_files(task, datamodule, source: Path, out_dir: Path, **options) -> Path:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 from pipeline.delivery.predict import predict
 from pipeline.runs.run import compose_command
@@ -60,6 +60,6 @@ def test_separate_task_runs_combine_into_a_submission(tmp_path, data_root):
 
 
 def test_unknown_target_is_one_line_error(tmp_path):
-    proc = run_cli("train.py", f"paths.results_dir={tmp_path}", "experiment=mask_age_gender", "data.target=hair",
-                   f"paths.data_dir={tmp_path}")
+    proc = run_main("train.py", f"paths.results_dir={tmp_path}", "experiment=mask_age_gender", "data.target=hair",
+                    f"paths.data_dir={tmp_path}")
     assert proc.returncode == 2 and "data.target" in proc.stderr

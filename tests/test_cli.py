@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -10,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import TINY_SIAMESE, run_cli
+from conftest import TINY_SIAMESE, run_cli, run_main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_run_layout import KEPT, folder_hashes
 
@@ -23,7 +24,7 @@ RUN_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(_\d+)?$")
 def trained_run(module_tmp) -> Path:
     results = module_tmp
     proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "trainer.max_epochs=2",
-                   "model=resnet18", "hyp=focal")
+                   "model=resnet18", "hyp=focal", "logger=[tensorboard,csv,mlflow]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "siamese_shapes").iterdir()
     assert f"Run folder: {run}" in proc.stdout
@@ -63,8 +64,6 @@ def test_one_line_per_epoch_in_the_console_file_and_train_log(trained_run):
 def test_results_csv_and_png(trained_run):
     """results.csv: one row per epoch, every scalar the csv logger got (lr and throughput too), val values equal
     to the run's metrics history; results.png written beside it."""
-    import csv
-
     with (trained_run / "results" / "results.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
     assert [int(row["epoch"]) for row in rows] == [0, 1]
@@ -91,11 +90,37 @@ def test_tensorboard_holds_the_scalars(trained_run):
     assert "_hparams_/session_start_info" in plugins
 
 
+def test_mlflow_store_holds_the_runs_final_metrics(trained_run):
+    """logger=[tensorboard,csv,mlflow]: a local MLflow store (no server) holds the same final metrics as
+    results.csv and test_metrics.json, read back with MLflow's own client (before bin/test.py tests the run again)."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    run = trained_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{run.parent.parent / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("siamese_shapes")
+    (mlflow_run,) = client.search_runs([experiment.experiment_id])
+    assert mlflow_run.info.run_name == f"siamese_shapes/{run.name}" and mlflow_run.data.tags["run_dir"] == str(run)
+    stored = mlflow_run.data.metrics
+    with (run / "results" / "results.csv").open(newline="") as file:
+        last = list(csv.DictReader(file))[-1]
+    compared = [key for key, value in last.items() if key not in ("epoch", "step") and value != ""]
+    assert {"val/loss", "train/loss_epoch", "lr-AdamW"} <= set(compared)
+    for key in compared:
+        assert stored[key] == pytest.approx(float(last[key]), rel=1e-6), key
+    tested = json.loads((run / "results" / "test_metrics.json").read_text())
+    for key, value in tested.items():
+        if key.startswith("test/"):
+            assert stored[key] == pytest.approx(value, rel=1e-6), key
+    history = client.get_metric_history(mlflow_run.info.run_id, "val/loss")
+    assert len(history) == 2
+
+
 def test_bin_test_evaluates_latest_and_named_runs(trained_run):
     results_dir = trained_run.parent.parent
     before = folder_hashes(trained_run)
     assert all(any(name.startswith(f"{folder}/") for name in before) for folder in KEPT)
-    proc = run_cli("test.py", f"paths.results_dir={results_dir}", "experiment=siamese_shapes", "data.num_workers=0", "ckpt=last")
+    proc = run_main("test.py", f"paths.results_dir={results_dir}", "experiment=siamese_shapes", "data.num_workers=0", "ckpt=last")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (tested,) = (trained_run / "tests").glob("last_*")
     written = json.loads((tested / "results" / "test_metrics.json").read_text())
@@ -106,7 +131,7 @@ def test_bin_test_evaluates_latest_and_named_runs(trained_run):
     acc_row = next(line for line in proc.stdout.splitlines() if re.match(r"\W*acc\b", line))
     assert acc_row.split("│")[-2].strip() == f"{written['test/acc']:.4f}"
     assert "Tip:" not in proc.stdout + proc.stderr
-    proc = run_cli("test.py", f"run={trained_run}", "data.num_workers=0")
+    proc = run_main("test.py", f"run={trained_run}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (tested,) = (trained_run / "tests").glob("epoch*")  # named after the best checkpoint
     checkpoint = Path(json.loads((tested / "results" / "test_metrics.json").read_text())["checkpoint"])
@@ -119,6 +144,8 @@ def test_bin_test_evaluates_latest_and_named_runs(trained_run):
 
 
 def _one_line_error(proc, *needles: str) -> None:
+    """Exit 2 with one ``error:`` line naming ``needles``: from a real process (``run_cli``) or, for the many cases
+    that stop before any work, from the command's ``main()`` in this one (``run_main``)."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, proc.stderr
@@ -133,37 +160,34 @@ def test_unknown_group_option(tmp_path):
 
 def test_group_given_null(tmp_path):
     """Hydra refuses it with a ValueError of its own: still one line, naming the override."""
-    _one_line_error(run_cli("train.py", "callbacks=null", f"paths.results_dir={tmp_path}"), "callbacks=null", "~callbacks")
+    _one_line_error(run_main("train.py", "callbacks=null", f"paths.results_dir={tmp_path}"), "callbacks=null", "~callbacks")
 
 
 def test_missing_required_value(tmp_path):
-    _one_line_error(run_cli("train.py", "model=timm", f"paths.results_dir={tmp_path}"), "model.backbone")
+    _one_line_error(run_main("train.py", "model=timm", f"paths.results_dir={tmp_path}"), "model.backbone")
 
 
 def test_unknown_timm_backbone(tmp_path):
-    _one_line_error(run_cli("train.py", "model.backbone=resnet_nope", "debug=fast", f"paths.results_dir={tmp_path}"),
+    _one_line_error(run_main("train.py", "model.backbone=resnet_nope", "debug=fast", f"paths.results_dir={tmp_path}"),
                     "model.backbone", "resnet_nope")
 
 
 def test_missing_weights_file(tmp_path):
-    _one_line_error(run_cli("train.py", "model.weights=/no/such/weights.pth", "debug=fast",
+    _one_line_error(run_main("train.py", "model.weights=/no/such/weights.pth", "debug=fast",
                             f"paths.results_dir={tmp_path}"), "model.weights", "/no/such/weights.pth")
 
 
-def test_resume_target_without_checkpoint(tmp_path):
-    run = tmp_path / "siamese_shapes" / "2026-01-01_00-00-00"
-    (run / ".hydra").mkdir(parents=True)
-    proc = run_cli("train.py", f"paths.results_dir={tmp_path}", *TINY_SIAMESE, "debug=fast")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (fresh,) = [p for p in (tmp_path / "siamese_shapes").iterdir() if p != run]
-    shutil.rmtree(fresh / "checkpoints", ignore_errors=True)  # as if stopped before its first epoch ended
-    _one_line_error(run_cli("train.py", f"resume={fresh}"), "resume", "last.ckpt")
-    _one_line_error(run_cli("train.py", f"resume={tmp_path / 'nope'}"), "nope")
+def test_resume_target_without_checkpoint(trained_run, tmp_path):
+    fresh = tmp_path / "siamese_shapes" / trained_run.name
+    # As if stopped before its first epoch ended.
+    shutil.copytree(trained_run, fresh, ignore=shutil.ignore_patterns("checkpoints"))
+    _one_line_error(run_main("train.py", f"resume={fresh}"), "resume", "last.ckpt")
+    _one_line_error(run_main("train.py", f"resume={tmp_path / 'nope'}"), "nope")
 
 
 def test_bin_test_on_missing_run(tmp_path):
-    _one_line_error(run_cli("test.py", f"run={tmp_path / 'missing'}"), "run", "missing")
-    _one_line_error(run_cli("test.py", f"paths.results_dir={tmp_path}"), "no finished or started run")
+    _one_line_error(run_main("test.py", f"run={tmp_path / 'missing'}"), "run", "missing")
+    _one_line_error(run_main("test.py", f"paths.results_dir={tmp_path}"), "no finished or started run")
 
 
 @pytest.mark.parametrize(("old", "new"), [("hyp.epochs", "trainer.max_epochs"), ("task.min_score", "model.min_score")])
@@ -188,7 +212,7 @@ def test_a_moved_key_in_a_users_config_file_is_refused_not_ignored(tmp_path, fol
     (tmp_path / "experiment" / "mine.yaml").write_text(
         "# @package _global_\ndefaults:\n  - /experiment/image_folder\n  - _self_\nhyp:\n  epochs: 21\n")
     folder = [folder_flag, str(tmp_path)] if folder_flag == "-cd" else [folder_flag.format(tmp_path)]
-    proc = run_cli("train.py", *folder, "experiment=mine", "debug=fast", f"paths.results_dir={tmp_path / 'runs'}")
+    proc = run_main("train.py", *folder, "experiment=mine", "debug=fast", f"paths.results_dir={tmp_path / 'runs'}")
     _one_line_error(proc, "hyp.epochs is now trainer.max_epochs")
     assert not (tmp_path / "runs").exists()
 
@@ -199,7 +223,7 @@ def test_config_dir_flag_adds_to_a_searchpath_override_and_a_missing_folder_is_o
     rest, flags = config_flags(["-cd", str(tmp_path), "hydra.searchpath=[file:///a]", "-cn=train", "x=1"])
     assert flags == {"dir": str(tmp_path), "name": "train"}
     assert rest == ["x=1", f"hydra.searchpath=[file:///a,file://{tmp_path}]"]
-    _one_line_error(run_cli("train.py", f"--config-dir={tmp_path / 'nope'}"), "--config-dir:", "is not a folder")
+    _one_line_error(run_main("train.py", f"--config-dir={tmp_path / 'nope'}"), "--config-dir:", "is not a folder")
 
 
 def test_a_run_saved_before_the_move_keeps_its_old_key():
@@ -217,9 +241,9 @@ def test_a_run_saved_before_the_move_keeps_its_old_key():
 def test_a_key_through_a_list_is_one_line():
     """data.augment is a list in every task: a dotted key into it is one line (with the moved key's new home),
     not OmegaConf's ValueError traceback."""
-    _one_line_error(run_cli("train.py", "experiment=facemask_detection", "data.augment.crop=256"),
+    _one_line_error(run_main("train.py", "experiment=facemask_detection", "data.augment.crop=256"),
                     "a key under a list takes an index", "data.augment.crop is now data.crop")
-    _one_line_error(run_cli("train.py", "experiment=image_folder", "data.augment.p=0.3"), "data.augment.0.p=0.3")
+    _one_line_error(run_main("train.py", "experiment=image_folder", "data.augment.p=0.3"), "data.augment.0.p=0.3")
 
 
 def _class_folders(root: Path, classes: tuple[str, ...], splits: tuple[str, ...] = ("",), count: int = 8) -> Path:
@@ -234,13 +258,13 @@ def _class_folders(root: Path, classes: tuple[str, ...], splits: tuple[str, ...]
 
 def test_bin_test_on_other_data_or_split_writes_beside_the_run_and_checks_its_classes(tmp_path):
     own = _class_folders(tmp_path / "own", ("female", "male"))
-    proc = run_cli("train.py", "experiment=image_folder", f"data.root={own}", f"paths.results_dir={tmp_path / 'runs'}",
+    proc = run_main("train.py", "experiment=image_folder", f"data.root={own}", f"paths.results_dir={tmp_path / 'runs'}",
                    "trainer.max_epochs=1", "hyp.batch_size=8", "data.image_size=[16,16]", "data.num_workers=0", "logger=none")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "runs" / "image_folder").iterdir()
     kept = {name: (run / "results" / name).read_bytes() for name in ("split.json", "test_metrics.json")}
     other = _class_folders(tmp_path / "external", ("female", "male"), ("train", "val", "test"), count=5)
-    proc = run_cli("test.py", f"run={run}", f"data.root={other}", "data.num_workers=0")
+    proc = run_main("test.py", f"run={run}", f"data.root={other}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (tested,) = (run / "tests").glob("external_*")
     written = json.loads((tested / "results" / "test_metrics.json").read_text())
@@ -249,10 +273,10 @@ def test_bin_test_on_other_data_or_split_writes_beside_the_run_and_checks_its_cl
         sorted(f"test/{c}/{i}.png" for c in ("female", "male") for i in range(5))
     assert {name: (run / "results" / name).read_bytes() for name in kept} == kept
     # Another split of the run's own data: its record goes beside the run's, which a resume trains on.
-    proc = run_cli("test.py", f"run={run}", "data.split={train: 0.5, val: 0.25, test: 0.25}", "data.num_workers=0")
+    proc = run_main("test.py", f"run={run}", "data.split={train: 0.5, val: 0.25, test: 0.25}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((run / "tests").glob("split_*/results/split.json"))) == 1
     assert {name: (run / "results" / name).read_bytes() for name in kept} == kept
     wrong = _class_folders(tmp_path / "wrong", ("cat", "dog"), ("train", "val", "test"), count=3)
-    _one_line_error(run_cli("test.py", f"run={run}", f"data.root={wrong}", "data.num_workers=0"),
+    _one_line_error(run_main("test.py", f"run={run}", f"data.root={wrong}", "data.num_workers=0"),
                     "['cat', 'dog']", "the run was trained on ['female', 'male']")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_config, run_cli
+from conftest import compose_config, run_cli, run_main
 from PIL import Image
 
 from pipeline.analysis.dataset_report import build_report
@@ -111,7 +111,7 @@ def test_a_users_presplit_folders_leaking_a_person_are_caught_through_group_by(t
 
 
 def test_unknown_key_is_one_line_and_exit_2(tmp_path):
-    proc = run_cli("inspect.py", "experiment=mask_age_gender", "data.nope=1")
+    proc = run_main("inspect.py", "experiment=mask_age_gender", "data.nope=1")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")
 
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from conftest import TINY_SIAMESE, compose_config, run_cli
+from conftest import TINY_SIAMESE, compose_config, run_main
 
 from pipeline.callbacks.learning_check import single_predicted_class
 from pipeline.data.synthetic.verification import generate_verification
@@ -63,9 +63,9 @@ def test_single_predicted_class_is_detected():
 
 
 def test_unmet_fractions_exit_2_with_one_line(tmp_path):
-    proc = run_cli("train.py", "experiment=image_folder", f"paths.results_dir={tmp_path}",
-                   f"paths.data_dir={tmp_path / 'data'}", "data.synthetic.num_people=2", "data.num_workers=0",
-                   *TINY_SIAMESE[-1:])
+    proc = run_main("train.py", "experiment=image_folder", f"paths.results_dir={tmp_path}",
+                    f"paths.data_dir={tmp_path / 'data'}", "data.synthetic.num_people=2", "data.num_workers=0",
+                    *TINY_SIAMESE[-1:])
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "data.split: fractions {train: 0.7, val: 0.15, test: 0.15} need at least 3" in lines[0]

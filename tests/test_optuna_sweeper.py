@@ -4,7 +4,7 @@ distributions, checked against Optuna's own classes; the full sweep and its resu
 from __future__ import annotations
 
 import pytest
-from conftest import run_cli
+from conftest import run_main
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hydra_plugins.face_optuna_sweeper.sweeper import grid, search_space
@@ -45,7 +45,7 @@ def test_wrong_search_space_names_the_key(override, message):
 
 
 def test_wrong_sweeper_value_is_one_error_line(tmp_path):
-    proc = run_cli("train.py", "hparams_search=optuna", f"paths.results_dir={tmp_path}", "hydra.sweeper.direction=up")
+    proc = run_main("train.py", "hparams_search=optuna", f"paths.results_dir={tmp_path}", "hydra.sweeper.direction=up")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: hydra.sweeper.direction='up': give minimize or maximize (or a list of them, one per value the task "

@@ -8,6 +8,7 @@ import os
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.utils.errors import UserError
@@ -62,13 +63,17 @@ class MonitorGuard(pl.Callback):
 
 
 class Checkpoints(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` with ``last.ckpt`` always the newest epoch, written once.
+    """Lightning's ``ModelCheckpoint`` with ``last.ckpt`` always the newest epoch, written once, never dangling.
 
     Lightning 2.6 refreshes ``last.ckpt`` only at epochs that also save a top-k checkpoint (or, with
     ``save_last: link``, links it to the newest top-k file even when that is an older epoch), so a
     run whose final epochs do not improve would resume from its best epoch, not its last. Here, with
     ``save_last: link``, an epoch that saves a top-k file links ``last.ckpt`` to it (one write, not
     two) and any other epoch writes ``last.ckpt`` itself.
+
+    With ``AsyncCheckpointIO`` (configs/trainer/default.yaml) a file is written after training moved on, but
+    Lightning links ``last.ckpt`` to it and removes the previous best at once: a failed write (a full disk) left
+    a dangling link. Here both wait in the writer's queue behind the writes, and are dropped once one failed.
     """
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -85,6 +90,39 @@ class Checkpoints(ModelCheckpoint):
             finally:
                 self.save_last = "link"
         else:
-            if self.save_last == "link" and self.dirpath:
-                os.makedirs(self.dirpath, exist_ok=True)  # the first file may still be queued in the async writer
             super()._save_last_checkpoint(trainer, monitor_candidates)
+
+    def _link_checkpoint(self, trainer: pl.Trainer, filepath: str, linkpath: str) -> None:
+        if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
+            self._after_writes(trainer, lambda: _relink(filepath, linkpath))
+        trainer.strategy.barrier()
+
+    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        self._after_writes(trainer, lambda: super(Checkpoints, self)._remove_checkpoint(trainer, filepath))
+
+    @staticmethod
+    def _after_writes(trainer: pl.Trainer, action) -> None:
+        """``action`` once the checkpoints queued so far are written, if they all were (its error: as theirs)."""
+        io = trainer.strategy.checkpoint_io
+        if not isinstance(io, AsyncCheckpointIO):
+            return action()
+
+        def queued() -> None:
+            if io._error is None:
+                try:
+                    action()
+                except BaseException as exc:  # noqa: BLE001 -- raised by Lightning at the next save or at teardown
+                    io._error = exc
+
+        io._ensure_setup()
+        io._executor.submit(queued)
+
+
+def _relink(filepath: str, linkpath: str) -> None:
+    """Make ``linkpath`` a relative symbolic link to ``filepath``, replacing what was there in one rename."""
+    folder, name = os.path.split(linkpath)
+    staging = os.path.join(folder, f".{name}.{os.getpid()}.link")
+    if os.path.lexists(staging):
+        os.remove(staging)
+    os.symlink(os.path.relpath(filepath, folder), staging)
+    os.replace(staging, linkpath)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 from pipeline.benchmarks.plain_loop import batches, matmul_peak, rates, step_flops
 from pipeline.benchmarks.train import print_table, ratios
@@ -59,7 +59,7 @@ def test_tasks_without_a_plain_loop_report_the_framework_alone(capsys):
 
 
 def test_cli_needs_a_benchmark_name():
-    proc = run_cli("benchmark.py")
+    proc = run_main("benchmark.py")
     assert proc.returncode == 2 and proc.stderr.startswith("error: ")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 from rich.table import Table
 
+from pipeline.callbacks.image_grid import TestedWeights, epoch_name
 from pipeline.metrics.detection_report import DetectionReport, Image, evaluate
 from pipeline.utils.console import wide_console
 from pipeline.utils.files import write_json
@@ -37,7 +38,7 @@ def images_of(mean_ap) -> list[Image]:
         arr(mean_ap.groundtruth_box), arr(mean_ap.groundtruth_labels), strict=True)]
 
 
-def plot_pr_curves(report: DetectionReport, path: Path) -> None:
+def plot_pr_curves(report: DetectionReport, path: Path, tested: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,16 +53,16 @@ def plot_pr_curves(report: DetectionReport, path: Path) -> None:
     if present:
         ax.plot([], [], " ", label=f"all classes mAP50 {np.mean([c.ap50 for c in present]):.3f}")
     absent = [c.name for c in report.classes if c.absent]
-    title = "Precision-recall at IoU 0.5 (test)" + (f"\nabsent from the split: {', '.join(absent)}" if absent else "")
+    title = f"Precision-recall at IoU 0.5 (test, {tested})" + (f"\nabsent from the split: {', '.join(absent)}" if absent else "")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Title": title})
     plt.close(fig)
 
 
-def plot_f1(report: DetectionReport, path: Path) -> None:
+def plot_f1(report: DetectionReport, path: Path, tested: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,16 +73,16 @@ def plot_f1(report: DetectionReport, path: Path) -> None:
     ax.scatter([report.best_threshold], [report.best_f1], color="red", zorder=3,
                label=f"best: F1 {report.best_f1:.3f} at score {report.best_threshold:.2f}")
     ax.axvline(report.best_threshold, color="red", alpha=0.3)
-    ax.set(xlabel="score threshold", ylabel="F1 (IoU 0.5)", xlim=(0, 1), ylim=(0, 1.02),
-           title="F1 versus score threshold (test)")
+    title = f"F1 versus score threshold (test, {tested})"
+    ax.set(xlabel="score threshold", ylabel="F1 (IoU 0.5)", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Title": title})
     plt.close(fig)
 
 
-def plot_confusion(report: DetectionReport, path: Path) -> None:
+def plot_confusion(report: DetectionReport, path: Path, tested: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,11 +101,11 @@ def plot_confusion(report: DetectionReport, path: Path) -> None:
                     color="white" if cm[i, j] > cm.max() / 2 else "black")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set(xlabel="true", ylabel="predicted",
-           title=f"Detections at IoU 0.5, score >= {report.best_threshold:.2f} (test)")
+    title = f"Detections at IoU 0.5, score >= {report.best_threshold:.2f} (test, {tested})"
+    ax.set(xlabel="true", ylabel="predicted", title=title)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Title": title})
     plt.close(fig)
 
 
@@ -126,7 +127,7 @@ def console_table(report: DetectionReport) -> Table:
     return table
 
 
-class DetectionReportCallback(pl.Callback):
+class DetectionReportCallback(TestedWeights):
     """At the end of a detection test, from the test metric's own detections and ground truth (before the
     task resets it): ``per_class_report.csv`` (also in ``report.md`` and the console), ``test_pr_curves.png``,
     ``test_f1_threshold.png``, ``test_detection_confusion.png`` and ``detection_threshold.json`` (the score
@@ -146,15 +147,16 @@ class DetectionReportCallback(pl.Callback):
         if not images:
             return
         report = evaluate(images, pl_module.class_names)
+        epoch, _ = self.weights_of(trainer, "test")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_table(report, self.out_dir / "per_class_report.csv")
         write_json(self.out_dir / THRESHOLD_FILE, {
             "score_threshold": report.best_threshold, "f1": report.best_f1, "iou": 0.5, "split": "test",
-            "images": len(images), "checkpoint": trainer.ckpt_path})
+            "images": len(images), "checkpoint": trainer.ckpt_path, "epoch": epoch})
         for plot, name in ((plot_pr_curves, "test_pr_curves.png"), (plot_f1, "test_f1_threshold.png"),
                            (plot_confusion, "test_detection_confusion.png")):
             try:
-                plot(report, self.out_dir / name)
+                plot(report, self.out_dir / name, epoch_name(epoch))
             except Exception as error:  # noqa: BLE001 - a figure must not stop the test
                 log.warning("%s not written: %s", name, error)
         wide_console().print(console_table(report))

@@ -58,10 +58,21 @@ def test_checkpoint_figures_report_and_history_name_one_best_epoch(run):
         assert events.Images(tag)[-1].step == checkpoint["global_step"], tag
 
 
+def test_pr_and_roc_curves_show_the_best_epoch_in_results_and_tensorboard(run):
+    _, run_dir, _, checkpoint = run
+    for stage in ("val", "test"):
+        assert title(run_dir / "results" / f"{stage}_pr_roc_curves.png") == f"{stage} (epoch {checkpoint['epoch']})"
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0, "images": 0})
+    events.Reload()
+    tags = [tag for tag in events.Tags()["tensors"] if tag.startswith("test/pr_curve/")]
+    assert tags and all(events.Tensors(tag)[-1].step == checkpoint["global_step"] for tag in tags)
+    assert events.Images("test/pr_roc_curves")[-1].step == checkpoint["global_step"]
+
+
 def test_a_retest_titles_its_figures_with_the_tested_checkpoints_epoch(run, tmp_path):
     cfg, _, best, checkpoint = run
     datamodule = build_datamodule(cfg)
-    trainer = pl.Trainer(logger=False, callbacks=[ConfusionMatrix(tmp_path)], limit_test_batches=2,
+    trainer = pl.Trainer(logger=False, callbacks=[ConfusionMatrix(tmp_path)], limit_test_batches=2, default_root_dir=tmp_path,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.test(build_task(cfg, datamodule.info), datamodule=datamodule, ckpt_path=str(best), weights_only=True)
     assert trainer.current_epoch == 0  # a test restores the weights, not the trainer's epoch counter

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
+from matplotlib.figure import Figure
 from rich.table import Table
 
 from pipeline.callbacks.image_grid import TestedWeights, epoch_name
@@ -39,12 +40,8 @@ def images_of(mean_ap) -> list[Image]:
 
 
 def plot_pr_curves(report: DetectionReport, path: Path, tested: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+    fig = Figure(figsize=(6, 5), dpi=100)
+    ax = fig.subplots()
     present = [c for c in report.classes if not c.absent]
     for c in present:
         recall, precision = c.curve
@@ -59,16 +56,11 @@ def plot_pr_curves(report: DetectionReport, path: Path, tested: str) -> None:
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, metadata={"Title": title})
-    plt.close(fig)
 
 
 def plot_f1(report: DetectionReport, path: Path, tested: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
     ax.plot(report.thresholds, report.f1, label="all classes")
     ax.scatter([report.best_threshold], [report.best_f1], color="red", zorder=3,
                label=f"best: F1 {report.best_f1:.3f} at score {report.best_threshold:.2f}")
@@ -79,19 +71,14 @@ def plot_f1(report: DetectionReport, path: Path, tested: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, metadata={"Title": title})
-    plt.close(fig)
 
 
 def plot_confusion(report: DetectionReport, path: Path, tested: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [*report.class_names, "background"]
     cm = report.confusion
     size = 1.2 + 0.9 * len(names)
-    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+    fig = Figure(figsize=(size + 1, size), dpi=100)
+    ax = fig.subplots()
     image = ax.imshow(cm, cmap="Blues")
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
@@ -106,7 +93,6 @@ def plot_confusion(report: DetectionReport, path: Path, tested: str) -> None:
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, metadata={"Title": title})
-    plt.close(fig)
 
 
 def write_table(report: DetectionReport, path: Path) -> None:

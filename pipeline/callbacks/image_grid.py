@@ -68,6 +68,13 @@ class TestedWeights(pl.Callback):
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         self._loaded = int(checkpoint["epoch"]), int(checkpoint["global_step"])
 
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The first such callback logs the tested weights' ``epoch`` and ``step`` with the test metrics: Lightning then
+        writes them at that step, with that epoch, in every logger (else at the trainer's last step, or 0)."""
+        epoch, step = self.weights_of(trainer, "test")
+        if epoch is not None and self is next(c for c in trainer.callbacks if isinstance(c, TestedWeights)):
+            pl_module.log_dict({"epoch": float(epoch), "step": float(step)}, batch_size=1)
+
     def weights_of(self, trainer: pl.Trainer, stage: str) -> tuple[int | None, int]:
         """``(epoch, step)``: validation's current ones; at test the loaded checkpoint's, or without one the last
         trained epoch's (None before any training)."""

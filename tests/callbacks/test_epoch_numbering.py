@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from conftest import compose_config
+from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -52,10 +53,13 @@ def test_checkpoint_figures_report_and_history_name_one_best_epoch(run):
     report = (results / "report.md").read_text()
     assert f"at epoch {epoch}; tested: epoch {epoch}, `{best.name}`." in report
     assert f"| metric | val, best epoch {epoch} | test, epoch {epoch}, `{best.name}` |" in report
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     for tag in ("val/confusion_label", "test/confusion_label", "test/predictions"):
         assert events.Images(tag)[-1].step == checkpoint["global_step"], tag
+    assert [e.step for e in events.Scalars("test/f1")] == [checkpoint["global_step"]]
+    with next((run_dir / "csv").rglob("metrics.csv")).open() as file:
+        assert {float(row["epoch"]) for row in csv.DictReader(file) if row.get("test/f1")} == {epoch}
 
 
 def test_pr_and_roc_curves_show_the_best_epoch_in_results_and_tensorboard(run):
@@ -72,8 +76,11 @@ def test_pr_and_roc_curves_show_the_best_epoch_in_results_and_tensorboard(run):
 def test_a_retest_titles_its_figures_with_the_tested_checkpoints_epoch(run, tmp_path):
     cfg, _, best, checkpoint = run
     datamodule = build_datamodule(cfg)
-    trainer = pl.Trainer(logger=False, callbacks=[ConfusionMatrix(tmp_path)], limit_test_batches=2, default_root_dir=tmp_path,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(logger=CSVLogger(tmp_path), callbacks=[ConfusionMatrix(tmp_path)], limit_test_batches=2,
+                         default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False)
     trainer.test(build_task(cfg, datamodule.info), datamodule=datamodule, ckpt_path=str(best), weights_only=True)
     assert trainer.current_epoch == 0  # a test restores the weights, not the trainer's epoch counter
     assert title(tmp_path / "test_confusion_label.png") == f"test label (epoch {checkpoint['epoch']})"
+    with next(tmp_path.rglob("metrics.csv")).open() as file:
+        [row] = [row for row in csv.DictReader(file) if row.get("test/f1")]
+    assert (float(row["epoch"]), int(row["step"])) == (checkpoint["epoch"], checkpoint["global_step"])

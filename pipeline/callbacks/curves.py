@@ -139,12 +139,10 @@ class Curves(BestEpochFigures):
 
     def __init__(self, out_dir: str) -> None:
         super().__init__(out_dir)
+        self.reset()
+
+    def reset(self) -> None:
         self._batches: dict[str, list[torch.Tensor]] = {"preds": [], "target": []}
-
-    def reset(self, *_: Any) -> None:
-        self._batches = {"preds": [], "target": []}
-
-    on_validation_epoch_start = on_test_epoch_start = reset
 
     def keep(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *_: Any) -> None:
         if isinstance(outputs, dict) and isinstance(outputs.get("preds"), torch.Tensor) and not trainer.sanity_checking:
@@ -154,7 +152,9 @@ class Curves(BestEpochFigures):
     on_validation_batch_end = on_test_batch_end = keep
 
     def collect(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> Any:
-        preds, target = gathered(self._batches["preds"]), gathered(self._batches["target"])
+        batches = self._batches
+        self.reset()
+        preds, target = gathered(batches["preds"]), gathered(batches["target"])
         return None if preds is None else (preds.float(), target.long())
 
     def figure(self, pl_module: pl.LightningModule, collected: Any, stage: str, title: str, step: int,
@@ -210,6 +210,7 @@ class VerificationCurves(Curves):
         metrics = getattr(pl_module, f"{stage}_metrics", None)
         collector = metrics["embeddings"] if metrics is not None and "embeddings" in metrics else None
         if isinstance(collector, EmbeddingCollector) and collector.update_called:
+            self.reset()  # the steps' outputs are embeddings: the collector has them with identities and fake flags
             return {k: v.cpu() for k, v in collector.compute().items()}  # cached: the task's own compute reuses it
         return super().collect(trainer, pl_module, stage)
 

@@ -12,10 +12,11 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from pipeline.runs.layout import RunLayout
-from pipeline.runs.table import config_diff, find_runs, runs_rows, write_dict_rows
+from pipeline.runs.table import config_diff, find_runs, read_history, runs_rows, write_dict_rows
 from pipeline.utils.cli import exit_on_user_error, run_hydra
 from pipeline.utils.console import wide_console
 from pipeline.utils.errors import UserError
+from pipeline.utils.files import read_json
 
 
 def show_table(title: str, rows: list[dict]) -> None:
@@ -49,6 +50,16 @@ def resolve(run: str, results_dir: Path, experiment: str | None) -> Path:
     raise UserError(f"diff: '{run}' is not a run folder (give a path, or a run name with experiment=<name>)")
 
 
+def final_metrics(run: Path) -> dict[str, float]:
+    """A run's best monitored value and its epoch, then its test metrics (``results/metrics.json``)."""
+    results = read_json(RunLayout(run).metrics, {})
+    best = results.get("best")
+    if not best:
+        return dict(results.get("test", {}))
+    epoch = next((row["epoch"] for row in read_history(run) if row.get(best["monitor"]) == best["score"]), None)
+    return {f"best {best['monitor']}": best["score"], "best epoch": epoch, **results.get("test", {})}
+
+
 def show_diff(run_a: Path, run_b: Path) -> None:
     changes = config_diff(run_a, run_b)
     table = Table(title=f"config differences: {len(changes)} keys", title_justify="left")
@@ -57,6 +68,15 @@ def show_diff(run_a: Path, run_b: Path) -> None:
     table.add_column(run_b.name)
     for key, a, b in changes:
         table.add_row(key, str(a), str(b))
+    wide_console().print(table)
+    metrics_a, metrics_b = final_metrics(run_a), final_metrics(run_b)
+    table = Table(title=f"final metrics (difference: {run_b.name} minus {run_a.name})", title_justify="left")
+    for column in ("metric", run_a.name, run_b.name, "difference"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name in dict.fromkeys([*metrics_a, *metrics_b]):
+        a, b = metrics_a.get(name), metrics_b.get(name)
+        shown = ["" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in (a, b)]
+        table.add_row(name, *shown, f"{b - a:+.4f}" if isinstance(a, float) and isinstance(b, float) else "")
     wide_console().print(table)
 
 

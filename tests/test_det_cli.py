@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 TINY = ["experiment=facemask_detection", "data.image_size=96", "data.synthetic.num_images=40",
@@ -63,6 +65,10 @@ def test_detection_report_files(trained_run):
     assert "| class |" in (results / "report.md").read_text()
     threshold = json.loads((results / "detection_threshold.json").read_text())
     assert 0 <= threshold["score_threshold"] <= 1
+    # The tested checkpoint's epoch, as its file name says, in the record and the figures' titles.
+    assert Path(threshold["checkpoint"]).name == f"epoch{threshold['epoch']:03d}.ckpt"
+    assert Image.open(results / "test_pr_curves.png").info["Title"].startswith(
+        f"Precision-recall at IoU 0.5 (test, epoch {threshold['epoch']})")
 
 
 @pytest.mark.slow

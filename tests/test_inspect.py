@@ -1,10 +1,11 @@
-"""bin/inspect.py: the dataset report against counts computed here, planted duplicates and leaks."""
+"""bin/inspect_data.py: the dataset report against counts computed here, planted duplicates and leaks."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def clean_root(module_tmp, data_dir) -> Path:
 
 
 def inspect(root: Path, out: Path):
-    proc = run_cli("inspect.py", *TINY, f"data.root={root}", f"out_dir={out}")
+    proc = run_cli("inspect_data.py", *TINY, f"data.root={root}", f"out_dir={out}")
     report = json.loads((out / "data_report.json").read_text()) if (out / "data_report.json").is_file() else None
     return proc, report
 
@@ -111,8 +112,18 @@ def test_a_users_presplit_folders_leaking_a_person_are_caught_through_group_by(t
 
 
 def test_unknown_key_is_one_line_and_exit_2(tmp_path):
-    proc = run_main("inspect.py", "experiment=mask_age_gender", "data.nope=1")
+    proc = run_main("inspect_data.py", "experiment=mask_age_gender", "data.nope=1")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")
+
+
+def test_no_command_shadows_a_standard_module():
+    """Python puts a script's folder first on the import path: a ``bin/inspect.py`` would replace the standard
+    ``inspect`` that torch imports in every command. Commands are plain files, none named like a standard module."""
+    bin_dir = Path(__file__).resolve().parents[1] / "bin"
+    entries = list(bin_dir.iterdir())
+    assert (bin_dir / "inspect_data.py").is_file()
+    assert [p.name for p in entries if p.suffix == ".py" and not p.is_file()] == []
+    assert [p.name for p in entries if p.stem in sys.stdlib_module_names] == []
 
 
 def _photo(path: Path, seed: int, size: tuple[int, int] = (64, 48)) -> None:

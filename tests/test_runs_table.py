@@ -97,6 +97,17 @@ def test_diff_shows_the_changed_keys(three_runs):
     changed = [key for key, _, _ in config_diff(first, second)]
     assert changed == ["hyp.optimizer.lr"]
     assert "hyp.optimizer.lr" in proc.stdout and "0.002" in proc.stdout and "1 keys" in proc.stdout
+    # The final metrics side by side, with the second run's minus the first's.
+    tests = [json.loads((run / "results" / "test_metrics.json").read_text())["test/loss"] for run in (first, second)]
+    row = next(line for line in proc.stdout.splitlines() if "test/loss" in line).replace("│", " ").split()
+    assert [float(v) for v in row[-3:]] == pytest.approx([*tests, tests[1] - tests[0]], abs=1e-4)
+    assert "best val/loss" in proc.stdout and "best epoch" in proc.stdout
+
+
+def test_help_is_the_runs_own():
+    proc = run_cli("runs.py", "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("bin/runs.py: the runs of an experiment")
+    assert "--diff <run> <run>" in proc.stdout and "max_epochs" not in proc.stdout
 
 
 def test_multirun_jobs_are_found(tmp_path, three_runs):

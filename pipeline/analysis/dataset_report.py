@@ -44,7 +44,7 @@ class ImageFacts:
 
 @dataclass
 class DatasetReport:
-    """The figures of a dataset report; ``problems`` lists what makes ``bin/inspect.py`` fail."""
+    """The figures of a dataset report; ``problems`` lists what makes ``bin/inspect_data.py`` fail."""
 
     counts: dict[str, dict[str, int]]
     groups: dict[str, Any]

@@ -9,7 +9,7 @@ import matplotlib
 import numpy as np
 import torch
 
-from pipeline.callbacks.image_grid import BestEpochFigures
+from pipeline.callbacks.image_grid import BestEpochFigures, epoch_name
 from pipeline.utils.errors import printable
 
 matplotlib.use("Agg")
@@ -74,10 +74,11 @@ class ConfusionMatrix(BestEpochFigures):
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str,
              matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> None:
+        epoch, step = self.weights_of(trainer, stage)
         for output, (matrix, names) in matrices.items():
-            image = render_confusion(matrix, names, f"{stage} {output} (epoch {trainer.current_epoch})")
+            title = f"{stage} {output} ({epoch_name(epoch)})"
+            image = render_confusion(matrix, names, title)
             for logger in trainer.loggers:
                 if hasattr(logger.experiment, "add_image"):
-                    logger.experiment.add_image(f"{stage}/confusion_{output}", image, trainer.global_step, dataformats="HWC")
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            plt.imsave(self.out_dir / f"{stage}_confusion_{output}.png", image)
+                    logger.experiment.add_image(f"{stage}/confusion_{output}", image, step, dataformats="HWC")
+            self.save_image(self.out_dir / f"{stage}_confusion_{output}.png", image, title)

@@ -10,8 +10,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
+from matplotlib.figure import Figure
 from rich.table import Table
 
+from pipeline.callbacks.image_grid import TestedWeights, epoch_name
 from pipeline.metrics.detection_report import DetectionReport, Image, evaluate
 from pipeline.utils.console import wide_console
 from pipeline.utils.files import write_json
@@ -37,13 +39,9 @@ def images_of(mean_ap) -> list[Image]:
         arr(mean_ap.groundtruth_box), arr(mean_ap.groundtruth_labels), strict=True)]
 
 
-def plot_pr_curves(report: DetectionReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+def plot_pr_curves(report: DetectionReport, path: Path, tested: str) -> None:
+    fig = Figure(figsize=(6, 5), dpi=100)
+    ax = fig.subplots()
     present = [c for c in report.classes if not c.absent]
     for c in present:
         recall, precision = c.curve
@@ -52,45 +50,35 @@ def plot_pr_curves(report: DetectionReport, path: Path) -> None:
     if present:
         ax.plot([], [], " ", label=f"all classes mAP50 {np.mean([c.ap50 for c in present]):.3f}")
     absent = [c.name for c in report.classes if c.absent]
-    title = "Precision-recall at IoU 0.5 (test)" + (f"\nabsent from the split: {', '.join(absent)}" if absent else "")
+    title = f"Precision-recall at IoU 0.5 (test, {tested})" + (f"\nabsent from the split: {', '.join(absent)}" if absent else "")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig.savefig(path, metadata={"Title": title})
 
 
-def plot_f1(report: DetectionReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+def plot_f1(report: DetectionReport, path: Path, tested: str) -> None:
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
     ax.plot(report.thresholds, report.f1, label="all classes")
     ax.scatter([report.best_threshold], [report.best_f1], color="red", zorder=3,
                label=f"best: F1 {report.best_f1:.3f} at score {report.best_threshold:.2f}")
     ax.axvline(report.best_threshold, color="red", alpha=0.3)
-    ax.set(xlabel="score threshold", ylabel="F1 (IoU 0.5)", xlim=(0, 1), ylim=(0, 1.02),
-           title="F1 versus score threshold (test)")
+    title = f"F1 versus score threshold (test, {tested})"
+    ax.set(xlabel="score threshold", ylabel="F1 (IoU 0.5)", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig.savefig(path, metadata={"Title": title})
 
 
-def plot_confusion(report: DetectionReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_confusion(report: DetectionReport, path: Path, tested: str) -> None:
     names = [*report.class_names, "background"]
     cm = report.confusion
     size = 1.2 + 0.9 * len(names)
-    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+    fig = Figure(figsize=(size + 1, size), dpi=100)
+    ax = fig.subplots()
     image = ax.imshow(cm, cmap="Blues")
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
@@ -100,12 +88,11 @@ def plot_confusion(report: DetectionReport, path: Path) -> None:
                     color="white" if cm[i, j] > cm.max() / 2 else "black")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set(xlabel="true", ylabel="predicted",
-           title=f"Detections at IoU 0.5, score >= {report.best_threshold:.2f} (test)")
+    title = f"Detections at IoU 0.5, score >= {report.best_threshold:.2f} (test, {tested})"
+    ax.set(xlabel="true", ylabel="predicted", title=title)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig.savefig(path, metadata={"Title": title})
 
 
 def write_table(report: DetectionReport, path: Path) -> None:
@@ -126,7 +113,7 @@ def console_table(report: DetectionReport) -> Table:
     return table
 
 
-class DetectionReportCallback(pl.Callback):
+class DetectionReportCallback(TestedWeights):
     """At the end of a detection test, from the test metric's own detections and ground truth (before the
     task resets it): ``per_class_report.csv`` (also in ``report.md`` and the console), ``test_pr_curves.png``,
     ``test_f1_threshold.png``, ``test_detection_confusion.png`` and ``detection_threshold.json`` (the score
@@ -146,15 +133,16 @@ class DetectionReportCallback(pl.Callback):
         if not images:
             return
         report = evaluate(images, pl_module.class_names)
+        epoch, _ = self.weights_of(trainer, "test")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_table(report, self.out_dir / "per_class_report.csv")
         write_json(self.out_dir / THRESHOLD_FILE, {
             "score_threshold": report.best_threshold, "f1": report.best_f1, "iou": 0.5, "split": "test",
-            "images": len(images), "checkpoint": trainer.ckpt_path})
+            "images": len(images), "checkpoint": trainer.ckpt_path, "epoch": epoch})
         for plot, name in ((plot_pr_curves, "test_pr_curves.png"), (plot_f1, "test_f1_threshold.png"),
                            (plot_confusion, "test_detection_confusion.png")):
             try:
-                plot(report, self.out_dir / name)
+                plot(report, self.out_dir / name, epoch_name(epoch))
             except Exception as error:  # noqa: BLE001 - a figure must not stop the test
                 log.warning("%s not written: %s", name, error)
         wide_console().print(console_table(report))

@@ -53,7 +53,47 @@ def annotated_grid(images: torch.Tensor, labels: Sequence[tuple[str, bool]], min
     return make_grid(tiles, nrow=int(np.ceil(np.sqrt(len(tiles)))), padding=4)
 
 
-class BestEpochFigures(pl.Callback):
+def epoch_name(epoch: int | None) -> str:
+    """``epoch 2``: Lightning's 0-based ``current_epoch``, the number in the checkpoint's name (``epoch002.ckpt``)
+    and in ``metrics_history.json``, ``results.csv``, the report and the final table."""
+    return f"epoch {epoch}" if epoch is not None else "untrained weights"
+
+
+class TestedWeights(pl.Callback):
+    """Knows the epoch and step of the weights a stage evaluates; at test, those of the tested checkpoint (its
+    ``epoch`` and ``global_step`` keys: Lightning restores the weights, not the trainer's epoch counter)."""
+
+    _loaded: tuple[int, int] | None = None
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self._loaded = int(checkpoint["epoch"]), int(checkpoint["global_step"])
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The first such callback logs the tested weights' ``epoch`` and ``step`` with the test metrics: Lightning then
+        writes them at that step, with that epoch, in every logger (else at the trainer's last step, or 0)."""
+        epoch, step = self.weights_of(trainer, "test")
+        if epoch is not None and self is next(c for c in trainer.callbacks if isinstance(c, TestedWeights)):
+            pl_module.log_dict({"epoch": float(epoch), "step": float(step)}, batch_size=1)
+
+    def weights_of(self, trainer: pl.Trainer, stage: str) -> tuple[int | None, int]:
+        """``(epoch, step)``: validation's current ones; at test the loaded checkpoint's, or without one the last
+        trained epoch's (None before any training)."""
+        if stage != "test":
+            return trainer.current_epoch, trainer.global_step
+        if trainer.ckpt_path and self._loaded is not None:
+            return self._loaded
+        return (trainer.current_epoch - 1 if trainer.current_epoch else None), trainer.global_step
+
+    @staticmethod
+    def save_image(path: Path, image: np.ndarray, title: str) -> None:
+        """An HWC uint8 RGB image as PNG with ``title`` in its metadata (``PIL.Image.open(path).info["Title"]``)."""
+        from matplotlib.image import imsave
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        imsave(path, image, metadata={"Title": title})
+
+
+class BestEpochFigures(TestedWeights):
     """Figures drawn after the validation epochs that improve the checkpoint's monitored metric (so
     ``results/val_*.png`` and TensorBoard show the model that test uses, and an epoch that does not
     improve costs no drawing), and after test. ``collect`` runs on every process at the epoch's end
@@ -105,9 +145,9 @@ class PredictionGrid(BestEpochFigures):
         grid = pl_module.render_examples(stage)
         if grid is None:
             return
+        epoch, step = self.weights_of(trainer, stage)
         for logger in trainer.loggers:
             if hasattr(logger.experiment, "add_image"):
-                logger.experiment.add_image(f"{stage}/predictions", grid, trainer.global_step)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        image = cv2.cvtColor(grid.permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR)
-        cv2.imwrite(str(self.out_dir / f"{stage}_predictions.png"), image)
+                logger.experiment.add_image(f"{stage}/predictions", grid, step)
+        self.save_image(self.out_dir / f"{stage}_predictions.png", grid.permute(1, 2, 0).numpy(),
+                        f"{stage} predictions ({epoch_name(epoch)})")

@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import matplotlib
 from lightning.pytorch.utilities import rank_zero_only
 
+from pipeline.callbacks.image_grid import TestedWeights, epoch_name
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.runs.layout import RunLayout
 from pipeline.runs.table import best_row, read_history
@@ -71,7 +72,7 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
         ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
-class RunReport(pl.Callback):
+class RunReport(TestedWeights):
     """After testing, write ``<results>/report.md`` and ``curves.png``; it links the figures other
     callbacks and the task left in the results folder (``test_*.png``, ``per_class_report.csv``)."""
 
@@ -118,9 +119,9 @@ class RunReport(pl.Callback):
         test = by_metric(scalar_metrics(trainer.callback_metrics), "test")
         val = by_metric(best, "val") if best else {}
         names = sorted(set(test) | set(val), key=lambda name: (name != "loss", name))
-        tested = Path(trainer.ckpt_path).name if trainer.ckpt_path else "final weights"
+        tested = f"{epoch_name(self.weights_of(trainer, 'test')[0])}, " + \
+            (f"`{Path(trainer.ckpt_path).name}`" if trainer.ckpt_path else "final weights")
         header = ["metric", f"val, best epoch {best['epoch']}" if best else "val", f"test, {tested}"]
         rows = [[name, val.get(name, ""), test.get(name, "")] for name in names]
-        intro = [f"Best {monitor} = {best[monitor]:.4f} at epoch {best['epoch']}; tested checkpoint `{tested}`.", ""] \
-            if best else []
+        intro = [f"Best {monitor} = {best[monitor]:.4f} at epoch {best['epoch']}; tested: {tested}.", ""] if best else []
         return ["## Final metrics", ""] + intro + markdown_table(header, rows) + [""]

@@ -140,7 +140,7 @@ class BaseTask(pl.LightningModule):
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         if batch_idx == 0 and stage != "train":
             self.examples[stage] = self.cache_examples(batch, out)
-        return out.get("loss")
+        return out.get("loss") if stage == "train" else out  # val/test: every output, for callbacks (curves)
 
     def cache_examples(self, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Keep the first ``example_count`` items of the batch and outputs (on CPU) for image grids."""

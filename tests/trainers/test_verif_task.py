@@ -2,10 +2,12 @@
 
 import csv
 import json
+import re
 
 import pytest
 import torch
 from conftest import compose_config, predict_files
+from PIL import Image
 
 from pipeline.data.formats.verification import read_pair_scores, write_pairs_csv
 from pipeline.data.synthetic.verification import generate_verification
@@ -34,6 +36,20 @@ def run_dir(tmp_path_factory, data_root):
 
 def _config(tmp_path, data_root, *extra):
     return compose_config(["experiment=face_verification", f"data.root={data_root}", *TINY, *extra], tmp_path / "run")
+
+
+def test_roc_det_figures_mark_the_logged_eer_of_the_tested_epoch(run_dir):
+    """The EER points of val (best epoch) and test figures are the logged eer_real and eer_fake."""
+    results = run_dir / "results"
+    ckpt = torch.load(best_checkpoint(run_dir), map_location="cpu", weights_only=True)
+    history = {row["epoch"]: row for row in json.loads((results / "metrics_history.json").read_text())}
+    test = json.loads((results / "test_metrics.json").read_text())
+    for stage, logged in (("val", history[ckpt["epoch"]]), ("test", test)):
+        info = Image.open(results / f"{stage}_roc_det.png").info
+        assert info["Title"] == f"{stage} (epoch {ckpt['epoch']})"
+        shown = dict(re.findall(r"(real negatives|fakes): EER ([0-9.]+) at", info["Description"]))
+        assert float(shown["real negatives"]) == pytest.approx(logged[f"{stage}/eer_real"], abs=1e-4)
+        assert float(shown["fakes"]) == pytest.approx(logged[f"{stage}/eer_fake"], abs=1e-4)
 
 
 def test_fake_term_is_live_in_the_training_step(tmp_path, data_root):

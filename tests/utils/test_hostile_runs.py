@@ -566,7 +566,7 @@ def test_a_non_utf8_folder_name_inspects(tmp_path):
     for name in ("cat", "dog\udcff"):
         for i in range(4):
             Image.new("RGB", (16, 16), (40 * i, 200 if name == "cat" else 10, 90)).save(_parent(root / name / f"i{i}\udce9.png"))
-    proc = cli("inspect.py", "experiment=image_folder", f"data.root={root}", "data.num_workers=0",
+    proc = cli("inspect_data.py", "experiment=image_folder", f"data.root={root}", "data.num_workers=0",
                f"out_dir={tmp_path / 'report'}")
     assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert b"dog\xff" in (tmp_path / "report" / "data_report.md").read_bytes()  # the name's own bytes

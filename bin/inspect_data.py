@@ -1,12 +1,9 @@
-"""A dataset report before training: ``python bin/inspect.py experiment=<name> [data.root=...]``.
+"""A dataset report before training: ``python bin/inspect_data.py experiment=<name> [data.root=...]``.
 
 Writes ``<out_dir>/data_report.md``, ``data_report.json`` and PNGs, prints a summary, and exits
 with code 1 when identical images or a group (person, identity) sit in more than one split.
-
-``bin/inspect.py`` is a folder with this ``__main__.py``, which Python runs like a script: a file
-``bin/inspect.py`` would shadow the standard library's ``inspect`` module for every script in bin/
-(Python puts the script's folder first on the import path), while a folder named ``inspect.py`` is
-not importable as ``inspect``.
+(Not ``bin/inspect.py``: Python puts a script's folder first on the import path, so that file would
+shadow the standard library's ``inspect`` for every script in bin/.)
 """
 
 import sys

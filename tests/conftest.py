@@ -104,10 +104,9 @@ def run_main(script: str, *args: str) -> subprocess.CompletedProcess:
     from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
-    from pipeline.delivery.runs import SAVED_RUN_GROUP
+    from pipeline.runs.run import SAVED_RUN_GROUP
 
     path = ROOT / "bin" / script
-    path = path / "__main__.py" if path.is_dir() else path  # bin/inspect.py is a folder (see its __main__.py)
     spec = importlib.util.spec_from_file_location(f"bin_{Path(script).stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -16,8 +16,9 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.callbacks.confusion_matrix import ConfusionMatrix
-from pipeline.trainers.engine import build_datamodule, build_task, train
-from pipeline.utils.run_table import best_row
+from pipeline.runs.run import build_datamodule, build_task
+from pipeline.runs.table import best_row
+from pipeline.trainers.engine import train
 
 TINY = ["experiment=mask_age_gender", "debug=limit", "trainer.max_epochs=3", "data.synthetic.num_people=40",
         "data.synthetic.image_size=[32,24]", "data.image_size=[32,24]", "hyp.batch_size=16"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch.nn as nn
-from timm.models import register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from pipeline.modules.small_cnn import PooledCNN
 
@@ -35,11 +35,11 @@ class FaceCNN(PooledCNN):
         super().__init__(nn.Sequential(*layers), widths[-1], num_classes, drop_rate)
 
 
+default_cfgs = generate_default_cfgs({"face_cnn": {"url": "", "input_size": (3, 96, 72), "mean": (0.5, 0.5, 0.5),
+                                                  "std": (0.5, 0.5, 0.5), "first_conv": "features.0.0", "classifier": "fc"}})
+
+
 @register_model
 def face_cnn(pretrained: bool = False, **kwargs) -> FaceCNN:
     """Five-layer 32-48-96-128-128 strided CNN (about 0.3 M parameters); has no pretrained weights."""
-    kwargs.pop("pretrained_cfg", None)
-    kwargs.pop("pretrained_cfg_overlay", None)
-    model = FaceCNN(**kwargs)
-    model.pretrained_cfg = {"input_size": (3, 96, 72), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-    return model
+    return build_model_with_cfg(FaceCNN, "face_cnn", pretrained, **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.models import register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -77,11 +77,11 @@ class SimpleCNN(PooledCNN):
         super().__init__(nn.Sequential(*stages), ch, num_classes, drop_rate)
 
 
+default_cfgs = generate_default_cfgs({"simple_cnn": {"url": "", "input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5),
+                                                    "std": (0.5, 0.5, 0.5), "first_conv": "features.0.0", "classifier": "fc"}})
+
+
 @register_model
 def simple_cnn(pretrained: bool = False, **kwargs) -> SimpleCNN:
     """Three-stage 16-32-64 CNN (about 70k parameters); has no pretrained weights."""
-    kwargs.pop("pretrained_cfg", None)
-    kwargs.pop("pretrained_cfg_overlay", None)
-    model = SimpleCNN(**kwargs)
-    model.pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-    return model
+    return build_model_with_cfg(SimpleCNN, "simple_cnn", pretrained, **kwargs)

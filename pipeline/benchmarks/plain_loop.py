@@ -74,7 +74,7 @@ def accuracy(task, data: dict[str, torch.Tensor], batch_size: int, device: torch
     for batch in batches(data, batch_size, torch.arange(len(data["image"])), drop_last=False):
         with autocast(device, dtype):
             out = task.model_step(to_device(batch, device))
-        preds, target = out["pairs"][task.main_output()]
+        preds, target = out["pairs"][task.heads.main]
         correct += int((preds == target).sum())
     return correct / len(data["image"])
 

@@ -140,12 +140,12 @@ class DetectionReportCallback(pl.Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = getattr(pl_module, "test_metrics", None)
         mean_ap = getattr(metrics, "mean_ap", None)
-        if mean_ap is None or not hasattr(pl_module, "class_names"):
+        if mean_ap is None:
             return
         images = images_of(mean_ap)
         if not images:
             return
-        report = evaluate(images, pl_module.class_names)
+        report = evaluate(images, pl_module.data_info.class_names)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_table(report, self.out_dir / "per_class_report.csv")
         write_json(self.out_dir / THRESHOLD_FILE, {

@@ -226,7 +226,7 @@ class ClassificationTask(BaseTask):
 
     def update_metrics(self, stage: str, out: dict[str, Any]) -> MetricCollection:
         """Each metric follows its own output (18-way class or a head); val/test also fill the confusion matrices."""
-        metrics = self.metrics_for(stage)
+        metrics = self.metrics[stage]
         for name, metric in metrics.items(keep_base=True, copy_state=False):
             metric.update(*out["pairs"][Heads.output_of(name)])
         if stage != "train":

@@ -81,11 +81,11 @@ class MetricLearningTask(BaseTask):
     def update_metrics(self, stage: str, out: dict[str, torch.Tensor]) -> None:
         """Val/test collect embeddings; the metrics are computed over the whole epoch at its end."""
         if stage != "train":
-            self.metrics_for(stage)["embeddings"].update(out["preds"], out["target"], out["is_fake"], out["index"])
+            self.metrics[stage]["embeddings"].update(out["preds"], out["target"], out["is_fake"], out["index"])
 
     # --- epoch ends: metrics, threshold ----------------------------------------------------
     def _epoch_results(self, stage: str, threshold: float | None) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, torch.Tensor]]:
-        collector = self.metrics_for(stage)["embeddings"]
+        collector = self.metrics[stage]["embeddings"]
         epoch = {k: v.cpu() for k, v in collector.compute().items()}
         collector.reset()
         counts = score_histograms(epoch["embeddings"], epoch["identity"], epoch["is_fake"])

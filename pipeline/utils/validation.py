@@ -39,7 +39,7 @@ PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
 HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # Keys that moved: a command line with the old name gets the new one in its error line, and a YAML file
 # that still sets one (which Hydra merges without complaint) is refused by ``validate_config``.
-RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model.name", "data.augment.crop": "data.crop",
+RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model", "data.augment.crop": "data.crop",
            "data.augment.min_visibility": "data.min_visibility",
            **{f"hyp.{key}": f"trainer.{key}" for key in ("precision", "gradient_clip_val", "accumulate_grad_batches")},
            **{f"task.{key}": f"model.{key}" for key in ("fpn_channels", "head_convs", "min_score", "nms_threshold",

@@ -190,9 +190,6 @@ class ClassificationTask(BaseTask):
         return MetricCollection(metrics, compute_groups=False)
 
     # --- forward and steps ----------------------------------------------------------------------
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net(images)
-
     def probabilities(self, images: torch.Tensor, tta: str | None = None) -> dict[str, torch.Tensor]:
         """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output;
         from the exported ONNX model (TTA inside) after ``use_exported``."""
@@ -212,7 +209,7 @@ class ClassificationTask(BaseTask):
         return decide(probs, self.threshold)
 
     def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = self(batch["image"])
+        logits = self.net(batch["image"])
         loss = sum(self.heads.weights[name] * self.loss_fn[name](out, batch[name]) for name, out in logits.items())
         if self.training or self.tta is None:
             probs = {name: out.softmax(dim=1) for name, out in logits.items()}

@@ -191,24 +191,20 @@ def _load_detector_weights(model: nn.Module, path: str | Path) -> None:
         raise UserError(f"model.weights: '{path}' does not fit this detector ({reason})") from None
 
 
-def _finish(model: FCOS | RetinaNet, image_size: int | Sequence[int], detector_weights: str | Path | None) -> FCOS | RetinaNet:
-    """The detector with this framework's no-resize transform, and a whole trained detector's weights when given."""
+def _finish(model: FCOS | RetinaNet, image_size: int | Sequence[int], detector_weights: str | Path | None) -> None:
+    """Give the detector this framework's no-resize transform, and a whole trained detector's weights when given."""
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     mean, std = model.transform.image_mean, model.transform.image_std
     model.transform = NoResizeTransform(min(height, width), max(height, width), mean, std)
     if detector_weights is not None:
         _load_detector_weights(model, detector_weights)
-    return model
 
 
 def _box_settings(min_score: float, nms_threshold: float, detections_per_img: int) -> dict[str, float]:
     return {"score_thresh": min_score, "nms_thresh": nms_threshold, "detections_per_img": detections_per_img}
 
 
-def fcos(*, num_classes: int, image_size: int | Sequence[int] = 256, class_weights: Sequence[float] | None = None,
-         backbone: str = "resnet18", pretrained: bool = False, weights: str | Path | None = None, fpn_channels: int = 64,
-         head_convs: int = 2, min_stride: int = 8, min_score: float = 0.05, nms_threshold: float = 0.5,
-         detections_per_img: int = 100, detector_weights: str | Path | None = None) -> FCOS:
+class TimmFCOS(FCOS):
     """torchvision's FCOS on any timm backbone with an FPN (configs/model/fcos.yaml), for ``image_size`` inputs.
 
     ``pretrained`` fetches the backbone's ImageNet weights through timm; ``weights`` loads them from a local file
@@ -217,38 +213,44 @@ def fcos(*, num_classes: int, image_size: int | Sequence[int] = 256, class_weigh
     ``min_score`` is the detector's own score cut, ``nms_threshold`` its NMS IoU. One anchor per location, of
     its level's stride (the scale ranges follow from it).
     """
-    body = TimmFpnBackbone(backbone, fpn_channels, pretrained, weights, min_stride)
-    sizes = tuple((stride,) for stride in fpn_strides(min_stride))
-    head = WeightedFCOSHead(fpn_channels, 1, num_classes, head_convs, _class_weights(class_weights, num_classes))
-    model = FCOS(body, num_classes, anchor_generator=AnchorGenerator(sizes, ((1.0,),) * len(sizes)), head=head,
-                 **_box_settings(min_score, nms_threshold, detections_per_img))
-    return _finish(model, image_size, detector_weights)
+
+    def __init__(self, *, num_classes: int, image_size: int | Sequence[int] = 256, class_weights: Sequence[float] | None = None,
+                 backbone: str = "resnet18", pretrained: bool = False, weights: str | Path | None = None,
+                 fpn_channels: int = 64, head_convs: int = 2, min_stride: int = 8, min_score: float = 0.05,
+                 nms_threshold: float = 0.5, detections_per_img: int = 100, detector_weights: str | Path | None = None) -> None:
+        body = TimmFpnBackbone(backbone, fpn_channels, pretrained, weights, min_stride)
+        sizes = tuple((stride,) for stride in fpn_strides(min_stride))
+        head = WeightedFCOSHead(fpn_channels, 1, num_classes, head_convs, _class_weights(class_weights, num_classes))
+        super().__init__(body, num_classes, anchor_generator=AnchorGenerator(sizes, ((1.0,),) * len(sizes)), head=head,
+                         **_box_settings(min_score, nms_threshold, detections_per_img))
+        _finish(self, image_size, detector_weights)
 
 
-def retinanet(*, num_classes: int, image_size: int | Sequence[int] = 256, class_weights: Sequence[float] | None = None,
-              backbone: str = "resnet18", pretrained: bool = False, weights: str | Path | None = None,
-              fpn_channels: int = 64, head_convs: int = 4, min_stride: int = 8, min_score: float = 0.05,
-              nms_threshold: float = 0.5, detections_per_img: int = 100, detector_weights: str | Path | None = None) -> RetinaNet:
-    """torchvision's RetinaNet (its head has 4 convs) on the same backbone and FPN as ``fcos``, with its arguments:
-    three anchor scales of twice the stride (torchvision's defaults halved: faces in 256-640 px images are small)."""
-    if head_convs != 4:
-        raise UserError(f"model.head_convs: RetinaNet's head has 4 convs, not {head_convs}")
-    body = TimmFpnBackbone(backbone, fpn_channels, pretrained, weights, min_stride)
-    sizes = tuple((2 * s, int(2 * s * 2 ** (1 / 3)), int(2 * s * 2 ** (2 / 3))) for s in fpn_strides(min_stride))
-    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-    num_anchors = anchors.num_anchors_per_location()[0]
-    norm = partial(nn.GroupNorm, 16)
-    head = RetinaNetHead(fpn_channels, num_anchors, num_classes, norm_layer=norm)
-    head.classification_head = WeightedRetinaNetClassificationHead(
-        fpn_channels, num_anchors, num_classes, _class_weights(class_weights, num_classes), norm_layer=norm)
-    model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head,
-                      **_box_settings(min_score, nms_threshold, detections_per_img))
-    return _finish(model, image_size, detector_weights)
+class TimmRetinaNet(RetinaNet):
+    """torchvision's RetinaNet (its head has 4 convs) on the same backbone and FPN as ``TimmFCOS``, with its arguments
+    (configs/model/retinanet.yaml): three anchor scales of twice the stride (torchvision's defaults halved: faces in
+    256-640 px images are small)."""
+
+    def __init__(self, *, num_classes: int, image_size: int | Sequence[int] = 256, class_weights: Sequence[float] | None = None,
+                 backbone: str = "resnet18", pretrained: bool = False, weights: str | Path | None = None,
+                 fpn_channels: int = 64, head_convs: int = 4, min_stride: int = 8, min_score: float = 0.05,
+                 nms_threshold: float = 0.5, detections_per_img: int = 100, detector_weights: str | Path | None = None) -> None:
+        if head_convs != 4:
+            raise UserError(f"model.head_convs: RetinaNet's head has 4 convs, not {head_convs}")
+        body = TimmFpnBackbone(backbone, fpn_channels, pretrained, weights, min_stride)
+        sizes = tuple((2 * s, int(2 * s * 2 ** (1 / 3)), int(2 * s * 2 ** (2 / 3))) for s in fpn_strides(min_stride))
+        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+        num_anchors = anchors.num_anchors_per_location()[0]
+        norm = partial(nn.GroupNorm, 16)
+        head = RetinaNetHead(fpn_channels, num_anchors, num_classes, norm_layer=norm)
+        head.classification_head = WeightedRetinaNetClassificationHead(
+            fpn_channels, num_anchors, num_classes, _class_weights(class_weights, num_classes), norm_layer=norm)
+        super().__init__(body, num_classes, anchor_generator=anchors, head=head,
+                         **_box_settings(min_score, nms_threshold, detections_per_img))
+        _finish(self, image_size, detector_weights)
 
 
-def coco_fcos(*, num_classes: int, image_size: int | Sequence[int] = 256, class_weights: Sequence[float] | None = None,
-              pretrained: bool = False, min_score: float = 0.05, nms_threshold: float = 0.5, detections_per_img: int = 100,
-              detector_weights: str | Path | None = None) -> FCOS:
+class CocoFCOS(FCOS):
     """torchvision's FCOS ResNet-50 FPN as ``fcos_resnet50_fpn`` builds it for its COCO weights (frozen BatchNorm,
     the stem and first stage frozen; levels P3-P7, 256 channels, 4 head convs), with ``num_classes`` outputs and the
     class-weighted head (configs/model/fcos_coco.yaml).
@@ -256,19 +258,23 @@ def coco_fcos(*, num_classes: int, image_size: int | Sequence[int] = 256, class_
     ``pretrained`` downloads torchvision's COCO weights (needs internet) and loads every tensor but the
     91-class output layer; offline, pass torchvision's file to ``model.init_from`` instead (the same tensors load).
     """
-    body = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3, returned_layers=[2, 3, 4],
-                                 extra_blocks=LastLevelP6P7(256, 256))
-    head = WeightedFCOSHead(body.out_channels, 1, num_classes, 4, _class_weights(class_weights, num_classes))
-    model = FCOS(body, num_classes, head=head, **_box_settings(min_score, nms_threshold, detections_per_img))
-    if pretrained:
-        source = "torchvision FCOS_ResNet50_FPN_Weights.COCO_V1"
-        try:
-            state = FCOS_ResNet50_FPN_Weights.COCO_V1.get_state_dict(progress=True, check_hash=True)
-        except (OSError, RuntimeError) as exc:  # no internet: URLError is an OSError
-            raise UserError(f"model.pretrained: cannot fetch {source} ({exc}); offline, download "
-                            f"{FCOS_ResNet50_FPN_Weights.COCO_V1.url} elsewhere and pass it as model.init_from") from None
-        log.info("%s", load_matching(model, state, source, "torchvision COCO weights", "backbone.body.").table())
-    return _finish(model, image_size, detector_weights)
+
+    def __init__(self, *, num_classes: int, image_size: int | Sequence[int] = 256, class_weights: Sequence[float] | None = None,
+                 pretrained: bool = False, min_score: float = 0.05, nms_threshold: float = 0.5, detections_per_img: int = 100,
+                 detector_weights: str | Path | None = None) -> None:
+        body = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3, returned_layers=[2, 3, 4],
+                                     extra_blocks=LastLevelP6P7(256, 256))
+        head = WeightedFCOSHead(body.out_channels, 1, num_classes, 4, _class_weights(class_weights, num_classes))
+        super().__init__(body, num_classes, head=head, **_box_settings(min_score, nms_threshold, detections_per_img))
+        if pretrained:
+            source = "torchvision FCOS_ResNet50_FPN_Weights.COCO_V1"
+            try:
+                state = FCOS_ResNet50_FPN_Weights.COCO_V1.get_state_dict(progress=True, check_hash=True)
+            except (OSError, RuntimeError) as exc:  # no internet: URLError is an OSError
+                raise UserError(f"model.pretrained: cannot fetch {source} ({exc}); offline, download "
+                                f"{FCOS_ResNet50_FPN_Weights.COCO_V1.url} elsewhere and pass it as model.init_from") from None
+            log.info("%s", load_matching(self, state, source, "torchvision COCO weights", "backbone.body.").table())
+        _finish(self, image_size, detector_weights)
 
 
 class NoResizeTransform(GeneralizedRCNNTransform):

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from pipeline.modules.backbones import create_backbone
-from pipeline.modules.detectors import fcos
+from pipeline.modules.detectors import TimmFCOS
 from pipeline.modules.init_weights import backbone_prefix, load_matching, read_state_dict
 from pipeline.trainers.base import build_optimizers
 from pipeline.trainers.classification import MultiHeadClassifier
@@ -106,7 +106,7 @@ def test_torchvision_file_into_a_detector(tmp_path, suffix):
     source = torchvision.models.resnet18().state_dict()
     path = tmp_path / f"resnet18{suffix}"
     save_file(source, str(path)) if suffix == ".safetensors" else torch.save(source, path)
-    detector = fcos(num_classes=3, backbone="resnet18", image_size=96)
+    detector = TimmFCOS(num_classes=3, backbone="resnet18", image_size=96)
     state, kind = read_state_dict(path)
     report = load_matching(detector, state, str(path), kind, backbone_prefix(detector))
     assert report.totals() == {"loaded": len(source) - 2, "skipped": 0,

@@ -16,7 +16,7 @@ from pipeline.trainers.engine import train
 from pipeline.utils.errors import UserError
 
 VERIFICATION = ["experiment=face_verification", "data.passes=1", "trainer.max_epochs=3", "hyp.batch_size=12",
-                "data.images_per_identity=3", "task.projector_size=12", "data.num_workers=0", "logger=none"]
+                "data.images_per_identity=3", "callbacks.verification_report.projector_size=12", "data.num_workers=0", "logger=none"]
 DETECTION = ["experiment=facemask_detection", "data.image_size=64", "data.synthetic.num_images=16",
              "data.synthetic.image_size=64", "data.num_workers=0", "hyp.batch_size=4", "trainer.max_epochs=1",
              "logger=none", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]

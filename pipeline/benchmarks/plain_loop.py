@@ -28,6 +28,7 @@ import torch
 from pipeline.data.cache import decode
 from pipeline.data.classification import ClassificationDataset
 from pipeline.data.transforms import apply_transform
+from pipeline.trainers.base import build_optimizers
 
 
 def supports(datamodule: Any) -> bool:
@@ -74,7 +75,7 @@ def accuracy(task, data: dict[str, torch.Tensor], batch_size: int, device: torch
     for batch in batches(data, batch_size, torch.arange(len(data["image"])), drop_last=False):
         with autocast(device, dtype):
             out = task.model_step(to_device(batch, device))
-        preds, target = out["pairs"][task.main_output()]
+        preds, target = out["pairs"][task.heads.main]
         correct += int((preds == target).sum())
     return correct / len(data["image"])
 
@@ -95,7 +96,7 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
     size, batch_size = len(data["train"]["image"]), datamodule.batch_size
     drop_last = size > batch_size
     steps_per_epoch = size // batch_size if drop_last else -(-size // batch_size)
-    optimizers = task.build_optimizers(lambda: epochs * steps_per_epoch)
+    optimizers = build_optimizers(task, lambda: epochs * steps_per_epoch)
     optimizer, schedule = (optimizers["optimizer"], optimizers["lr_scheduler"]) if isinstance(optimizers, dict) else (optimizers, None)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     generator = torch.Generator().manual_seed(seed)

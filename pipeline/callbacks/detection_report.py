@@ -127,12 +127,12 @@ class DetectionReportCallback(TestedWeights):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = getattr(pl_module, "test_metrics", None)
         mean_ap = getattr(metrics, "mean_ap", None)
-        if mean_ap is None or not hasattr(pl_module, "class_names"):
+        if mean_ap is None:
             return
         images = images_of(mean_ap)
         if not images:
             return
-        report = evaluate(images, pl_module.class_names)
+        report = evaluate(images, pl_module.data_info.class_names)
         epoch, _ = self.weights_of(trainer, "test")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_table(report, self.out_dir / "per_class_report.csv")

@@ -9,11 +9,13 @@ from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 from torch.optim import Optimizer
 
+from pipeline.modules.init_weights import backbone_module
+
 
 class FreezeBackbone(BaseFinetuning):
-    """The task's backbone (``backbone_module()``) frozen for ``epochs`` epochs, then trained.
+    """The task's backbone (``backbone_module(task.net)``) frozen for ``epochs`` epochs, then trained.
 
-    Its parameters are in the optimiser from the start (``BaseTask.parameter_groups``): while frozen they
+    Its parameters are in the optimiser from the start (``pipeline.trainers.base.parameter_groups``): while frozen they
     get no gradient, so no step, no weight decay and no optimiser state; unfreezing adds no param group,
     so a resumed run rebuilds exactly the optimiser it saved. While frozen its BatchNorm layers stay in
     eval mode (Lightning puts the model in train mode at each epoch and after validation), so their
@@ -26,7 +28,7 @@ class FreezeBackbone(BaseFinetuning):
 
     @staticmethod
     def backbone(pl_module: pl.LightningModule) -> nn.Module:
-        return pl_module.backbone_module()
+        return backbone_module(pl_module.net)
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         self.freeze(self.backbone(pl_module), train_bn=False)

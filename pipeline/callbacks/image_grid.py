@@ -142,7 +142,7 @@ class PredictionGrid(BestEpochFigures):
     ``render_examples(stage)`` (validation: the improving epochs, see ``BestEpochFigures``)."""
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, collected: Any) -> None:
-        grid = pl_module.render_examples(stage)
+        grid = pl_module.render_examples(stage) if hasattr(pl_module, "render_examples") else None
         if grid is None:
             return
         epoch, step = self.weights_of(trainer, stage)

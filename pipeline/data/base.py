@@ -99,8 +99,16 @@ class EpochSeededLoader(DataLoader):
         return super().__iter__()
 
 
+def pinned(pin_memory: bool | str, trainer: pl.Trainer | None) -> bool:
+    """``data.pin_memory``; ``auto``: pinned host memory when the trainer trains on a GPU."""
+    if pin_memory != "auto":
+        return bool(pin_memory)
+    device = getattr(getattr(trainer, "strategy", None), "root_device", None)
+    return device is not None and device.type == "cuda"
+
+
 class BaseDataModule(pl.LightningDataModule):
-    """Subclasses implement ``build_datasets()`` returning ``{"train": ds, "val": ds, "test": ds}``
+    """Subclasses implement ``build_datasets()`` (called by ``setup``) returning ``{"train": ds, "val": ds, "test": ds}``
     and ``info`` (class names, input size, normalisation: everything export and serve need).
 
     Datasets that split themselves ask ``self.splitter`` (``data.split`` fractions, ``data.split_file``,
@@ -147,9 +155,6 @@ class BaseDataModule(pl.LightningDataModule):
         self.cache = cache
         self.decoded_dir = decoded_dir
         self.datasets: dict[str, Dataset] = {}
-
-    def build_datasets(self) -> dict[str, Dataset]:
-        raise NotImplementedError
 
     @property
     def info(self) -> DataInfo:
@@ -202,37 +207,27 @@ class BaseDataModule(pl.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
-    def _pin_memory(self) -> bool:
-        """``pin_memory: auto``: pinned host memory when the trainer trains on a GPU."""
-        if self.pin_memory != "auto":
-            return bool(self.pin_memory)
-        device = getattr(getattr(getattr(self, "trainer", None), "strategy", None), "root_device", None)
-        return device is not None and device.type == "cuda"
-
     def train_sampler(self, dataset: Dataset):
         """The training sampler; override for weighted or P x K sampling."""
         rank, world_size = self._distributed()
         return EpochSeededSampler(len(dataset), self.seed, rank=rank, world_size=world_size)
 
-    def eval_shard(self, split: str, dataset: Dataset) -> list[list[int]]:
-        """This process's share of the ``split`` batches (all of them in one process; see ``eval_batches``)."""
-        rank, world_size = self._distributed()
-        if 0 < len(dataset) < world_size:
-            raise UserError(f"data: the {split} split has {len(dataset)} item(s), fewer than the {world_size} processes "
-                            "that evaluate it; use a larger split or fewer trainer.devices")
-        return eval_batches(len(dataset), self.eval_batch_size, rank, world_size)
-
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
         options = dict(
             num_workers=self.num_workers,
-            pin_memory=self._pin_memory(),
+            pin_memory=pinned(self.pin_memory, getattr(self, "trainer", None)),
             persistent_workers=self.persistent_workers,
             collate_fn=getattr(dataset, "collate_fn", None),
             prefetch_factor=self.prefetch_factor if self.num_workers else None,
         )
-        if not train:
-            return DataLoader(dataset, batch_sampler=self.eval_shard(split, dataset), **options)
+        if not train:  # this process's share of the batches (all of them in one process; see ``eval_batches``)
+            rank, world_size = self._distributed()
+            if 0 < len(dataset) < world_size:
+                raise UserError(f"data: the {split} split has {len(dataset)} item(s), fewer than the {world_size} processes "
+                                "that evaluate it; use a larger split or fewer trainer.devices")
+            return DataLoader(dataset, batch_sampler=eval_batches(len(dataset), self.eval_batch_size, rank, world_size),
+                              **options)
         sampler = self.train_sampler(dataset)
         trainer = getattr(self, "trainer", None)
         if trainer is not None and hasattr(sampler, "set_epoch"):
@@ -257,5 +252,5 @@ class BaseDataModule(pl.LightningDataModule):
         """The items of ``predict_on`` in order (a plain batch size: Lightning's prediction tracks batch indices)."""
         dataset = self.datasets["predict"]
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers,
-                          pin_memory=self._pin_memory(), collate_fn=dataset.collate_fn)
+                          pin_memory=pinned(self.pin_memory, getattr(self, "trainer", None)), collate_fn=dataset.collate_fn)
 

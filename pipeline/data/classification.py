@@ -84,6 +84,13 @@ def class_counts(samples: Sequence[Sample], num_classes: int, key: str = "label"
     return [counts.get(i, 0) for i in range(num_classes)]
 
 
+def readable(samples: list[Sample], skip_bad_files: bool) -> list[Sample]:
+    """Samples whose image decodes; UserError naming a bad file unless ``skip_bad_files``."""
+    unique = list({s.path: s for s in samples}.values())
+    kept = {s.path for s in drop_unreadable(unique, skip_bad_files)}
+    return [s for s in samples if s.path in kept]
+
+
 class ImageClassificationDataModule(BaseDataModule):
     """Base for classification datasets; subclasses give ``read_splits`` and ``class_names``.
 
@@ -161,26 +168,22 @@ class ImageClassificationDataModule(BaseDataModule):
                 raise UserError(f"data.split: the {name} split is empty (more data or other data.split fractions needed)")
         self.train_class_counts = class_counts(cached["train"][0], len(self.class_names))
         train_transform = build_transform(self.augment, self.image_size, self.mean, self.std)
+        eval_transform = build_transform(None, self.image_size, self.mean, self.std)
         return {
-            name: ClassificationDataset(samples, train_transform if name == "train" else self.eval_transform(),
-                                        self.prepare_step(), images)
+            name: ClassificationDataset(samples, train_transform if name == "train" else eval_transform, self.prepare()[0], images)
             for name, (samples, images) in cached.items()
         }
 
-    def prepare_step(self) -> A.Compose:
-        """The deterministic preprocessing after the crop, done once when cached: the resize."""
-        return A.Compose([A.Resize(*self.image_size)])
-
-    def prepare_signature(self) -> str:
-        """What ``prepare_step`` does, with its parameters (part of the cache key)."""
-        return f"resize{self.image_size[0]}x{self.image_size[1]}"
+    def prepare(self) -> tuple[A.Compose, str]:
+        """The deterministic preprocessing after the crop, done once when cached (the resize), and its signature:
+        what it does, with its parameters (part of the cache key)."""
+        return A.Compose([A.Resize(*self.image_size)]), f"resize{self.image_size[0]}x{self.image_size[1]}"
 
     def _decoded(self, samples: list[Sample]) -> tuple[list[Sample], CachedImages | None]:
         """The samples whose image decodes, with their decoded images when ``data.cache`` keeps them."""
-        images = self.decoded([(s.path, s.box) for s in samples], self.prepare_step(), self.prepare_signature(),
-                              self.image_size)
+        images = self.decoded([(s.path, s.box) for s in samples], *self.prepare(), self.image_size)
         if images is None:
-            return (self._readable(samples) if self.check_images else samples), None
+            return (readable(samples, self.skip_bad_files) if self.check_images else samples), None
         bad = set(images.unreadable())
         if bad and not self.skip_bad_files:
             load_image(samples[min(bad)].path)  # raises the reader's own error naming the file
@@ -189,18 +192,9 @@ class ImageClassificationDataModule(BaseDataModule):
         keep = [i for i in range(len(samples)) if i not in bad]
         return [samples[i] for i in keep], images.subset(keep) if bad else images
 
-    def _readable(self, samples: list[Sample]) -> list[Sample]:
-        """Samples whose image decodes; UserError naming a bad file unless ``skip_bad_files``."""
-        unique = list({s.path: s for s in samples}.values())
-        kept = {s.path for s in drop_unreadable(unique, self.skip_bad_files)}
-        return [s for s in samples if s.path in kept]
-
-    def eval_transform(self):
-        """The preprocessing shared by val, test, predict, export and serve."""
-        return build_transform(None, self.image_size, self.mean, self.std)
-
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        return apply_transform(self.eval_transform(), image)
+        """The preprocessing shared by val, test, predict, export and serve."""
+        return apply_transform(build_transform(None, self.image_size, self.mean, self.std), image)
 
     @property
     def info(self) -> DataInfo:

@@ -147,13 +147,10 @@ class GlassesDataModule(ImageClassificationDataModule):
     def extra_info(self) -> dict[str, Any]:
         return {"detect_face": self.eye_zone.detect_face, "face_margin": self.eye_zone.margin}
 
-    def prepare_step(self) -> A.Compose:
+    def prepare(self) -> tuple[A.Compose, str]:
         # The eye zone comes first in training and evaluation, so augmentations see the crop the model will see.
-        return A.Compose([EyeZone(self.eye_zone)])
-
-    def prepare_signature(self) -> str:
         zone = self.eye_zone
-        return f"eyezone{zone.size}_face{zone.detect_face}_{zone.face_model}_m{zone.margin}_min{zone.min_face_size}"
+        return A.Compose([EyeZone(zone)]), f"eyezone{zone.size}_face{zone.detect_face}_{zone.face_model}_m{zone.margin}_min{zone.min_face_size}"
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor | None:
         zone = self.eye_zone(image)

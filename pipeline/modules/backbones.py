@@ -9,7 +9,7 @@ import torch.nn as nn
 from omegaconf import Container, OmegaConf
 
 # Registers the framework's own small models (simple_cnn, face_cnn, glasses_cnn) in timm's registry.
-from pipeline.modules import face_cnn, small_cnn, tiny_cnn  # noqa: F401
+from pipeline.modules import small_cnn, tiny_cnn  # noqa: F401
 from pipeline.utils.errors import UserError
 
 

@@ -36,9 +36,6 @@ from pipeline.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-DETECTORS = ("fcos", "retinanet", "fcos_resnet50_fpn")
-# torchvision's own detectors, built as torchvision builds them to load its COCO weights (configs/model/fcos_coco.yaml).
-COCO_DETECTORS = ("fcos_resnet50_fpn",)
 # The backbone maps the FPN reads: strides 8-32 (P3-P5), or 4-32 with ``min_stride=4`` (P2: a face under
 # 16 px covers one or two stride-8 locations, about six stride-4 ones); P6/P7 (64, 128) are added on top.
 MIN_STRIDES = (4, 8)
@@ -49,14 +46,6 @@ def fpn_strides(min_stride: int) -> tuple[int, ...]:
     return tuple(2**i for i in range(min_stride.bit_length() - 1, 8))
 
 
-def anchor_sizes(name: str, strides: Sequence[int]) -> tuple[tuple[int, ...], ...]:
-    """FCOS: one size per level, its stride (the scale ranges follow from it); RetinaNet: three scales
-    of twice the stride (torchvision's defaults halved: faces in 256-640 px images are small)."""
-    if name == "fcos":
-        return tuple((s,) for s in strides)
-    return tuple((2 * s, int(2 * s * 2 ** (1 / 3)), int(2 * s * 2 ** (2 / 3))) for s in strides)
-
-
 class TimmFpnBackbone(nn.Module):
     """A timm feature extractor (strides ``min_stride`` to 32) with an FPN and P6/P7, as torchvision detectors expect."""
 
@@ -65,16 +54,21 @@ class TimmFpnBackbone(nn.Module):
         name: str,
         out_channels: int = 64,
         pretrained: bool = False,
-        backbone_weights: str | Path | None = None,
+        weights: str | Path | None = None,
         min_stride: int = 8,
     ):
         super().__init__()
-        overlay = {"file": str(backbone_weights)} if backbone_weights else None
+        if out_channels < 64 or out_channels % 32:
+            # the heads' GroupNorm(32) needs 2+ channels per group to work on 1x1 P7 maps of small images
+            raise UserError(f"model.fpn_channels: {out_channels} must be a multiple of 32 and at least 64")
+        if min_stride not in MIN_STRIDES:
+            raise UserError(f"model.min_stride: {min_stride} is not one of {MIN_STRIDES}")
+        overlay = {"file": str(weights)} if weights else None
         try:
             self.body = timm.create_model(
                 name,
                 features_only=True,
-                pretrained=pretrained or backbone_weights is not None,
+                pretrained=pretrained or weights is not None,
                 pretrained_cfg_overlay=overlay,
             )
         except (RuntimeError, OSError) as exc:
@@ -197,100 +191,90 @@ def _load_detector_weights(model: nn.Module, path: str | Path) -> None:
         raise UserError(f"model.weights: '{path}' does not fit this detector ({reason})") from None
 
 
-def _check_settings(name: str, fpn_channels: int, min_stride: int) -> None:
-    if name not in DETECTORS:
-        raise UserError(f"model.name: unknown detector '{name}' (choose one of {DETECTORS})")
-    if fpn_channels < 64 or fpn_channels % 32:
-        # the heads' GroupNorm(32) needs 2+ channels per group to work on 1x1 P7 maps of small images
-        raise UserError(f"model.fpn_channels: {fpn_channels} must be a multiple of 32 and at least 64")
-    if min_stride not in MIN_STRIDES:
-        raise UserError(f"model.min_stride: {min_stride} is not one of {MIN_STRIDES}")
-    if name in COCO_DETECTORS and min_stride != 8:
-        raise UserError(f"model.min_stride: {name} has torchvision's levels P3-P7 (min_stride 8), not {min_stride}")
-
-
-def build_detector(
-    name: str = "fcos",
-    *,
-    num_classes: int,
-    backbone: str = "resnet18",
-    pretrained: bool = False,
-    weights: str | Path | None = None,
-    backbone_weights: str | Path | None = None,
-    image_size: int | tuple[int, int] = 256,
-    class_weights: Sequence[float] | None = None,
-    fpn_channels: int = 64,
-    head_convs: int = 2,
-    score_thresh: float = 0.05,
-    nms_thresh: float = 0.5,
-    detections_per_img: int = 100,
-    min_stride: int = 8,
-) -> FCOS | RetinaNet:
-    """A torchvision FCOS or RetinaNet on any timm backbone with an FPN, sized for ``image_size`` inputs.
-
-    ``pretrained`` fetches the backbone's ImageNet weights through timm; ``backbone_weights`` loads
-    them from a local file instead (e.g. torchvision's ``resnet18-f37072fd.pth``); ``weights`` loads a
-    whole trained detector. ``head_convs`` applies to FCOS (RetinaNet's head has 4 convs). ``min_stride``
-    4 adds a stride-4 level (P2) for tiny objects (about 45% more time per training step at 384 px).
-    """
-    _check_settings(name, fpn_channels, min_stride)
+def _finish(model: FCOS | RetinaNet, image_size: int | Sequence[int], detector_weights: str | Path | None) -> None:
+    """Give the detector this framework's no-resize transform, and a whole trained detector's weights when given."""
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    weights_per_class = _class_weights(class_weights, num_classes)
-    common = dict(min_size=min(height, width), max_size=max(height, width), score_thresh=score_thresh,
-                  nms_thresh=nms_thresh, detections_per_img=detections_per_img)
-    if name in COCO_DETECTORS:
-        model = coco_fcos(num_classes, weights_per_class, pretrained, **common)
-    else:
-        model = _timm_detector(name, num_classes, weights_per_class, backbone, pretrained, backbone_weights, fpn_channels,
-                               head_convs, min_stride, common)
     mean, std = model.transform.image_mean, model.transform.image_std
     model.transform = NoResizeTransform(min(height, width), max(height, width), mean, std)
-    if weights is not None:
-        _load_detector_weights(model, weights)
-    return model
+    if detector_weights is not None:
+        _load_detector_weights(model, detector_weights)
 
 
-def _timm_detector(name, num_classes, weights_per_class, backbone, pretrained, backbone_weights, fpn_channels, head_convs,
-                   min_stride, common) -> FCOS | RetinaNet:
-    """FCOS or RetinaNet on a timm backbone with this framework's FPN (``build_detector``'s arguments)."""
-    body = TimmFpnBackbone(backbone, fpn_channels, pretrained, backbone_weights, min_stride)
-    sizes = anchor_sizes(name, fpn_strides(min_stride))
-    if name == "fcos":
-        anchors = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
-        head = WeightedFCOSHead(fpn_channels, 1, num_classes, head_convs, weights_per_class)
-        model = FCOS(body, num_classes, anchor_generator=anchors, head=head, **common)
-    else:
+def _box_settings(min_score: float, nms_threshold: float, detections_per_img: int) -> dict[str, float]:
+    return {"score_thresh": min_score, "nms_thresh": nms_threshold, "detections_per_img": detections_per_img}
+
+
+class TimmFCOS(FCOS):
+    """torchvision's FCOS on any timm backbone with an FPN (configs/model/fcos.yaml), for ``image_size`` inputs.
+
+    ``pretrained`` fetches the backbone's ImageNet weights through timm; ``weights`` loads them from a local file
+    instead (e.g. torchvision's ``resnet18-f37072fd.pth``); ``detector_weights`` loads a whole trained detector.
+    ``min_stride`` 4 adds a stride-4 level (P2) for tiny objects (about 45% more time per training step at 384 px).
+    ``min_score`` is the detector's own score cut, ``nms_threshold`` its NMS IoU. One anchor per location, of
+    its level's stride (the scale ranges follow from it).
+    """
+
+    def __init__(self, *, num_classes: int, image_size: int | Sequence[int] = 256, class_weights: Sequence[float] | None = None,
+                 backbone: str = "resnet18", pretrained: bool = False, weights: str | Path | None = None,
+                 fpn_channels: int = 64, head_convs: int = 2, min_stride: int = 8, min_score: float = 0.05,
+                 nms_threshold: float = 0.5, detections_per_img: int = 100, detector_weights: str | Path | None = None) -> None:
+        body = TimmFpnBackbone(backbone, fpn_channels, pretrained, weights, min_stride)
+        sizes = tuple((stride,) for stride in fpn_strides(min_stride))
+        head = WeightedFCOSHead(fpn_channels, 1, num_classes, head_convs, _class_weights(class_weights, num_classes))
+        super().__init__(body, num_classes, anchor_generator=AnchorGenerator(sizes, ((1.0,),) * len(sizes)), head=head,
+                         **_box_settings(min_score, nms_threshold, detections_per_img))
+        _finish(self, image_size, detector_weights)
+
+
+class TimmRetinaNet(RetinaNet):
+    """torchvision's RetinaNet (its head has 4 convs) on the same backbone and FPN as ``TimmFCOS``, with its arguments
+    (configs/model/retinanet.yaml): three anchor scales of twice the stride (torchvision's defaults halved: faces in
+    256-640 px images are small)."""
+
+    def __init__(self, *, num_classes: int, image_size: int | Sequence[int] = 256, class_weights: Sequence[float] | None = None,
+                 backbone: str = "resnet18", pretrained: bool = False, weights: str | Path | None = None,
+                 fpn_channels: int = 64, head_convs: int = 4, min_stride: int = 8, min_score: float = 0.05,
+                 nms_threshold: float = 0.5, detections_per_img: int = 100, detector_weights: str | Path | None = None) -> None:
+        if head_convs != 4:
+            raise UserError(f"model.head_convs: RetinaNet's head has 4 convs, not {head_convs}")
+        body = TimmFpnBackbone(backbone, fpn_channels, pretrained, weights, min_stride)
+        sizes = tuple((2 * s, int(2 * s * 2 ** (1 / 3)), int(2 * s * 2 ** (2 / 3))) for s in fpn_strides(min_stride))
         anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
         num_anchors = anchors.num_anchors_per_location()[0]
         norm = partial(nn.GroupNorm, 16)
         head = RetinaNetHead(fpn_channels, num_anchors, num_classes, norm_layer=norm)
         head.classification_head = WeightedRetinaNetClassificationHead(
-            fpn_channels, num_anchors, num_classes, weights_per_class, norm_layer=norm
-        )
-        model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **common)
-    return model
+            fpn_channels, num_anchors, num_classes, _class_weights(class_weights, num_classes), norm_layer=norm)
+        super().__init__(body, num_classes, anchor_generator=anchors, head=head,
+                         **_box_settings(min_score, nms_threshold, detections_per_img))
+        _finish(self, image_size, detector_weights)
 
 
-def coco_fcos(num_classes: int, class_weights: Tensor, pretrained: bool = False, **common) -> FCOS:
+class CocoFCOS(FCOS):
     """torchvision's FCOS ResNet-50 FPN as ``fcos_resnet50_fpn`` builds it for its COCO weights (frozen BatchNorm,
-    the stem and first stage frozen), with ``num_classes`` outputs and the class-weighted head.
+    the stem and first stage frozen; levels P3-P7, 256 channels, 4 head convs), with ``num_classes`` outputs and the
+    class-weighted head (configs/model/fcos_coco.yaml).
 
     ``pretrained`` downloads torchvision's COCO weights (needs internet) and loads every tensor but the
     91-class output layer; offline, pass torchvision's file to ``model.init_from`` instead (the same tensors load).
     """
-    body = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3, returned_layers=[2, 3, 4],
-                                 extra_blocks=LastLevelP6P7(256, 256))
-    head = WeightedFCOSHead(body.out_channels, 1, num_classes, 4, class_weights)
-    model = FCOS(body, num_classes, head=head, **common)
-    if pretrained:
-        source = "torchvision FCOS_ResNet50_FPN_Weights.COCO_V1"
-        try:
-            state = FCOS_ResNet50_FPN_Weights.COCO_V1.get_state_dict(progress=True, check_hash=True)
-        except (OSError, RuntimeError) as exc:  # no internet: URLError is an OSError
-            raise UserError(f"model.pretrained: cannot fetch {source} ({exc}); offline, download "
-                            f"{FCOS_ResNet50_FPN_Weights.COCO_V1.url} elsewhere and pass it as model.init_from") from None
-        log.info("%s", load_matching(model, state, source, "torchvision COCO weights", "backbone.body.").table())
-    return model
+
+    def __init__(self, *, num_classes: int, image_size: int | Sequence[int] = 256, class_weights: Sequence[float] | None = None,
+                 pretrained: bool = False, min_score: float = 0.05, nms_threshold: float = 0.5, detections_per_img: int = 100,
+                 detector_weights: str | Path | None = None) -> None:
+        body = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3, returned_layers=[2, 3, 4],
+                                     extra_blocks=LastLevelP6P7(256, 256))
+        head = WeightedFCOSHead(body.out_channels, 1, num_classes, 4, _class_weights(class_weights, num_classes))
+        super().__init__(body, num_classes, head=head, **_box_settings(min_score, nms_threshold, detections_per_img))
+        if pretrained:
+            source = "torchvision FCOS_ResNet50_FPN_Weights.COCO_V1"
+            try:
+                state = FCOS_ResNet50_FPN_Weights.COCO_V1.get_state_dict(progress=True, check_hash=True)
+            except (OSError, RuntimeError) as exc:  # no internet: URLError is an OSError
+                raise UserError(f"model.pretrained: cannot fetch {source} ({exc}); offline, download "
+                                f"{FCOS_ResNet50_FPN_Weights.COCO_V1.url} elsewhere and pass it as model.init_from") from None
+            log.info("%s", load_matching(self, state, source, "torchvision COCO weights", "backbone.body.").table())
+        _finish(self, image_size, detector_weights)
 
 
 class NoResizeTransform(GeneralizedRCNNTransform):

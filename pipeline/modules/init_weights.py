@@ -177,3 +177,13 @@ def backbone_prefix(net: nn.Module) -> str | None:
             continue
         return f"{name}."
     return None
+
+
+def backbone_module(net: nn.Module) -> nn.Module:
+    """A task network's pretrained-able part (``backbone.body``, ``backbone`` or ``encoder``), for freezing and
+    ``hyp.backbone_lr_mult``."""
+    prefix = backbone_prefix(net)
+    if prefix is None:
+        raise UserError(f"hyp.freeze_backbone_epochs / hyp.backbone_lr_mult: the network ({type(net).__name__}) has no "
+                        "backbone part; leave them at 0 and 1.0")
+    return net.get_submodule(prefix.rstrip("."))

@@ -17,9 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MetricCollection
 
 from pipeline.callbacks.finetune import FreezeBackbone
-from pipeline.modules.init_weights import backbone_prefix
+from pipeline.modules.init_weights import backbone_module
 from pipeline.utils.contracts import DataInfo, ExportSpec
-from pipeline.utils.errors import UserError
 
 STAGES = ("train", "val", "test")
 
@@ -33,6 +32,57 @@ def item_mean() -> MeanMetric:
     """A mean over items, each batch's value weighted by its size; a NaN value shows as NaN. (torchmetrics'
     ``nan_strategy="disable"`` would also drop the weights: a mean of batch means.)"""
     return MeanMetric(nan_strategy=float("nan"))
+
+
+def build_model(model: DictConfig, **arguments: Any) -> nn.Module:
+    """The model group's ``_target_`` built by Hydra from its keys (but the ``init_*`` start-from keys, which
+    ``pipeline.trainers.init_from`` reads) and the task's ``arguments`` (what the data decides)."""
+    return instantiate({key: value for key, value in model.items() if not str(key).startswith("init_")}, **arguments)
+
+
+def first_items(values: dict[str, Any], n: int, prefix: str = "") -> dict[str, Any]:
+    """The first ``n`` items (on CPU) of every batched tensor, or list of tensor dicts, in ``values``."""
+    kept = {}
+    for key, value in values.items():
+        if isinstance(value, torch.Tensor) and value.ndim:
+            kept[prefix + key] = value[:n].detach().cpu()
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            kept[prefix + key] = [{k: v.detach().cpu() for k, v in item.items()} for item in value[:n]]
+    return kept
+
+
+def parameter_groups(task: BaseTask) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
+    """The trainable parameters, or with ``hyp.backbone_lr_mult`` / ``freeze_backbone_epochs`` two groups: the
+    rest, and the whole backbone (frozen or not: unfreezing adds no group) at the learning rate times the multiplier."""
+    mult = float(task.hyp.get("backbone_lr_mult", 1.0))
+    if mult == 1.0 and not task.hyp.get("freeze_backbone_epochs"):
+        return [p for p in task.parameters() if p.requires_grad]
+    backbone = list(backbone_module(task.net).parameters())
+    inside = {id(p) for p in backbone}
+    rest = [p for p in task.parameters() if p.requires_grad and id(p) not in inside]
+    return [group for group in ({"params": rest}, {"params": backbone, "lr_mult": mult}) if group["params"]]
+
+
+def build_optimizers(task: BaseTask, total_steps):
+    """``hyp.optimizer`` and ``hyp.scheduler`` for the task's network; ``total_steps()`` gives the optimiser
+    steps of the whole run (asked only for ``total_steps: auto``). Also used by the plain benchmark loop."""
+    optimizer = instantiate(task.hyp.optimizer)(params=parameter_groups(task))
+    for group in optimizer.param_groups:
+        group["lr"] = optimizer.defaults["lr"] * group.pop("lr_mult", 1.0)
+    if not task.hyp.get("scheduler"):
+        return optimizer
+    options = OmegaConf.to_container(task.hyp.scheduler, resolve=True)
+    per_group = {}
+    if len(optimizer.param_groups) > 1 and isinstance(options.get("max_lr"), (int, float)):
+        # OneCycleLR sets every group to max_lr: keep the backbone's multiplier (a plain list, not a ListConfig)
+        max_lr = options.pop("max_lr")
+        per_group["max_lr"] = [max_lr * g["lr"] / optimizer.defaults["lr"] for g in optimizer.param_groups]
+    interval = options.pop("interval", "epoch")
+    if options.get("total_steps") == "auto":
+        # OneCycleLR divides by its warm-up length: very short runs (debug=limit) need a floor.
+        options["total_steps"] = max(int(total_steps()), 20)
+    scheduler = instantiate(options)(optimizer=optimizer, **per_group)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
 
 def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
@@ -68,8 +118,10 @@ class BaseTask(pl.LightningModule):
         self.example_count = example_count
         self.net = self.build_net()
         self.loss_fn = self.build_loss()
-        for stage in STAGES:
-            setattr(self, f"{stage}_metrics", self.build_metrics().clone(prefix=f"{stage}/"))
+        # <stage>_metrics submodules, also reached as metrics[stage]
+        self.metrics = {stage: self.build_metrics().clone(prefix=f"{stage}/") for stage in STAGES}
+        for stage, metrics in self.metrics.items():
+            setattr(self, f"{stage}_metrics", metrics)
         self.examples: dict[str, dict[str, torch.Tensor]] = {}
         self.eval_losses = nn.ModuleDict()  # <stage>_<loss name> -> MeanMetric, made at the first step
         self.predict_options: dict[str, Any] = {}
@@ -86,10 +138,6 @@ class BaseTask(pl.LightningModule):
         with ``loss`` (and ``loss_<term>`` parts) whenever the step trains."""
         raise NotImplementedError
 
-    def render_examples(self, stage: str) -> torch.Tensor | None:
-        """An image grid (CHW uint8) of cached examples with truth and prediction, or None."""
-        return None
-
     # --- delivery: bin/export.py and bin/serve.py call this ---------------------------------------
     def export_spec(self) -> ExportSpec:
         """What to write to ONNX and how the service reads its outputs (see ``ExportSpec``)."""
@@ -103,13 +151,10 @@ class BaseTask(pl.LightningModule):
             loss.set_class_counts(counts)
         return loss
 
-    def metrics_for(self, stage: str) -> MetricCollection:
-        return getattr(self, f"{stage}_metrics")
-
     def update_metrics(self, stage: str, out: dict[str, Any]) -> MetricCollection | None:
         """Update the stage's metrics with a step's outputs; return those to log per step (None: the task
         logs its metrics at the epoch's end)."""
-        metrics = self.metrics_for(stage)
+        metrics = self.metrics[stage]
         metrics.update(out["preds"], out["target"])
         return metrics
 
@@ -139,15 +184,9 @@ class BaseTask(pl.LightningModule):
         if metrics is not None:
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         if batch_idx == 0 and stage != "train":
-            self.examples[stage] = self.cache_examples(batch, out)
+            # the first items of the batch and (as out_<key>) of the step's outputs, for render_examples' grids
+            self.examples[stage] = {**first_items(batch, self.example_count), **first_items(out, self.example_count, "out_")}
         return out.get("loss") if stage == "train" else out  # val/test: every output, for callbacks (curves)
-
-    def cache_examples(self, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Keep the first ``example_count`` items of the batch and outputs (on CPU) for image grids."""
-        n = self.example_count
-        keep = {k: v[:n].detach().cpu() for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        keep.update({f"out_{k}": v[:n].detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim})
-        return keep
 
     def setup(self, stage: str) -> None:
         """Speed switches on the network: ``hyp.channels_last`` (NHWC memory format, faster convolutions
@@ -172,49 +211,8 @@ class BaseTask(pl.LightningModule):
         return self._shared_step(batch, batch_idx, "test")
 
     def configure_optimizers(self):
-        return self.build_optimizers(lambda: self.trainer.estimated_stepping_batches)
-
-    def backbone_module(self) -> nn.Module:
-        """The network's pretrained-able part (``backbone.body``, ``backbone`` or ``encoder``), for freezing
-        and ``hyp.backbone_lr_mult``."""
-        prefix = backbone_prefix(self.net)
-        if prefix is None:
-            raise UserError(f"hyp.freeze_backbone_epochs / hyp.backbone_lr_mult: {type(self).__name__}'s network "
-                            "has no backbone part; leave them at 0 and 1.0")
-        return self.net.get_submodule(prefix.rstrip("."))
+        return build_optimizers(self, lambda: self.trainer.estimated_stepping_batches)
 
     def configure_callbacks(self) -> list[pl.Callback]:
         epochs = int(self.hyp.get("freeze_backbone_epochs", 0) or 0)
         return [FreezeBackbone(epochs)] if epochs else []
-
-    def parameter_groups(self) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
-        """The trainable parameters, or with ``hyp.backbone_lr_mult`` / ``freeze_backbone_epochs`` two groups: the
-        rest, and the whole backbone (frozen or not: unfreezing adds no group) at the learning rate times the multiplier."""
-        mult = float(self.hyp.get("backbone_lr_mult", 1.0))
-        if mult == 1.0 and not self.hyp.get("freeze_backbone_epochs"):
-            return [p for p in self.parameters() if p.requires_grad]
-        backbone = list(self.backbone_module().parameters())
-        inside = {id(p) for p in backbone}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in inside]
-        return [group for group in ({"params": rest}, {"params": backbone, "lr_mult": mult}) if group["params"]]
-
-    def build_optimizers(self, total_steps):
-        """``hyp.optimizer`` and ``hyp.scheduler`` for this network; ``total_steps()`` gives the optimiser
-        steps of the whole run (asked only for ``total_steps: auto``). Also used by the plain benchmark loop."""
-        optimizer = instantiate(self.hyp.optimizer)(params=self.parameter_groups())
-        for group in optimizer.param_groups:
-            group["lr"] = optimizer.defaults["lr"] * group.pop("lr_mult", 1.0)
-        if not self.hyp.get("scheduler"):
-            return optimizer
-        options = OmegaConf.to_container(self.hyp.scheduler, resolve=True)
-        per_group = {}
-        if len(optimizer.param_groups) > 1 and isinstance(options.get("max_lr"), (int, float)):
-            # OneCycleLR sets every group to max_lr: keep the backbone's multiplier (a plain list, not a ListConfig)
-            max_lr = options.pop("max_lr")
-            per_group["max_lr"] = [max_lr * g["lr"] / optimizer.defaults["lr"] for g in optimizer.param_groups]
-        interval = options.pop("interval", "epoch")
-        if options.get("total_steps") == "auto":
-            # OneCycleLR divides by its warm-up length: very short runs (debug=limit) need a floor.
-            options["total_steps"] = max(int(total_steps()), 20)
-        scheduler = instantiate(options)(optimizer=optimizer, **per_group)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -12,15 +12,15 @@ Every prediction path (validation, test, ``predict_step``, export) averages prob
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
@@ -28,14 +28,9 @@ from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.combine import COMBINERS
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
-from pipeline.runs.layout import RunLayout
-from pipeline.runs.table import write_dict_rows
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ClassScores, ExportSpec, Output, decide
+from pipeline.utils.contracts import ClassScores, DataInfo, ExportSpec, Output, decide
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import write_json
-
-log = logging.getLogger(__name__)
 
 MAIN = "label"
 TTA_MODES = ("flip", "flip_crops")
@@ -103,6 +98,49 @@ class ProbabilityModel(nn.Module):
         return tuple(probs[name] for name in self.outputs)
 
 
+@dataclass(frozen=True)
+class Heads:
+    """A classifier's outputs: ``sizes`` (head -> number of classes; ``{"label": n}`` with one head), ``classes``
+    (every scored output, the combined ``label`` included -> class names), ``combine`` (the rule recombining the
+    heads into the dataset's classes, when the heads allow it) and the loss ``weights`` per head."""
+
+    sizes: dict[str, int]
+    classes: dict[str, list[str]]
+    combine: str | None
+    weights: dict[str, float]
+
+    @property
+    def multi(self) -> bool:
+        return MAIN not in self.sizes
+
+    @property
+    def main(self) -> str:
+        return MAIN if MAIN in self.classes else next(iter(self.sizes))
+
+    @staticmethod
+    def output_of(metric_name: str) -> str:
+        """The output a metric scores: ``mask_f1`` -> ``mask``, ``f1`` -> ``label``."""
+        return metric_name.rpartition("_")[0] or MAIN
+
+    @classmethod
+    def of(cls, model: Any, info: DataInfo) -> Heads:
+        """From ``model.heads`` / ``model.head_weights`` and the data's classes, heads and ``combine`` rule."""
+        heads = model.get("heads")
+        sizes = {str(name): int(n) for name, n in heads.items()} if heads else {MAIN: len(info.class_names)}
+        rule = info.combine if MAIN not in sizes else None
+        if rule is not None and rule not in COMBINERS:
+            raise UserError(f"data: unknown combine rule '{rule}' (known: {sorted(COMBINERS)})")
+        combine = rule if rule is not None and set(COMBINERS[rule][0]) <= set(sizes) else None
+        classes = {name: list(info.class_names) if name == MAIN else list(info.heads.get(name, [str(i) for i in range(n)]))
+                   for name, n in sizes.items()}
+        if combine:
+            classes[MAIN] = list(info.combine_class_names or info.class_names)
+        weights = dict(model.get("head_weights") or {})
+        if set(weights) - set(sizes):
+            raise UserError(f"model.head_weights: {sorted(set(weights) - set(sizes))} name no head of model.heads {list(sizes)}")
+        return cls(sizes, classes, combine, {name: float(weights.get(name, 1.0)) for name in sizes})
+
+
 class ClassificationTask(BaseTask):
     """timm backbone + one or several softmax heads; accuracy and macro F1 per output, per epoch.
 
@@ -118,98 +156,50 @@ class ClassificationTask(BaseTask):
         super().__init__(*args, **kwargs)
         self.hparams.update({"tta": tta, "threshold": threshold})
         self.exported = None
-        self.loss_weights = self.head_weights()
-        self.confusion = nn.ModuleDict(
-            {name: MulticlassConfusionMatrix(len(names)) for name, names in self.output_classes().items()}
-        )
+        self.confusion = nn.ModuleDict({name: MulticlassConfusionMatrix(len(names)) for name, names in self.heads.classes.items()})
 
-    # --- outputs --------------------------------------------------------------------------------
-    def head_sizes(self) -> dict[str, int]:
-        """Head name -> number of classes (``{"label": n}`` in single-head mode)."""
-        heads = self.model_cfg.get("heads")
-        if heads:
-            return {str(name): int(n) for name, n in heads.items()}
-        return {MAIN: len(self.data_info.class_names)}
-
-    @property
-    def multi_head(self) -> bool:
-        return MAIN not in self.head_sizes()
-
-    @property
-    def combine(self) -> str | None:
-        """The rule recombining the heads into the dataset's classes, when the heads allow it."""
-        rule = self.data_info.combine
-        if not self.multi_head or rule is None:
-            return None
-        if rule not in COMBINERS:
-            raise UserError(f"data: unknown combine rule '{rule}' (known: {sorted(COMBINERS)})")
-        needed = COMBINERS[rule][0]
-        return rule if set(needed) <= set(self.head_sizes()) else None
-
-    def output_classes(self) -> dict[str, list[str]]:
-        """Every scored output (heads, plus the combined ``label``) -> its class names."""
-        info = self.data_info
-        outputs = {name: list(info.heads.get(name, [str(i) for i in range(n)])) if name != MAIN else list(info.class_names)
-                   for name, n in self.head_sizes().items()}
-        if self.combine:
-            outputs[MAIN] = list(info.combine_class_names or info.class_names)
-        return outputs
-
-    def main_output(self) -> str:
-        return MAIN if MAIN in self.output_classes() else next(iter(self.head_sizes()))
+    @cached_property
+    def heads(self) -> Heads:
+        """What the network outputs, from the model group and the data (first asked by ``build_net``)."""
+        return Heads.of(self.model_cfg, self.data_info)
 
     # --- building -------------------------------------------------------------------------------
     def build_net(self) -> nn.Module:
         cfg = self.model_cfg
         backbone = create_backbone(cfg.backbone, cfg.get("pretrained", False), cfg.get("weights"), **cfg.get("kwargs", {}))
         head = cfg.get("head", {})
-        return MultiHeadClassifier(backbone, self.head_sizes(), head.get("hidden_dims", []), head.get("dropout", 0.0))
+        return MultiHeadClassifier(backbone, self.heads.sizes, head.get("hidden_dims", []), head.get("dropout", 0.0))
 
     def build_loss(self) -> nn.Module:
         """One loss per head; ``weight: balanced`` uses that head's training-split class counts."""
         counts = {MAIN: self.data_info.class_counts, **self.data_info.head_class_counts}
         losses = nn.ModuleDict()
-        for name in self.head_sizes():
+        for name in self.heads.sizes:
             loss = instantiate(self.hyp.loss)
             if counts.get(name) is not None and hasattr(loss, "set_class_counts"):
                 loss.set_class_counts(counts[name])
             losses[name] = loss
         return losses
 
-    def head_weights(self) -> dict[str, float]:
-        weights = dict(self.model_cfg.get("head_weights") or {})
-        unknown = set(weights) - set(self.head_sizes())
-        if unknown:
-            raise UserError(f"model.head_weights: {sorted(unknown)} name no head of model.heads {list(self.head_sizes())}")
-        return {name: float(weights.get(name, 1.0)) for name in self.head_sizes()}
-
     def build_metrics(self) -> MetricCollection:
         metrics = {}
-        for name, classes in self.output_classes().items():
+        for name, classes in self.heads.classes.items():
             prefix = "" if name == MAIN else f"{name}_"
             metrics[f"{prefix}acc"] = MulticlassAccuracy(len(classes), average="micro")
             metrics[f"{prefix}f1"] = MulticlassF1Score(len(classes), average="macro")
         return MetricCollection(metrics, compute_groups=False)
 
-    @staticmethod
-    def metric_output(metric_name: str) -> str:
-        """The output a metric scores: ``mask_f1`` -> ``mask``, ``f1`` -> ``label``."""
-        return metric_name.rpartition("_")[0] or MAIN
-
     # --- forward and steps ----------------------------------------------------------------------
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net(images)
-
     def probabilities(self, images: torch.Tensor, tta: str | None = None) -> dict[str, torch.Tensor]:
         """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output;
         from the exported ONNX model (TTA inside) after ``use_exported``."""
         if self.exported is None:
-            outputs = list(self.output_classes())
-            return dict(zip(outputs, ProbabilityModel(self.net, self.combine, outputs, tta)(images), strict=True))
+            outputs = list(self.heads.classes)
+            return dict(zip(outputs, ProbabilityModel(self.net, self.heads.combine, outputs, tta)(images), strict=True))
         if tta != self.tta:
             raise UserError(f"tta: the exported model averages the views of task.tta={self.tta}; predict with backend=torch for tta={tta}")
         arrays = self.exported(image=images.cpu().numpy())
-        return {name: torch.from_numpy(arrays[output_name(name)]) for name in self.output_classes()}
+        return {name: torch.from_numpy(arrays[output_name(name)]) for name in self.heads.classes}
 
     def use_exported(self, model: Any) -> None:
         """Predict with the run's exported ONNX model (an ``OnnxModel``) instead of the PyTorch network."""
@@ -219,61 +209,47 @@ class ClassificationTask(BaseTask):
         return decide(probs, self.threshold)
 
     def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = self(batch["image"])
-        loss = sum(self.loss_weights[name] * self.loss_fn[name](out, batch[name]) for name, out in logits.items())
+        logits = self.net(batch["image"])
+        loss = sum(self.heads.weights[name] * self.loss_fn[name](out, batch[name]) for name, out in logits.items())
         if self.training or self.tta is None:
             probs = {name: out.softmax(dim=1) for name, out in logits.items()}
-            if self.combine:
-                probs[MAIN] = COMBINERS[self.combine][1](probs)
+            if self.heads.combine:
+                probs[MAIN] = COMBINERS[self.heads.combine][1](probs)
         else:
             probs = self.probabilities(batch["image"], self.tta)
         pairs = {name: (self.decide(p), batch[name].long()) for name, p in probs.items()}
-        main = self.main_output()
+        main = self.heads.main
         return {"loss": loss, "preds": probs[main], "target": pairs[main][1], "pairs": pairs}
 
     def update_metrics(self, stage: str, out: dict[str, Any]) -> MetricCollection:
         """Each metric follows its own output (18-way class or a head); val/test also fill the confusion matrices."""
-        metrics = self.metrics_for(stage)
+        metrics = self.metrics[stage]
         for name, metric in metrics.items(keep_base=True, copy_state=False):
-            metric.update(*out["pairs"][self.metric_output(name)])
+            metric.update(*out["pairs"][Heads.output_of(name)])
         if stage != "train":
             for name, (preds, target) in out["pairs"].items():
                 self.confusion[name].update(preds, target)
         return metrics
 
-    # --- confusion matrices and the per-class report ---------------------------------------------
-    def _reset_confusion(self) -> None:
+    # --- confusion matrices (drawn by callbacks.confusion_matrix, tabled by callbacks.per_class_report) ----------
+    def on_validation_epoch_start(self) -> None:
+        """Each val and test epoch starts with empty confusion matrices."""
         for metric in self.confusion.values():
             metric.reset()
 
-    def on_validation_epoch_start(self) -> None:
-        self._reset_confusion()
-
-    def on_test_epoch_start(self) -> None:
-        self._reset_confusion()
+    on_test_epoch_start = on_validation_epoch_start
 
     def confusion_matrices(self) -> dict[str, tuple[torch.Tensor, list[str]]]:
         """Output -> (confusion matrix [true, predicted] of the current val/test epoch, class names)."""
-        classes = self.output_classes()
-        return {name: (metric.compute().cpu(), classes[name]) for name, metric in self.confusion.items() if metric.update_called}
-
-    def on_test_epoch_end(self) -> None:
-        rows = per_class_report(self.confusion_matrices())
-        if rows:
-            self._write_report(rows)
-
-    @rank_zero_only
-    def _write_report(self, rows: list[dict[str, Any]]) -> None:
-        results = RunLayout.of(self.trainer).results
-        write_dict_rows(results / "per_class_report.csv", rows)
-        write_json(results / "per_class_report.json", rows)
+        return {name: (metric.compute().cpu(), self.heads.classes[name]) for name, metric in self.confusion.items()
+                if metric.update_called}
 
     def render_examples(self, stage: str) -> torch.Tensor | None:
         ex = self.examples.get(stage)
         if not ex:
             return None
         images = denormalize(ex["image"], self.data_info.mean, self.data_info.std)
-        names = self.output_classes()[self.main_output()]
+        names = self.heads.classes[self.heads.main]
         labels = []
         for probs, truth in zip(ex["out_preds"], ex["out_target"].tolist()):
             pred = int(self.decide(probs[None])[0])
@@ -284,40 +260,25 @@ class ClassificationTask(BaseTask):
     def export_spec(self) -> ExportSpec:
         """A single-image classifier: ``image`` [B, C, H, W] -> probabilities per output, main output first,
         test-time augmentation (``tta``) inside the graph."""
-        classes = self.output_classes()
-        names = sorted(classes, key=lambda name: name != self.main_output())
+        classes = self.heads.classes
+        names = sorted(classes, key=lambda name: name != self.heads.main)
         outputs = [Output(output_name(name), "softmax", self.threshold if len(classes[name]) == 2 else None, classes[name])
                    for name in names]
         info = self.data_info
         metadata = {"task": info.task, "input_size": list(info.input_size), "mean": info.mean, "std": info.std,
-                    "class_names": classes[self.main_output()], "tta": self.tta}
-        return ExportSpec(ProbabilityModel(self.net, self.combine, names, self.tta),
+                    "class_names": classes[self.heads.main], "tta": self.tta}
+        return ExportSpec(ProbabilityModel(self.net, self.heads.combine, names, self.tta),
                           {"image": torch.zeros(2, *info.input_size)}, outputs, metadata=metadata)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> ClassScores:
         """Probabilities per output (main first) over the ``tta`` views (``options.tta``, default the task's);
         a single head is also named by ``data_info.target`` when the data gives one, so separate runs combine."""
         probs = self.probabilities(batch["image"], self.predict_options.get("tta", self.tta))
-        classes = self.output_classes()
+        classes = dict(self.heads.classes)
         target = self.data_info.target
-        if not self.multi_head and target:
+        if not self.heads.multi and target:
             probs[target], classes[target] = probs[MAIN], classes[MAIN]
-        main = self.main_output()
+        main = self.heads.main
         listed = classes[main][1] if self.lists_positive else None
         return ClassScores({name: p.cpu() for name, p in {main: probs[main], **probs}.items()}, classes, self.threshold, listed)
 
-
-def per_class_report(matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> list[dict[str, Any]]:
-    """Rows ``output, class, precision, recall, f1, support`` from confusion matrices [true, predicted]."""
-    rows = []
-    for output, (matrix, names) in matrices.items():
-        matrix = matrix.double()
-        tp = matrix.diag()
-        predicted, support = matrix.sum(0), matrix.sum(1)
-        precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
-        recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
-        f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), torch.zeros_like(tp))
-        for i, name in enumerate(names):
-            rows.append({"output": output, "class": name, "precision": round(float(precision[i]), 6),
-                         "recall": round(float(recall[i]), 6), "f1": round(float(f1[i]), 6), "support": int(support[i])})
-    return rows

@@ -12,14 +12,11 @@ from torchvision.utils import draw_bounding_boxes, make_grid
 
 from pipeline.data.detection_transforms import unletterbox_boxes
 from pipeline.metrics.detection import DetectionMetrics
-from pipeline.modules.detectors import DetectorForExport, build_detector
-from pipeline.trainers.base import BaseTask
+from pipeline.modules.detectors import DetectorForExport
+from pipeline.trainers.base import BaseTask, build_model
 from pipeline.utils.contracts import Detections, ExportSpec, Output
 from pipeline.utils.errors import UserError
 
-# Model-group keys (configs/model/fcos.yaml) -> build_detector's arguments; absent keys keep its defaults.
-DETECTOR_KEYS = {"name": "name", "fpn_channels": "fpn_channels", "head_convs": "head_convs", "min_stride": "min_stride",
-                 "min_score": "score_thresh", "nms_threshold": "nms_thresh", "detections_per_img": "detections_per_img"}
 # Class colours for drawn boxes (cycled); ground truth is drawn in white.
 PALETTE = ((40, 200, 40), (230, 40, 40), (255, 160, 0), (0, 150, 255), (200, 0, 200), (0, 200, 200))
 TRUTH_COLOUR = (255, 255, 255)
@@ -73,54 +70,35 @@ class DetectionTask(BaseTask):
         example_count: int = 8,
         **kwargs: Any,
     ) -> None:
-        self.options = {
-            "score_threshold": score_threshold,
-            "class_weights": list(class_weights) if class_weights is not None and not isinstance(class_weights, str) else class_weights,
-        }
+        self.score_threshold = float(score_threshold)
+        self.class_weights = list(class_weights) if class_weights is not None and not isinstance(class_weights, str) else class_weights
         super().__init__(*args, example_count=example_count, **kwargs)
         self.exported = None
         # Kept with the checkpoint, so load_from_checkpoint rebuilds the same detector.
-        self.hparams.update(self.options)
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.data_info.class_names)
-
-    @property
-    def score_threshold(self) -> float:
-        return float(self.options["score_threshold"])
+        self.hparams.update({"score_threshold": self.score_threshold, "class_weights": self.class_weights})
 
     def build_net(self) -> nn.Module:
-        """The model group's detector (configs/model/fcos.yaml): its kind, backbone, FPN and post-processing."""
-        cfg = self.model_cfg
-        num_classes = len(self.class_names)
-        _, height, width = self.data_info.input_size
-        weights = resolve_class_weights(self.options["class_weights"], self.data_info.class_counts, num_classes)
-        settings = {argument: cfg[key] for key, argument in DETECTOR_KEYS.items() if key in cfg}
-        return build_detector(
-            num_classes=num_classes, backbone=cfg.backbone, pretrained=cfg.get("pretrained", False),
-            backbone_weights=cfg.get("weights"), image_size=(height, width), class_weights=weights, **settings,
-        )
+        """The model group's detector (``_target_`` of configs/model/fcos.yaml, retinanet.yaml, fcos_coco.yaml) for
+        this data's classes, image size and ``class_weights``."""
+        names, (_, height, width) = self.data_info.class_names, self.data_info.input_size
+        weights = resolve_class_weights(self.class_weights, self.data_info.class_counts, len(names))
+        return build_model(self.model_cfg, num_classes=len(names), image_size=(height, width), class_weights=weights)
 
     def build_loss(self) -> None:
         """None: the detector computes its own losses (focal classification, box regression, centre-ness)."""
         return None
 
     def build_metrics(self) -> DetectionMetrics:
-        return DetectionMetrics(self.class_names, score_threshold=self.score_threshold)
+        return DetectionMetrics(self.data_info.class_names, score_threshold=self.score_threshold)
 
     def forward(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Detections (letterboxed pixels) for a batch of letterboxed images in [0, 1]."""
         return self.net(list(images))
 
     # --- training and evaluation ------------------------------------------------------------------
-    @staticmethod
-    def targets_of(batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
-        return [{"boxes": b, "labels": y} for b, y in zip(batch["boxes"], batch["labels"], strict=True)]
-
     def model_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Training: the detector's losses; evaluation: its detections. Both with the ``target`` boxes."""
-        targets = self.targets_of(batch)
+        targets = [{"boxes": b, "labels": y} for b, y in zip(batch["boxes"], batch["labels"], strict=True)]
         if self.training:
             losses = self.net(list(batch["image"]), targets)
             return {"loss": sum(losses.values()), **{f"loss_{name}": value for name, value in losses.items()}, "target": targets}
@@ -129,30 +107,21 @@ class DetectionTask(BaseTask):
     def update_metrics(self, stage: str, out: dict[str, Any]) -> None:
         """mAP and P/R/F1 follow the detections of val/test; they are logged at the epoch's end."""
         if stage != "train":
-            self.metrics_for(stage).update(out["detections"], out["target"])
-
-    def cache_examples(self, batch: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
-        n = self.example_count
-        return {"image": batch["image"][:n].detach().cpu(),
-                "truth": [{k: v.detach().cpu() for k, v in t.items()} for t in out["target"][:n]],
-                "detections": [{k: v.detach().cpu() for k, v in d.items()} for d in out["detections"][:n]]}
-
-    def _log_epoch_metrics(self, stage: str) -> None:
-        metrics = self.metrics_for(stage)
-        # compute() already gathers the states of every process.
-        self.log_dict(metrics.compute(), prog_bar=False)
-        metrics.reset()
+            self.metrics[stage].update(out["detections"], out["target"])
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
+        """mAP and P/R/F1 of the val or test epoch (``compute`` gathers every process's states), then fresh metrics."""
+        for metrics in (self.metrics["val"], self.metrics["test"]):
+            if metrics.mean_ap.update_called:
+                self.log_dict(metrics.compute(), prog_bar=False)
+                metrics.reset()
+
+    on_test_epoch_end = on_validation_epoch_end
 
     def detections_seen(self, stage: str) -> int:
         """Boxes the detector emitted (above ``min_score``) in the current ``stage`` epoch so far, all processes together."""
-        seen = torch.tensor(self.metrics_for(stage).detections_seen(), device=self.device)
+        seen = torch.tensor(self.metrics[stage].detections_seen(), device=self.device)
         return int(self.trainer.strategy.reduce(seen, reduce_op="sum"))
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
 
     def above_threshold(self, detections: dict[str, torch.Tensor], threshold: float | None = None) -> dict[str, torch.Tensor]:
         keep = detections["scores"] >= (self.score_threshold if threshold is None else threshold)
@@ -162,10 +131,8 @@ class DetectionTask(BaseTask):
         ex = self.examples.get(stage)
         if not ex:
             return None
-        tiles = [
-            draw_detections((image * 255).round().to(torch.uint8), self.above_threshold(det), self.class_names, truth)
-            for image, det, truth in zip(ex["image"], ex["detections"], ex["truth"], strict=True)
-        ]
+        tiles = [draw_detections((image * 255).round().to(torch.uint8), self.above_threshold(det), self.data_info.class_names,
+                                 truth) for image, det, truth in zip(ex["image"], ex["out_detections"], ex["out_target"], strict=True)]
         return make_grid(tiles, nrow=int(np.ceil(np.sqrt(len(tiles)))), padding=4)
 
     # --- delivery -------------------------------------------------------------------------------
@@ -177,10 +144,10 @@ class DetectionTask(BaseTask):
             "task": "detection", "input_size": [3, height, width], "resize": "letterbox (keep aspect, centre, pad)",
             "pad_value": self.data_info.pad_value,
             "input_range": "RGB float in [0, 1]; ImageNet normalisation is inside the model",
-            "mean": self.data_info.mean, "std": self.data_info.std, "class_names": self.class_names,
+            "mean": self.data_info.mean, "std": self.data_info.std, "class_names": self.data_info.class_names,
             "box_format": "xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale",
         }
-        outputs = [Output("boxes"), Output("scores", None, self.score_threshold), Output("labels", None, None, self.class_names)]
+        outputs = [Output("boxes"), Output("scores", None, self.score_threshold), Output("labels", None, None, self.data_info.class_names)]
         # Box corners are pixels (hundreds): float32 rounding in the box decoding differs by ~1e-5..1e-3 px.
         return ExportSpec(DetectorForExport(self.net).eval(), {"images": torch.zeros(1, 3, height, width)}, outputs,
                           kind="detection", metadata=metadata, dynamic=False, sample_keys={"images": "image"},
@@ -211,4 +178,4 @@ class DetectionTask(BaseTask):
             det = self.above_threshold({k: v.cpu() for k, v in det.items()}, threshold)
             det["boxes"] = torch.from_numpy(unletterbox_boxes(det["boxes"].numpy(), scale, pad, size))
             results.append(det)
-        return Detections(results, self.class_names)
+        return Detections(results, self.data_info.class_names)

@@ -8,27 +8,20 @@ the threshold of its own epoch; test, predict and export use that frozen thresho
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_only
-from matplotlib.figure import Figure
-from sklearn.decomposition import PCA
 from torchmetrics import MetricCollection
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.metrics.verification import EmbeddingCollector, score_histograms, verification_metrics
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
-from pipeline.runs.layout import RunLayout
 from pipeline.trainers.base import BaseTask
 from pipeline.utils.contracts import ExportSpec, Output, PairScores
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import write_json
 
 LOGGED = ("eer_real", "eer_real_fnr", "eer_fake", "eer_fake_fnr", "eer_mean", "fnmr_at_fmr_1e-2",
           "fnmr_at_fmr_1e-3", "auc_real", "auc_fake", "threshold")
@@ -40,15 +33,12 @@ class MetricLearningTask(BaseTask):
 
     ``hyp.loss`` is a metric-learning loss taking ``(embeddings, identity, is_fake)``;
     ``hyp.identity_head_weight`` > 0 adds a cosine identity head (Baseline++, scale
-    ``hyp.identity_head_scale``) with cross-entropy on the real images. ``projector_size`` bounds
-    the TensorBoard projector (test embeddings with thumbnails); ``max_plot_points`` the PCA plot.
+    ``hyp.identity_head_scale``) with cross-entropy on the real images.
     """
 
     PREDICT_OPTIONS = ("with_decision", "path_column")
 
-    def __init__(self, *args, projector_size: int = 500, max_plot_points: int = 2000, **kwargs) -> None:
-        self.projector_size = projector_size
-        self.max_plot_points = max_plot_points
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         weight = float(self.hyp.get("identity_head_weight", 0.0))
         num_ids = self.data_info.num_identities
@@ -60,6 +50,8 @@ class MetricLearningTask(BaseTask):
         self.identity_head_weight = weight
         # Cosine threshold at the val eer_real point; a buffer, so checkpoints carry it.
         self.register_buffer("threshold", torch.tensor(float("nan")))
+        # The last val/test epoch's (stage, pair-score histograms, embeddings), for callbacks.verification_report.
+        self.scored: tuple[str, dict[str, np.ndarray], dict[str, torch.Tensor]] | None = None
 
     # --- network and metrics -----------------------------------------------------------------
     def build_net(self) -> nn.Module:
@@ -89,11 +81,11 @@ class MetricLearningTask(BaseTask):
     def update_metrics(self, stage: str, out: dict[str, torch.Tensor]) -> None:
         """Val/test collect embeddings; the metrics are computed over the whole epoch at its end."""
         if stage != "train":
-            self.metrics_for(stage)["embeddings"].update(out["preds"], out["target"], out["is_fake"], out["index"])
+            self.metrics[stage]["embeddings"].update(out["preds"], out["target"], out["is_fake"], out["index"])
 
-    # --- epoch ends: metrics, threshold, figures ---------------------------------------------
+    # --- epoch ends: metrics, threshold ----------------------------------------------------
     def _epoch_results(self, stage: str, threshold: float | None) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, torch.Tensor]]:
-        collector = self.metrics_for(stage)["embeddings"]
+        collector = self.metrics[stage]["embeddings"]
         epoch = {k: v.cpu() for k, v in collector.compute().items()}
         collector.reset()
         counts = score_histograms(epoch["embeddings"], epoch["identity"], epoch["is_fake"])
@@ -108,7 +100,7 @@ class MetricLearningTask(BaseTask):
         if self.trainer.sanity_checking:
             return
         self.threshold.fill_(metrics["threshold"])
-        self._log_figures("val", counts, epoch)
+        self.scored = ("val", counts, epoch)
 
     def on_test_epoch_end(self) -> None:
         threshold = float(self.threshold)
@@ -117,46 +109,10 @@ class MetricLearningTask(BaseTask):
         metrics, counts, epoch = self._epoch_results("test", threshold)
         self.log_dict({f"test/{k}": float(metrics[k]) for k in LOGGED + AT_THRESHOLD if k != "threshold"})
         self.log("test/threshold", threshold)
-        self._log_figures("test", counts, epoch)
-        self._write_threshold(threshold)
-        self._log_projector(epoch)
+        self.scored = ("test", counts, epoch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["verification"] = {"threshold": float(self.threshold), "metric": "cosine"}
-
-    @rank_zero_only
-    def _write_threshold(self, threshold: float) -> None:
-        write_json(self.results_dir() / "threshold.json", {"threshold": threshold, "metric": "cosine", "chosen_on": "val eer_real point"})
-
-    def results_dir(self) -> Path:
-        return RunLayout.of(self.trainer).results
-
-    @rank_zero_only
-    def _log_figures(self, stage: str, counts: dict[str, np.ndarray], epoch: dict[str, torch.Tensor]) -> None:
-        figures = {"score_histograms": score_histogram_figure(counts, float(self.threshold)),
-                   "embeddings_pca": pca_figure(epoch, self.max_plot_points, f"{stage} embeddings (PCA): colour = identity")}
-        out_dir = self.results_dir()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, figure in figures.items():
-            figure.savefig(out_dir / f"{stage}_{name}.png", dpi=100)
-            for logger in self.loggers:
-                if hasattr(logger.experiment, "add_figure"):
-                    logger.experiment.add_figure(f"{stage}/{name}", figure, self.global_step, close=False)
-
-    @rank_zero_only
-    def _log_projector(self, epoch: dict[str, torch.Tensor]) -> None:
-        loggers = [lg for lg in self.loggers if hasattr(lg.experiment, "add_embedding")]
-        if not loggers or self.projector_size <= 0:
-            return
-        keep = torch.randperm(len(epoch["index"]), generator=torch.Generator().manual_seed(0))[: self.projector_size]
-        dataset = self.trainer.datamodule.datasets["test"]
-        thumbnails = torch.stack([dataset[int(i)]["image"] for i in epoch["index"][keep]])
-        thumbnails = denormalize(thumbnails, self.data_info.mean, self.data_info.std).float() / 255
-        metadata = [[str(int(i)), "fake" if f else "real"] for i, f in zip(epoch["identity"][keep], epoch["is_fake"][keep])]
-        for logger in loggers:
-            logger.experiment.add_embedding(epoch["embeddings"][keep], metadata=metadata, label_img=thumbnails,
-                                            global_step=self.global_step, tag="test/embeddings",
-                                            metadata_header=["identity", "kind"])
 
     def render_examples(self, stage: str) -> torch.Tensor | None:
         """Each image with its cosine to the first real image of its identity in the batch; green when
@@ -194,37 +150,3 @@ class MetricLearningTask(BaseTask):
         similarity = (self(batch["image1"]) * self(batch["image2"])).sum(1)
         return PairScores(similarity.cpu(), float(self.threshold), "similarity")
 
-
-def score_histogram_figure(counts: dict[str, np.ndarray], threshold: float, bins: int = 100) -> Figure:
-    """Densities of positive, real-negative and fake pair scores (cosine), with the threshold."""
-    figure = Figure(figsize=(6, 3.5))
-    axis = figure.subplots()
-    centres = np.linspace(-1, 1, bins, endpoint=False) + 1 / bins
-    for name, colour in (("positive", "tab:green"), ("negative_real", "tab:blue"), ("fake", "tab:red")):
-        coarse = counts[name].reshape(bins, -1).sum(1).astype(float)
-        if coarse.sum():
-            axis.plot(centres, coarse / coarse.sum(), label=f"{name} ({int(coarse.sum())})", color=colour)
-    if not np.isnan(threshold):
-        axis.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
-    axis.set_xlabel("cosine similarity")
-    axis.set_ylabel("share of pairs")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    return figure
-
-
-def pca_figure(epoch: dict[str, torch.Tensor], max_points: int, title: str) -> Figure:
-    """2-D PCA of embeddings, coloured by identity; dots are real images, crosses fakes."""
-    keep = torch.randperm(len(epoch["index"]), generator=torch.Generator().manual_seed(0))[:max_points]
-    points = PCA(n_components=2).fit_transform(F.normalize(epoch["embeddings"][keep], dim=1).numpy())
-    identity, is_fake = epoch["identity"][keep].numpy(), epoch["is_fake"][keep].numpy()
-    figure = Figure(figsize=(5, 5))
-    axis = figure.subplots()
-    for fake, marker in ((False, "o"), (True, "x")):
-        chosen = is_fake == fake
-        axis.scatter(points[chosen, 0], points[chosen, 1], c=identity[chosen] % 20, cmap="tab20", vmin=0, vmax=19,
-                     marker=marker, s=14, label="fake" if fake else "real")
-    axis.set_title(title)
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    return figure

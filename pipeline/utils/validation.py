@@ -36,7 +36,7 @@ PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
 HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # Keys that moved: a command line with the old name gets the new one in its error line, and a YAML file
 # that still sets one (which Hydra merges without complaint) is refused by ``validate_config``.
-RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model.name", "data.augment.crop": "data.crop",
+RENAMED = {"hyp.epochs": "trainer.max_epochs", "task.detector": "model", "data.augment.crop": "data.crop",
            "data.augment.min_visibility": "data.min_visibility",
            **{f"hyp.{key}": f"trainer.{key}" for key in ("precision", "gradient_clip_val", "accumulate_grad_batches")},
            **{f"task.{key}": f"model.{key}" for key in ("fpn_channels", "head_convs", "min_score", "nms_threshold",
@@ -135,7 +135,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
             "data.synthetic.num_people data.synthetic.num_images data.synthetic.num_identities "
             "data.synthetic.images_per_identity data.synthetic.num_photos hyp.scheduler.T_max "
             "hyp.scheduler.step_size model.embedding_dim model.detections_per_img model.fpn_channels "
-            "task.max_plot_points samples rounds steps runs"),
+            "callbacks.verification_report.max_plot_points samples rounds steps runs"),
     (COUNT.or_null(), "trainer.check_val_every_n_epoch threads max_concurrency"),
     (Rule(_int(1, 65535), "an integer in [1, 65535]"), "port"),
     (Rule(Annotated[StrictStr, AfterValidator(_host)], "an IP address (127.0.0.1, 0.0.0.0, ::1) or a host name"), "host"),
@@ -147,7 +147,7 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (Rule(Annotated[str, Field(min_length=1)] | None, "a non-empty string (quote digits), or null: then "
           "$PIPELINE_API_KEY, if set"), "api_key"),
     (ZERO_OR_MORE, "max_queue data.test_size data.synthetic.fakes_per_identity data.min_box_size model.head_convs "
-                   "task.example_count task.projector_size warmup callbacks.progress_bar.refresh_rate "
+                   "task.example_count callbacks.verification_report.projector_size warmup callbacks.progress_bar.refresh_rate "
                    "callbacks.early_stopping.patience"),
     (Rule(Literal[-1] | _int(1), "an integer >= 1, or -1 (no step limit)"), "trainer.max_steps"),
     (Rule(_int(-1), "an integer >= 0, or -1 (all)"), "trainer.num_sanity_val_steps callbacks.model_checkpoint.save_top_k"),

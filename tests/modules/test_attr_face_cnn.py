@@ -3,7 +3,7 @@
 import torch
 
 from pipeline.modules.backbones import create_backbone
-from pipeline.modules.face_cnn import FaceCNN
+from pipeline.modules.small_cnn import FaceCNN
 
 
 def test_face_cnn_is_a_timm_backbone():

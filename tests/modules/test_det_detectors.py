@@ -8,10 +8,11 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead
 
 from pipeline.delivery.export import detection_differences
-from pipeline.modules.detectors import DetectorForExport, build_detector
+from pipeline.modules.detectors import DetectorForExport, TimmFCOS, TimmRetinaNet
 from pipeline.utils.errors import UserError
 
 SIZE = 64
+BUILD = {"fcos": TimmFCOS, "retinanet": TimmRetinaNet}
 SMALL = {"backbone": "mobilenetv3_small_050", "image_size": SIZE, "fpn_channels": 64}
 
 
@@ -38,7 +39,7 @@ def _seed_and_one_thread():
 
 @pytest.mark.parametrize("name", ["fcos", "retinanet"])
 def test_forward_train_gives_finite_losses_with_gradients(name):
-    model = build_detector(name, num_classes=3, **SMALL).train()
+    model = BUILD[name](num_classes=3, **SMALL).train()
     losses = model(*_batch())
     assert "classification" in losses and "bbox_regression" in losses
     assert all(torch.isfinite(v) for v in losses.values())
@@ -48,7 +49,7 @@ def test_forward_train_gives_finite_losses_with_gradients(name):
 
 @pytest.mark.parametrize("name", ["fcos", "retinanet"])
 def test_forward_eval_returns_boxes_in_input_pixels(name):
-    model = build_detector(name, num_classes=3, score_thresh=0.0, detections_per_img=20, **SMALL).eval()
+    model = BUILD[name](num_classes=3, min_score=0.0, detections_per_img=20, **SMALL).eval()
     images, _ = _batch()
     with torch.no_grad():
         out = model(images)
@@ -62,14 +63,14 @@ def test_forward_eval_returns_boxes_in_input_pixels(name):
 
 
 def test_internal_transform_does_not_rescale():
-    model = build_detector("fcos", num_classes=3, **SMALL).eval()
+    model = TimmFCOS(num_classes=3, **SMALL).eval()
     images, _ = model.transform([torch.rand(3, SIZE, SIZE)])
     assert images.image_sizes == [(SIZE, SIZE)]
 
 
 def test_training_crops_keep_their_pixel_scale():
     """data.crop: a crop smaller than the model size is not scaled up to it, and its boxes stay put."""
-    model = build_detector("fcos", num_classes=3, **{**SMALL, "image_size": 2 * SIZE}).train()
+    model = TimmFCOS(num_classes=3, **{**SMALL, "image_size": 2 * SIZE}).train()
     boxes = torch.tensor([[5.0, 10.0, 30.0, 40.0]])
     images, targets = model.transform([torch.rand(3, SIZE, SIZE)], [{"boxes": boxes.clone(), "labels": torch.tensor([1])}])
     assert images.image_sizes == [(SIZE, SIZE)] and tuple(images.tensors.shape[-2:]) == (SIZE, SIZE)
@@ -83,7 +84,7 @@ def test_class_weights_scale_the_classification_loss_of_that_class(name):
 
     def classification_loss(weights):
         torch.manual_seed(0)
-        model = build_detector(name, num_classes=3, class_weights=weights, **SMALL).train()
+        model = BUILD[name](num_classes=3, class_weights=weights, **SMALL).train()
         with torch.no_grad():
             return float(model(images, rare_only)["classification"])
 
@@ -100,7 +101,7 @@ def test_class_weights_scale_the_classification_loss_of_that_class(name):
     ("name", "torchvision_head"), [("fcos", FCOSHead), ("retinanet", RetinaNetClassificationHead)]
 )
 def test_unit_class_weights_reproduce_torchvision_loss(name, torchvision_head):
-    model = build_detector(name, num_classes=3, **SMALL).train()
+    model = BUILD[name](num_classes=3, **SMALL).train()
     head = model.head if name == "fcos" else model.head.classification_head
     calls = []
     weighted_loss = head.compute_loss
@@ -118,7 +119,7 @@ def test_unit_class_weights_reproduce_torchvision_loss(name, torchvision_head):
 
 def test_fcos_box_distances_stay_positive_and_learning_below_zero():
     """torchvision's relu would give 0 and no gradient for these pre-activations (a dead branch)."""
-    model = build_detector("fcos", num_classes=3, **SMALL).train()
+    model = TimmFCOS(num_classes=3, **SMALL).train()
     head = model.head.regression_head
     torch.nn.init.constant_(head.bbox_reg.bias, -6.0)
     features = [torch.randn(2, model.head.regression_head.bbox_reg.in_channels, 8, 8)]
@@ -132,24 +133,24 @@ def test_fcos_box_distances_stay_positive_and_learning_below_zero():
 
 
 def test_bad_arguments_raise_user_errors():
-    with pytest.raises(UserError, match="model.name"):
-        build_detector("yolo", num_classes=3)
+    with pytest.raises(UserError, match="model.head_convs"):
+        TimmRetinaNet(num_classes=3, head_convs=2)
     with pytest.raises(UserError, match="class_weights"):
-        build_detector("fcos", num_classes=3, class_weights=[1, 2])
+        TimmFCOS(num_classes=3, class_weights=[1, 2])
     with pytest.raises(UserError, match="model.backbone 'no_such_net'"):
-        build_detector("fcos", num_classes=3, backbone="no_such_net")
+        TimmFCOS(num_classes=3, backbone="no_such_net")
     with pytest.raises(UserError, match="fpn_channels"):
-        build_detector("fcos", num_classes=3, fpn_channels=48)
+        TimmFCOS(num_classes=3, fpn_channels=48)
 
 
 @pytest.mark.parametrize("name", ["fcos", "retinanet"])
 def test_min_stride_4_adds_a_stride_4_level(name):
     """P2: the head sees a 16x16 map for a 64 px image (4x the locations of the stride-8 map), and a
     tiny box trains without error."""
-    model = build_detector(name, num_classes=3, min_stride=4, **SMALL).train()
+    model = BUILD[name](num_classes=3, min_stride=4, **SMALL).train()
     features = model.backbone(torch.rand(1, 3, SIZE, SIZE))
     assert [f.shape[-1] for f in features.values()] == [16, 8, 4, 2, 1, 1]
-    coarse = build_detector(name, num_classes=3, **SMALL).backbone(torch.rand(1, 3, SIZE, SIZE))
+    coarse = BUILD[name](num_classes=3, **SMALL).backbone(torch.rand(1, 3, SIZE, SIZE))
     assert [f.shape[-1] for f in coarse.values()] == [8, 4, 2, 1, 1]
     tiny = [{"boxes": torch.tensor([[20.0, 20.0, 29.0, 30.0]]), "labels": torch.tensor([1])}]
     losses = model([torch.rand(3, SIZE, SIZE)], tiny)
@@ -162,7 +163,7 @@ def test_stride_4_gives_a_tiny_face_more_positive_locations():
     tiny = [{"boxes": torch.tensor([[20.0, 20.0, 29.0, 30.0]]), "labels": torch.tensor([1])}]
     positives = {}
     for min_stride in (8, 4):
-        model = build_detector("fcos", num_classes=3, min_stride=min_stride, **SMALL).train()
+        model = TimmFCOS(num_classes=3, min_stride=min_stride, **SMALL).train()
         head_loss = model.head.compute_loss
 
         def count(targets, head_outputs, anchors, matched_idxs, stride=min_stride, head_loss=head_loss):
@@ -173,16 +174,15 @@ def test_stride_4_gives_a_tiny_face_more_positive_locations():
         model([torch.rand(3, SIZE, SIZE)], tiny)
     assert positives[8] <= 2 and positives[4] >= 4, positives
     with pytest.raises(UserError, match="model.min_stride"):
-        build_detector("fcos", num_classes=3, min_stride=2, **SMALL)
+        TimmFCOS(num_classes=3, min_stride=2, **SMALL)
 
 
 def test_weights_files_load(tmp_path):
-    model = build_detector("fcos", num_classes=3, image_size=SIZE, backbone="resnet18")
+    model = TimmFCOS(num_classes=3, image_size=SIZE, backbone="resnet18")
     torch.save(
         {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "det.ckpt"
     )
-    again = build_detector(
-        "fcos", num_classes=3, image_size=SIZE, backbone="resnet18", weights=tmp_path / "det.ckpt"
+    again = TimmFCOS(num_classes=3, image_size=SIZE, backbone="resnet18", detector_weights=tmp_path / "det.ckpt"
     )
     assert all(
         torch.equal(a, b)
@@ -192,20 +192,18 @@ def test_weights_files_load(tmp_path):
     classifier = dict(model.backbone.body.state_dict())
     classifier.update({"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)})
     torch.save(classifier, tmp_path / "resnet18.pth")
-    with_backbone = build_detector(
-        "fcos",
-        num_classes=3,
+    with_backbone = TimmFCOS(num_classes=3,
         image_size=SIZE,
         backbone="resnet18",
-        backbone_weights=tmp_path / "resnet18.pth",
+        weights=tmp_path / "resnet18.pth",
     )
     assert torch.equal(with_backbone.backbone.body.conv1.weight, model.backbone.body.conv1.weight)
     with pytest.raises(UserError, match="does not fit"):
-        build_detector("retinanet", num_classes=3, image_size=SIZE, weights=tmp_path / "det.ckpt")
+        TimmRetinaNet(num_classes=3, image_size=SIZE, detector_weights=tmp_path / "det.ckpt")
 
 
 def test_export_wrapper_pads_to_fixed_shape():
-    model = build_detector("fcos", num_classes=3, score_thresh=0.0, detections_per_img=10, **SMALL)
+    model = TimmFCOS(num_classes=3, min_score=0.0, detections_per_img=10, **SMALL)
     wrapper = DetectorForExport(model, max_detections=15)
     with torch.no_grad():
         boxes, scores, labels = wrapper(torch.rand(1, 3, SIZE, SIZE))
@@ -218,7 +216,7 @@ def test_export_wrapper_pads_to_fixed_shape():
 def test_onnx_export_matches_pytorch(name, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = build_detector(name, num_classes=3, score_thresh=0.0, detections_per_img=50, **SMALL)
+    model = BUILD[name](num_classes=3, min_score=0.0, detections_per_img=50, **SMALL)
     wrapper = DetectorForExport(model).eval()
     image = torch.rand(1, 3, SIZE, SIZE)
     path = tmp_path / "det.onnx"

@@ -11,6 +11,7 @@ import yaml
 from conftest import predict_files
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
+from pipeline.callbacks.per_class_report import per_class_report
 from pipeline.data.base import BaseDataModule
 from pipeline.data.formats.boostcamp import (
     CLASS_NAMES,
@@ -23,11 +24,7 @@ from pipeline.data.synthetic.boostcamp import generate_boostcamp
 from pipeline.data.transforms import apply_transform, build_transform
 from pipeline.delivery.predict import predict_into
 from pipeline.delivery.writer import PredictionWriter
-from pipeline.trainers.classification import (
-    ClassificationTask,
-    per_class_report,
-    tta_views,
-)
+from pipeline.trainers.classification import ClassificationTask, Heads, tta_views
 from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
 
@@ -79,7 +76,7 @@ def test_macro_f1_matches_sklearn_over_several_batches():
     preds[:50] = target[:50]
     for chunk in np.array_split(np.arange(200), 7):
         for name, metric in metrics.items(keep_base=True, copy_state=False):
-            assert task.metric_output(name) == "label"
+            assert Heads.output_of(name) == "label"
             metric.update(torch.from_numpy(preds[chunk]), torch.from_numpy(target[chunk]))
     values = metrics.compute()
     assert values["f1"].item() == pytest.approx(f1_score(target, preds, average="macro"), abs=1e-6)
@@ -115,7 +112,7 @@ def test_multihead_recombination_gives_the_18_classes():
 
 def test_multihead_step_scores_each_head_and_the_combined_class():
     task = make_task(class_names=CLASS_NAMES, heads=True)
-    assert set(task.output_classes()) == {"mask", "gender", "age", "label"}
+    assert set(task.heads.classes) == {"mask", "gender", "age", "label"}
     assert {"acc", "f1", "mask_f1", "gender_f1", "age_f1"} <= set(task.build_metrics().keys())
     batch = {"image": torch.randn(5, 3, *SIZE), "mask": torch.tensor([0, 1, 2, 0, 0]), "gender": torch.tensor([0, 1, 1, 0, 1]),
              "age": torch.tensor([2, 1, 0, 0, 1])}

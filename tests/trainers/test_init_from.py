@@ -16,9 +16,10 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from pipeline.modules.backbones import create_backbone
-from pipeline.modules.detectors import build_detector
+from pipeline.modules.detectors import TimmFCOS
 from pipeline.modules.init_weights import backbone_prefix, load_matching, read_state_dict
 from pipeline.runs.run import build_datamodule, build_task
+from pipeline.trainers.base import build_optimizers
 from pipeline.trainers.classification import MultiHeadClassifier
 from pipeline.trainers.init_from import check_leak, initialise, resolve_source
 from pipeline.utils.errors import UserError
@@ -105,7 +106,7 @@ def test_torchvision_file_into_a_detector(tmp_path, suffix):
     source = torchvision.models.resnet18().state_dict()
     path = tmp_path / f"resnet18{suffix}"
     save_file(source, str(path)) if suffix == ".safetensors" else torch.save(source, path)
-    detector = build_detector(num_classes=3, backbone="resnet18", image_size=96)
+    detector = TimmFCOS(num_classes=3, backbone="resnet18", image_size=96)
     state, kind = read_state_dict(path)
     report = load_matching(detector, state, str(path), kind, backbone_prefix(detector))
     assert report.totals() == {"loaded": len(source) - 2, "skipped": 0,
@@ -168,7 +169,7 @@ def test_backbone_lr_mult_groups(crops_run, data_dir, tmp_path):
     _, crops = crops_run
     cfg = compose_config([*CROPS, "hyp.backbone_lr_mult=0.1", "hyp/scheduler=onecycle"], tmp_path / "run", data_dir)
     task = build_task(cfg, crops.data_info)
-    optimizer = task.build_optimizers(lambda: 100)["optimizer"]
+    optimizer = build_optimizers(task, lambda: 100)["optimizer"]
     lr = cfg.hyp.optimizer.lr
     head, backbone = optimizer.param_groups
     assert {id(p) for p in backbone["params"]} == {id(p) for p in task.net.backbone.parameters()}

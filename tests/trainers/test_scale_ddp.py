@@ -216,7 +216,7 @@ FAMILIES = {
                         "data.synthetic.image_size=[32,24]"], 10),
     "verification": (["experiment=face_verification", "data.image_size=32", "data.synthetic.num_identities=24",
                       "data.synthetic.images_per_identity=3", "data.synthetic.fakes_per_identity=2",
-                      "data.images_per_identity=3", "hyp.batch_size=12", "data.passes=1", "task.projector_size=0"], 10),
+                      "data.images_per_identity=3", "hyp.batch_size=12", "data.passes=1", "callbacks.verification_report.projector_size=0"], 10),
     "detection": (["experiment=facemask_detection", "data.image_size=96", "data.synthetic.num_images=40",
                    "data.synthetic.image_size=96", "hyp.batch_size=4", "model.min_score=0.0",
                    "model.detections_per_img=20"], 6),

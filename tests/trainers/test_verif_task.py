@@ -18,7 +18,7 @@ from pipeline.trainers.engine import native_bf16, train
 from pipeline.trainers.metric_learning import MetricLearningTask
 
 TINY = ["data.passes=1", "trainer.max_epochs=2", "hyp.batch_size=12", "data.images_per_identity=3",
-        "trainer.log_every_n_steps=1", "task.projector_size=12", "data.split.val=0.25", "data.split.test=0.25"]
+        "trainer.log_every_n_steps=1", "callbacks.verification_report.projector_size=12", "data.split.val=0.25", "data.split.test=0.25"]
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.delivery.answers import ExportSpec
+from pipeline.delivery.backend import OnnxBackend
 from pipeline.delivery.export import ensure_export
-from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.runs import Run, run_command
-from pipeline.utils.contracts import ExportSpec
 from pipeline.utils.files import write_json
 
 
@@ -58,7 +58,7 @@ def benchmark(task: Any, onnx_path: Path, threads: int, batch: int, runs: int, w
     spec = task.export_spec()
     module = spec.module.eval()
     torch.set_num_threads(threads)
-    onnx_model = OnnxModel(onnx_path, threads=threads)
+    onnx_model = OnnxBackend(onnx_path, threads=threads)
 
     def torch_call(n: int) -> Callable[[], Any]:
         inputs = tuple(example_inputs(spec, n).values())

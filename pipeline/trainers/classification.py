@@ -6,7 +6,7 @@ Multi-head mode (``model.heads: {mask: 3, gender: 2, age: 3}``) trains one head 
 names a ``combine`` rule (``data_info.combine``, see ``pipeline/data/combine.py``), the heads'
 probabilities are recombined into the dataset's classes and scored against ``batch["label"]`` too.
 
-Every prediction path (validation, test, ``predict_step``, export) averages probabilities over the views of
+Every prediction path (validation, test, export: predict and the service use the export's graph) averages probabilities over the views of
 ``tta`` (``flip`` or ``flip_crops``) when it is set.
 """
 
@@ -27,10 +27,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.combine import COMBINERS
+from pipeline.delivery.answers import ExportSpec, Output, decide
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ClassScores, ExportSpec, Output, decide
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
 from pipeline.utils.run_table import write_dict_rows
@@ -117,7 +117,6 @@ class ClassificationTask(BaseTask):
         self.threshold = threshold
         super().__init__(*args, **kwargs)
         self.hparams.update({"tta": tta, "threshold": threshold})
-        self.exported = None
         self.loss_weights = self.head_weights()
         self.confusion = nn.ModuleDict(
             {name: MulticlassConfusionMatrix(len(names)) for name, names in self.output_classes().items()}
@@ -201,19 +200,9 @@ class ClassificationTask(BaseTask):
         return self.net(images)
 
     def probabilities(self, images: torch.Tensor, tta: str | None = None) -> dict[str, torch.Tensor]:
-        """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output;
-        from the exported ONNX model (TTA inside) after ``use_exported``."""
-        if self.exported is None:
-            outputs = list(self.output_classes())
-            return dict(zip(outputs, ProbabilityModel(self.net, self.combine, outputs, tta)(images), strict=True))
-        if tta != self.tta:
-            raise UserError(f"tta: the exported model averages the views of task.tta={self.tta}; predict with backend=torch for tta={tta}")
-        arrays = self.exported(image=images.cpu().numpy())
-        return {name: torch.from_numpy(arrays[output_name(name)]) for name in self.output_classes()}
-
-    def use_exported(self, model: Any) -> None:
-        """Predict with the run's exported ONNX model (an ``OnnxModel``) instead of the PyTorch network."""
-        self.exported = model
+        """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output."""
+        outputs = list(self.output_classes())
+        return dict(zip(outputs, ProbabilityModel(self.net, self.combine, outputs, tta)(images), strict=True))
 
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
         return decide(probs, self.threshold)
@@ -290,21 +279,10 @@ class ClassificationTask(BaseTask):
                    for name in names]
         info = self.data_info
         metadata = {"task": info.task, "input_size": list(info.input_size), "mean": info.mean, "std": info.std,
-                    "class_names": classes[self.main_output()], "tta": self.tta}
+                    "class_names": classes[self.main_output()], "tta": self.tta, "target": info.target}
         return ExportSpec(ProbabilityModel(self.net, self.combine, names, self.tta),
                           {"image": torch.zeros(2, *info.input_size)}, outputs, metadata=metadata)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> ClassScores:
-        """Probabilities per output (main first) over the ``tta`` views (``options.tta``, default the task's);
-        a single head is also named by ``data_info.target`` when the data gives one, so separate runs combine."""
-        probs = self.probabilities(batch["image"], self.predict_options.get("tta", self.tta))
-        classes = self.output_classes()
-        target = self.data_info.target
-        if not self.multi_head and target:
-            probs[target], classes[target] = probs[MAIN], classes[MAIN]
-        main = self.main_output()
-        listed = classes[main][1] if self.lists_positive else None
-        return ClassScores({name: p.cpu() for name, p in {main: probs[main], **probs}.items()}, classes, self.threshold, listed)
 
 
 def per_class_report(matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> list[dict[str, Any]]:

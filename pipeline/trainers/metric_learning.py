@@ -21,11 +21,11 @@ from sklearn.decomposition import PCA
 from torchmetrics import MetricCollection
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
+from pipeline.delivery.answers import Embeddings, ExportSpec, Output
 from pipeline.metrics.verification import EmbeddingCollector, score_histograms, verification_metrics
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ExportSpec, Output, PairScores
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
 
@@ -42,8 +42,6 @@ class MetricLearningTask(BaseTask):
     ``hyp.identity_head_scale``) with cross-entropy on the real images. ``projector_size`` bounds
     the TensorBoard projector (test embeddings with thumbnails); ``max_plot_points`` the PCA plot.
     """
-
-    PREDICT_OPTIONS = ("with_decision", "path_column")
 
     def __init__(self, *args, projector_size: int = 500, max_plot_points: int = 2000, **kwargs) -> None:
         self.projector_size = projector_size
@@ -186,12 +184,7 @@ class MetricLearningTask(BaseTask):
                     "input_size": list(self.data_info.input_size), "mean": self.data_info.mean,
                     "std": self.data_info.std}
         return ExportSpec(self.net, {"image": torch.zeros(1, 3, height, width)},
-                          [Output("embedding", None, float(self.threshold))], kind="embedding", metadata=metadata)
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> PairScores:
-        """The cosine similarity of each pair's embeddings, with the frozen threshold."""
-        similarity = (self(batch["image1"]) * self(batch["image2"])).sum(1)
-        return PairScores(similarity.cpu(), float(self.threshold), "similarity")
+                          [Output("embedding", None, float(self.threshold))], answer=Embeddings, metadata=metadata)
 
 
 def score_histogram_figure(counts: dict[str, np.ndarray], threshold: float, bins: int = 100) -> Figure:

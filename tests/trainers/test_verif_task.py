@@ -9,6 +9,7 @@ from conftest import compose_config, predict_files
 
 from pipeline.data.formats.verification import read_pair_scores, write_pairs_csv
 from pipeline.data.synthetic.verification import generate_verification
+from pipeline.delivery.answers import Embeddings
 from pipeline.metrics.verification import verification_metrics
 from pipeline.trainers.engine import build_datamodule, build_task, native_bf16, train
 from pipeline.trainers.metric_learning import MetricLearningTask
@@ -128,4 +129,4 @@ def test_export_spec_is_a_normalised_embedding_with_the_threshold(run_dir):
         out = spec.module(image.repeat(3, 1, 1, 1))
     assert out.shape == (3, 64) and torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
     assert spec.metadata["metric"] == "cosine" and spec.outputs[0].threshold == pytest.approx(float(task.threshold))
-    assert spec.kind == "embedding" and spec.dynamic_axes()["image"] == {0: "batch"}
+    assert spec.answer is Embeddings and spec.dynamic_axes()["image"] == {0: "batch"}

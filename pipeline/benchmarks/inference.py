@@ -71,7 +71,7 @@ def benchmark(task: Any, onnx_path: Path, threads: int, batch: int, runs: int, w
 
     def onnx_call(n: int) -> Callable[[], Any]:
         inputs = {name: tensor.numpy() for name, tensor in example_inputs(spec, n).items()}
-        return lambda: onnx_model(**inputs)
+        return lambda: onnx_model(inputs)
 
     return {
         "parameters": sum(p.numel() for p in module.parameters()),

@@ -36,19 +36,14 @@ TRUTH_COLOUR = (255, 255, 255)
 MAIN_OUTPUT = "probabilities"
 
 
-def decide(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Class indices: argmax, or ``P(class 1) >= threshold`` for two classes."""
-    if probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).long()
-    return probs.argmax(dim=1)
-
-
 def decide_and_report(probs: torch.Tensor, threshold: float | None = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """``decide``'s class indices (``threshold`` None: 0.5) and the probability reported with each: of
-    class 1 for two classes (what the threshold is compared with), else of the decided class."""
-    decided = decide(probs, 0.5 if threshold is None else threshold)
-    reported = probs[:, 1] if probs.shape[1] == 2 else probs.gather(1, decided[:, None]).squeeze(1)
-    return decided, reported
+    """Class indices (argmax, or ``P(class 1) >= threshold`` for two classes; ``threshold`` None: 0.5) and the
+    probability reported with each: of class 1 for two classes (what the threshold is compared with), else of the
+    decided class."""
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= (0.5 if threshold is None else threshold)).long(), probs[:, 1]
+    decided = probs.argmax(dim=1)
+    return decided, probs.gather(1, decided[:, None]).squeeze(1)
 
 
 def draw_detections(image: torch.Tensor, detections: dict[str, torch.Tensor], class_names: list[str],
@@ -69,33 +64,16 @@ def write_rows(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     return write_csv(path, header, rows)
 
 
-def inputs_of(backend: Any, batch: dict[str, Any], *keys: str) -> dict[str, Any]:
-    """The backend's named inputs from the batch's ``keys`` (default: the batch keys named as the inputs)."""
-    return dict(zip(backend.input_names, [batch[key] for key in keys or backend.input_names], strict=True))
-
-
 class Answer:
-    """A batch's answer. ``OPTIONS``: the ``options.*`` of bin/predict.py it reads; ``ROUTES``: the service routes it
-    answers (``/predict``: one image, ``/compare``: two); ``UNUSABLE``: the service's answer when preprocessing finds
-    nothing to read."""
+    """A batch's answer. Each record type has ``of(backend, batch, options)``, THE post-processor (the backend's
+    outputs on ``batch`` as the record; ``options``: bin/predict.py's ``options.*``, those it reads in ``OPTIONS``),
+    ``json()``, the service's answer for the batch's first item on its ``ROUTES`` (``/predict``: one image,
+    ``/compare``: two; ``UNUSABLE`` when preprocessing finds nothing to read), and, when bin/predict.py writes it,
+    ``write(writer)``: the ``PredictionWriter``'s collected records as files, returning the main one."""
 
     OPTIONS: ClassVar[tuple[str, ...]] = ()
     ROUTES: ClassVar[tuple[str, ...]] = ("/predict",)
     UNUSABLE: ClassVar[dict[str, Any]] = {}
-
-    @classmethod
-    def of(cls, backend: Any, batch: dict[str, Any], options: dict[str, Any]) -> Answer:
-        """The post-processor: the backend's outputs on ``batch`` as this record (``options``: bin/predict.py's)."""
-        raise NotImplementedError
-
-    def json(self) -> dict[str, Any]:
-        """The service's answer for the batch's first (only) item."""
-        raise NotImplementedError
-
-    @classmethod
-    def write(cls, writer: Any) -> Path:
-        """The ``PredictionWriter``'s collected records as files in its ``out_dir``; returns the main file."""
-        raise NotImplementedError(f"bin/predict.py writes no {cls.__name__}")
 
     @staticmethod
     def differences(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, float]:
@@ -120,7 +98,7 @@ class ClassScores(Answer):
 
     @classmethod
     def of(cls, backend: Any, batch: dict[str, Any], options: dict[str, Any]) -> ClassScores:
-        arrays, outputs = backend(**inputs_of(backend, batch, "image")), backend.metadata["outputs"]
+        arrays, outputs = backend(batch), backend.metadata["outputs"]
         return cls({o["name"]: arrays[o["name"]] for o in outputs}, {o["name"]: o["classes"] for o in outputs},
                    outputs[0]["threshold"], backend.metadata.get("listed"), backend.metadata.get("target"))
 
@@ -186,7 +164,6 @@ class Detections(Answer):
     detections: list[dict[str, torch.Tensor]]
     classes: list[str]
     OPTIONS: ClassVar = ("score_threshold", "draw")
-    UNUSABLE: ClassVar = {"detections": None}
 
     @classmethod
     def of(cls, backend: Any, batch: dict[str, Any], options: dict[str, Any]) -> Detections:
@@ -196,7 +173,7 @@ class Detections(Answer):
         threshold = float(options.get("score_threshold", outputs["scores"]["threshold"]))
         results = []
         for image, scale, pad, size in zip(batch["image"], batch["scale"], batch["pad"], batch["orig_size"], strict=True):
-            out = backend(**inputs_of(backend, {"image": image[None]}, "image"))
+            out = backend({"image": image[None]})
             keep = (out["labels"] >= 0) & (out["scores"] >= threshold)
             detections = {key: value[keep] for key, value in out.items()}
             detections["boxes"] = torch.from_numpy(unletterbox_boxes(detections["boxes"].numpy(), scale, pad, size))
@@ -271,7 +248,7 @@ class PairScores(Answer):
 
     @classmethod
     def of(cls, backend: Any, batch: dict[str, Any], options: dict[str, Any]) -> PairScores:
-        logit = next(iter(backend(**inputs_of(backend, batch)).values()))
+        logit = next(iter(backend(batch).values()))
         return cls(torch.sigmoid(logit.reshape(-1)), float(backend.metadata["outputs"][0]["threshold"]))
 
     def json(self) -> dict[str, Any]:
@@ -314,7 +291,7 @@ class Embeddings(Answer):
     def of(cls, backend: Any, batch: dict[str, Any], options: dict[str, Any]) -> Embeddings | PairScores:
         """Each image's embedding; for pairs (``image1``, ``image2``), their cosine similarity as ``PairScores``."""
         def embed(key: str) -> torch.Tensor:
-            return next(iter(backend(**inputs_of(backend, batch, key)).values()))
+            return next(iter(backend({backend.input_names[0]: batch[key]}).values()))
 
         if "image1" not in batch:
             return cls(embed("image"))
@@ -370,8 +347,6 @@ class ExportSpec:
     routes: list[Route] = field(default_factory=list)
     # Batch axis 0 of every input and output is dynamic unless the export is fixed-size (``dynamic=False``).
     dynamic: bool = True
-    # ONNX input name -> dataset item key for the parity check (default: the same names).
-    sample_keys: dict[str, str] | None = None
     parity_tolerance: dict[str, float] = field(default_factory=dict)
     export_options: dict[str, Any] = field(default_factory=dict)
 

@@ -1,5 +1,6 @@
 """One call interface for a task's exported graph, in PyTorch or in onnxruntime (as ultralytics' AutoBackend):
-``backend(**named inputs) -> {output name: CPU tensor}``, with the export's ``metadata`` (``ExportSpec.onnx_metadata``)
+``backend({input name: tensor or array, ...}) -> {output name: CPU tensor}`` (other keys of the mapping, such as a
+batch's, are passed over), with the export's ``metadata`` (``ExportSpec.onnx_metadata``)
 and the ``answer`` record type that post-processes its outputs (``pipeline.delivery.answers``)."""
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class TorchBackend(nn.Module):
         self.metadata, self.answer = spec.onnx_metadata(), spec.answer
 
     @torch.no_grad()
-    def forward(self, **inputs: Any) -> dict[str, torch.Tensor]:
+    def forward(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         device = next(self.module.parameters(), torch.empty(0)).device
         outputs = self.module(*(torch.as_tensor(inputs[name]).to(device) for name in self.input_names))
         outputs = outputs if isinstance(outputs, tuple | list) else (outputs,)
@@ -76,7 +77,7 @@ class OnnxBackend:
         self.metadata = read_metadata(path)
         self.answer = answer_type(self.metadata)
 
-    def __call__(self, **inputs: Any) -> dict[str, torch.Tensor]:
+    def __call__(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         feeds = {name: np.ascontiguousarray(torch.as_tensor(inputs[name]).cpu().numpy(), dtype=np.float32)
                  for name in self.input_names}
         return {name: torch.from_numpy(out) for name, out in zip(self.output_names, self.session.run(None, feeds), strict=True)}

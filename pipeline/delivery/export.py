@@ -34,10 +34,9 @@ def sample_inputs(datamodule: Any, spec: ExportSpec, count: int) -> list[dict[st
     stacked batch, or item by item for fixed-size exports."""
     dataset = datamodule.datasets["val"]
     items = [dataset[i] for i in range(min(count, len(dataset)))]
-    keys = spec.sample_keys or {name: name for name in spec.inputs}
     if not spec.dynamic:
-        return [{name: item[key].unsqueeze(0) for name, key in keys.items()} for item in items]
-    return [{name: torch.stack([item[key] for item in items]) for name, key in keys.items()}]
+        return [{name: item[name].unsqueeze(0) for name in spec.inputs} for item in items]
+    return [{name: torch.stack([item[name] for item in items]) for name in spec.inputs}]
 
 
 def write_onnx(spec: ExportSpec, path: Path) -> None:
@@ -63,7 +62,7 @@ def check_parity(spec: ExportSpec, path: Path, batches: list[dict[str, torch.Ten
     backends = TorchBackend(spec), OnnxBackend(path)
     worst = dict.fromkeys(spec.output_names, 0.0)
     for inputs in batches:
-        for name, value in spec.answer.differences(*(backend(**inputs) for backend in backends)).items():
+        for name, value in spec.answer.differences(*(backend(inputs) for backend in backends)).items():
             worst[name] = max(worst[name], value)
     return worst
 

@@ -33,12 +33,12 @@ def task_options(cfg: Any) -> dict[str, Any]:
 class Predictor(pl.LightningModule):
     """What ``trainer.predict`` runs: the backend's outputs on each batch, post-processed into its answer record."""
 
-    def __init__(self, backend: TorchBackend | OnnxBackend, data_info: Any, options: dict[str, Any]) -> None:
+    def __init__(self, backend: TorchBackend | OnnxBackend, writer: PredictionWriter) -> None:
         super().__init__()
-        self.backend, self.data_info, self.options = backend, data_info, options
+        self.backend, self.writer = backend, writer
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Any:
-        return self.backend.answer.of(self.backend, batch, self.options)
+        return self.writer.add(self.backend.answer.of(self.backend, batch, self.writer.options), batch)
 
 
 def open_backend(task: Any, backend: str, run: Run | None, options: dict[str, Any]) -> TorchBackend | OnnxBackend:
@@ -68,9 +68,10 @@ def predict_into(writer: PredictionWriter, task: Any, datamodule: Any, backend: 
     writer, the options handed to the answer and the data; a minimal Trainer: no logger, no checkpoints, one device."""
     model = open_backend(task, backend, run, writer.options)
     datamodule.predict_on(writer.source, writer.options, task.data_info.input_size)
+    writer.start(task.data_info)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, use_distributed_sampler=False, callbacks=[writer, ProgressBar()])
-    trainer.predict(Predictor(model, task.data_info, writer.options), datamodule=datamodule, return_predictions=False)
+                         enable_model_summary=False, use_distributed_sampler=False, callbacks=[ProgressBar()])
+    trainer.predict(Predictor(model, writer), datamodule=datamodule, return_predictions=False)
 
 
 def predict(run: Run) -> Path:

@@ -114,10 +114,7 @@ class ExportedModel:
     """The exported model with the run's preprocessing: decode an upload, preprocess it as evaluation did, run."""
 
     def __init__(self, model: OnnxBackend, datamodule: Any, limits: ServeLimits):
-        self.model = model
-        self.datamodule = datamodule
-        self.metadata = model.metadata
-        self.limits = limits
+        self.model, self.datamodule, self.metadata, self.limits = model, datamodule, model.metadata, limits
         self.slots = threading.BoundedSemaphore(limits.max_concurrency)
         # OpenCV face detectors are not documented as thread-safe; the ONNX session is.
         self.preprocess_lock = threading.Lock()

@@ -27,7 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.combine import COMBINERS
-from pipeline.delivery.answers import ExportSpec, Output, decide
+from pipeline.delivery.answers import ExportSpec, Output, decide_and_report
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
@@ -205,7 +205,7 @@ class ClassificationTask(BaseTask):
         return dict(zip(outputs, ProbabilityModel(self.net, self.combine, outputs, tta)(images), strict=True))
 
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
-        return decide(probs, self.threshold)
+        return decide_and_report(probs, self.threshold)[0]
 
     def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])
@@ -277,12 +277,9 @@ class ClassificationTask(BaseTask):
         names = sorted(classes, key=lambda name: name != self.main_output())
         outputs = [Output(output_name(name), "softmax", self.threshold if len(classes[name]) == 2 else None, classes[name])
                    for name in names]
-        info = self.data_info
-        metadata = {"task": info.task, "input_size": list(info.input_size), "mean": info.mean, "std": info.std,
-                    "class_names": classes[self.main_output()], "tta": self.tta, "target": info.target}
+        metadata = self.export_metadata(class_names=classes[self.main_output()], tta=self.tta, target=self.data_info.target)
         return ExportSpec(ProbabilityModel(self.net, self.combine, names, self.tta),
-                          {"image": torch.zeros(2, *info.input_size)}, outputs, metadata=metadata)
-
+                          {"image": torch.zeros(2, *self.data_info.input_size)}, outputs, metadata=metadata)
 
 
 def per_class_report(matrices: dict[str, tuple[torch.Tensor, list[str]]]) -> list[dict[str, Any]]:

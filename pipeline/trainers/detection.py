@@ -144,18 +144,15 @@ class DetectionTask(BaseTask):
 
     # --- delivery -------------------------------------------------------------------------------
     def export_spec(self) -> ExportSpec:
-        """Fixed-size single-image ONNX: ``images`` [1, 3, H, W] letterboxed RGB in [0, 1] -> boxes [N, 4]
+        """Fixed-size single-image ONNX: ``image`` [1, 3, H, W] letterboxed RGB in [0, 1] -> boxes [N, 4]
         (letterboxed pixels), scores [N], labels [N] (padding rows: score 0, label -1). Export by tracing."""
         _, height, width = self.data_info.input_size
-        metadata = {
-            "task": "detection", "input_size": [3, height, width], "resize": "letterbox (keep aspect, centre, pad)",
-            "pad_value": self.data_info.pad_value,
-            "input_range": "RGB float in [0, 1]; ImageNet normalisation is inside the model",
-            "mean": self.data_info.mean, "std": self.data_info.std, "class_names": self.class_names,
-            "box_format": "xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale",
-        }
+        metadata = self.export_metadata(
+            resize="letterbox (keep aspect, centre, pad)", pad_value=self.data_info.pad_value,
+            input_range="RGB float in [0, 1]; ImageNet normalisation is inside the model",
+            box_format="xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale")
         outputs = [Output("boxes"), Output("scores", None, self.score_threshold), Output("labels", None, None, self.class_names)]
         # Box corners are pixels (hundreds): float32 rounding in the box decoding differs by ~1e-5..1e-3 px.
-        return ExportSpec(DetectorForExport(self.net).eval(), {"images": torch.zeros(1, 3, height, width)}, outputs,
-                          answer=Detections, metadata=metadata, dynamic=False, sample_keys={"images": "image"},
+        return ExportSpec(DetectorForExport(self.net).eval(), {"image": torch.zeros(1, 3, height, width)}, outputs,
+                          answer=Detections, metadata=metadata, dynamic=False,
                           parity_tolerance={"boxes": 1e-2, "scores": 1e-4, "labels": 0.0})

@@ -67,8 +67,6 @@ class SiameseTask(BaseTask):
         """Two images -> the logit that they show the same thing (``sigmoid(logit) >= threshold``)."""
         info = self.data_info
         example = torch.zeros(2, *info.input_size)
-        metadata = {"task": info.task, "input_size": list(info.input_size), "mean": info.mean, "std": info.std,
-                    "class_names": info.class_names}
         return ExportSpec(self.net, {"image1": example, "image2": example.clone()},
                           [Output("logit", None, self.threshold, list(info.class_names))], answer=PairScores,
-                          metadata={**metadata, "decision": "sigmoid(logit) >= threshold"})
+                          metadata=self.export_metadata(decision="sigmoid(logit) >= threshold"))

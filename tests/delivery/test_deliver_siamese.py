@@ -54,7 +54,7 @@ def test_export_has_two_dynamic_inputs_metadata_and_parity(siamese_run):
     assert model.metadata["task"] == "siamese"
     assert model.metadata["input_size"] == [3, 32, 32] and model.metadata["outputs"][0]["threshold"] == 0.5
     batch = np.zeros((5, 3, 32, 32), np.float32)
-    assert model(image1=batch, image2=batch)["logit"].shape == (5,)
+    assert model({"image1": batch, "image2": batch})["logit"].shape == (5,)
 
 
 def _rows(path):

@@ -59,6 +59,12 @@ def draw_detections(image: torch.Tensor, detections: dict[str, torch.Tensor], cl
     return image
 
 
+def output_name(head: str) -> str:
+    """The exported name of a head's probabilities: ``probabilities`` for the main one (``label``), else
+    ``<head>_probabilities`` (``ClassScores.heads`` reads it back)."""
+    return MAIN_OUTPUT if head == "label" else f"{head}_{MAIN_OUTPUT}"
+
+
 def write_rows(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     log.info("wrote %d rows to %s", len(rows), path)
     return write_csv(path, header, rows)

@@ -27,7 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.combine import COMBINERS
-from pipeline.delivery.answers import ExportSpec, Output, decide_and_report
+from pipeline.delivery.answers import ExportSpec, Output, decide_and_report, output_name
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
@@ -40,11 +40,6 @@ log = logging.getLogger(__name__)
 MAIN = "label"
 TTA_MODES = ("flip", "flip_crops")
 CROP_SCALE = 0.9
-
-
-def output_name(name: str) -> str:
-    """The exported name of an output's probabilities: ``probabilities`` for the main one, ``<head>_probabilities``."""
-    return "probabilities" if name == MAIN else f"{name}_probabilities"
 
 
 def tta_views(images: torch.Tensor, mode: str | None) -> list[torch.Tensor]:

@@ -19,6 +19,8 @@ from pipeline.utils.errors import UserError
 # Model-group keys (configs/model/fcos.yaml) -> build_detector's arguments; absent keys keep its defaults.
 DETECTOR_KEYS = {"name": "name", "fpn_channels": "fpn_channels", "head_convs": "head_convs", "min_stride": "min_stride",
                  "min_score": "score_thresh", "nms_threshold": "nms_thresh", "detections_per_img": "detections_per_img"}
+
+
 def resolve_class_weights(
     spec: str | Sequence[float] | None, class_counts: Sequence[int] | None, num_classes: int
 ) -> list[float] | None:

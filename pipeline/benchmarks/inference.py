@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +17,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.delivery.answers import ExportSpec
+from pipeline.delivery.backend import OnnxBackend, TorchBackend
 from pipeline.delivery.export import ensure_export
-from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.runs.run import Run, run_command
-from pipeline.utils.contracts import ExportSpec
 from pipeline.utils.files import write_json
 
 
@@ -54,35 +55,24 @@ def example_inputs(spec: ExportSpec, batch: int) -> dict[str, torch.Tensor]:
 
 
 def benchmark(task: Any, onnx_path: Path, threads: int, batch: int, runs: int, warmup: int) -> dict[str, Any]:
-    """Figures for the task's exported network in PyTorch eager mode and in onnxruntime."""
+    """Figures for the task's exported network in PyTorch eager mode and in onnxruntime, each called as predict
+    and the service call it (``pipeline.delivery.backend``)."""
     spec = task.export_spec()
-    module = spec.module.eval()
     torch.set_num_threads(threads)
-    onnx_model = OnnxModel(onnx_path, threads=threads)
+    backends = {"torch": TorchBackend(spec), "onnxruntime": OnnxBackend(onnx_path, threads=threads)}
 
-    def torch_call(n: int) -> Callable[[], Any]:
-        inputs = tuple(example_inputs(spec, n).values())
-
-        def call():
-            with torch.inference_mode():
-                return module(*inputs)
-
-        return call
-
-    def onnx_call(n: int) -> Callable[[], Any]:
-        inputs = {name: tensor.numpy() for name, tensor in example_inputs(spec, n).items()}
-        return lambda: onnx_model(**inputs)
+    def calls(backend: Any) -> Callable[[int], Callable[[], Any]]:
+        return lambda n: functools.partial(backend, example_inputs(spec, n))
 
     return {
-        "parameters": sum(p.numel() for p in module.parameters()),
+        "parameters": sum(p.numel() for p in spec.module.parameters()),
         "onnx_bytes": onnx_path.stat().st_size,
         "inputs": {name: list(tensor.shape[1:]) for name, tensor in spec.inputs.items()},
         "threads": threads,
         "batch": batch,
         "runs": runs,
         "warmup": warmup,
-        "torch": measure(torch_call, batch, runs, warmup),
-        "onnxruntime": measure(onnx_call, batch, runs, warmup),
+        **{name: measure(calls(backend), batch, runs, warmup) for name, backend in backends.items()},
     }
 
 

@@ -9,13 +9,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 
-from pipeline.delivery.onnx_runtime import OnnxModel, onnx_problem
+from pipeline.delivery.answers import ExportSpec
+from pipeline.delivery.backend import OnnxBackend, TorchBackend, onnx_problem
 from pipeline.runs.run import Run
-from pipeline.utils.contracts import ExportSpec
 from pipeline.utils.files import replacing, write_json
 
 log = logging.getLogger(__name__)
@@ -34,18 +33,9 @@ def sample_inputs(datamodule: Any, spec: ExportSpec, count: int) -> list[dict[st
     stacked batch, or item by item for fixed-size exports."""
     dataset = datamodule.datasets["val"]
     items = [dataset[i] for i in range(min(count, len(dataset)))]
-    keys = spec.sample_keys or {name: name for name in spec.inputs}
     if not spec.dynamic:
-        return [{name: item[key].unsqueeze(0) for name, key in keys.items()} for item in items]
-    return [{name: torch.stack([item[key] for item in items]) for name, key in keys.items()}]
-
-
-def torch_outputs(module: torch.nn.Module, inputs: dict[str, torch.Tensor], names: list[str]) -> dict[str, np.ndarray]:
-    """The module's outputs on ``inputs`` as named numpy arrays."""
-    with torch.no_grad():
-        outputs = module(*inputs.values())
-    outputs = outputs if isinstance(outputs, tuple | list) else (outputs,)
-    return {name: out.detach().cpu().numpy() for name, out in zip(names, outputs, strict=True)}
+        return [{name: item[name].unsqueeze(0) for name in spec.inputs} for item in items]
+    return [{name: torch.stack([item[name] for item in items]) for name in spec.inputs}]
 
 
 def write_onnx(spec: ExportSpec, path: Path) -> None:
@@ -67,43 +57,12 @@ def write_onnx(spec: ExportSpec, path: Path) -> None:
 
 
 def check_parity(spec: ExportSpec, path: Path, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Max absolute difference per output between PyTorch and onnxruntime over the same input batches."""
-    session = OnnxModel(path)
+    """Worst difference per output between PyTorch and onnxruntime over the same input batches (the answer's rule)."""
+    backends = TorchBackend(spec), OnnxBackend(path)
     worst = dict.fromkeys(spec.output_names, 0.0)
-    differences = detection_differences if spec.kind == "detection" else output_differences
     for inputs in batches:
-        expected = torch_outputs(spec.module.eval(), inputs, spec.output_names)
-        actual = session(**{name: tensor.numpy() for name, tensor in inputs.items()})
-        for name, value in differences(expected, actual).items():
+        for name, value in spec.answer.differences(*(backend(inputs) for backend in backends)).items():
             worst[name] = max(worst[name], value)
-    return worst
-
-
-def output_differences(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> dict[str, float]:
-    """Max absolute difference per output, element by element."""
-    return {name: float(np.max(np.abs(expected[name] - actual[name]))) for name in expected if expected[name].size}
-
-
-def detection_differences(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray],
-                          score_tol: float = 1e-4) -> dict[str, float]:
-    """Worst differences between each PyTorch detection and its onnxruntime counterpart, in any order.
-
-    Two backends round differently by ~1e-7, so detections whose scores are tied within that noise may
-    come out in either order, and one tied with the last kept score may be cut by either: only detections
-    clearly above both cuts are paired (same label, nearest box); a missing counterpart is a difference of 1.
-    """
-    boxes, scores, labels = (expected[k] for k in ("boxes", "scores", "labels"))
-    other_boxes, other_scores, other_labels = (actual[k] for k in ("boxes", "scores", "labels"))
-    cut = max(scores.min(initial=0.0), other_scores.min(initial=0.0)) + score_tol
-    worst = {"boxes": 0.0, "scores": 0.0, "labels": 0.0}
-    for box, score, label in zip(boxes, scores, labels):
-        candidates = np.flatnonzero((other_labels == label) & (other_scores > cut - 2 * score_tol))
-        if score <= cut or not candidates.size:
-            worst["labels"] = max(worst["labels"], float(score > cut))
-            continue
-        j = candidates[np.argmin(np.abs(other_boxes[candidates] - box).max(axis=1))]
-        worst["boxes"] = max(worst["boxes"], float(np.abs(other_boxes[j] - box).max()))
-        worst["scores"] = max(worst["scores"], float(abs(other_scores[j] - score)))
     return worst
 
 

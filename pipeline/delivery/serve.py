@@ -1,7 +1,8 @@
 """REST service for an exported run: one onnxruntime session, the run's own preprocessing, every task.
 
-The export's metadata says how to answer (``kind``), names every output with its activation and
-threshold (``outputs``) and declares the task's own routes (``routes``); nothing here names a task.
+The export's metadata names its answer record (``answer``, ``pipeline.delivery.answers``: the one post-processor
+prediction uses too, and the routes it serves), every output with its activation and threshold (``outputs``) and
+the task's own routes (``routes``); nothing here names a task.
 
 - ``GET /ping/``: health (open even when an API key is set, for health checks).
 - ``POST /predict`` (one image, field ``image``): classifiers answer ``label`` and ``probabilities`` of the
@@ -38,7 +39,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -48,13 +48,12 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.data.cache import usable_cores
-from pipeline.data.detection_transforms import unletterbox_boxes
 from pipeline.data.io import decode_image
-from pipeline.data.prediction_inputs import NO_FACE
+from pipeline.data.prediction_inputs import NO_FACE, PredictionDataset
+from pipeline.delivery.answers import Answer, PairScores
+from pipeline.delivery.backend import OnnxBackend
 from pipeline.delivery.export import ensure_export
-from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.runs.run import Run
-from pipeline.utils.contracts import decide_and_report
 from pipeline.utils.errors import UserError
 
 API_KEY_ENV = "PIPELINE_API_KEY"
@@ -111,22 +110,11 @@ class UploadError(Exception):
         self.status = status
 
 
-def decide_class(output: dict[str, Any], probs: np.ndarray) -> tuple[str, float]:
-    """The class an output's probabilities decide and the probability reported with it, by predict's
-    rule (``decide_and_report``)."""
-    decided, reported = decide_and_report(torch.from_numpy(np.asarray(probs))[None], output.get("threshold"))
-    return output["classes"][int(decided[0])], float(reported[0])
-
-
 class ExportedModel:
     """The exported model with the run's preprocessing: decode an upload, preprocess it as evaluation did, run."""
 
-    def __init__(self, model: OnnxModel, datamodule: Any, limits: ServeLimits):
-        self.model = model
-        self.datamodule = datamodule
-        self.metadata = model.metadata
-        self.outputs = {output["name"]: output for output in self.metadata["outputs"]}
-        self.limits = limits
+    def __init__(self, model: OnnxBackend, datamodule: Any, limits: ServeLimits):
+        self.model, self.datamodule, self.metadata, self.limits = model, datamodule, model.metadata, limits
         self.slots = threading.BoundedSemaphore(limits.max_concurrency)
         # OpenCV face detectors are not documented as thread-safe; the ONNX session is.
         self.preprocess_lock = threading.Lock()
@@ -169,56 +157,16 @@ class ExportedModel:
 
         return bounded
 
-    def preprocess(self, rgb: np.ndarray) -> np.ndarray | None:
-        """The model input of one image (batch of one), or None when preprocessing finds no usable input."""
+    def answer(self, *images: np.ndarray) -> Answer | None:
+        """The export's answer record for one image (``image``) or a pair (``image1``, ``image2``), preprocessed by
+        the data's ``predict_item`` as prediction does; None when preprocessing finds no usable input."""
         with self.preprocess_lock:
-            tensor = self.datamodule.preprocess(rgb)
-        return None if tensor is None else tensor.unsqueeze(0).numpy()
-
-    def run_one(self, rgb: np.ndarray) -> dict[str, np.ndarray] | None:
-        """The outputs of a single-input model for one image, or None (no face)."""
-        array = self.preprocess(rgb)
-        return None if array is None else self.model(**{self.model.input_names[0]: array})
-
-    def embedding(self, rgb: np.ndarray) -> dict[str, Any]:
-        arrays = self.run_one(rgb)
-        return {"embedding": None if arrays is None else arrays[next(iter(self.outputs))][0].tolist()}
-
-    def classes(self, rgb: np.ndarray) -> dict[str, Any]:
-        """Label and probabilities of the main output, and of every output under ``outputs``."""
-        arrays = self.run_one(rgb)
-        if arrays is None:
-            return {"label": NO_FACE, "probabilities": None}
-        answers = {}
-        for name, output in self.outputs.items():
-            probs = arrays[name][0]
-            answers[name] = {"label": decide_class(output, probs)[0],
-                             "probabilities": dict(zip(output["classes"], map(float, probs), strict=True))}
-        return {**next(iter(answers.values())), "outputs": answers}
-
-    def detections(self, rgb: np.ndarray) -> dict[str, Any]:
-        """Boxes above the score threshold, in the uploaded image's pixels."""
-        tensor, scale, pad = self.datamodule.letterbox_image(rgb)
-        arrays = self.model(**{self.model.input_names[0]: tensor.unsqueeze(0).numpy()})
-        keep = (arrays["labels"] >= 0) & (arrays["scores"] >= self.outputs["scores"]["threshold"])
-        boxes = unletterbox_boxes(arrays["boxes"][keep], scale, pad, rgb.shape[:2])
-        names = self.outputs["labels"]["classes"]
-        return {"detections": [{"label": names[int(c)], "score": float(s), "box": [float(v) for v in box]}
-                               for c, s, box in zip(arrays["labels"][keep], arrays["scores"][keep], boxes, strict=True)]}
-
-    def compare(self, first: np.ndarray, second: np.ndarray) -> dict[str, Any]:
-        """Whether two images show the same thing: cosine of embeddings, or the pair model's probability."""
-        inputs = [self.preprocess(rgb) for rgb in (first, second)]
-        if any(array is None for array in inputs):
-            return {"score": None, "same": None}
-        output = next(iter(self.outputs.values()))
-        if self.metadata["kind"] == "pair":
-            logit = self.model(**dict(zip(self.model.input_names, inputs, strict=True)))[output["name"]]
-            score = float(1 / (1 + np.exp(-logit.reshape(-1)[0])))
-        else:
-            first_embedding, second_embedding = (self.model(**{self.model.input_names[0]: a})[output["name"]][0] for a in inputs)
-            score = float(np.dot(first_embedding, second_embedding))
-        return {"score": score, "same": score >= output["threshold"], "threshold": output["threshold"]}
+            items = [self.datamodule.predict_item(rgb) for rgb in images]
+        if any(item["image"] is None for item in items):
+            return None
+        if len(items) == 2:
+            items = [{"image1": items[0]["image"], "image2": items[1]["image"]}]
+        return self.model.answer.of(self.model, PredictionDataset.collate_fn(items), {})
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -229,7 +177,7 @@ def create_app(run: Run | str | Path, limits: ServeLimits | None = None, threads
     """The service for a run (a ``Run`` or its folder): loads (exporting first if needed) its ONNX model once."""
     run = run if isinstance(run, Run) else Run.open(run)
     limits = limits or ServeLimits()
-    exported = ExportedModel(OnnxModel(ensure_export(run), threads), run.datamodule(setup=False), limits)
+    exported = ExportedModel(OnnxBackend(ensure_export(run), threads), run.datamodule(setup=False), limits)
     app = FastAPI(title=f"{exported.metadata.get('task', 'model')} service")
     app.state.exported = exported
     add_error_handlers(app, limits)
@@ -248,22 +196,23 @@ def create_app(run: Run | str | Path, limits: ServeLimits | None = None, threads
 
 
 def add_model_routes(app: FastAPI, exported: ExportedModel) -> None:
-    """``/predict`` and ``/compare`` as the export's kind allows, and the task's own routes."""
-    kind = exported.metadata["kind"]
-    answer = {"classes": exported.classes, "detection": exported.detections, "embedding": exported.embedding}.get(kind)
-    if answer is not None:
+    """``/predict`` and ``/compare`` as the export's answer serves them, and the task's own routes."""
+    kind = exported.model.answer
+    if "/predict" in kind.ROUTES:
 
         @app.post("/predict")
         @exported.in_slot
         def predict(image: ImageUpload) -> dict[str, Any]:
-            return answer(exported.read_upload(image))
+            record = exported.answer(exported.read_upload(image))
+            return kind.UNUSABLE if record is None else record.json()
 
-    if kind in ("pair", "embedding"):
+    if "/compare" in kind.ROUTES:
 
         @app.post("/compare")
         @exported.in_slot
         def compare(image1: ImageUpload, image2: ImageUpload) -> dict[str, Any]:
-            return exported.compare(exported.read_upload(image1), exported.read_upload(image2))
+            record = exported.answer(exported.read_upload(image1), exported.read_upload(image2))
+            return PairScores.UNUSABLE if record is None else record.json()
 
     for route in exported.metadata.get("routes", []):
         app.post(route["path"])(exported.in_slot(route_answer(exported, route)))
@@ -273,11 +222,8 @@ def route_answer(exported: ExportedModel, route: dict[str, Any]):
     """A task route: ``{<answer>: decided class of the route's output, "probability": p}``."""
 
     def answer(image: ImageUpload) -> dict[str, Any]:
-        arrays = exported.run_one(exported.read_upload(image))
-        if arrays is None:
-            return {route["answer"]: NO_FACE, "probability": None}
-        label, probability = decide_class(exported.outputs[route["output"]], arrays[route["output"]][0])
-        return {route["answer"]: label, "probability": probability}
+        record = exported.answer(exported.read_upload(image))
+        return {route["answer"]: NO_FACE, "probability": None} if record is None else record.route(route)
 
     return answer
 

@@ -17,8 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MetricCollection
 
 from pipeline.callbacks.finetune import FreezeBackbone
+from pipeline.delivery.answers import ExportSpec
 from pipeline.modules.init_weights import backbone_module
-from pipeline.utils.contracts import DataInfo, ExportSpec
+from pipeline.utils.contracts import DataInfo
 
 STAGES = ("train", "val", "test")
 
@@ -93,10 +94,8 @@ def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
 
 class BaseTask(pl.LightningModule):
     """Shared training logic; ``model`` and ``hyp`` are the config nodes, ``data_info`` the data's description.
-    A task's ``predict_step`` returns a record of ``pipeline.utils.contracts`` (``ClassScores``, ``Detections``,
-    ``PairScores``) and reads the ``bin/predict.py`` options it names in ``PREDICT_OPTIONS`` from ``predict_options``."""
-
-    PREDICT_OPTIONS: tuple[str, ...] = ()
+    Prediction and the service run the graph of ``export_spec()`` and post-process it by the record type it names
+    (``pipeline.delivery.answers``): a task has no predict code of its own."""
 
     def __init__(
         self,
@@ -124,7 +123,6 @@ class BaseTask(pl.LightningModule):
             setattr(self, f"{stage}_metrics", metrics)
         self.examples: dict[str, dict[str, torch.Tensor]] = {}
         self.eval_losses = nn.ModuleDict()  # <stage>_<loss name> -> MeanMetric, made at the first step
-        self.predict_options: dict[str, Any] = {}
 
     # --- to implement per task -------------------------------------------------------------
     def build_net(self) -> nn.Module:
@@ -140,8 +138,14 @@ class BaseTask(pl.LightningModule):
 
     # --- delivery: bin/export.py and bin/serve.py call this ---------------------------------------
     def export_spec(self) -> ExportSpec:
-        """What to write to ONNX and how the service reads its outputs (see ``ExportSpec``)."""
+        """What to write to ONNX, and how predict and the service read its outputs (see ``ExportSpec``)."""
         raise NotImplementedError(f"{type(self).__name__} has no ONNX export")
+
+    def export_metadata(self, **extra: Any) -> dict[str, Any]:
+        """What every export says of its data (task, input size, normalisation, classes), with ``extra``."""
+        info = self.data_info
+        return {"task": info.task, "input_size": list(info.input_size), "mean": info.mean, "std": info.std,
+                "class_names": list(info.class_names), **extra}
 
     # --- shared ---------------------------------------------------------------------------------
     def build_loss(self) -> nn.Module:

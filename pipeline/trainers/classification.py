@@ -6,7 +6,7 @@ Multi-head mode (``model.heads: {mask: 3, gender: 2, age: 3}``) trains one head 
 names a ``combine`` rule (``data_info.combine``, see ``pipeline/data/combine.py``), the heads'
 probabilities are recombined into the dataset's classes and scored against ``batch["label"]`` too.
 
-Every prediction path (validation, test, ``predict_step``, export) averages probabilities over the views of
+Every prediction path (validation, test, export: predict and the service use the export's graph) averages probabilities over the views of
 ``tta`` (``flip`` or ``flip_crops``) when it is set.
 """
 
@@ -26,20 +26,16 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.combine import COMBINERS
+from pipeline.delivery.answers import ExportSpec, Output, decide_and_report, output_name
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ClassScores, DataInfo, ExportSpec, Output, decide
+from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
 
 MAIN = "label"
 TTA_MODES = ("flip", "flip_crops")
 CROP_SCALE = 0.9
-
-
-def output_name(name: str) -> str:
-    """The exported name of an output's probabilities: ``probabilities`` for the main one, ``<head>_probabilities``."""
-    return "probabilities" if name == MAIN else f"{name}_probabilities"
 
 
 def tta_views(images: torch.Tensor, mode: str | None) -> list[torch.Tensor]:
@@ -155,7 +151,6 @@ class ClassificationTask(BaseTask):
         self.threshold = threshold
         super().__init__(*args, **kwargs)
         self.hparams.update({"tta": tta, "threshold": threshold})
-        self.exported = None
         self.confusion = nn.ModuleDict({name: MulticlassConfusionMatrix(len(names)) for name, names in self.heads.classes.items()})
 
     @cached_property
@@ -191,22 +186,12 @@ class ClassificationTask(BaseTask):
 
     # --- forward and steps ----------------------------------------------------------------------
     def probabilities(self, images: torch.Tensor, tta: str | None = None) -> dict[str, torch.Tensor]:
-        """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output;
-        from the exported ONNX model (TTA inside) after ``use_exported``."""
-        if self.exported is None:
-            outputs = list(self.heads.classes)
-            return dict(zip(outputs, ProbabilityModel(self.net, self.heads.combine, outputs, tta)(images), strict=True))
-        if tta != self.tta:
-            raise UserError(f"tta: the exported model averages the views of task.tta={self.tta}; predict with backend=torch for tta={tta}")
-        arrays = self.exported(image=images.cpu().numpy())
-        return {name: torch.from_numpy(arrays[output_name(name)]) for name in self.heads.classes}
-
-    def use_exported(self, model: Any) -> None:
-        """Predict with the run's exported ONNX model (an ``OnnxModel``) instead of the PyTorch network."""
-        self.exported = model
+        """Softmax probabilities per output, averaged over the ``tta`` views, with the combined output."""
+        outputs = list(self.heads.classes)
+        return dict(zip(outputs, ProbabilityModel(self.net, self.heads.combine, outputs, tta)(images), strict=True))
 
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
-        return decide(probs, self.threshold)
+        return decide_and_report(probs, self.threshold)[0]
 
     def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = self.net(batch["image"])
@@ -264,21 +249,7 @@ class ClassificationTask(BaseTask):
         names = sorted(classes, key=lambda name: name != self.heads.main)
         outputs = [Output(output_name(name), "softmax", self.threshold if len(classes[name]) == 2 else None, classes[name])
                    for name in names]
-        info = self.data_info
-        metadata = {"task": info.task, "input_size": list(info.input_size), "mean": info.mean, "std": info.std,
-                    "class_names": classes[self.heads.main], "tta": self.tta}
+        metadata = self.export_metadata(class_names=classes[self.heads.main], tta=self.tta, target=self.data_info.target)
         return ExportSpec(ProbabilityModel(self.net, self.heads.combine, names, self.tta),
-                          {"image": torch.zeros(2, *info.input_size)}, outputs, metadata=metadata)
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> ClassScores:
-        """Probabilities per output (main first) over the ``tta`` views (``options.tta``, default the task's);
-        a single head is also named by ``data_info.target`` when the data gives one, so separate runs combine."""
-        probs = self.probabilities(batch["image"], self.predict_options.get("tta", self.tta))
-        classes = dict(self.heads.classes)
-        target = self.data_info.target
-        if not self.heads.multi and target:
-            probs[target], classes[target] = probs[MAIN], classes[MAIN]
-        main = self.heads.main
-        listed = classes[main][1] if self.lists_positive else None
-        return ClassScores({name: p.cpu() for name, p in {main: probs[main], **probs}.items()}, classes, self.threshold, listed)
+                          {"image": torch.zeros(2, *self.data_info.input_size)}, outputs, metadata=metadata)
 

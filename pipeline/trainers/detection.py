@@ -8,18 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torchvision.utils import draw_bounding_boxes, make_grid
+from torchvision.utils import make_grid
 
-from pipeline.data.detection_transforms import unletterbox_boxes
+from pipeline.delivery.answers import Detections, ExportSpec, Output, draw_detections
 from pipeline.metrics.detection import DetectionMetrics
 from pipeline.modules.detectors import DetectorForExport
 from pipeline.trainers.base import BaseTask, build_model
-from pipeline.utils.contracts import Detections, ExportSpec, Output
 from pipeline.utils.errors import UserError
-
-# Class colours for drawn boxes (cycled); ground truth is drawn in white.
-PALETTE = ((40, 200, 40), (230, 40, 40), (255, 160, 0), (0, 150, 255), (200, 0, 200), (0, 200, 200))
-TRUTH_COLOUR = (255, 255, 255)
 
 
 def resolve_class_weights(
@@ -36,31 +31,12 @@ def resolve_class_weights(
     return (counts.sum() / (num_classes * counts)).round(4).tolist()
 
 
-def draw_detections(
-    image: torch.Tensor,
-    detections: dict[str, torch.Tensor],
-    class_names: Sequence[str],
-    truth: dict[str, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Draw true boxes (white) and predicted boxes (class colour, ``name score``) on a CHW uint8 image."""
-    if truth is not None and len(truth["boxes"]):
-        image = draw_bounding_boxes(image, truth["boxes"], colors=[TRUTH_COLOUR] * len(truth["boxes"]), width=1)
-    if len(detections["boxes"]):
-        labels = detections["labels"].tolist()
-        captions = [f"{class_names[c]} {s:.2f}" for c, s in zip(labels, detections["scores"].tolist(), strict=True)]
-        colours = [PALETTE[c % len(PALETTE)] for c in labels]
-        image = draw_bounding_boxes(image, detections["boxes"], captions, colors=colours, width=2)
-    return image
-
-
 class DetectionTask(BaseTask):
     """One-stage detector trained on its own loss dict; mAP@50:95, mAP@50, per-class AP and P/R/F1 per epoch.
 
     The model group's ``min_score`` is the detector's own cut (low, so mAP sees the whole ranking); ``score_threshold``
     is the operating point for precision/recall/F1, the drawn examples, predictions and export.
     """
-
-    PREDICT_OPTIONS = ("score_threshold", "draw")
 
     def __init__(
         self,
@@ -73,7 +49,6 @@ class DetectionTask(BaseTask):
         self.score_threshold = float(score_threshold)
         self.class_weights = list(class_weights) if class_weights is not None and not isinstance(class_weights, str) else class_weights
         super().__init__(*args, example_count=example_count, **kwargs)
-        self.exported = None
         # Kept with the checkpoint, so load_from_checkpoint rebuilds the same detector.
         self.hparams.update({"score_threshold": self.score_threshold, "class_weights": self.class_weights})
 
@@ -137,45 +112,16 @@ class DetectionTask(BaseTask):
 
     # --- delivery -------------------------------------------------------------------------------
     def export_spec(self) -> ExportSpec:
-        """Fixed-size single-image ONNX: ``images`` [1, 3, H, W] letterboxed RGB in [0, 1] -> boxes [N, 4]
+        """Fixed-size single-image ONNX: ``image`` [1, 3, H, W] letterboxed RGB in [0, 1] -> boxes [N, 4]
         (letterboxed pixels), scores [N], labels [N] (padding rows: score 0, label -1). Export by tracing."""
         _, height, width = self.data_info.input_size
-        metadata = {
-            "task": "detection", "input_size": [3, height, width], "resize": "letterbox (keep aspect, centre, pad)",
-            "pad_value": self.data_info.pad_value,
-            "input_range": "RGB float in [0, 1]; ImageNet normalisation is inside the model",
-            "mean": self.data_info.mean, "std": self.data_info.std, "class_names": self.data_info.class_names,
-            "box_format": "xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale",
-        }
-        outputs = [Output("boxes"), Output("scores", None, self.score_threshold), Output("labels", None, None, self.data_info.class_names)]
+        metadata = self.export_metadata(
+            resize="letterbox (keep aspect, centre, pad)", pad_value=self.data_info.pad_value,
+            input_range="RGB float in [0, 1]; ImageNet normalisation is inside the model",
+            box_format="xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale")
+        outputs = [Output("boxes"), Output("scores", None, self.score_threshold),
+                   Output("labels", None, None, self.data_info.class_names)]
         # Box corners are pixels (hundreds): float32 rounding in the box decoding differs by ~1e-5..1e-3 px.
-        return ExportSpec(DetectorForExport(self.net).eval(), {"images": torch.zeros(1, 3, height, width)}, outputs,
-                          kind="detection", metadata=metadata, dynamic=False, sample_keys={"images": "image"},
+        return ExportSpec(DetectorForExport(self.net).eval(), {"image": torch.zeros(1, 3, height, width)}, outputs,
+                          answer=Detections, metadata=metadata, dynamic=False,
                           parity_tolerance={"boxes": 1e-2, "scores": 1e-4, "labels": 0.0})
-
-    def use_exported(self, model: Any) -> None:
-        """Detect with the run's exported ONNX model (an ``OnnxModel``, one image per call) instead of the network."""
-        self.exported = model
-
-    def raw_detections(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Boxes, scores and labels (letterboxed pixels) per letterboxed image, by the network or its export."""
-        if self.exported is None:
-            return self.net([image.to(self.device) for image in images])
-        results = []
-        for image in images:
-            out = {k: torch.from_numpy(v) for k, v in self.exported(images=image[None].numpy()).items()}
-            keep = out["labels"] >= 0
-            results.append({key: value[keep] for key, value in out.items()})
-        return results
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Detections:
-        """Boxes above the score threshold (``options.score_threshold``, default the task's) per image,
-        mapped back to the original pixels and clipped to the image."""
-        threshold = float(self.predict_options.get("score_threshold", self.score_threshold))
-        results = []
-        for det, scale, pad, size in zip(self.raw_detections(list(batch["image"])), batch["scale"], batch["pad"],
-                                         batch["orig_size"], strict=True):
-            det = self.above_threshold({k: v.cpu() for k, v in det.items()}, threshold)
-            det["boxes"] = torch.from_numpy(unletterbox_boxes(det["boxes"].numpy(), scale, pad, size))
-            results.append(det)
-        return Detections(results, self.data_info.class_names)

@@ -16,11 +16,11 @@ import torch.nn as nn
 from torchmetrics import MetricCollection
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
+from pipeline.delivery.answers import Embeddings, ExportSpec, Output
 from pipeline.metrics.verification import EmbeddingCollector, score_histograms, verification_metrics
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ExportSpec, Output, PairScores
 from pipeline.utils.errors import UserError
 
 LOGGED = ("eer_real", "eer_real_fnr", "eer_fake", "eer_fake_fnr", "eer_mean", "fnmr_at_fmr_1e-2",
@@ -35,8 +35,6 @@ class MetricLearningTask(BaseTask):
     ``hyp.identity_head_weight`` > 0 adds a cosine identity head (Baseline++, scale
     ``hyp.identity_head_scale``) with cross-entropy on the real images.
     """
-
-    PREDICT_OPTIONS = ("with_decision", "path_column")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -139,14 +137,7 @@ class MetricLearningTask(BaseTask):
     def export_spec(self) -> ExportSpec:
         """One image -> its normalised embedding; two embeddings show one person when cosine >= threshold."""
         _, height, width = self.data_info.input_size
-        metadata = {"task": "verification", "metric": "cosine", "embedding_dim": self.net.embedding_dim,
-                    "input_size": list(self.data_info.input_size), "mean": self.data_info.mean,
-                    "std": self.data_info.std}
+        metadata = self.export_metadata(metric="cosine", embedding_dim=self.net.embedding_dim)
         return ExportSpec(self.net, {"image": torch.zeros(1, 3, height, width)},
-                          [Output("embedding", None, float(self.threshold))], kind="embedding", metadata=metadata)
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> PairScores:
-        """The cosine similarity of each pair's embeddings, with the frozen threshold."""
-        similarity = (self(batch["image1"]) * self(batch["image2"])).sum(1)
-        return PairScores(similarity.cpu(), float(self.threshold), "similarity")
+                          [Output("embedding", None, float(self.threshold))], answer=Embeddings, metadata=metadata)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 from torchmetrics import MetricCollection
@@ -16,10 +14,10 @@ from torchmetrics.classification import (
 )
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
+from pipeline.delivery.answers import ExportSpec, Output, PairScores
 from pipeline.modules.backbones import create_backbone
 from pipeline.modules.siamese import SiameseNet
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ExportSpec, Output, PairScores
 
 
 class SiameseTask(BaseTask):
@@ -53,10 +51,6 @@ class SiameseTask(BaseTask):
         target = batch["label"]
         return {"loss": self.loss_fn(logits, target), "preds": torch.sigmoid(logits), "target": target.long()}
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> PairScores:
-        """P(same) per pair."""
-        return PairScores(torch.sigmoid(self(batch["image1"], batch["image2"])).cpu(), self.threshold)
-
     def render_examples(self, stage: str) -> torch.Tensor | None:
         ex = self.examples.get(stage)
         if not ex:
@@ -73,8 +67,6 @@ class SiameseTask(BaseTask):
         """Two images -> the logit that they show the same thing (``sigmoid(logit) >= threshold``)."""
         info = self.data_info
         example = torch.zeros(2, *info.input_size)
-        metadata = {"task": info.task, "input_size": list(info.input_size), "mean": info.mean, "std": info.std,
-                    "class_names": info.class_names}
         return ExportSpec(self.net, {"image1": example, "image2": example.clone()},
-                          [Output("logit", None, self.threshold, list(info.class_names))], kind="pair",
-                          metadata={**metadata, "decision": "sigmoid(logit) >= threshold"})
+                          [Output("logit", None, self.threshold, list(info.class_names))], answer=PairScores,
+                          metadata=self.export_metadata(decision="sigmoid(logit) >= threshold"))

@@ -20,7 +20,7 @@ from conftest import run_cli
 from omegaconf import OmegaConf
 
 from pipeline.data.io import load_image
-from pipeline.delivery.onnx_runtime import OnnxModel
+from pipeline.delivery.backend import OnnxBackend
 from pipeline.delivery.predict import predict
 from pipeline.delivery.serve import ServeLimits, create_app
 from pipeline.runs.run import Run, compose_command
@@ -64,7 +64,7 @@ def test_export_is_small_with_metadata_and_parity(glasses_run):
     report = json.loads((glasses_run / "export" / "export.json").read_text())
     assert report["max_abs_diff"]["probabilities"] <= 1e-4
     assert report["size_bytes"] <= 1_000_000
-    metadata = OnnxModel(glasses_run / "export" / "model.onnx").metadata
+    metadata = OnnxBackend(glasses_run / "export" / "model.onnx").metadata
     assert metadata["task"] == "glasses" and metadata["class_names"] == ["no_glasses", "glasses"]
     assert metadata["input_size"] == [3, 82, 82] and metadata["outputs"][0]["threshold"] == 0.5
     assert metadata["outputs"][0]["name"] == "probabilities" and metadata["outputs"][0]["activation"] == "softmax"

@@ -12,8 +12,8 @@ import pytest
 from conftest import TINY_SIAMESE, run_cli
 
 from pipeline.data.synthetic.shapes import sample_pair
+from pipeline.delivery.backend import OnnxBackend
 from pipeline.delivery.export import ParityError, export_task
-from pipeline.delivery.onnx_runtime import OnnxModel
 from pipeline.delivery.predict import predict
 from pipeline.runs.run import Run, compose_command
 from pipeline.utils.errors import UserError
@@ -49,12 +49,12 @@ def test_export_has_two_dynamic_inputs_metadata_and_parity(siamese_run):
     report = json.loads((siamese_run / "export" / "export.json").read_text())
     assert report["max_abs_diff"]["logit"] <= 1e-4
     assert report["parity_samples"] == 16
-    model = OnnxModel(siamese_run / "export" / "model.onnx")
+    model = OnnxBackend(siamese_run / "export" / "model.onnx")
     assert model.input_names == ["image1", "image2"]
     assert model.metadata["task"] == "siamese"
     assert model.metadata["input_size"] == [3, 32, 32] and model.metadata["outputs"][0]["threshold"] == 0.5
     batch = np.zeros((5, 3, 32, 32), np.float32)
-    assert model(image1=batch, image2=batch)["logit"].shape == (5,)
+    assert model({"image1": batch, "image2": batch})["logit"].shape == (5,)
 
 
 def _rows(path):

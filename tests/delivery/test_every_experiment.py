@@ -13,6 +13,7 @@ from conftest import EXPERIMENTS, run_cli
 from fastapi.testclient import TestClient
 
 from pipeline.data.synthetic.shapes import sample_pair
+from pipeline.delivery.answers import ClassScores, Detections, Embeddings, PairScores
 from pipeline.delivery.export import ensure_export
 from pipeline.delivery.predict import predict
 from pipeline.delivery.serve import create_app
@@ -41,13 +42,13 @@ def some_images(datamodule, folder: Path, count: int = 6) -> list[Path]:
     return [images[i] for i in np.linspace(0, len(images) - 1, count).astype(int)]
 
 
-def prediction_input(kind: str, images: list[Path], folder: Path) -> Path:
-    """What predict takes for the kind: a folder of images, a pairs CSV (path1,path2) or a path CSV of pairs."""
+def prediction_input(answer: type, images: list[Path], folder: Path) -> Path:
+    """What predict takes for the answer: a folder of images, a pairs CSV (path1,path2) or a path CSV of pairs."""
     folder.mkdir(parents=True, exist_ok=True)
-    if kind == "pair":
+    if answer is PairScores:
         (folder / "pairs.csv").write_text("path1,path2\n" + "".join(f"{a},{b}\n" for a, b in zip(images[::2], images[1::2])))
         return folder / "pairs.csv"
-    if kind == "embedding":
+    if answer is Embeddings:
         (folder / "pairs.csv").write_text("path\n" + "".join(f"{p}\n" for p in images))
         return folder / "pairs.csv"
     for i, path in enumerate(images):
@@ -98,20 +99,20 @@ def test_predict_onnx_service_and_benchmark_agree(experiment, extra, tmp_path, d
     (run_dir,) = (results / experiment).iterdir()
     run = Run.open(run_dir)
     ensure_export(run)
-    kind = run.task().export_spec().kind
+    answer = run.task().export_spec().answer
     images = some_images(run.datamodule(), tmp_path / "drawn")
-    inputs = prediction_input(kind, images, tmp_path / "input")
+    inputs = prediction_input(answer, images, tmp_path / "input")
     outputs = {backend: rows(predict(compose_command("predict", [f"run={run_dir}", f"input={inputs}", f"backend={backend}",
                                                                  f"out={tmp_path / backend}"])))
                for backend in ("torch", "onnx")}
     with TestClient(create_app(run)) as client:
-        if kind == "classes":
+        if answer is ClassScores:
             check_classes(client, outputs["torch"], outputs["onnx"])
-        elif kind == "detection":
+        elif answer is Detections:
             check_detection(client, outputs["torch"], outputs["onnx"], inputs)
         else:
             pairs = list(zip(images[::2], images[1::2]))
-            check_pairs(client, outputs["torch"], outputs["onnx"], "probability" if kind == "pair" else "similarity", pairs)
+            check_pairs(client, outputs["torch"], outputs["onnx"], "probability" if answer is PairScores else "similarity", pairs)
     proc = run_cli("benchmark.py", "train", *common, f"paths.results_dir={results}", "trainer.max_epochs=1", "plain=false",
                    f"out={tmp_path / 'bench.json'}")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -179,9 +179,9 @@ def test_concurrency_is_bounded_and_the_excess_gets_503(toy_run, monkeypatch):
     app = create_app(toy_run, ServeLimits(max_concurrency=1, max_queue=1))
     exported, release, entered = app.state.exported, threading.Event(), threading.Event()
     inside, peak, lock = [0], [0], threading.Lock()
-    run_one = exported.run_one
+    answer = exported.answer
 
-    def blocking_run_one(rgb):
+    def blocking_answer(*images):
         with lock:
             inside[0] += 1
             peak[0] = max(peak[0], inside[0])
@@ -189,9 +189,9 @@ def test_concurrency_is_bounded_and_the_excess_gets_503(toy_run, monkeypatch):
         release.wait(60)
         with lock:
             inside[0] -= 1
-        return run_one(rgb)
+        return answer(*images)
 
-    monkeypatch.setattr(exported, "run_one", blocking_run_one)
+    monkeypatch.setattr(exported, "answer", blocking_answer)
     image = png(24, 24)
     with TestClient(app) as client, ThreadPoolExecutor(3) as pool:
         def post():
@@ -213,7 +213,7 @@ def test_concurrency_is_bounded_and_the_excess_gets_503(toy_run, monkeypatch):
 
 def test_every_error_has_the_error_shape(toy_run, monkeypatch):
     app = create_app(toy_run, ServeLimits(max_upload_bytes=1000))
-    monkeypatch.setattr(app.state.exported, "run_one", lambda rgb: 1 / 0)  # a bug: the one way to a 500
+    monkeypatch.setattr(app.state.exported, "answer", lambda *images: 1 / 0)  # a bug: the one way to a 500
     with TestClient(app, raise_server_exceptions=False) as client:
         cases = {
             "unknown route": (client.get("/nope"), 404),

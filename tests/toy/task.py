@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy
 
+from pipeline.delivery.answers import ExportSpec, Output
 from pipeline.trainers.base import BaseTask
-from pipeline.utils.contracts import ClassScores, ExportSpec, Output
 
 
 class BrightnessNet(nn.Module):
@@ -38,6 +36,3 @@ class BrightnessTask(BaseTask):
         classes = list(self.data_info.class_names)
         return ExportSpec(self.net, {"image": torch.zeros(2, *self.data_info.input_size)},
                           [Output("probabilities", "softmax", 0.5, classes)], metadata={"task": "brightness"})
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> ClassScores:
-        return ClassScores({"label": self.net(batch["image"]).cpu()}, {"label": list(self.data_info.class_names)})

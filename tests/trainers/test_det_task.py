@@ -100,7 +100,7 @@ def test_onnx_export_matches_pytorch_on_a_real_sample(built, tmp_path):
                       output_names=spec.output_names, dynamic_axes=spec.dynamic_axes() or None, dynamo=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     image = datamodule.datasets["val"][0]["image"][None]
-    boxes, scores, labels = session.run(None, {"images": image.numpy()})
+    boxes, scores, labels = session.run(None, {"image": image.numpy()})
     with torch.no_grad():
         ref_boxes, ref_scores, ref_labels = spec.module(image)
     assert (ref_scores > 0).sum() > 0

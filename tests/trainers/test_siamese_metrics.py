@@ -11,6 +11,8 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
 
 from pipeline.callbacks.curves import VerificationCurves
+from pipeline.delivery.answers import PairScores
+from pipeline.delivery.backend import TorchBackend
 from pipeline.runs.run import build_datamodule, build_task
 
 
@@ -25,10 +27,11 @@ def validated(tmp_path_factory):
     # An untrained model gives varied, imperfect scores: the metrics are non-trivial.
     logged = trainer.validate(task, datamodule=datamodule)[0]
     task.eval()
+    backend = TorchBackend(task.export_spec())
     probs, labels = [], []
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
-            probs.append(task.predict_step(batch, 0).scores)
+            probs.append(PairScores.of(backend, batch, {}).scores)
             labels.append(batch["label"])
     return logged, torch.cat(probs).numpy(), torch.cat(labels).numpy().astype(int), run
 

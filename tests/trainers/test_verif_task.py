@@ -11,6 +11,7 @@ from PIL import Image
 
 from pipeline.data.formats.verification import read_pair_scores, write_pairs_csv
 from pipeline.data.synthetic.verification import generate_verification
+from pipeline.delivery.answers import Embeddings
 from pipeline.metrics.verification import verification_metrics
 from pipeline.runs.folder import best_checkpoint
 from pipeline.runs.run import build_datamodule, build_task
@@ -146,4 +147,4 @@ def test_export_spec_is_a_normalised_embedding_with_the_threshold(run_dir):
         out = spec.module(image.repeat(3, 1, 1, 1))
     assert out.shape == (3, 64) and torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
     assert spec.metadata["metric"] == "cosine" and spec.outputs[0].threshold == pytest.approx(float(task.threshold))
-    assert spec.kind == "embedding" and spec.dynamic_axes()["image"] == {0: "batch"}
+    assert spec.answer is Embeddings and spec.dynamic_axes()["image"] == {0: "batch"}

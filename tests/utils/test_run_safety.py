@@ -14,8 +14,8 @@ import torch
 from conftest import ROOT, run_cli
 from omegaconf import OmegaConf
 
+from pipeline.delivery.backend import OnnxBackend, onnx_problem
 from pipeline.delivery.export import MODEL_FILE, ParityError, ensure_export, export_task
-from pipeline.delivery.onnx_runtime import OnnxModel, onnx_problem
 from pipeline.runs.folder import latest_run, run_lock
 from pipeline.runs.run import Run
 from pipeline.runs.trust import refused_targets
@@ -154,9 +154,9 @@ def test_truncated_or_failed_onnx_export_is_detected_and_rebuilt(run):
     model.write_bytes(good[: len(good) // 2])
     assert "truncated" in onnx_problem(model)
     with pytest.raises(UserError, match=r"model\.onnx: not a valid ONNX model.*bin/export\.py"):
-        OnnxModel(model)
+        OnnxBackend(model)
     assert ensure_export(toy) == model and onnx_problem(model) is None
-    assert OnnxModel(model).metadata
+    assert OnnxBackend(model).metadata
 
 
 def _fake_run(experiment: Path, name: str, *files: str) -> Path:

@@ -141,12 +141,6 @@ class BaseTask(pl.LightningModule):
         """What to write to ONNX, and how predict and the service read its outputs (see ``ExportSpec``)."""
         raise NotImplementedError(f"{type(self).__name__} has no ONNX export")
 
-    def export_metadata(self, **extra: Any) -> dict[str, Any]:
-        """What every export says of its data (task, input size, normalisation, classes), with ``extra``."""
-        info = self.data_info
-        return {"task": info.task, "input_size": list(info.input_size), "mean": info.mean, "std": info.std,
-                "class_names": list(info.class_names), **extra}
-
     # --- shared ---------------------------------------------------------------------------------
     def build_loss(self) -> nn.Module:
         loss = instantiate(self.hyp.loss)

@@ -249,7 +249,7 @@ class ClassificationTask(BaseTask):
         names = sorted(classes, key=lambda name: name != self.heads.main)
         outputs = [Output(output_name(name), "softmax", self.threshold if len(classes[name]) == 2 else None, classes[name])
                    for name in names]
-        metadata = self.export_metadata(class_names=classes[self.heads.main], tta=self.tta, target=self.data_info.target)
+        metadata = self.data_info.export_metadata(class_names=classes[self.heads.main], tta=self.tta, target=self.data_info.target)
         return ExportSpec(ProbabilityModel(self.net, self.heads.combine, names, self.tta),
                           {"image": torch.zeros(2, *self.data_info.input_size)}, outputs, metadata=metadata)
 

@@ -115,7 +115,7 @@ class DetectionTask(BaseTask):
         """Fixed-size single-image ONNX: ``image`` [1, 3, H, W] letterboxed RGB in [0, 1] -> boxes [N, 4]
         (letterboxed pixels), scores [N], labels [N] (padding rows: score 0, label -1). Export by tracing."""
         _, height, width = self.data_info.input_size
-        metadata = self.export_metadata(
+        metadata = self.data_info.export_metadata(
             resize="letterbox (keep aspect, centre, pad)", pad_value=self.data_info.pad_value,
             input_range="RGB float in [0, 1]; ImageNet normalisation is inside the model",
             box_format="xyxy letterboxed pixels; original = (box - [pad_x, pad_y, pad_x, pad_y]) / scale")

@@ -137,7 +137,7 @@ class MetricLearningTask(BaseTask):
     def export_spec(self) -> ExportSpec:
         """One image -> its normalised embedding; two embeddings show one person when cosine >= threshold."""
         _, height, width = self.data_info.input_size
-        metadata = self.export_metadata(metric="cosine", embedding_dim=self.net.embedding_dim)
+        metadata = self.data_info.export_metadata(metric="cosine", embedding_dim=self.net.embedding_dim)
         return ExportSpec(self.net, {"image": torch.zeros(1, 3, height, width)},
                           [Output("embedding", None, float(self.threshold))], answer=Embeddings, metadata=metadata)
 

@@ -69,4 +69,4 @@ class SiameseTask(BaseTask):
         example = torch.zeros(2, *info.input_size)
         return ExportSpec(self.net, {"image1": example, "image2": example.clone()},
                           [Output("logit", None, self.threshold, list(info.class_names))], answer=PairScores,
-                          metadata=self.export_metadata(decision="sigmoid(logit) >= threshold"))
+                          metadata=self.data_info.export_metadata(decision="sigmoid(logit) >= threshold"))

@@ -44,6 +44,11 @@ class DataInfo:
         self.class_names = [str(name) for name in self.class_names]
         self.mean, self.std = [float(v) for v in self.mean], [float(v) for v in self.std]
 
+    def export_metadata(self, **extra: Any) -> dict[str, Any]:
+        """What every export says of its data (task, input size, normalisation, classes), with ``extra``."""
+        return {"task": self.task, "input_size": list(self.input_size), "mean": self.mean, "std": self.std,
+                "class_names": list(self.class_names), **extra}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain containers for checkpoints and run files (``torch.load(weights_only=True)``, YAML)."""
         return {**asdict(self), "input_size": list(self.input_size)}

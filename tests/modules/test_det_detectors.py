@@ -7,7 +7,7 @@ import torch
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead
 
-from pipeline.delivery.export import detection_differences
+from pipeline.delivery.answers import Detections
 from pipeline.modules.detectors import DetectorForExport, TimmFCOS, TimmRetinaNet
 from pipeline.utils.errors import UserError
 
@@ -240,7 +240,7 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
     # Untrained scores are tied within ~1e-6, below the backends' float noise: detections are paired in
     # any order (export's own parity check), and those tied with the last kept score are not compared.
     for got, ref in ((ort_out, torch_out), (torch_out, ort_out)):
-        worst = detection_differences(got, ref)
+        worst = Detections.differences(got, ref)
         assert worst["labels"] == 0.0 and worst["scores"] <= 1e-4 and worst["boxes"] <= 1e-2, worst
         assert (got["scores"] > ref["scores"].min() + 1e-4).sum() >= len(got["scores"]) // 2, \
             "most detections must be compared"

@@ -236,11 +236,12 @@ def test_report_says_what_the_run_started_from(tmp_path):
 
     record = {"source": "/w/resnet18.pth", "kind": "state dict", "loaded": 60, "skipped": 2, "missing": 40,
               "unexpected": 2, "leaked_items": 3}
-    (tmp_path / "init_from.json").write_text(json.dumps(record))
-    (line, _) = RunReport(tmp_path, tmp_path).init_section()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "init_from.json").write_text(json.dumps(record))
+    (line, _) = RunReport(tmp_path / "results", tmp_path).init_section()
     assert line == ("Started from `/w/resnet18.pth` (state dict): 60 tensors loaded, 2 skipped (shape mismatch), "
                     "40 missing, 2 unexpected; the source trained on 3 of this run's val/test items.")
-    assert RunReport(tmp_path / "none", tmp_path).init_section() == []
+    assert RunReport(tmp_path / "other" / "results", tmp_path).init_section() == []
 
 
 def test_coco_detector_from_a_local_torchvision_file(tmp_path, data_dir):

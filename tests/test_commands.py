@@ -48,4 +48,5 @@ def test_every_sub_command_has_its_help(command):
     args = [str(script)] if script.is_file() else [sys.executable, "-m", "pipeline.commands"]
     done = subprocess.run([*args, command, "--help"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert any(word in done.stdout.lower() for word in ("usage", "powered by hydra", "``python bin/")), done.stdout[:500]
+    own = f"bin/{COMMANDS[command]}.py"  # the script's own usage, or Hydra's help of its app
+    assert own in done.stdout or "powered by hydra" in done.stdout.lower(), done.stdout[:500]

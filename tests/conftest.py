@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipeline.utils.config import register_resolvers
 
@@ -79,6 +79,23 @@ def module_tmp(tmp_path_factory, request) -> Iterator[Path]:
     path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def one_line_error(proc, *needles: str) -> str:
+    """The one ``error:`` line of a command that exited 2 with nothing else on stderr (warnings aside), naming ``needles``."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def plant(run: Path, key: str, node) -> None:
+    """Write ``node`` at ``key`` into a run folder's saved config, as a hostile or edited folder would hold it."""
+    config = run / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(config)
+    OmegaConf.update(cfg, key, node, force_add=True)
+    config.write_text(OmegaConf.to_yaml(cfg))
 
 
 def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
-from omegaconf import OmegaConf
+from conftest import one_line_error, plant, run_cli
 from PIL import Image
 
 from pipeline.data.formats.image_folder import read_image_csv
@@ -58,21 +57,6 @@ def cli(script: str, *args: str) -> subprocess.CompletedProcess:
         return run_cli(script, *args, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         pytest.fail(f"bin/{script} {' '.join(args)} hung for {TIMEOUT} s")
-
-
-def one_line_error(proc, *needles: str) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-def plant(run: Path, key: str, node) -> None:
-    config = run / ".hydra" / "config.yaml"
-    cfg = OmegaConf.load(config)
-    OmegaConf.update(cfg, key, node, force_add=True)
-    config.write_text(OmegaConf.to_yaml(cfg))
 
 
 # 1. A .lock symlink overwrites nothing.

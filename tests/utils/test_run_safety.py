@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, one_line_error, plant, run_cli
 from omegaconf import OmegaConf
 
 from pipeline.delivery.backend import OnnxBackend, onnx_problem
@@ -52,26 +52,11 @@ class Marker:
         return (Path.touch, (self.path,))
 
 
-def _one_line_error(proc, *needles: str) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-def _plant(run: Path, key: str, node: dict) -> None:
-    config = run / ".hydra" / "config.yaml"
-    cfg = OmegaConf.load(config)
-    OmegaConf.update(cfg, key, node, force_add=True)
-    config.write_text(OmegaConf.to_yaml(cfg))
-
-
 def test_hostile_run_folder_runs_nothing_and_says_why(run, tmp_path):
     marker = tmp_path / "marker"
-    _plant(run, "callbacks.evil", {"_target_": "os.system", "command": f"touch {marker}"})
+    plant(run, "callbacks.evil", {"_target_": "os.system", "command": f"touch {marker}"})
     (run / ".hydra" / "config.pickle").write_bytes(pickle.dumps(Marker(marker)))
-    error = _one_line_error(run_cli("train.py", f"resume={run}", "trainer.max_epochs=2"),
+    error = one_line_error(run_cli("train.py", f"resume={run}", "trainer.max_epochs=2"),
                             "callbacks.evil", "os.system", "trust_run=true")
     assert not marker.exists(), "neither the pickle nor the config may run code on resume"
     assert str(run) in error
@@ -90,7 +75,7 @@ def test_hostile_run_folder_runs_nothing_and_says_why(run, tmp_path):
     {"_target_": "${oc.env:EVIL}"},
 ])
 def test_only_classes_of_the_project_and_named_libraries_are_built(run, node):
-    _plant(run, "data.augment.evil", node)
+    plant(run, "data.augment.evil", node)
     with pytest.raises(UserError, match=r"data\.augment\.evil\._target_: .* is not built"):
         Run.open(run)
 
@@ -98,8 +83,8 @@ def test_only_classes_of_the_project_and_named_libraries_are_built(run, node):
 def test_the_saved_config_cannot_trust_itself(run):
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     assert not list(refused_targets(cfg)), "the project's own runs pass"
-    _plant(run, "trust_run", True)
-    _plant(run, "callbacks.evil", {"_target_": "os.system", "command": "true"})
+    plant(run, "trust_run", True)
+    plant(run, "callbacks.evil", {"_target_": "os.system", "command": "true"})
     with pytest.raises(UserError, match="trust_run=true"):
         Run.open(run)
 
@@ -112,7 +97,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(run, caplog):
             with run_lock(run):
                 pass
         (run / "checkpoints" / "last.ckpt").unlink()  # still in its first epoch
-        _one_line_error(run_cli("train.py", f"resume={run}"), f"run in progress (pid {os.getpid()}", str(run))
+        one_line_error(run_cli("train.py", f"resume={run}"), f"run in progress (pid {os.getpid()}", str(run))
     assert not (run / ".lock").exists()
     (run / ".lock").write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname()}))  # its holder died
     with run_lock(run):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, TINY_SIAMESE, run_cli
 
 from pipeline.runs.table import best_row, config_diff, find_runs
@@ -78,7 +79,10 @@ def test_runs_lists_three_runs_with_state_overrides_and_metrics(three_runs):
     # Only what differs between the runs is a column: the learning rate and the epochs.
     assert {"hyp.optimizer.lr", "trainer.max_epochs"} <= set(rows[first.name])
     assert "debug" not in rows[first.name] and "paths.results_dir" not in rows[first.name]
-    assert [rows[r.name]["hyp.optimizer.lr"] for r in (first, second, third)] == ["0.01", "0.002", "-"]
+    # The run that kept the default shows its value, read from its own saved config.
+    default_lr = yaml.safe_load((third / ".hydra" / "config.yaml").read_text())["hyp"]["optimizer"]["lr"]
+    assert [rows[r.name]["hyp.optimizer.lr"] for r in (first, second, third)] == ["0.01", "0.002", str(default_lr)]
+    assert default_lr not in (0.01, 0.002)
     for run in (first, second):
         history = json.loads((run / "results" / "metrics_history.json").read_text())
         best = min(history, key=lambda row: (row["val/loss"], row["epoch"]))  # the task monitors val/loss, min
@@ -119,6 +123,18 @@ def test_multirun_jobs_are_found(tmp_path, three_runs):
     runs = find_runs(tmp_path / "exp")
     assert [run.name for run in runs] == ["multiruns/2026-01-01_00-00-00/0"]
     assert runs[0].state == "interrupted" and runs[0].overrides == {"hyp.optimizer.lr": "0.5"}
+
+
+def test_a_key_a_run_did_not_override_shows_its_default(tmp_path):
+    from pipeline.runs.table import RunSummary, runs_rows
+
+    def run(name: str, overrides: dict[str, str]) -> RunSummary:
+        return RunSummary(path=tmp_path / name, name=name, started="", state="finished", overrides=overrides,
+                          config={"hyp.optimizer.lr": 0.001, "data.batch_size": 32, "model.name": "tiny"})
+
+    rows = runs_rows([run("a", {"hyp.optimizer.lr": "0.01", "extra.key": "1"}), run("b", {"model.name": "big"})])
+    assert [(row["hyp.optimizer.lr"], row["model.name"], row["extra.key"]) for row in rows] == [
+        ("0.01", "tiny", "1"), ("0.001", "big", "-")]
 
 
 def test_best_row_keeps_the_earliest_tie_and_respects_the_mode():

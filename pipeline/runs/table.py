@@ -3,6 +3,7 @@ epoch, test figures, state, overrides; the table of an experiment's runs and two
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -107,6 +108,7 @@ class RunSummary:
     state: str
     overrides: dict[str, str]
     monitor: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the saved config, flattened (``a.b`` keys)
     best: float | None = None
     best_epoch: int | None = None
     epochs: int = 0
@@ -134,7 +136,7 @@ def summarize_run(run_dir: Path, experiment_dir: Path) -> RunSummary:
     test = {k: v for k, v in (test_metrics if isinstance(test_metrics, dict) else {}).items()
             if k.startswith("test/") and isinstance(v, int | float)}
     return RunSummary(path=run_dir, name=str(run_dir.relative_to(experiment_dir)), started=started,
-                      state=read_state(run_dir), overrides=overrides, monitor=monitor,
+                      state=read_state(run_dir), overrides=overrides, monitor=monitor, config=flatten(config),
                       best=best[monitor] if best else None, best_epoch=best["epoch"] if best else None,
                       epochs=len(history), test=test)
 
@@ -158,14 +160,23 @@ def differing_overrides(runs: list[RunSummary]) -> list[str]:
     return [key for key in keys if len({run.overrides.get(key) for run in runs}) > 1]
 
 
+def setting(run: RunSummary, key: str) -> Any:
+    """The value ``key`` had in ``run``: its override, else the default its saved config holds (``-``: neither)."""
+    if key in run.overrides:
+        return run.overrides[key]
+    value = run.config.get(key, "-")
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def runs_rows(runs: list[RunSummary]) -> list[dict[str, Any]]:
-    """The runs table as rows: run, started, state, the differing overrides, best value and epoch, test."""
+    """The runs table as rows: run, started, state, the differing overrides (a run that did not override a
+    key shows its default), best value and epoch, test."""
     keys = differing_overrides(runs)
     tests = sorted({name for run in runs for name in run.test})
     rows = []
     for run in runs:
         row: dict[str, Any] = {"run": run.name, "started": run.started, "state": run.state}
-        row.update({key: run.overrides.get(key, "-") for key in keys})
+        row.update({key: setting(run, key) for key in keys})
         row.update({"monitor": run.monitor or "", "best": run.best, "best_epoch": run.best_epoch, "epochs": run.epochs})
         row.update({name: run.test.get(name) for name in tests})
         rows.append(row)

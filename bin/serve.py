@@ -1,6 +1,6 @@
 """Serve a trained run over HTTP (FastAPI + uvicorn) with its exported ONNX model:
 ``python bin/serve.py [run=<folder>|latest] [host=127.0.0.1] [port=8888] [max_upload_mb=10] [max_pixels=50000000]
-[max_concurrency=<n>] [max_queue=64] [api_key=<key>] [threads=<n>]`` (config: configs/serve.yaml); the run is
+[max_concurrency=<n>] [max_queue=64] [api_key=<key>] [threads=<n>] [score_threshold=<0..1|best>]`` (config: configs/serve.yaml); the run is
 exported first if it has no export."""
 
 import logging
@@ -29,7 +29,8 @@ def main(run: Run) -> None:
     if not limits.api_key and not is_loopback(str(cfg.host)):
         log.warning("warning: host=%s: the service is reachable from other machines without an API key "
                     "(set api_key or $%s)", cfg.host, API_KEY_ENV)
-    uvicorn.run(create_app(run, limits, threads=cfg.threads), host=cfg.host, port=cfg.port)
+    app = create_app(run, limits, threads=cfg.threads, options={"score_threshold": cfg.get("score_threshold")})
+    uvicorn.run(app, host=cfg.host, port=cfg.port)
 
 
 if __name__ == "__main__":

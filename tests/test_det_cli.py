@@ -84,3 +84,36 @@ def test_bin_test_and_split_reuse(trained_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (second,) = (tmp / "reuse" / "facemask_detection").iterdir()
     assert json.loads((second / "results" / "split.json").read_text()) == json.loads(split_file.read_text())
+
+
+@pytest.mark.slow
+def test_predict_with_the_saved_best_threshold(trained_run, tmp_path):
+    """``options.score_threshold=best`` (and the default) keeps the boxes at or above the run's saved best-F1
+    threshold, as a lower threshold's answer cut there; a run without it stops in one line."""
+    import csv
+    import shutil
+
+    from conftest import one_line_error, run_main
+
+    tmp, run = trained_run
+    best = json.loads((run / "results" / "detection_threshold.json").read_text())["score_threshold"]
+    images = sorted(p for p in (tmp / "data").rglob("*") if p.suffix.lower() in (".png", ".jpg"))[:4]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for image in images:
+        shutil.copy(image, inputs / image.name)
+
+    def scores(*options: str) -> list[tuple[str, float]]:
+        out = tmp_path / "_".join(options or ("default",)).replace("=", "-")
+        proc = run_main("predict.py", f"run={run}", f"input={inputs}", f"out={out}", "options.draw=false", *options)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with (out / "detections.csv").open(newline="") as file:
+            return [(row["path"], float(row["score"])) for row in csv.DictReader(file)]
+
+    low = scores("options.score_threshold=0")
+    assert scores("options.score_threshold=best") == scores() == [row for row in low if row[1] >= best - 5e-5]
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("tensorboard", "tests", "predictions"))
+    (copy / "results" / "detection_threshold.json").unlink()
+    proc = run_main("predict.py", f"run={copy}", f"input={inputs}", f"out={tmp_path / 'none'}", "options.score_threshold=best")
+    one_line_error(proc, "score_threshold=best", "detection_threshold.json")

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Folders and files of a run folder that code finds by name.
 RUN_PATHS = {".hydra", "config.yaml", "hydra.yaml", "overrides.yaml", "config.pickle", "checkpoints", "last.ckpt",
              "results", "metrics.json", "test_metrics.json", "metrics_history.json", "run_state.json", "init_from.json",
-             "split.json", "benchmark.json", "tensorboard", "tests", ".lock", "export", "predictions", "test.log"}
+             "split.json", "detection_threshold.json", "benchmark.json", "tensorboard", "tests", ".lock", "export", "predictions", "test.log"}
 
 KEPT = ("results", "tensorboard", "checkpoints", ".hydra")  # what a re-test leaves byte for byte
 

@@ -15,12 +15,12 @@ from rich.table import Table
 
 from pipeline.callbacks.image_grid import TestedWeights, epoch_name
 from pipeline.metrics.detection_report import DetectionReport, Image, evaluate
+from pipeline.runs.layout import DETECTION_THRESHOLD as THRESHOLD_FILE
 from pipeline.utils.console import wide_console
 from pipeline.utils.files import write_json
 
 log = logging.getLogger(__name__)
 
-THRESHOLD_FILE = "detection_threshold.json"
 TABLE_COLUMNS = ("class", "images", "instances", "precision", "recall", "ap50", "ap50_95")
 
 

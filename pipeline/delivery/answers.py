@@ -25,8 +25,9 @@ from pipeline.data.detection_transforms import unletterbox_boxes
 from pipeline.data.formats.verification import write_pair_scores
 from pipeline.data.io import load_image
 from pipeline.data.prediction_inputs import NO_FACE
+from pipeline.runs.layout import RunLayout
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import write_csv
+from pipeline.utils.files import read_json, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,18 @@ class Answer:
     ``write(writer)``: the ``PredictionWriter``'s collected records as files, returning the main one."""
 
     OPTIONS: ClassVar[tuple[str, ...]] = ()
+    SERVED_OPTIONS: ClassVar[tuple[str, ...]] = ()  # the OPTIONS a service request may set (query parameters)
     ROUTES: ClassVar[tuple[str, ...]] = ("/predict",)
     UNUSABLE: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def settle_options(cls, options: dict[str, Any], layout: RunLayout | None, announce: bool = True) -> dict[str, Any]:
+        """``options`` with the values that depend on what the run saved (``layout``: its folder) resolved."""
+        return options
+
+    @classmethod
+    def settle_spec(cls, spec: ExportSpec, layout: RunLayout | None) -> None:
+        """Write what the run saved for delivery into an export's ``spec`` (its metadata)."""
 
     @staticmethod
     def differences(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, float]:
@@ -170,6 +181,54 @@ class Detections(Answer):
     detections: list[dict[str, torch.Tensor]]
     classes: list[str]
     OPTIONS: ClassVar = ("score_threshold", "draw")
+    SERVED_OPTIONS: ClassVar = ("score_threshold",)
+
+    @staticmethod
+    def saved_threshold(layout: RunLayout | None) -> dict[str, Any] | None:
+        """The run's best-F1 score threshold record (written by its test), or None when it has none."""
+        saved = read_json(layout.detection_threshold) if layout is not None else None
+        valid = isinstance(saved, dict) and isinstance(saved.get("score_threshold"), int | float)
+        return saved if valid and 0 <= saved["score_threshold"] <= 1 else None
+
+    @classmethod
+    def settle_options(cls, options: dict[str, Any], layout: RunLayout | None, announce: bool = True) -> dict[str, Any]:
+        """``score_threshold``: a number in [0, 1]; ``best``, the run's saved best-F1 threshold (UserError when it
+        has none); unset, that saved threshold when the run has one, else the export's (the task's
+        ``score_threshold``)."""
+        value = options.get("score_threshold")
+        saved = cls.saved_threshold(layout)
+        if value is None and saved is None:
+            if announce:
+                log.info("score threshold: the task's score_threshold (no best threshold saved with the run)")
+            return options
+        if value is None or str(value).strip().lower() == "best":
+            if saved is None:
+                where = f"run {layout.root} has none ({layout.detection_threshold} is missing or unreadable; the " \
+                        "test after training writes it)" if layout is not None else "no run folder to read it from"
+                raise UserError(f"score_threshold=best: {where}; give a number instead, e.g. score_threshold=0.5")
+            if announce:
+                log.info("score threshold %.2f: the run's best F1 (%.3f) on its %s split (epoch %s)", saved["score_threshold"],
+                         saved.get("f1", float("nan")), saved.get("split", "test"), saved.get("epoch", "?"))
+            return {**options, "score_threshold": float(saved["score_threshold"])}
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not 0 <= number <= 1:
+            raise UserError(f"score_threshold: {value!r} is neither a score in [0, 1] nor best")
+        return {**options, "score_threshold": number}
+
+    @classmethod
+    def settle_spec(cls, spec: ExportSpec, layout: RunLayout | None) -> None:
+        """The export's ``scores`` threshold is the run's saved best-F1 one when it has one (recorded in the
+        metadata as ``score_threshold_from``)."""
+        saved = cls.saved_threshold(layout)
+        if saved is None:
+            return
+        for output in spec.outputs:
+            if output.name == "scores":
+                output.threshold = float(saved["score_threshold"])
+        spec.metadata["score_threshold_from"] = {key: saved.get(key) for key in ("f1", "iou", "split", "epoch")}
 
     @classmethod
     def of(cls, backend: Any, batch: dict[str, Any], options: dict[str, Any]) -> Detections:

@@ -14,6 +14,7 @@ import torch
 
 from pipeline.delivery.answers import ExportSpec
 from pipeline.delivery.backend import OnnxBackend, TorchBackend, onnx_problem
+from pipeline.runs.layout import RunLayout
 from pipeline.runs.run import Run
 from pipeline.utils.files import replacing, write_json
 
@@ -66,13 +67,16 @@ def check_parity(spec: ExportSpec, path: Path, batches: list[dict[str, torch.Ten
     return worst
 
 
-def export_task(task: Any, datamodule: Any, out_dir: Path, samples: int = 16, tolerance: float = 1e-4) -> dict[str, Any]:
+def export_task(task: Any, datamodule: Any, out_dir: Path, samples: int = 16, tolerance: float = 1e-4,
+                layout: RunLayout | None = None) -> dict[str, Any]:
     """Export ``task`` to ``out_dir/model.onnx``, check parity on real validation samples, write
-    ``out_dir/export.json`` and return that report; ParityError above ``tolerance``.
+    ``out_dir/export.json`` and return that report; ParityError above ``tolerance``. What the run (``layout``)
+    saved for delivery goes into the metadata (a detector's best-F1 score threshold).
 
     The model is written aside and replaces ``model.onnx`` only once it passed the check: a failed export
     leaves the previous one in place (its report, ``"model": null``, still says what failed)."""
     spec = task.export_spec()
+    spec.answer.settle_spec(spec, layout)
     path = Path(out_dir) / MODEL_FILE
     with replacing(path) as staging:
         write_onnx(spec, staging)
@@ -100,7 +104,7 @@ def export_task(task: Any, datamodule: Any, out_dir: Path, samples: int = 16, to
 
 def export_run(run: Run, ckpt: str = "best", samples: int = 16, tolerance: float = 1e-4) -> dict[str, Any]:
     """Export a run's checkpoint to ``<run>/export/`` (parity checked on its validation split)."""
-    return export_task(run.task(ckpt), run.datamodule(), run.layout.export, samples, tolerance)
+    return export_task(run.task(ckpt), run.datamodule(), run.layout.export, samples, tolerance, run.layout)
 
 
 def ensure_export(run: Run) -> Path:

@@ -67,6 +67,7 @@ def predict_into(writer: PredictionWriter, task: Any, datamodule: Any, backend: 
     """``trainer.predict`` of ``task`` (its torch graph or its run's ONNX export) on ``writer.source`` into the
     writer, the options handed to the answer and the data; a minimal Trainer: no logger, no checkpoints, one device."""
     model = open_backend(task, backend, run, writer.options)
+    writer.options = model.answer.settle_options(writer.options, run.layout if run is not None else None)
     datamodule.predict_on(writer.source, writer.options, task.data_info.input_size)
     writer.start(task.data_info)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,

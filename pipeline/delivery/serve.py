@@ -7,7 +7,8 @@ the task's own routes (``routes``); nothing here names a task.
 - ``GET /ping/``: health (open even when an API key is set, for health checks).
 - ``POST /predict`` (one image, field ``image``): classifiers answer ``label`` and ``probabilities`` of the
   main output plus every output (multi-head) under ``outputs``; detectors answer ``detections`` (boxes
-  in the image's pixels, above the score threshold); embedding models answer ``embedding``.
+  in the image's pixels, above the score threshold: the service's ``score_threshold``, by default the run's
+  saved best-F1 one, or a request's ``?score_threshold=<0..1|best>``); embedding models answer ``embedding``.
 - ``POST /compare`` (fields ``image1``, ``image2``; pair and embedding models): ``score`` and ``same``.
 - Task routes (e.g. ``/glass_no_glass/``): ``{<answer>: class, "probability": p}``.
 
@@ -53,6 +54,7 @@ from pipeline.data.prediction_inputs import NO_FACE, PredictionDataset
 from pipeline.delivery.answers import Answer, PairScores
 from pipeline.delivery.backend import OnnxBackend
 from pipeline.delivery.export import ensure_export
+from pipeline.runs.layout import RunLayout
 from pipeline.runs.run import Run
 from pipeline.utils.errors import UserError
 
@@ -113,8 +115,16 @@ class UploadError(Exception):
 class ExportedModel:
     """The exported model with the run's preprocessing: decode an upload, preprocess it as evaluation did, run."""
 
-    def __init__(self, model: OnnxBackend, datamodule: Any, limits: ServeLimits):
+    def __init__(self, model: OnnxBackend, datamodule: Any, limits: ServeLimits, options: dict[str, Any] | None = None,
+                 layout: RunLayout | None = None):
         self.model, self.datamodule, self.metadata, self.limits = model, datamodule, model.metadata, limits
+        self.layout = layout
+        options = {key: value for key, value in (options or {}).items() if value is not None}
+        unknown = sorted(set(options) - set(model.answer.SERVED_OPTIONS))
+        if unknown:
+            raise UserError(f"{unknown[0]}: not an option of this run's service ({model.answer.__name__} takes "
+                            f"{', '.join(model.answer.SERVED_OPTIONS) or 'none'})")
+        self.options = model.answer.settle_options(options, layout)  # the service's defaults, settled once
         self.slots = threading.BoundedSemaphore(limits.max_concurrency)
         # OpenCV face detectors are not documented as thread-safe; the ONNX session is.
         self.preprocess_lock = threading.Lock()
@@ -157,27 +167,46 @@ class ExportedModel:
 
         return bounded
 
-    def answer(self, *images: np.ndarray) -> Answer | None:
+    def request_options(self, request: Request | None) -> dict[str, Any]:
+        """The service's options with a request's query parameters (the answer's ``SERVED_OPTIONS``) over them;
+        UploadError (400) for another parameter or a bad value."""
+        query = dict(request.query_params) if request is not None else {}
+        if not query:
+            return self.options
+        unknown = sorted(set(query) - set(self.model.answer.SERVED_OPTIONS))
+        if unknown:
+            accepted = ", ".join(self.model.answer.SERVED_OPTIONS) or "none"
+            raise UploadError(400, f"query parameter {unknown[0]!r}: not an option of this service (it takes {accepted})")
+        try:
+            return self.model.answer.settle_options({**self.options, **query}, self.layout, announce=False)
+        except UserError as exc:
+            raise UploadError(400, str(exc)) from None
+
+    def answer(self, *images: np.ndarray, options: dict[str, Any] | None = None) -> Answer | None:
         """The export's answer record for one image (``image``) or a pair (``image1``, ``image2``), preprocessed by
-        the data's ``predict_item`` as prediction does; None when preprocessing finds no usable input."""
+        the data's ``predict_item`` as prediction does; None when preprocessing finds no usable input.
+        ``options``: the request's (default: the service's)."""
         with self.preprocess_lock:
             items = [self.datamodule.predict_item(rgb) for rgb in images]
         if any(item["image"] is None for item in items):
             return None
         if len(items) == 2:
             items = [{"image1": items[0]["image"], "image2": items[1]["image"]}]
-        return self.model.answer.of(self.model, PredictionDataset.collate_fn(items), {})
+        return self.model.answer.of(self.model, PredictionDataset.collate_fn(items), self.options if options is None else options)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
-def create_app(run: Run | str | Path, limits: ServeLimits | None = None, threads: int | None = None) -> FastAPI:
-    """The service for a run (a ``Run`` or its folder): loads (exporting first if needed) its ONNX model once."""
+def create_app(run: Run | str | Path, limits: ServeLimits | None = None, threads: int | None = None,
+               options: dict[str, Any] | None = None) -> FastAPI:
+    """The service for a run (a ``Run`` or its folder): loads (exporting first if needed) its ONNX model once.
+    ``options``: the answer's ``SERVED_OPTIONS`` every request gets unless it sets its own (query parameters)."""
     run = run if isinstance(run, Run) else Run.open(run)
     limits = limits or ServeLimits()
-    exported = ExportedModel(OnnxBackend(ensure_export(run), threads), run.datamodule(setup=False), limits)
+    exported = ExportedModel(OnnxBackend(ensure_export(run), threads), run.datamodule(setup=False), limits, options,
+                             run.layout)
     app = FastAPI(title=f"{exported.metadata.get('task', 'model')} service")
     app.state.exported = exported
     add_error_handlers(app, limits)
@@ -202,8 +231,9 @@ def add_model_routes(app: FastAPI, exported: ExportedModel) -> None:
 
         @app.post("/predict")
         @exported.in_slot
-        def predict(image: ImageUpload) -> dict[str, Any]:
-            record = exported.answer(exported.read_upload(image))
+        def predict(image: ImageUpload, request: Request) -> dict[str, Any]:
+            options = exported.request_options(request)
+            record = exported.answer(exported.read_upload(image), options=options)
             return kind.UNUSABLE if record is None else record.json()
 
     if "/compare" in kind.ROUTES:

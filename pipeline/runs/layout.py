@@ -7,6 +7,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+DETECTION_THRESHOLD = "detection_threshold.json"  # a detection test's best-F1 score threshold (predict/serve's ``best``)
+
 
 def _under(parent: str, name: str) -> property:
     """A path of the layout: ``name`` inside its path ``parent``."""
@@ -45,6 +47,7 @@ class RunLayout:
     run_state = _under("results", "run_state.json")
     init_record = _under("results", "init_from.json")
     split = _under("results", "split.json")
+    detection_threshold = _under("results", DETECTION_THRESHOLD)
     benchmark = _under("results", "benchmark.json")
     tensorboard = _under("root", "tensorboard")
     tests = _under("root", "tests")

@@ -266,12 +266,29 @@ def test_bin_test_on_other_data_or_split_writes_beside_the_run_and_checks_its_cl
     other = _class_folders(tmp_path / "external", ("female", "male"), ("train", "val", "test"), count=5)
     proc = run_main("test.py", f"run={run}", f"data.root={other}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"testing its own test split: 10 of the 30 items of '{other}'" in proc.stdout + proc.stderr
     (tested,) = (run / "tests").glob("external_*")
     written = json.loads((tested / "results" / "test_metrics.json").read_text())
     assert written["data_root"] == str(other) and 0 <= written["test/acc"] <= 1
     assert sorted(json.loads((tested / "results" / "split.json").read_text())["test"]) == \
         sorted(f"test/{c}/{i}.png" for c in ("female", "male") for i in range(5))
     assert {name: (run / "results" / name).read_bytes() for name in kept} == kept
+    # Another folder with no split of its own is tested whole (not the run's fractions' test share), and says so.
+    plain = _class_folders(tmp_path / "plain", ("female", "male"), count=7)
+    proc = run_main("test.py", f"run={run}", f"data.root={plain}", "data.num_workers=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    items = sorted(p.relative_to(plain).as_posix() for p in plain.rglob("*.png"))
+    assert f"testing all {len(items)} items of '{plain}': it has no split of its own" in proc.stdout + proc.stderr
+    (tested,) = (run / "tests").glob("plain_*")
+    assert sorted(json.loads((tested / "results" / "split.json").read_text())["test"]) == items
+    accuracy = json.loads((tested / "results" / "test_metrics.json").read_text())["test/acc"]
+    assert accuracy * len(items) == pytest.approx(round(accuracy * len(items)), abs=1e-4)  # a share of all 14
+    # ... unless a split is given for it on the command line
+    proc = run_main("test.py", f"run={run}", f"data.root={plain}", "data.split={train: 0.5, val: 0.25, test: 0.25}",
+                    "data.num_workers=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tested = max((run / "tests").glob("plain_*"), key=lambda folder: folder.stat().st_mtime)
+    assert len(json.loads((tested / "results" / "split.json").read_text())["test"]) < len(items)
     # Another split of the run's own data: its record goes beside the run's, which a resume trains on.
     proc = run_main("test.py", f"run={run}", "data.split={train: 0.5, val: 0.25, test: 0.25}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]

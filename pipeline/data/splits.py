@@ -258,6 +258,9 @@ class SplitChooser:
 
     The result is written to ``split_out``. train and val must be non-empty; an empty test is
     allowed (the datamodule then tests on val and says so).
+
+    ``retest_of`` (set by ``bin/test.py`` on a data root that is not the run's) names that data: without a split
+    of its own (1 or 3, or ``data.split`` given for it) every item is tested, instead of the fractions' test share.
     """
 
     def __init__(
@@ -275,6 +278,7 @@ class SplitChooser:
         self.split_file = split_file
         self.split_out = Path(split_out) if split_out else None
         self.source = ""
+        self.retest_of: str | None = None
 
     def choose(
         self,
@@ -294,6 +298,14 @@ class SplitChooser:
         elif presplit is not None:
             self.source = "the data's own train/val/test layout (data.split is not used)"
             indices = {name: np.flatnonzero(np.asarray(presplit) == name) for name in SPLITS}
+        elif self.retest_of is not None:
+            log.info("testing all %d items of %s: it has no split of its own (train/val/test folders, a split "
+                     "file or data.split would give it one)", len(keys), self.retest_of)
+            self.source = f"all of {self.retest_of}, tested whole"
+            everything = np.arange(len(keys))
+            if self.split_out:  # the record says what was tested; train and val hold it too, for class counts
+                write_split_json(self.split_out, keys, {"test": everything})
+            return {name: everything for name in SPLITS}
         else:
             self.source = f"data.split {_fraction_text(self.fractions)}, seed {self.seed}, by {what}"
             indices = split_by_group(groups, self.fractions, self.seed, strata, what)
@@ -304,6 +316,10 @@ class SplitChooser:
                 key = f"data.split.{name}" if self.source.startswith("data.split ") else "data.split"
                 raise UserError(f"{key}: the {name} split is empty ({counts} items from {self.source})")
         log.info("split from %s: %s", self.source, ", ".join(f"{n} {len(indices[n])}" for n in SPLITS))
+        if self.retest_of is not None:
+            tested = "test" if len(indices["test"]) else "val (it has no test items)"
+            log.info("testing its own %s split: %d of the %d items of %s (from %s)", tested,
+                     len(indices["test"]) or len(indices["val"]), len(keys), self.retest_of, self.source)
         if self.split_out and not (reuse and Path(reuse).resolve() == self.split_out.resolve()):
             write_split_json(self.split_out, keys, indices)
         return indices

@@ -62,9 +62,12 @@ from pipeline.utils.files import refuse_links_out
 SAVED_RUN_GROUP = "saved_run"
 
 
-def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """Instantiate ``cfg.data`` (nested nodes are the datamodule's to build) and set it up."""
+def build_datamodule(cfg: DictConfig, retest_of: str | None = None) -> pl.LightningDataModule:
+    """Instantiate ``cfg.data`` (nested nodes are the datamodule's to build) and set it up. ``retest_of``: the
+    name of another data set a run is tested on (tested whole unless it has a split; ``SplitChooser.retest_of``)."""
     datamodule = instantiate(cfg.data, _recursive_=False)
+    if retest_of is not None and hasattr(datamodule, "splitter"):
+        datamodule.splitter.retest_of = retest_of
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule

@@ -195,9 +195,9 @@ def evaluate(run: Run, ckpt: str = "best") -> dict[str, float]:
     TensorBoard events, split record, log) goes to a new folder under the run's ``tests/`` (``retest_folder``):
     the run's own results, events, checkpoints and config are left as they were."""
     checkpoint = run.checkpoint(ckpt)
-    out, other_data = retest_folder(run, checkpoint)
+    out, other_data, retest_of = retest_folder(run, checkpoint)
     with logged_to(out.test_log):
-        metrics = checkpoint_test_metrics(run.cfg, checkpoint)
+        metrics = checkpoint_test_metrics(run.cfg, checkpoint, retest_of)
     cfg = run.cfg
     write_json(out.test_metrics, {"checkpoint": str(checkpoint), "data_root": cfg.data.get("root"), **metrics})
     results = {**read_json(run.layout.metrics, {"fit": {}}), "test": metrics}
@@ -208,12 +208,13 @@ def evaluate(run: Run, ckpt: str = "best") -> dict[str, float]:
     return metrics
 
 
-def checkpoint_test_metrics(cfg: DictConfig, checkpoint: Path) -> dict[str, float]:
+def checkpoint_test_metrics(cfg: DictConfig, checkpoint: Path, retest_of: str | None = None) -> dict[str, float]:
     """The ``test/*`` metrics of ``checkpoint`` on the test split of ``cfg.data`` (its classes checked against the
-    checkpoint's), with the run's ``test_callbacks`` and loggers."""
+    checkpoint's), with the run's ``test_callbacks`` and loggers. ``retest_of``: another data set's name, tested
+    whole unless it has a split of its own (``SplitChooser.retest_of``)."""
     trained = DataInfo.from_dict(load_checkpoint(checkpoint)["hyper_parameters"]["data_info"])
     seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg, retest_of)
     if trained.class_names and datamodule.info.class_names != trained.class_names:
         raise UserError(f"data.root: the classes of '{cfg.data.root}' are {datamodule.info.class_names}, the run was "
                         f"trained on {trained.class_names}; rename the folders or set data.class_names in the run's order")
@@ -228,11 +229,13 @@ def checkpoint_test_metrics(cfg: DictConfig, checkpoint: Path) -> dict[str, floa
     return {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
 
 
-def retest_folder(run: Run, checkpoint: Path) -> tuple[RunLayout, bool]:
+def retest_folder(run: Run, checkpoint: Path) -> tuple[RunLayout, bool, str | None]:
     """A new folder under the run's ``tests/`` that the test writes into (``paths.output_dir``), named after the
     checkpoint, or after the data folder or split file when ``data.root``, ``data.split_file`` or ``data.split``
-    is not the run's (that data or split gets its own split record; True). On the run's own data the split the
-    run recorded is read back, so a re-test tests the items the run did."""
+    is not the run's (that data or split gets its own split record; True). On the run's own data the split the run
+    recorded is read back, so a re-test tests the items the run did. Another ``data.root`` without a split
+    given for it (``data.split_file``, ``data.split``) is returned (its name), to be tested whole unless it
+    holds a split of its own; the run's own split file, which names the run's items, is not applied to it."""
     cfg, saved = run.cfg, load_run_config(run.dir).data
     changed = [key for key in ("root", "split_file", "split") if not same_setting(cfg.data.get(key), saved.get(key))]
     root, split_file = cfg.data.get("root"), cfg.data.get("split_file")
@@ -247,10 +250,15 @@ def retest_folder(run: Run, checkpoint: Path) -> tuple[RunLayout, bool]:
         cfg.paths.output_dir = str(out.root)
         if not changed and "split_file" in cfg.data and run.layout.split.is_file():
             cfg.data.split_file = str(run.layout.split)
-    if changed:
+    retest_of = None
+    if "root" in changed and not {"split_file", "split"} & set(changed):
+        retest_of = f"'{root}'" if root else "the synthetic data"
+        with open_dict(cfg):
+            cfg.data.split_file = None
+    elif changed:
         log.info("%s not the run's: testing on that data's test split", ", ".join(f"data.{k}" for k in changed))
     log.info("Test results in %s", out.root)
-    return out, bool(changed)
+    return out, bool(changed), retest_of
 
 
 @contextmanager

@@ -163,7 +163,8 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (FRACTION, "hyp.loss.label_smoothing hyp.optimizer.momentum hyp.scheduler.pct_start task.threshold "
                "task.score_threshold model.min_score model.nms_threshold data.min_share data.max_share "
                "data.min_visibility"),
-    (FRACTION.or_null(), "options.score_threshold"),
+    (Rule(_number(ge=0, le=1) | Literal["best"], "a number in [0, 1] or best (the run's saved best-F1 threshold)")
+     .or_null(), "options.score_threshold score_threshold"),
     (BELOW_ONE, "model.head.dropout"),
     (BATCHES, "trainer.limit_train_batches trainer.limit_val_batches trainer.limit_test_batches "
               "trainer.overfit_batches"),

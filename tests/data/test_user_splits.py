@@ -183,3 +183,64 @@ def test_split_counts_are_exact_and_small_splits_get_one_group():
     assert [len(out[s]) for s in ("train", "val", "test")] == [8, 2, 2]
     out = split_by_group(list(range(5)), {"train": 0.9, "val": 0.05, "test": 0.05}, seed=0)
     assert [len(out[s]) for s in ("train", "val", "test")] == [3, 1, 1]
+
+
+def _retest(datamodule, name: str = "the other set"):
+    """``datamodule`` set up as bin/test.py sets up another data root than the run's."""
+    datamodule.splitter.retest_of = name
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_a_retest_on_another_set_tests_all_of_it_unless_it_has_a_split_of_its_own(tmp_path, caplog):
+    """Every datamodule family that reads a root asks the SplitChooser: with ``retest_of`` (bin/test.py on another
+    data.root), a set with no split of its own is tested whole, one with its own split (folders, a split column,
+    VOC ImageSets, pre-split identities) keeps it; the log says which."""
+    from pipeline.data.glasses import GlassesDataModule
+
+    caplog.set_level(logging.INFO)
+    people = _people_set(tmp_path / "people")  # 36 images, no split of their own
+    folder = _retest(ImageFolderDataModule(root=str(people), image_size=[8, 8], num_workers=0, batch_size=4,
+                                           split_out=str(tmp_path / "f" / "split.json")))
+    assert _names(folder.datasets["test"]) == {p.name for p in people.rglob("*.png")} and len(folder.datasets["test"]) == 36
+    assert "testing all 36 items of the other set: it has no split of its own" in caplog.text
+    assert len(json.loads((tmp_path / "f" / "split.json").read_text())["test"]) == 36
+    for path in people.rglob("*.png"):
+        _image(tmp_path / "glasses" / {"cat": "glasses", "dog": "no_glasses"}[path.parent.name] / path.name)
+    glasses = _retest(GlassesDataModule(root=str(tmp_path / "glasses"), format="folder", num_workers=0))
+    assert len(glasses.datasets["test"]) == 36
+
+    caplog.clear()
+    rows = ["path,label,split"] + [f"people/{p.relative_to(people).as_posix()},{p.parent.name},"
+                                   f"{'test' if p.stem.endswith('_0') else 'train' if p.stem.endswith('_1') else 'val'}"
+                                   for p in sorted(people.rglob("*.png"))]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    csv_split = _retest(ImageFolderDataModule(root=str(tmp_path / "labels.csv"), image_size=[8, 8], num_workers=0,
+                                              batch_size=4))
+    assert len(csv_split.datasets["test"]) == 12 and all(n.endswith("_0.png") for n in _names(csv_split.datasets["test"]))
+    assert "testing its own test split: 12 of the 36 items of the other set" in caplog.text
+
+    voc = tmp_path / "voc"
+    generate_voc_facemask(voc, num_images=12, image_size=(64, 64), seed=0)
+    whole = _retest(VocDetectionDataModule(root=str(voc), image_size=64, batch_size=4, num_workers=0))
+    assert len(whole.splits["test"]) == 12
+    stems = sorted(p.stem for p in (voc / "images").iterdir())
+    (voc / "images").rename(voc / "JPEGImages")
+    (voc / "annotations").rename(voc / "Annotations")
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    for split, part in (("train", stems[:8]), ("val", stems[8:10]), ("test", stems[10:])):
+        (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(part) + "\n")
+    own = _retest(VocDetectionDataModule(root=str(voc), image_size=64, batch_size=4, num_workers=0))
+    assert sorted(i.image_path.stem for i in own.splits["test"]) == stems[10:]
+
+    generate_verification(tmp_path / "faces", num_identities=6, images_per_identity=2, fakes_per_identity=0, seed=1,
+                          image_size=16)
+    faces = _retest(VerificationDataModule(root=str(tmp_path / "faces"), image_size=16, batch_size=4,
+                                           images_per_identity=2, num_workers=0))
+    assert len(faces.datasets["test"]) == 12
+    for split, count in (("train", 6), ("val", 3), ("test", 3)):
+        generate_verification(tmp_path / "split" / split, num_identities=count, images_per_identity=2,
+                              fakes_per_identity=0, seed=len(split), image_size=16)
+    split_faces = _retest(VerificationDataModule(root=str(tmp_path / "split"), image_size=16, batch_size=4,
+                                                 images_per_identity=2, num_workers=0))
+    assert len(split_faces.datasets["test"]) == 6

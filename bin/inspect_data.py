@@ -1,7 +1,7 @@
 """A dataset report before training: ``python bin/inspect_data.py experiment=<name> [data.root=...]``.
 
 Writes ``<out_dir>/data_report.md``, ``data_report.json`` and PNGs, prints a summary, and exits
-with code 1 when identical images or a group (person, identity) sit in more than one split.
+with code 1 when identical or near-duplicate images or a group (person, identity) sit in more than one split.
 (Not ``bin/inspect.py``: Python puts a script's folder first on the import path, so that file would
 shadow the standard library's ``inspect`` for every script in bin/.)
 """
@@ -42,7 +42,9 @@ def summary(report: DatasetReport, title: str) -> Table:
     table.add_row("image sizes", ", ".join(list(report.sizes)[:3]) + (" ..." if len(report.sizes) > 3 else ""))
     table.add_row("unusable files", str(len(report.unusable)))
     table.add_row("identical image sets", str(len(report.exact_duplicates)))
-    table.add_row("near-duplicate pairs", str(len(report.near_duplicates)))
+    across = sum(p["splits"][0] != p["splits"][1] for p in report.near_duplicates)
+    table.add_row("near-duplicate pairs (across splits)", f"{len(report.near_duplicates)} ({across})")
+    table.add_row("look-alikes (hash only, not duplicates)", str(report.lookalikes))
     table.add_row("groups in several splits", str(len(report.group_leaks)))
     return table
 
@@ -51,13 +53,13 @@ def inspect(cfg: DictConfig) -> int:
     datamodule = build_datamodule(cfg)
     out_dir = Path(cfg.out_dir)
     report = write_report(list_items(datamodule), out_dir, f"{cfg.name}: data report", cfg.near_distance,
-                          cfg.fail_on_near_duplicates)
+                          cfg.fail_on_near_duplicates, cfg.near_pixel_difference)
     console = wide_console()
     console.print(summary(report, f"{cfg.name}: data report ({out_dir / 'data_report.md'})"))
     for problem in report.problems:
         console.print(f"[bold red]problem:[/] {problem}")
     if not report.problems:
-        console.print("no leak, no identical images across splits")
+        console.print("no leak: no identical or near-duplicate images and no group in more than one split")
     return FOUND_PROBLEMS_EXIT if report.problems else 0
 
 

@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,44 @@ def test_verification_report_counts_real_and_fake_per_identity(tmp_path, data_di
     assert {label: n["total"] for label, n in report.counts.items()} == {"real": 35, "fake": 5}
     assert report.groups == {"groups": 10, "images_min": 4, "images_median": 4.0, "images_max": 4}
     assert report.group_leaks == {} and report.objects is None
+
+
+def _textured(seed: int, size: int = 96) -> np.ndarray:
+    """A photo-like RGB image: a smooth random field with some texture."""
+    rng = np.random.default_rng(seed)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (6, 6, 3), np.uint8)).resize((size, size), Image.BICUBIC),
+                        np.float32)
+    texture = np.kron(rng.normal(0, 20, (size // 4, size // 4, 1)), np.ones((4, 4, 3)))
+    return np.clip(smooth + texture, 0, 255).astype(np.uint8)
+
+
+def test_a_photo_copied_across_splits_is_a_leak_and_a_hash_look_alike_is_not(tmp_path):
+    """A re-encoded and a brightened, resized copy of a photo are near duplicates (hash and pixels agree), a leak
+    when they sit in other splits; two different images whose hashes happen to agree (the synthetic faces' case)
+    are counted as look-alikes, neither listed nor a problem."""
+    from pipeline.analysis.dataset_report import near_duplicates, read_facts
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(_textured(0)).save(photo)
+    Image.fromarray(_textured(0)).save(tmp_path / "copy.jpg", quality=60)
+    brighter = np.clip(_textured(0).astype(np.int16) + 25, 0, 255).astype(np.uint8)
+    Image.fromarray(brighter).resize((80, 80)).save(tmp_path / "brighter.png")
+    for seed in (1, 2):
+        Image.fromarray(_textured(seed)).save(tmp_path / f"other{seed}.png")
+    items = [Item(photo, "a", None, "train"), Item(tmp_path / "copy.jpg", "a", None, "test"),
+             Item(tmp_path / "brighter.png", "a", None, "train"), Item(tmp_path / "other1.png", "a", None, "train"),
+             Item(tmp_path / "other2.png", "a", None, "val")]
+    report, facts = build_report(items)
+    pairs = {frozenset(Path(p).name for p in (pair["a"], pair["b"])) for pair in report.near_duplicates}
+    assert pairs == {frozenset(pair) for pair in (("photo.png", "copy.jpg"), ("photo.png", "brighter.png"),
+                                                   ("copy.jpg", "brighter.png"))}
+    assert report.problems == ["2 near-duplicate pair(s) across splits (the same photo re-encoded or edited)"]
+    assert build_report(items, fail_on_near_duplicates=False)[0].problems == []
+    # The two other images, given one perceptual hash as the generated faces get: look-alikes only.
+    planted = {**facts, tmp_path / "other2.png": replace(read_facts(tmp_path / "other2.png"),
+                                                         phash=facts[tmp_path / "other1.png"].phash)}
+    near, lookalikes = near_duplicates(items, planted, max_distance=2)
+    assert lookalikes == 1 and {frozenset(Path(p).name for p in (q["a"], q["b"])) for q in near} == pairs
+    # ... unless the pixel check is switched off
+    near, lookalikes = near_duplicates(items, planted, max_distance=2, max_pixel_difference=255)
+    assert lookalikes == 0 and len(near) == 4

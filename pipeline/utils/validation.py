@@ -166,6 +166,8 @@ TABLE: tuple[tuple[Rule, str], ...] = (
     (Rule(_number(ge=0, le=1) | Literal["best"], "a number in [0, 1] or best (the run's saved best-F1 threshold)")
      .or_null(), "options.score_threshold score_threshold"),
     (BELOW_ONE, "model.head.dropout"),
+    (Rule(_int(0, 64), "an integer in [0, 64] (bits of a 64-bit hash)"), "near_distance"),
+    (NON_NEGATIVE, "near_pixel_difference"),
     (BATCHES, "trainer.limit_train_batches trainer.limit_val_batches trainer.limit_test_batches "
               "trainer.overfit_batches"),
     (Rule(StrictBool | _int(0), "true, false or a number of batches >= 0"), "trainer.fast_dev_run"),

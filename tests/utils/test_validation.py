@@ -64,6 +64,8 @@ def test_shipped_configs_validate(overrides):
     ("export", "tolerance=-1", "tolerance"),
     ("predict", "options.batch_size=0", "options.batch_size"),
     ("predict", "options.score_threshold=2", "options.score_threshold"),
+    ("predict", "options.score_threshold=high", "options.score_threshold"),
+    ("serve", "score_threshold=-0.1", "score_threshold"),
     ("benchmark_inference", "runs=0", "runs"),
     ("benchmark_inference", "threads=abc", "threads"),
     ("benchmark", "trainer.max_epochs=0", "trainer.max_epochs"),

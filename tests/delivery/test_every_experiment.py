@@ -79,6 +79,12 @@ def check_detection(client: TestClient, torch_rows: list[dict], onnx_rows: list[
         assert answer.status_code == 200, answer.text
         expected = [r for r in torch_rows if Path(r["path"]).name == image.name]
         assert len(answer.json()["detections"]) == len(expected)
+        # A request's own threshold: every box at 0; best needs the run's saved threshold (no test ran: 400).
+        lowest = client.post("/predict?score_threshold=0", files=upload(image))
+        assert lowest.status_code == 200 and len(lowest.json()["detections"]) >= len(expected)
+        assert all(box["score"] >= 0 for box in lowest.json()["detections"])
+        best = client.post("/predict?score_threshold=best", files=upload(image))
+        assert best.status_code == 400 and "has none" in best.json()["error"], best.text
 
 
 def check_pairs(client: TestClient, torch_rows: list[dict], onnx_rows: list[dict], score: str, pairs: list) -> None:

@@ -181,7 +181,7 @@ def test_concurrency_is_bounded_and_the_excess_gets_503(toy_run, monkeypatch):
     inside, peak, lock = [0], [0], threading.Lock()
     answer = exported.answer
 
-    def blocking_answer(*images):
+    def blocking_answer(*images, **request_options):
         with lock:
             inside[0] += 1
             peak[0] = max(peak[0], inside[0])
@@ -189,7 +189,7 @@ def test_concurrency_is_bounded_and_the_excess_gets_503(toy_run, monkeypatch):
         release.wait(60)
         with lock:
             inside[0] -= 1
-        return answer(*images)
+        return answer(*images, **request_options)
 
     monkeypatch.setattr(exported, "answer", blocking_answer)
     image = png(24, 24)
@@ -213,7 +213,7 @@ def test_concurrency_is_bounded_and_the_excess_gets_503(toy_run, monkeypatch):
 
 def test_every_error_has_the_error_shape(toy_run, monkeypatch):
     app = create_app(toy_run, ServeLimits(max_upload_bytes=1000))
-    monkeypatch.setattr(app.state.exported, "answer", lambda *images: 1 / 0)  # a bug: the one way to a 500
+    monkeypatch.setattr(app.state.exported, "answer", lambda *images, **options: 1 / 0)  # a bug: the one way to a 500
     with TestClient(app, raise_server_exceptions=False) as client:
         cases = {
             "unknown route": (client.get("/nope"), 404),

@@ -1,7 +1,7 @@
 """Serve a trained run over HTTP (FastAPI + uvicorn) with its exported ONNX model:
 ``python bin/serve.py [run=<folder>|latest] [host=127.0.0.1] [port=8888] [max_upload_mb=10] [max_pixels=50000000]
-[max_concurrency=<n>] [max_queue=64] [api_key=<key>] [threads=<n>] [score_threshold=<0..1|best>]`` (config: configs/serve.yaml); the run is
-exported first if it has no export."""
+[max_concurrency=<n>] [max_queue=64] [api_key=<key>] [threads=<n>] [score_threshold=<0..1|best>]``
+(config: configs/serve.yaml); the run is exported first if it has no export."""
 
 import logging
 import sys

@@ -176,7 +176,8 @@ class ExportedModel:
         unknown = sorted(set(query) - set(self.model.answer.SERVED_OPTIONS))
         if unknown:
             accepted = ", ".join(self.model.answer.SERVED_OPTIONS) or "none"
-            raise UploadError(400, f"query parameter {unknown[0]!r}: not an option of this service (it takes {accepted})")
+            raise UploadError(400, f"query parameter {unknown[0]!r}: not an option of this service "
+                                   f"(it takes {accepted})")
         try:
             return self.model.answer.settle_options({**self.options, **query}, self.layout, announce=False)
         except UserError as exc:
@@ -192,7 +193,8 @@ class ExportedModel:
             return None
         if len(items) == 2:
             items = [{"image1": items[0]["image"], "image2": items[1]["image"]}]
-        return self.model.answer.of(self.model, PredictionDataset.collate_fn(items), self.options if options is None else options)
+        options = self.options if options is None else options
+        return self.model.answer.of(self.model, PredictionDataset.collate_fn(items), options)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

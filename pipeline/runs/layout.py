@@ -7,7 +7,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-DETECTION_THRESHOLD = "detection_threshold.json"  # a detection test's best-F1 score threshold (predict/serve's ``best``)
+# A detection test's best-F1 score threshold (``score_threshold=best`` of predict and serve).
+DETECTION_THRESHOLD = "detection_threshold.json"
 
 
 def _under(parent: str, name: str) -> property:

@@ -53,7 +53,9 @@ def open_backend(task: Any, backend: str, run: Run | None, options: dict[str, An
     if backend == "torch":
         for key, value in graph.items():
             setattr(task, key, value)
-        return TorchBackend(task.export_spec())
+        spec = task.export_spec()
+        spec.answer.settle_spec(spec, run.layout if run is not None else None)  # the metadata an export would hold
+        return TorchBackend(spec)
     model = OnnxBackend(ensure_export(run))
     for key, value in graph.items():
         if model.metadata.get(key) != value:

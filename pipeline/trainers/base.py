@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MetricCollection
 
 from pipeline.callbacks.finetune import FreezeBackbone
+from pipeline.callbacks.image_grid import ExampleSampler, item_at
 from pipeline.delivery.answers import ExportSpec
 from pipeline.modules.init_weights import backbone_module
 from pipeline.utils.contracts import DataInfo
@@ -122,6 +123,7 @@ class BaseTask(pl.LightningModule):
         for stage, metrics in self.metrics.items():
             setattr(self, f"{stage}_metrics", metrics)
         self.examples: dict[str, dict[str, torch.Tensor]] = {}
+        self.samplers: dict[str, ExampleSampler] = {}
         self.eval_losses = nn.ModuleDict()  # <stage>_<loss name> -> MeanMetric, made at the first step
 
     # --- to implement per task -------------------------------------------------------------
@@ -181,10 +183,28 @@ class BaseTask(pl.LightningModule):
         metrics = self.update_metrics(stage, out)
         if metrics is not None:
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
-        if batch_idx == 0 and stage != "train":
-            # the first items of the batch and (as out_<key>) of the step's outputs, for render_examples' grids
-            self.examples[stage] = {**first_items(batch, self.example_count), **first_items(out, self.example_count, "out_")}
+        if stage != "train":
+            self.keep_examples(stage, batch, out, batch_idx, batch_size)
         return out.get("loss") if stage == "train" else out  # val/test: every output, for callbacks (curves)
+
+    def example_classes(self, batch: dict[str, Any], out: dict[str, Any]) -> list[list[int]] | None:
+        """The classes each item of an evaluation batch shows, so the drawn examples cover every class
+        (``ExampleSampler``); None: the first items of the epoch's first batch."""
+        return None
+
+    def keep_examples(self, stage: str, batch: dict[str, Any], out: dict[str, Any], batch_idx: int, size: int) -> None:
+        """``examples[stage]``: items of the batch and (as out_<key>) of the step's outputs, for render_examples'
+        grids: ``example_count`` of them sampled across the classes of the whole epoch, or the first ones."""
+        classes = self.example_classes(batch, out)
+        if classes is None:
+            if batch_idx == 0:
+                self.examples[stage] = {**first_items(batch, self.example_count), **first_items(out, self.example_count, "out_")}
+            return
+        if batch_idx == 0 or stage not in self.samplers:
+            self.samplers[stage] = ExampleSampler(self.example_count)
+        sampler = self.samplers[stage]
+        if sampler.offer(classes, lambda i: {**item_at(batch, i, size), **item_at(out, i, size, "out_")}):
+            self.examples[stage] = sampler.batch()
 
     def setup(self, stage: str) -> None:
         """Speed switches on the network: ``hyp.channels_last`` (NHWC memory format, faster convolutions

@@ -53,6 +53,22 @@ def first_items(values: dict[str, Any], n: int, prefix: str = "") -> dict[str, A
     return kept
 
 
+def keep_examples(task: BaseTask, stage: str, batch: dict[str, Any], out: dict[str, Any], batch_idx: int, size: int) -> None:
+    """``task.examples[stage]``: items of the batch and (as out_<key>) of the step's outputs, for render_examples'
+    grids. A task with ``example_classes(batch, out)`` (the classes each item shows) gets ``example_count`` of
+    them sampled across the classes of the whole epoch (``ExampleSampler``); others the first items."""
+    classes = task.example_classes(batch, out) if hasattr(task, "example_classes") else None
+    if classes is None:
+        if batch_idx == 0:
+            task.examples[stage] = {**first_items(batch, task.example_count), **first_items(out, task.example_count, "out_")}
+        return
+    if batch_idx == 0 or stage not in task.samplers:
+        task.samplers[stage] = ExampleSampler(task.example_count)
+    sampler = task.samplers[stage]
+    if sampler.offer(classes, lambda i: {**item_at(batch, i, size), **item_at(out, i, size, "out_")}):
+        task.examples[stage] = sampler.batch()
+
+
 def parameter_groups(task: BaseTask) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
     """The trainable parameters, or with ``hyp.backbone_lr_mult`` / ``freeze_backbone_epochs`` two groups: the
     rest, and the whole backbone (frozen or not: unfreezing adds no group) at the learning rate times the multiplier."""
@@ -184,27 +200,8 @@ class BaseTask(pl.LightningModule):
         if metrics is not None:
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         if stage != "train":
-            self.keep_examples(stage, batch, out, batch_idx, batch_size)
+            keep_examples(self, stage, batch, out, batch_idx, batch_size)
         return out.get("loss") if stage == "train" else out  # val/test: every output, for callbacks (curves)
-
-    def example_classes(self, batch: dict[str, Any], out: dict[str, Any]) -> list[list[int]] | None:
-        """The classes each item of an evaluation batch shows, so the drawn examples cover every class
-        (``ExampleSampler``); None: the first items of the epoch's first batch."""
-        return None
-
-    def keep_examples(self, stage: str, batch: dict[str, Any], out: dict[str, Any], batch_idx: int, size: int) -> None:
-        """``examples[stage]``: items of the batch and (as out_<key>) of the step's outputs, for render_examples'
-        grids: ``example_count`` of them sampled across the classes of the whole epoch, or the first ones."""
-        classes = self.example_classes(batch, out)
-        if classes is None:
-            if batch_idx == 0:
-                self.examples[stage] = {**first_items(batch, self.example_count), **first_items(out, self.example_count, "out_")}
-            return
-        if batch_idx == 0 or stage not in self.samplers:
-            self.samplers[stage] = ExampleSampler(self.example_count)
-        sampler = self.samplers[stage]
-        if sampler.offer(classes, lambda i: {**item_at(batch, i, size), **item_at(out, i, size, "out_")}):
-            self.examples[stage] = sampler.batch()
 
     def setup(self, stage: str) -> None:
         """Speed switches on the network: ``hyp.channels_last`` (NHWC memory format, faster convolutions

@@ -17,7 +17,7 @@ from pipeline.callbacks.image_grid import (
     detection_grid,
     truth_and_prediction,
 )
-from pipeline.trainers.base import BaseTask
+from pipeline.trainers.base import keep_examples
 
 
 def sorted_batches(labels: list[int], batch_size: int):
@@ -61,19 +61,19 @@ def test_images_with_several_classes_cover_the_rare_ones():
 
 
 def test_a_task_keeps_the_sampled_items_of_every_batch_with_their_outputs():
-    """BaseTask.keep_examples: the kept batch's tensors are those of the chosen items (image i shows index i)."""
+    """keep_examples: the kept batch's tensors are those of the chosen items (image i shows index i)."""
     labels = [c for c, n in enumerate((30, 12, 6)) for _ in range(n)]
     task = SimpleNamespace(example_count=6, examples={}, samplers={},
                            example_classes=lambda batch, out: [[t] for t in out["target"].tolist()])
     for batch_idx, (batch, out) in enumerate(sorted_batches(labels, 8)):
-        BaseTask.keep_examples(task, "val", batch, out, batch_idx, len(out["target"]))
+        keep_examples(task, "val", batch, out, batch_idx, len(out["target"]))
     ex = task.examples["val"]
     assert sorted(Counter(ex["out_target"].tolist()).values()) == [2, 2, 2]
     assert torch.equal(ex["image"][:, 0, 0, 0].long(), ex["index"])
     assert [labels[i] for i in ex["index"].tolist()] == ex["out_target"].tolist()
     # A new epoch starts a new choice.
     batch, out = next(sorted_batches(labels, 8))
-    BaseTask.keep_examples(task, "val", batch, out, 0, 8)
+    keep_examples(task, "val", batch, out, 0, 8)
     assert task.examples["val"]["out_target"].tolist() == [0] * 6
 
 

@@ -74,9 +74,12 @@ shoot() {  # shoot <logdir> <prefix> <tab>...
     "$CHROMIUM" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,1000 \
       --virtual-time-budget=15000 --screenshot="$OUT/${prefix}_${tab}.png" "http://127.0.0.1:$port/#$tab" 2>/dev/null
   done
+  # Time Series once more, 3000 px tall: the order of the groups (train, val, z_test) below the first screen.
+  "$CHROMIUM" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,3000 \
+    --virtual-time-budget=15000 --screenshot="$OUT/${prefix}_timeseries_tall.png" "http://127.0.0.1:$port/#timeseries" 2>/dev/null
   kill "$tb"
 }
-shoot "$det/tensorboard" tensorboard_detection timeseries scalars images hparams
-shoot "$cls/tensorboard" tensorboard_classification timeseries custom_scalars pr_curves hparams
+shoot "$det" tensorboard_detection timeseries scalars images hparams
+shoot "$cls" tensorboard_classification timeseries custom_scalars pr_curves hparams
 for f in "$OUT"/tensorboard_*.png; do copy "$f" "$(basename "$f")"; done
 ls -la "$OUT"

@@ -20,7 +20,7 @@ fi
 det=$(ls -d "$RUNS"/facemask_detection/*/ | sort | tail -1)
 cls=$(ls -d "$RUNS"/mask_age_gender/*/ | sort | tail -1)
 
-# The result plots: copy, downscaled to at most 1400 px wide when over 300 KB.
+# The result plots: copy; over 300 KB, reduced to 256 colours, then downscaled until under.
 copy() {  # copy <source png> <name>
   [ -f "$1" ] || { echo "missing $1" >&2; return 0; }
   "$PY" - "$1" "$OUT/$2" <<'PYEOF'
@@ -30,10 +30,12 @@ from PIL import Image
 source, target = Path(sys.argv[1]), Path(sys.argv[2])
 if source.resolve() != target.resolve():
     shutil.copyfile(source, target)
+if target.stat().st_size > 300_000:  # 256 colours first (full size), then smaller
+    Image.open(target).convert("RGB").quantize(colors=256).save(target, optimize=True)
 while target.stat().st_size > 300_000:
-    image = Image.open(target)
-    image.thumbnail((int(image.width * 0.8), int(image.height * 0.8)))
-    image.save(target, optimize=True)
+    image = Image.open(target).convert("RGB")
+    image.thumbnail((int(image.width * 0.85), int(image.height * 0.85)))
+    image.quantize(colors=256).save(target, optimize=True)
 PYEOF
 }
 copy "$det/results/results.png" detection_results.png

@@ -59,7 +59,8 @@ def annotated_grid(images: torch.Tensor, labels: Sequence[tuple[str, bool]], min
 # --- examples sampled across classes ---------------------------------------------------------------
 def choose_slot(kept: Sequence[Collection[int]], classes: Collection[int], count: int) -> int | None:
     """Where an evaluation item showing ``classes`` goes among the ``kept`` items' classes (at most ``count``):
-    ``len(kept)`` (appended) while there is room; then the slot of a kept item whose every class is shown at
+    ``len(kept)`` (appended) while there is room; then the slot of a kept item of no class (an image without
+    boxes: they only fill room), else that of a kept item whose every class is shown at
     least two more times than the new item's least-shown class (so no class falls below it), the most
     shown such item, the latest of those; None to leave it out. Streaming over an epoch in order, every
     class present gets a tile when ``count`` allows, and the classes end within one tile of each other
@@ -68,6 +69,9 @@ def choose_slot(kept: Sequence[Collection[int]], classes: Collection[int], count
         return len(kept)
     if not classes:
         return None
+    empty = [slot for slot, item in enumerate(kept) if not item]
+    if empty:  # an item of no class (an image without boxes) only fills room
+        return empty[-1]
     shown = Counter(c for item in kept for c in set(item))
     need = min(shown.get(c, 0) for c in classes)
     best, best_min = None, None

@@ -103,8 +103,9 @@ class DetectionTask(BaseTask):
         return {key: value[keep] for key, value in detections.items()}
 
     def example_classes(self, batch: dict[str, Any], out: dict[str, Any]) -> list[list[int]]:
-        """The classes of each image's true boxes (-1: none), so the drawn examples show every class."""
-        return [sorted(set(target["labels"].tolist())) or [-1] for target in out["target"]]
+        """The classes of each image's true boxes, so the drawn examples show every class (images without boxes
+        only where there is room)."""
+        return [sorted(set(target["labels"].tolist())) for target in out["target"]]
 
     def render_examples(self, stage: str) -> torch.Tensor | None:
         """Each example twice: its true boxes and its predictions above ``score_threshold``, labelled with the class

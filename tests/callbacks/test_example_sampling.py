@@ -60,6 +60,17 @@ def test_images_with_several_classes_cover_the_rare_ones():
     assert {c for classes in chosen for c in classes} == {0, 1, 2}
 
 
+def test_images_without_boxes_only_fill_room():
+    images = [[]] * 6 + [[0]] * 3 + [[1]] * 3
+    sampler = ExampleSampler(4)
+    for start in range(0, len(images), 4):
+        sampler.offer(images[start:start + 4], lambda i, s=start: {"index": torch.tensor([s + i])})
+    assert sorted(len(images[i]) for i in sampler.batch()["index"].tolist()) == [1, 1, 1, 1]
+    sampler = ExampleSampler(4)
+    sampler.offer([[], [], [0]], lambda i: {"index": torch.tensor([i])})
+    assert sampler.chosen_classes() == [frozenset(), frozenset(), frozenset({0})]
+
+
 def test_a_task_keeps_the_sampled_items_of_every_batch_with_their_outputs():
     """keep_examples: the kept batch's tensors are those of the chosen items (image i shows index i)."""
     labels = [c for c, n in enumerate((30, 12, 6)) for _ in range(n)]

@@ -41,7 +41,7 @@ def test_run_folder_holds_split_metrics_and_images(trained_run):
         scalars |= set(acc.Tags()["scalars"])
         images |= set(acc.Tags()["images"])
     assert {"train/loss_classification_step", "train/loss_bbox_ctrness_epoch", "val/map_50", "val/ap/with_mask"} <= scalars
-    assert {"val/predictions", "test/predictions"} <= images
+    assert {"val/predictions", "z_test/predictions"} <= images  # the trackers' test group sorts after train and val
 
 
 @pytest.mark.slow

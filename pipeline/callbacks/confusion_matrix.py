@@ -11,6 +11,7 @@ import torch
 
 from pipeline.callbacks.image_grid import BestEpochFigures, epoch_name
 from pipeline.utils.errors import printable
+from pipeline.utils.trackers import tracker_stage
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
@@ -80,5 +81,5 @@ class ConfusionMatrix(BestEpochFigures):
             image = render_confusion(matrix, names, title)
             for logger in trainer.loggers:
                 if hasattr(logger.experiment, "add_image"):
-                    logger.experiment.add_image(f"{stage}/confusion_{output}", image, step, dataformats="HWC")
+                    logger.experiment.add_image(f"{tracker_stage(stage)}/confusion_{output}", image, step, dataformats="HWC")
             self.save_image(self.out_dir / f"{stage}_confusion_{output}.png", image, title)

@@ -29,6 +29,7 @@ from pipeline.metrics.verification import (
     pair_scores,
     score_histograms,
 )
+from pipeline.utils.trackers import tracker_stage
 
 
 class ClassCurves(NamedTuple):
@@ -174,7 +175,7 @@ class Curves(BestEpochFigures):
         figure.savefig(self.out_dir / f"{stage}_{self.name}.png", metadata={"Title": title, "Description": "; ".join(legends)})
         for logger in trainer.loggers:
             if hasattr(logger.experiment, "add_figure"):
-                logger.experiment.add_figure(f"{stage}/{self.name}", figure, step)
+                logger.experiment.add_figure(f"{tracker_stage(stage)}/{self.name}", figure, step)
 
 
 class ClassificationCurves(Curves):
@@ -194,7 +195,7 @@ class ClassificationCurves(Curves):
         for writer in writers:
             for index, name in enumerate(names):
                 if name not in absent:
-                    writer.add_pr_curve(f"{stage}/pr_curve/{name}", target == index, probs[:, index], step)
+                    writer.add_pr_curve(f"{tracker_stage(stage)}/pr_curve/{name}", target == index, probs[:, index], step)
         return plot_classification(curves, absent, f"{title}: {len(target)} items")
 
 

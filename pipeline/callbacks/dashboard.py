@@ -15,20 +15,22 @@ from pipeline.callbacks.throughput import TAGS as THROUGHPUT_TAGS
 from pipeline.callbacks.throughput import Throughput
 
 STAGE_SUFFIX = re.compile(r"^(train|val)/(.+?)(_epoch|_step)?$")
+# Training figures that have no val counterpart: the learning rate (train/lr) and the speed (train/speed/*).
+OPTIMISATION = re.compile(r"^train/(lr([_-].*)?|speed/.+)$")
 MAX_HPARAMS = 30
 # Overrides that say where a run writes, not what it trains.
-NOT_HPARAMS = ("paths.", "hydra.", "resume", "trainer.default_root_dir", "data.root", "data.num_workers")
+NOT_HPARAMS = ("paths.", "hydra.", "resume", "trainer.default_root_dir", "data.root", "data.num_workers")  # data.root: data_root
 
 
 def scalars_layout(metric_names: Iterable[str]) -> dict[str, dict[str, list]]:
     """Custom Scalars layout: one chart per loss or metric with its train and val curves, then the
     learning rates and the throughput figures."""
-    names = sorted({m.group(2) for m in map(STAGE_SUFFIX.match, metric_names) if m})
+    names = sorted({m.group(2) for m in map(STAGE_SUFFIX.match, metric_names) if m and not OPTIMISATION.match(m.group(0))})
     # The loss first: it is the chart people look at before any other.
     names.sort(key=lambda name: name != "loss")
     curves = {name: ["Multiline", [f"^train/{re.escape(name)}(_epoch)?$", f"^val/{re.escape(name)}$"]] for name in names}
     layout: dict[str, dict[str, list]] = {"train vs val": curves}
-    others = sorted(n for n in metric_names if n.startswith(("lr-", "throughput/")))
+    others = sorted(n for n in metric_names if OPTIMISATION.match(n))
     if others:
         layout["optimisation and speed"] = {name: ["Multiline", [f"^{re.escape(name)}$"]] for name in others}
     return layout
@@ -45,7 +47,8 @@ class Dashboard(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        names = set(trainer.callback_metrics) | {f"lr-{type(o).__name__}" for o in trainer.optimizers}
+        names = set(trainer.callback_metrics) | ({"train/lr"} if len(trainer.optimizers) == 1 else
+                                                 {f"train/lr_{type(o).__name__}" for o in trainer.optimizers})
         if any(isinstance(callback, Throughput) for callback in trainer.callbacks):
             names |= set(THROUGHPUT_TAGS)
         if names <= self.written:
@@ -77,7 +80,7 @@ def _plain_value(value: Any) -> int | float | str | bool:
 
 def curated_hparams(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, int | float | str | bool]:
     """The settings a person compares runs by (experiment, backbone, image size, batch size, optimiser,
-    lr, scheduler, loss, epochs, precision, seed), then every other command-line override (what a sweep
+    lr, scheduler, loss, epochs, precision, seed, data root), then every other command-line override (what a sweep
     varies), at most ``MAX_HPARAMS`` keys."""
     hyp, model, data, trainer = (cfg.get(group, {}) for group in ("hyp", "model", "data", "trainer"))
     optimizer = hyp.get("optimizer") or {}
@@ -94,6 +97,8 @@ def curated_hparams(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str,
         "epochs": trainer.get("max_epochs"),
         "precision": trainer.get("precision"),
         "seed": cfg.get("seed"),
+        # Where the data came from (null: the generated synthetic set).
+        "data_root": str(data.get("root")) if data.get("root") else "synthetic",
     }
     covered = {"experiment", "seed", "hyp.batch_size", "hyp.optimizer.lr", "hyp.optimizer.weight_decay",
                "trainer.max_epochs", "trainer.precision", "model.backbone", "data.image_size", "name"}
@@ -109,7 +114,7 @@ def curated_hparams(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str,
 def headline_metrics(results: dict[str, Any], best_row: dict[str, Any] | None) -> dict[str, float]:
     """HPARAMS metrics, under the tags of their own stage so Time Series gets no extra group: the best
     monitored value (``val/best_f1``) and its epoch (``val/best_epoch``), and the test figures (already
-    logged as ``test/*``; ``DashboardLogger`` does not write them twice)."""
+    logged as ``test/*``, ``z_test/*`` in the trackers; ``DashboardLogger`` does not write them twice)."""
     metrics: dict[str, float] = {}
     best = results.get("best")
     if best:

@@ -16,12 +16,18 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from pipeline.callbacks.metrics_history import scalar_metrics
+from pipeline.utils.trackers import TEST_GROUP
 
 log = logging.getLogger(__name__)
 
 STAGE = re.compile(r"^(train|val)/(.+?)(_epoch)?$")
 # Per-class AP of a class with no example in the split: torchmetrics' -1, shown as absent (empty), never plotted.
 ABSENT_CLASS = re.compile(r"(^|/)(ap|ap50|map)(/|_per_class)")
+
+
+def is_test(key: str) -> bool:
+    """A test figure: ``test/*``, or ``z_test/*`` as the trackers name it (``pipeline.utils.trackers.tracker_name``)."""
+    return key.startswith(("test/", f"{TEST_GROUP}/"))
 
 
 def per_epoch(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -32,7 +38,7 @@ def per_epoch(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     epoch_start: dict[int, int] = {}
     epoch_end: dict[int, int] = {}
     for row in rows:
-        trained = any(value not in (None, "") and not key.startswith("test/") for key, value in row.items()
+        trained = any(value not in (None, "") and not is_test(key) for key, value in row.items()
                       if key not in ("epoch", "step"))
         if row.get("epoch") not in (None, "") and trained:  # a test's rows carry the epoch after the last
             epoch, step = int(float(row["epoch"])), int(float(row.get("step") or 0))
@@ -50,7 +56,7 @@ def per_epoch(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
         else:
             continue
         for key, value in row.items():
-            if key in ("epoch", "step") or key.endswith("_step") or key.startswith("test/") or value in (None, ""):
+            if key in ("epoch", "step") or key.endswith("_step") or is_test(key) or value in (None, ""):
                 continue
             table[epoch][key] = float(value)
     return [{"epoch": epoch, "step": epoch_end.get(epoch), **table[epoch]} for epoch in sorted(table) if table[epoch]]
@@ -152,7 +158,7 @@ class Results(pl.Callback):
             rows = per_epoch(read_csv(source)) if source.is_file() else []
         else:
             metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items()
-                       if not k.endswith("_step") and not k.startswith("test/")}
+                       if not k.endswith("_step") and not is_test(k)}
             self._rows[epoch] = {"epoch": epoch, "step": trainer.global_step, **metrics}
             earlier = [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in read_csv(self.csv_path)
                        if int(row["epoch"]) < min(self._rows)] if self.csv_path.is_file() else []

@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import matplotlib
 from lightning.pytorch.utilities import rank_zero_only
 
+from pipeline.callbacks.dashboard import OPTIMISATION
 from pipeline.callbacks.image_grid import TestedWeights, epoch_name
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.runs.layout import RunLayout
@@ -35,7 +36,8 @@ def read_curves(event_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]
     tags = events.Tags()["scalars"]
     for tag in tags:
         stage, _, name = tag.partition("/")
-        if stage not in ("train", "val") or name.endswith("_step") or (stage == "train" and f"{tag}_epoch" in tags):
+        if (stage not in ("train", "val") or name.endswith("_step") or (stage == "train" and f"{tag}_epoch" in tags)
+                or OPTIMISATION.match(tag)):  # the learning rate and speed have no val curve
             continue
         name = name.removesuffix("_epoch")
         curves.setdefault(name, {})[stage] = [(e.step, e.value) for e in events.Scalars(tag)]

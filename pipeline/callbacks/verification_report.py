@@ -18,6 +18,7 @@ from sklearn.decomposition import PCA
 
 from pipeline.callbacks.image_grid import denormalize
 from pipeline.utils.files import write_json
+from pipeline.utils.trackers import tracker_stage
 
 
 class VerificationReport(pl.Callback):
@@ -48,7 +49,7 @@ class VerificationReport(pl.Callback):
             figure.savefig(self.out_dir / f"{stage}_{name}.png", dpi=100)
             for logger in trainer.loggers:
                 if hasattr(logger.experiment, "add_figure"):
-                    logger.experiment.add_figure(f"{stage}/{name}", figure, trainer.global_step, close=False)
+                    logger.experiment.add_figure(f"{tracker_stage(stage)}/{name}", figure, trainer.global_step, close=False)
         if stage == "test":
             write_json(self.out_dir / "threshold.json", {"threshold": threshold, "metric": "cosine", "chosen_on": "val eer_real point"})
             self.projector(trainer, pl_module, epoch)
@@ -64,7 +65,7 @@ class VerificationReport(pl.Callback):
         metadata = [[str(int(i)), "fake" if f else "real"] for i, f in zip(epoch["identity"][keep], epoch["is_fake"][keep])]
         for logger in loggers:
             logger.experiment.add_embedding(epoch["embeddings"][keep], metadata=metadata, label_img=thumbnails,
-                                            global_step=trainer.global_step, tag="test/embeddings",
+                                            global_step=trainer.global_step, tag=f"{tracker_stage('test')}/embeddings",
                                             metadata_header=["identity", "kind"])
 
 

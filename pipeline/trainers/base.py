@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MetricCollection
 
 from pipeline.callbacks.finetune import FreezeBackbone
+from pipeline.callbacks.image_grid import ExampleSampler, item_at
 from pipeline.delivery.answers import ExportSpec
 from pipeline.modules.init_weights import backbone_module
 from pipeline.utils.contracts import DataInfo
@@ -50,6 +51,22 @@ def first_items(values: dict[str, Any], n: int, prefix: str = "") -> dict[str, A
         elif isinstance(value, list) and value and isinstance(value[0], dict):
             kept[prefix + key] = [{k: v.detach().cpu() for k, v in item.items()} for item in value[:n]]
     return kept
+
+
+def keep_examples(task: BaseTask, stage: str, batch: dict[str, Any], out: dict[str, Any], batch_idx: int, size: int) -> None:
+    """``task.examples[stage]``: items of the batch and (as out_<key>) of the step's outputs, for render_examples'
+    grids. A task with ``example_classes(batch, out)`` (the classes each item shows) gets ``example_count`` of
+    them sampled across the classes of the whole epoch (``ExampleSampler``); others the first items."""
+    classes = task.example_classes(batch, out) if hasattr(task, "example_classes") else None
+    if classes is None:
+        if batch_idx == 0:
+            task.examples[stage] = {**first_items(batch, task.example_count), **first_items(out, task.example_count, "out_")}
+        return
+    if batch_idx == 0 or stage not in task.samplers:
+        task.samplers[stage] = ExampleSampler(task.example_count)
+    sampler = task.samplers[stage]
+    if sampler.offer(classes, lambda i: {**item_at(batch, i, size), **item_at(out, i, size, "out_")}):
+        task.examples[stage] = sampler.batch()
 
 
 def parameter_groups(task: BaseTask) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
@@ -122,6 +139,7 @@ class BaseTask(pl.LightningModule):
         for stage, metrics in self.metrics.items():
             setattr(self, f"{stage}_metrics", metrics)
         self.examples: dict[str, dict[str, torch.Tensor]] = {}
+        self.samplers: dict[str, ExampleSampler] = {}
         self.eval_losses = nn.ModuleDict()  # <stage>_<loss name> -> MeanMetric, made at the first step
 
     # --- to implement per task -------------------------------------------------------------
@@ -181,9 +199,8 @@ class BaseTask(pl.LightningModule):
         metrics = self.update_metrics(stage, out)
         if metrics is not None:
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
-        if batch_idx == 0 and stage != "train":
-            # the first items of the batch and (as out_<key>) of the step's outputs, for render_examples' grids
-            self.examples[stage] = {**first_items(batch, self.example_count), **first_items(out, self.example_count, "out_")}
+        if stage != "train":
+            keep_examples(self, stage, batch, out, batch_idx, batch_size)
         return out.get("loss") if stage == "train" else out  # val/test: every output, for callbacks (curves)
 
     def setup(self, stage: str) -> None:

@@ -229,6 +229,10 @@ class ClassificationTask(BaseTask):
         return {name: (metric.compute().cpu(), self.heads.classes[name]) for name, metric in self.confusion.items()
                 if metric.update_called}
 
+    def example_classes(self, batch: dict[str, Any], out: dict[str, Any]) -> list[list[int]]:
+        """Each item's true class of the main output, so the drawn examples cover every class."""
+        return [[int(t)] for t in out["target"].tolist()]
+
     def render_examples(self, stage: str) -> torch.Tensor | None:
         ex = self.examples.get(stage)
         if not ex:

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torchvision.utils import make_grid
 
-from pipeline.delivery.answers import Detections, ExportSpec, Output, draw_detections
+from pipeline.callbacks.image_grid import detection_grid, truth_and_prediction
+from pipeline.delivery.answers import Detections, ExportSpec, Output
 from pipeline.metrics.detection import DetectionMetrics
 from pipeline.modules.detectors import DetectorForExport
 from pipeline.trainers.base import BaseTask, build_model
@@ -102,13 +102,21 @@ class DetectionTask(BaseTask):
         keep = detections["scores"] >= (self.score_threshold if threshold is None else threshold)
         return {key: value[keep] for key, value in detections.items()}
 
+    def example_classes(self, batch: dict[str, Any], out: dict[str, Any]) -> list[list[int]]:
+        """The classes of each image's true boxes, so the drawn examples show every class (images without boxes
+        only where there is room)."""
+        return [sorted(set(target["labels"].tolist())) for target in out["target"]]
+
     def render_examples(self, stage: str) -> torch.Tensor | None:
+        """Each example twice: its true boxes and its predictions above ``score_threshold``, labelled with the class
+        (and score) in the class's colour, above a legend of the class colours."""
         ex = self.examples.get(stage)
         if not ex:
             return None
-        tiles = [draw_detections((image * 255).round().to(torch.uint8), self.above_threshold(det), self.data_info.class_names,
-                                 truth) for image, det, truth in zip(ex["image"], ex["out_detections"], ex["out_target"], strict=True)]
-        return make_grid(tiles, nrow=int(np.ceil(np.sqrt(len(tiles)))), padding=4)
+        names = self.data_info.class_names
+        tiles = [truth_and_prediction((image * 255).round().to(torch.uint8), truth, self.above_threshold(det), names)
+                 for image, det, truth in zip(ex["image"], ex["out_detections"], ex["out_target"], strict=True)]
+        return detection_grid(tiles, names, note=f"left: ground truth; right: predictions, score >= {self.score_threshold:g}")
 
     # --- delivery -------------------------------------------------------------------------------
     def export_spec(self) -> ExportSpec:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 from torchmetrics import MetricCollection
@@ -50,6 +52,10 @@ class SiameseTask(BaseTask):
         logits = self(batch["image1"], batch["image2"])
         target = batch["label"]
         return {"loss": self.loss_fn(logits, target), "preds": torch.sigmoid(logits), "target": target.long()}
+
+    def example_classes(self, batch: dict[str, Any], out: dict[str, Any]) -> list[list[int]]:
+        """Same (1) or different (0) of each pair, so the drawn examples show both kinds."""
+        return [[int(t)] for t in out["target"].tolist()]
 
     def render_examples(self, stage: str) -> torch.Tensor | None:
         ex = self.examples.get(stage)

@@ -9,8 +9,16 @@ from typing import Any
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from pipeline.utils.trackers import tracker_names
+
 # Shown first in TensorBoard's HPARAMS table, with the command-line overrides (it sorts them by name).
-PROMINENT_HPARAMS = ("backbone", "lr", "batch_size", "epochs")
+PROMINENT_HPARAMS = ("backbone", "lr", "batch_size", "epochs", "data_root")
+
+
+def shown_as_written(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Integers as text: HPARAMS prints every number with 5 significant digits (``3`` as ``3.0000``)."""
+    return {key: str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            for key, value in params.items()}
 
 
 def flag_prominent(experiment_summary: Any, names: list[str]) -> None:
@@ -25,7 +33,8 @@ def flag_prominent(experiment_summary: Any, names: list[str]) -> None:
 
 
 class DashboardLogger(TensorBoardLogger):
-    """Lightning's ``TensorBoardLogger`` without the ``epoch`` scalar Lightning adds to every logging call.
+    """Lightning's ``TensorBoardLogger`` without the ``epoch`` scalar Lightning adds to every logging call, and
+    with the test figures under ``z_test/`` (``pipeline.utils.trackers.tracker_name``: after train and val).
 
     That counter is a straight line that Time Series shows as its first card; the epoch of every point
     is already in the steps and in ``results/metrics_history.json``.
@@ -41,7 +50,7 @@ class DashboardLogger(TensorBoardLogger):
         # HPARAMS reads its metrics from scalars of the same tag: those already logged (test/*) are
         # not written again at step 0.
         skip = {"epoch"} | (self._logged_tags if self._writing_hparams else set())
-        metrics = {key: value for key, value in metrics.items() if key not in skip}
+        metrics = {key: value for key, value in tracker_names(metrics).items() if key not in skip}
         self._logged_tags.update(metrics)
         if metrics:
             super().log_metrics(metrics, step)
@@ -58,12 +67,13 @@ class DashboardLogger(TensorBoardLogger):
             super().log_hyperparams(params, metrics, step)
             return
         self.hparams.update(params)
+        metrics = tracker_names(metrics)
         self._writing_hparams = True
         try:
             self.log_metrics(metrics, step or 0)
         finally:
             self._writing_hparams = False
-        experiment, start, end = hparams(self._sanitize_params(dict(params)), metrics)
+        experiment, start, end = hparams(shown_as_written(self._sanitize_params(dict(params))), metrics)
         flag_prominent(experiment, [key for key in params if key in PROMINENT_HPARAMS or "." in key or "/" in key])
         writer = self.experiment._get_file_writer()
         for summary in (experiment, start, end):

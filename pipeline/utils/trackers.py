@@ -16,6 +16,27 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from pipeline.utils.errors import UserError
 
+# TensorBoard's Time Series and MLflow's metric list order names alphabetically, by the part before the first
+# "/" (the group): test < train < val. The trackers file the test figures under TEST_GROUP, which sorts after
+# train and val, so both open on the training curves; results/test_metrics.json, metrics.json, the report
+# and the console keep the plain ``test/`` names.
+TEST_GROUP = "z_test"
+
+
+def tracker_stage(stage: str) -> str:
+    """The group a stage's scalars, images and figures have in every tracker: ``test`` -> ``z_test``."""
+    return TEST_GROUP if stage == "test" else stage
+
+
+def tracker_name(key: str) -> str:
+    """A metric's name in TensorBoard, CSV and MLflow: ``test/acc`` -> ``z_test/acc``, others unchanged."""
+    stage, slash, rest = key.partition("/")
+    return f"{tracker_stage(stage)}/{rest}" if slash else key
+
+
+def tracker_names(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {tracker_name(key): value for key, value in metrics.items()}
+
 
 class AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer that keeps an existing ``metrics.csv`` (its rows and columns) instead of
@@ -29,7 +50,7 @@ class AppendingWriter(ExperimentWriter):
 
 class RunCSVLogger(CSVLogger):
     """``CSVLogger`` writing ``<save_dir>/<name>/metrics.csv`` (one row per logging call, every scalar, the
-    names TensorBoard shows), appended to across resumes and re-tests, and flushed at every epoch's end
+    names TensorBoard shows: ``tracker_name``), appended to across resumes and re-tests, and flushed at every epoch's end
     by ``pipeline.callbacks.results.Results``."""
 
     @property
@@ -41,6 +62,10 @@ class RunCSVLogger(CSVLogger):
         return self._experiment
 
     @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics(tracker_names(metrics), step)
+
+    @rank_zero_only
     def log_hyperparams(self, params: Any = None, metrics: Mapping[str, float] | None = None) -> None:
         super().log_hyperparams(params)
 
@@ -48,7 +73,7 @@ class RunCSVLogger(CSVLogger):
 class LocalMLflowLogger(MLFlowLogger):
     """Lightning's ``MLFlowLogger`` writing to a local store (``tracking_uri: file:<folder>``, no server),
     its MLflow run named like the run folder (``<experiment>/<timestamp>``) and tagged with the folder's
-    path. Metric names are the ones TensorBoard and CSV get (MLflow accepts ``/`` and ``-``).
+    path. Metric names are the ones TensorBoard and CSV get (``tracker_name``; MLflow accepts ``/`` and ``-``).
 
     Without MLflow installed: one line saying how to install it, not Lightning's traceback.
     """
@@ -67,6 +92,7 @@ class LocalMLflowLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        metrics = tracker_names(metrics)
         self._logged.update(metrics)
         super().log_metrics(metrics, step)
 
@@ -75,6 +101,6 @@ class LocalMLflowLogger(MLFlowLogger):
         """The parameters, then the headline metrics not logged before (the best validation value and
         its epoch; the test figures are already there)."""
         super().log_hyperparams(params)
-        new = {key: value for key, value in (metrics or {}).items() if key not in self._logged}
+        new = {key: value for key, value in tracker_names(metrics or {}).items() if key not in self._logged}
         if new:
             self.log_metrics(new, 0)

@@ -56,11 +56,11 @@ def test_checkpoint_figures_report_and_history_name_one_best_epoch(run):
     assert f"| metric | val, best epoch {epoch} | test, epoch {epoch}, `{best.name}` |" in report
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
-    for tag in ("val/confusion_label", "test/confusion_label", "test/predictions"):
+    for tag in ("val/confusion_label", "z_test/confusion_label", "z_test/predictions"):
         assert events.Images(tag)[-1].step == checkpoint["global_step"], tag
-    assert [e.step for e in events.Scalars("test/f1")] == [checkpoint["global_step"]]
+    assert [e.step for e in events.Scalars("z_test/f1")] == [checkpoint["global_step"]]
     with next((run_dir / "csv").rglob("metrics.csv")).open() as file:
-        assert {float(row["epoch"]) for row in csv.DictReader(file) if row.get("test/f1")} == {epoch}
+        assert {float(row["epoch"]) for row in csv.DictReader(file) if row.get("z_test/f1")} == {epoch}
 
 
 def test_pr_and_roc_curves_show_the_best_epoch_in_results_and_tensorboard(run):
@@ -69,9 +69,9 @@ def test_pr_and_roc_curves_show_the_best_epoch_in_results_and_tensorboard(run):
         assert title(run_dir / "results" / f"{stage}_pr_roc_curves.png") == f"{stage} (epoch {checkpoint['epoch']})"
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0, "images": 0})
     events.Reload()
-    tags = [tag for tag in events.Tags()["tensors"] if tag.startswith("test/pr_curve/")]
+    tags = [tag for tag in events.Tags()["tensors"] if tag.startswith("z_test/pr_curve/")]
     assert tags and all(events.Tensors(tag)[-1].step == checkpoint["global_step"] for tag in tags)
-    assert events.Images("test/pr_roc_curves")[-1].step == checkpoint["global_step"]
+    assert events.Images("z_test/pr_roc_curves")[-1].step == checkpoint["global_step"]
 
 
 def test_a_retest_titles_its_figures_with_the_tested_checkpoints_epoch(run, tmp_path):

@@ -87,6 +87,10 @@ def test_validation_epoch_logs_map_and_per_class_scores(built):
     assert task.val_metrics.prf.tp.sum() == 0 and task.val_metrics.prf.fn.sum() == 0  # reset after the epoch
     grid = task.render_examples("val")
     assert grid.dtype == torch.uint8 and grid.shape[0] == 3 and grid.shape[1] >= 96
+    # The drawn examples come from the whole epoch, across the classes of the split's boxes.
+    shown = {c for target in task.examples["val"]["out_target"] for c in target["labels"].tolist()}
+    present = {c for batch in datamodule.val_dataloader() for labels in batch["labels"] for c in labels.tolist()}
+    assert shown == present
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::UserWarning", "ignore::FutureWarning")

@@ -119,16 +119,16 @@ def test_throughput_is_logged_per_epoch(tmp_path, data_dir):
         for tag in acc.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
     for tag in ("samples_per_sec", "data_wait_fraction", "step_ms", "peak_memory_mb"):
-        values = scalars[f"throughput/{tag}"]
+        values = scalars[f"train/speed/{tag}"]
         assert len(values) == 2 and all(v > 0 for v in values), tag
-    assert all(0 < v < 1 for v in scalars["throughput/data_wait_fraction"])
+    assert all(0 < v < 1 for v in scalars["train/speed/data_wait_fraction"])
 
 
 def test_throughput_counts_samples_and_splits_time():
     callback = Throughput()
     callback.samples, callback.steps, callback.wait_s, callback.compute_s = 640, 10, 1.0, 3.0
     figures = callback.summary(world_size=2, device=torch.device("cpu"))
-    assert figures["throughput/samples_per_sec"] == pytest.approx(320)
-    assert figures["throughput/data_wait_fraction"] == pytest.approx(0.25)
-    assert figures["throughput/step_ms"] == pytest.approx(400)
-    assert figures["throughput/peak_memory_mb"] > 10
+    assert figures["train/speed/samples_per_sec"] == pytest.approx(320)
+    assert figures["train/speed/data_wait_fraction"] == pytest.approx(0.25)
+    assert figures["train/speed/step_ms"] == pytest.approx(400)
+    assert figures["train/speed/peak_memory_mb"] > 10

@@ -51,11 +51,12 @@ def test_gpu_check_refuses_an_unknown_task_in_one_line():
     assert proc.stderr.strip() == "error: tasks: unknown ['segmentation']; choose from ['classification', 'detection']"
 
 
+@pytest.mark.slow  # a real (tiny) training through Lightning: ~15 s on 2 shared cores
 def test_gpu_check_window_counts_the_measured_steps(tmp_path):
     # The case runner itself, on CPU: warm-up steps excluded, the window's images are steps x batch.
     case = {"task": "classification", "devices": 1, "overrides": [
         "experiment=image_folder", "data.image_size=[16,16]", "data.synthetic.num_people=12", "data.num_workers=0",
-        "hyp.batch_size=4", "trainer.precision=32-true"]}
+        "hyp.batch_size=4", "trainer.precision=32-true", "data.cache=none", "model=small_cnn"]}
     figures = run_case(case, {"scratch": str(tmp_path), "warmup": 2, "steps": 3, "accelerator": "cpu"})
     assert figures["steps"] == 3 and figures["window_s"] > 0
     assert figures["img_per_s"] == pytest.approx(3 * 4 / figures["window_s"])

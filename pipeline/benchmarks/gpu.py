@@ -218,7 +218,7 @@ def run_case(case: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any] |
 
     register_resolvers()
     scratch = Path(settings["scratch"])
-    overrides = [*case["overrides"], f"paths.results_dir={scratch / 'results'}", f"paths.data_dir={scratch / 'data'}",
+    overrides = [*case["overrides"], f"paths.results_dir={scratch / 'case_runs'}", f"paths.data_dir={scratch / 'data'}",
                  f"paths.output_dir={scratch / 'case'}", "logger=none", f"trainer.accelerator={settings.get('accelerator', 'gpu')}",
                  f"trainer.devices={case['devices']}", *(["trainer=ddp"] if case["devices"] > 1 else [])]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

@@ -33,7 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from omegaconf import DictConfig, open_dict, read_write
 
-from pipeline.runs.saved_config import read_run_config
+from pipeline.runs.saved_config import load_run_config, read_run_config
 from pipeline.utils.errors import UserError
 
 RUN_CONFIG_ENV = "PIPELINE_RUN_CONFIG"
@@ -141,8 +141,18 @@ def launch_store() -> dist.Store:
 
 def publish_run_config(path: Path) -> None:
     """On rank 0 of a launch: name the run whose saved config the other ranks must train with."""
-    if launch_rank() == 0:
-        launch_store().set(RUN_CONFIG_ENV, str(path))
+    if launch_rank() != 0:
+        return
+    if "WORLD_SIZE" not in os.environ and single_process_in_slurm(load_run_config(Path(path)).trainer):
+        return
+    launch_store().set(RUN_CONFIG_ENV, str(path))
+
+
+def single_process_in_slurm(trainer: DictConfig | dict) -> bool:
+    """A one-process training (``trainer.devices=1``, one node) run in a SLURM allocation of several tasks
+    without ``srun`` (the batch script itself): no launch, as Lightning validates none for it either."""
+    devices, nodes = str(trainer.get("devices")), str(trainer.get("num_nodes", 1))
+    return "WORLD_SIZE" not in os.environ and devices.isdigit() and nodes.isdigit() and int(devices) * int(nodes) == 1
 
 
 def launched_rank_config() -> DictConfig | None:
@@ -158,7 +168,7 @@ def check_launch(trainer: DictConfig | dict) -> None:
     """A launch of WORLD_SIZE processes (SLURM: ``SLURM_NTASKS``, per node ``SLURM_NTASKS_PER_NODE`` on
     ``SLURM_NNODES``) needs ``trainer.devices x trainer.num_nodes`` to match it."""
     size = launch_size()
-    if size is None or not str(trainer.get("devices")).isdigit():
+    if size is None or not str(trainer.get("devices")).isdigit() or single_process_in_slurm(trainer):
         return
     devices, nodes, world = int(trainer["devices"]), int(trainer.get("num_nodes", 1)), size[1]
     if "WORLD_SIZE" not in os.environ:  # SLURM: Lightning's own check would end in a traceback

@@ -269,5 +269,6 @@ def test_slurm_tasks_are_a_launch_and_must_match_the_trainer(monkeypatch):
         check_launch({"devices": 4, "num_nodes": 1})
     with pytest.raises(UserError, match=r"trainer.num_nodes: 1, but the SLURM job has 2 nodes"):
         check_launch({"devices": 2, "num_nodes": 1})
+    check_launch({"devices": 1, "num_nodes": 1})  # one process in the batch script itself: not a launch
     monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # Lightning's sign for "not a SLURM launch"
     assert launch_rank() is None

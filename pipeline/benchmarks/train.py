@@ -1,7 +1,7 @@
 """End-to-end training of the framework against a plain decode-once PyTorch loop doing the same work.
 
 ``python bin/benchmark.py train [experiment=<x>] [data.root=<real data>] [trainer.max_epochs=15] [plain=true]
-[out=<file.json>] [key=value ...]`` (configs/benchmark.yaml: the experiment's training config plus these keys).
+[repeats=1] [out=<file.json>] [key=value ...]`` (configs/benchmark.yaml: the experiment's training config plus these keys).
 
 The framework run is the real path: the configured datamodule (``data.cache`` included), callbacks and
 loggers, ``trainer.fit`` with its validation every epoch, then ``trainer.test`` on the best checkpoint.
@@ -46,6 +46,7 @@ from pipeline.trainers.engine import (
     wants_cuda,
 )
 from pipeline.utils.cli import run_hydra
+from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
 
 FIGURES = (("wall_s", "wall time to end of training (s)", "{:.1f}"), ("train_samples_per_sec", "train img/s", "{:.1f}"),
@@ -167,16 +168,40 @@ def main() -> None:
     run_hydra("benchmark", benchmark_training)
 
 
-def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
-    """Train with the framework and with the plain loop; prints a table and writes the figures as JSON."""
-    resolve_precision(cfg.trainer)  # once, so that the tuned loop and the report use the framework's choice
+def median_ratios(repeats: list[dict[str, Any]]) -> dict[str, float]:
+    """The median over repeats of each wall-time and img/s ratio (framework over plain / over tuned)."""
+    out = {}
+    for side in ("framework_over_plain", "framework_over_tuned"):
+        for key in ("wall_time", "train_samples_per_sec"):
+            values = sorted(r[side][key] for r in repeats if r.get(side))
+            if values:
+                middle = len(values) // 2
+                out[f"{side}.{key}"] = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+    return out
+
+
+def run_once(cfg: DictConfig) -> dict[str, Any]:
+    """One repeat: the plain loops, then the framework, each from a fresh copy of ``cfg``."""
     with tempfile.TemporaryDirectory(prefix="benchmark_") as scratch:
         with open_dict(cfg):
             cfg.paths.output_dir = scratch
         # The plain loops first: all then read the photos from the page cache.
         plain = run_plain(copy.deepcopy(cfg)) if cfg.plain else None
         tuned = run_plain(copy.deepcopy(cfg), tuned=True) if plain is not None else None
-        framework = run_framework(cfg)
+        framework = run_framework(copy.deepcopy(cfg))
+    return {"framework": framework, "plain": plain, "tuned": tuned, "framework_over_plain": ratios(framework, plain),
+            "framework_over_tuned": ratios(framework, tuned)}
+
+
+def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
+    """Train with the framework and with the plain loop (``repeats`` times); prints a table and writes the
+    figures as JSON (the last repeat's at the top level, every repeat's and the median ratios with repeats > 1)."""
+    resolve_precision(cfg.trainer)  # once, so that the tuned loop and the report use the framework's choice
+    count = cfg.get("repeats", 1)
+    if not isinstance(count, int) or count < 1:
+        raise UserError(f"repeats: '{count}' is not a whole number >= 1")
+    repeats = [run_once(cfg) for _ in range(count)]
+    framework, plain, tuned = (repeats[-1][side] for side in ("framework", "plain", "tuned"))
     ratio, tuned_ratio = ratios(framework, plain), ratios(framework, tuned)
     report = {
         "experiment": cfg.name, "overrides": list(HydraConfig.get().overrides.task), "epochs": cfg.trainer.max_epochs,
@@ -185,6 +210,8 @@ def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
         "framework": framework, "plain": plain, "tuned": tuned, "framework_over_plain": ratio,
         "framework_over_tuned": tuned_ratio,
     }
+    if len(repeats) > 1:
+        report["repeats"], report["median"] = repeats, median_ratios(repeats)
     if plain is not None:
         precisions = {"32-true", report["precision"]}
         peaks = {p: plain_loop.matmul_peak(device_of(cfg), plain_loop.autocast_dtype(p)) for p in sorted(precisions)}
@@ -194,5 +221,7 @@ def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
     write_json(out, report)
     print_table(f"{cfg.name}: {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}, {report['device']}",
                 framework, plain, ratio, report, tuned, tuned_ratio, report.get("flops"))
+    if len(repeats) > 1:
+        print(f"median of {len(repeats)} repeats: " + ", ".join(f"{key} {value:.3f}x" for key, value in report["median"].items()))
     print(f"Wrote {out}")
     return report

@@ -20,18 +20,32 @@ class FreezeBackbone(BaseFinetuning):
     so a resumed run rebuilds exactly the optimiser it saved. While frozen its BatchNorm layers stay in
     eval mode (Lightning puts the model in train mode at each epoch and after validation), so their
     running statistics are the loaded ones and the batch does not change them.
+
+    Under DDP (more than one process) the backbone is not frozen through ``requires_grad``: DDP wraps the model
+    after this callback's ``setup`` and registers only the parameters that require a gradient then, so a
+    backbone unfrozen later would train without its gradients being averaged across processes (each rank's
+    weights drifting apart, silently). There the backbone stays in DDP's graph (every parameter used, so no
+    ``find_unused_parameters``) and its gradients, averaged as usual, are dropped before each optimiser step
+    while frozen (before gradient clipping, which so sees what it sees in one process): the same updates as
+    ``requires_grad=False``, at the cost of the backbone's backward pass during the frozen epochs.
     """
 
     def __init__(self, epochs: int) -> None:
         super().__init__()
         self.epochs = epochs
+        self.in_ddp_graph = False  # several processes: frozen by dropping gradients, not by requires_grad
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.in_ddp_graph = trainer.world_size > 1
+        super().setup(trainer, pl_module, stage)
 
     @staticmethod
     def backbone(pl_module: pl.LightningModule) -> nn.Module:
         return backbone_module(pl_module.net)
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
-        self.freeze(self.backbone(pl_module), train_bn=False)
+        if not self.in_ddp_graph:
+            self.freeze(self.backbone(pl_module), train_bn=False)
 
     def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         if epoch >= self.epochs:
@@ -39,6 +53,11 @@ class FreezeBackbone(BaseFinetuning):
             # Lightning's validation loop restores the modes it found (eval, while frozen): train mode again,
             # as a resumed run's freshly built model has it
             self.backbone(pl_module).train(pl_module.training)
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
+        if self.in_ddp_graph and trainer.current_epoch < self.epochs:
+            for param in self.backbone(pl_module).parameters():
+                param.grad = None
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if trainer.current_epoch < self.epochs:

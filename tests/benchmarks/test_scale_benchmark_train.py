@@ -9,7 +9,7 @@ import torch
 from conftest import run_cli, run_main
 
 from pipeline.benchmarks.plain_loop import batches, matmul_peak, rates, step_flops
-from pipeline.benchmarks.train import print_table, ratios
+from pipeline.benchmarks.train import median_ratios, print_table, ratios
 
 TINY_FOLDER = ["experiment=image_folder", "trainer.max_epochs=2", "hyp.batch_size=8", "data.image_size=[16,16]",
                "data.synthetic.num_people=12", "data.num_workers=0", "trainer.log_every_n_steps=1"]
@@ -81,3 +81,19 @@ def test_step_flops_count_the_forward_and_backward_of_a_linear_layer():
 
 def test_matmul_peak_is_a_positive_rate():
     assert matmul_peak(torch.device("cpu"), None, size=64, seconds=0.05) > 0
+
+
+def test_repeats_report_the_median_ratio():
+    runs = [{"framework_over_plain": {"wall_time": w, "train_samples_per_sec": 1 / w},
+             "framework_over_tuned": {"wall_time": w + 1, "train_samples_per_sec": 2.0}} for w in (0.9, 0.5, 0.7)]
+    assert median_ratios(runs) == pytest.approx({"framework_over_plain.wall_time": 0.7,
+                                                 "framework_over_plain.train_samples_per_sec": 1 / 0.7,
+                                                 "framework_over_tuned.wall_time": 1.7,
+                                                 "framework_over_tuned.train_samples_per_sec": 2.0})
+    assert median_ratios(runs[:2])["framework_over_plain.wall_time"] == pytest.approx(0.7)  # even count: the mean of two
+    assert median_ratios([{"framework_over_plain": {}, "framework_over_tuned": {}}]) == {}  # a task the loop does not cover
+
+
+def test_repeats_must_be_a_count():
+    proc = run_main("benchmark.py", "train", "repeats=0")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: repeats: '0' is not a whole number >= 1", proc.stderr

@@ -65,9 +65,10 @@ TOY = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]", "exper
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory) -> Path:
     """A run of the toy brightness task (tests/toy: 16x16 inputs, one epoch), trained once per test process through
-    bin/train.py and shared by its test files: a test that writes into a run copies it first."""
+    bin/train.py's main() (in-process: a new interpreter's imports would cost more than the training) and shared by
+    its test files: a test that writes into a run copies it first."""
     results = tmp_path_factory.mktemp("toy_results")
-    proc = run_cli("train.py", *TOY, f"paths.results_dir={results}", "trainer.max_epochs=1", timeout=300)
+    proc = run_main("train.py", *TOY, f"paths.results_dir={results}", "trainer.max_epochs=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "brightness").iterdir()
     return run

@@ -65,9 +65,10 @@ TOY = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]", "exper
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory) -> Path:
     """A run of the toy brightness task (tests/toy: 16x16 inputs, one epoch), trained once per test process through
-    bin/train.py and shared by its test files: a test that writes into a run copies it first."""
+    bin/train.py's main() (in-process: a new interpreter's imports would cost more than the training) and shared by
+    its test files: a test that writes into a run copies it first."""
     results = tmp_path_factory.mktemp("toy_results")
-    proc = run_cli("train.py", *TOY, f"paths.results_dir={results}", "trainer.max_epochs=1", timeout=300)
+    proc = run_main("train.py", *TOY, f"paths.results_dir={results}", "trainer.max_epochs=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "brightness").iterdir()
     return run
@@ -113,7 +114,7 @@ def run_main(script: str, *args: str) -> subprocess.CompletedProcess:
     """``bin/<script>``'s own ``main()`` in this process, as :func:`run_cli` runs it in a new one (the same argv,
     stdout, stderr and exit code), without a new interpreter's seconds of imports: for user errors, and for runs
     whose test does not need a process of their own (its console as a file, signals, several ranks). Hydra's
-    global state, the run offered to it and the root logger's handlers are put back afterwards."""
+    global state, the run offered to it, the root logger's handlers and torch's thread count are put back afterwards."""
     import importlib.util
     from contextlib import redirect_stderr, redirect_stdout
     from io import StringIO
@@ -128,7 +129,7 @@ def run_main(script: str, *args: str) -> subprocess.CompletedProcess:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     root, argv, out, err = logging.getLogger(), sys.argv, StringIO(), StringIO()
-    handlers, level, code = list(root.handlers), root.level, 0
+    handlers, level, code, threads = list(root.handlers), root.level, 0, torch.get_num_threads()
     sys.argv = [str(ROOT / "bin" / script), *args]
     try:
         with redirect_stdout(out), redirect_stderr(err):
@@ -144,6 +145,7 @@ def run_main(script: str, *args: str) -> subprocess.CompletedProcess:
                 handler.close()
         root.handlers[:] = handlers
         root.setLevel(level)
+        torch.set_num_threads(threads)  # bin/benchmark.py sets its own
     return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_config, run_cli, run_main
+from conftest import compose_config, run_main
 from PIL import Image
 
 from pipeline.analysis.dataset_report import build_report
@@ -35,7 +35,7 @@ def clean_root(module_tmp, data_dir) -> Path:
 
 
 def inspect(root: Path, out: Path):
-    proc = run_cli("inspect_data.py", *TINY, f"data.root={root}", f"out_dir={out}")
+    proc = run_main("inspect_data.py", *TINY, f"data.root={root}", f"out_dir={out}")
     report = json.loads((out / "data_report.json").read_text()) if (out / "data_report.json").is_file() else None
     return proc, report
 

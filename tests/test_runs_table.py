@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_SIAMESE, run_cli
+from conftest import ROOT, TINY_SIAMESE, run_main
 
 from pipeline.runs.table import best_row, config_diff, find_runs
 
@@ -22,7 +22,7 @@ TINY = ["experiment=siamese_shapes", "debug=limit", "trainer.limit_val_batches=2
 
 
 def train(results: Path, data: Path, *overrides: str) -> Path:
-    proc = run_cli("train.py", f"paths.results_dir={results}", f"paths.data_dir={data}", *TINY, *overrides)
+    proc = run_main("train.py", f"paths.results_dir={results}", f"paths.data_dir={data}", *TINY, *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return Path(proc.stdout.split("Run folder: ")[-1].split()[0])
 
@@ -70,7 +70,7 @@ def three_runs(module_tmp, data_dir):
 
 def test_runs_lists_three_runs_with_state_overrides_and_metrics(three_runs):
     results, (first, second, third) = three_runs
-    proc = run_cli("runs.py", f"paths.results_dir={results}", "experiment=siamese_shapes")
+    proc = run_main("runs.py", f"paths.results_dir={results}", "experiment=siamese_shapes")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "3 runs" in proc.stdout
     with (results / "siamese_shapes" / "runs.csv").open() as fh:
@@ -96,7 +96,7 @@ def test_runs_lists_three_runs_with_state_overrides_and_metrics(three_runs):
 
 def test_diff_shows_the_changed_keys(three_runs):
     results, (first, second, _) = three_runs
-    proc = run_cli("runs.py", f"paths.results_dir={results}", "experiment=siamese_shapes", "--diff", first.name, second.name)
+    proc = run_main("runs.py", f"paths.results_dir={results}", "experiment=siamese_shapes", "--diff", first.name, second.name)
     assert proc.returncode == 0, proc.stderr[-3000:]
     changed = [key for key, _, _ in config_diff(first, second)]
     assert changed == ["hyp.optimizer.lr"]
@@ -109,7 +109,7 @@ def test_diff_shows_the_changed_keys(three_runs):
 
 
 def test_help_is_the_runs_own():
-    proc = run_cli("runs.py", "--help")
+    proc = run_main("runs.py", "--help")
     assert proc.returncode == 0 and proc.stdout.startswith("bin/runs.py: the runs of an experiment")
     assert "--diff <run> <run>" in proc.stdout and "max_epochs" not in proc.stdout
 
@@ -151,8 +151,8 @@ def test_a_training_that_fails_before_its_first_epoch_is_marked_failed_and_skipp
     from pipeline.utils.errors import UserError
 
     results = tmp_path / "runs"
-    proc = run_cli("train.py", "experiment=image_folder", f"data.root={tmp_path / 'missing'}",
-                   f"paths.results_dir={results}", "logger=none")
+    proc = run_main("train.py", "experiment=image_folder", f"data.root={tmp_path / 'missing'}",
+                    f"paths.results_dir={results}", "logger=none")
     assert proc.returncode == 2 and "data.root" in proc.stderr, proc.stderr[-3000:]
     (run,) = (results / "image_folder").iterdir()
     state = json.loads((run / "results" / "run_state.json").read_text())

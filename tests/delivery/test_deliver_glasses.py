@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import uvicorn
-from conftest import run_cli
+from conftest import run_main
 from omegaconf import OmegaConf
 
 from pipeline.data.io import load_image
@@ -34,10 +34,10 @@ TINY_GLASSES = [
 @pytest.fixture(scope="module")
 def glasses_run(tmp_path_factory):
     results, cache = tmp_path_factory.mktemp("results"), tmp_path_factory.mktemp("cache")
-    proc = run_cli("train.py", f"paths.results_dir={results}", f"paths.cache_dir={cache}", *TINY_GLASSES)
+    proc = run_main("train.py", f"paths.results_dir={results}", f"paths.cache_dir={cache}", *TINY_GLASSES)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "glasses").iterdir()
-    proc = run_cli("export.py", f"run={run}")
+    proc = run_main("export.py", f"run={run}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "max abs diff" in proc.stdout
     return run

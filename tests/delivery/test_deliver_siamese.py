@@ -8,7 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import TINY_SIAMESE, run_cli, run_main
+from conftest import TINY_SIAMESE, run_main
 
 from pipeline.data.synthetic.shapes import sample_pair
 from pipeline.delivery.backend import OnnxBackend
@@ -21,10 +21,10 @@ from pipeline.utils.errors import UserError
 @pytest.fixture(scope="module")
 def siamese_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "trainer.max_epochs=1", "test_after_train=false")
+    proc = run_main("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "trainer.max_epochs=1", "test_after_train=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "siamese_shapes").iterdir()
-    proc = run_cli("export.py", f"run={run}", "data.num_workers=0")
+    proc = run_main("export.py", f"run={run}", "data.num_workers=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
@@ -81,7 +81,7 @@ def test_predict_reports_missing_input_and_bad_backend(siamese_run, pair_folders
 
 
 def test_benchmark_writes_figures(siamese_run):
-    proc = run_cli("benchmark.py", "inference", f"run={siamese_run}", "runs=5", "warmup=1", "batch=4")
+    proc = run_main("benchmark.py", "inference", f"run={siamese_run}", "runs=5", "warmup=1", "batch=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads((siamese_run / "results" / "benchmark.json").read_text())
     assert saved["threads"] == 1 and saved["parameters"] > 0

@@ -7,6 +7,7 @@ import http.client
 import io
 import os
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -20,7 +21,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_main
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -32,7 +33,6 @@ from pipeline.runs.run import Run, compose_command
 from pipeline.utils.errors import UserError
 from pipeline.utils.validation import validate_config
 
-SEARCH_PATH = f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]"
 BOMB_SIDE = 20_000  # 400 megapixels; decoded as RGB it would take 1.2 GB
 MB = 1024 * 1024
 
@@ -67,14 +67,11 @@ def peak_rss(pid: int) -> int:
         return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    """A trained and exported run of the toy brightness task (16x16 inputs, seconds to train)."""
-    results = tmp_path_factory.mktemp("results")
-    proc = run_cli("train.py", SEARCH_PATH, "experiment=brightness", f"paths.results_dir={results}", "logger=none",
-                   "trainer.max_epochs=1", "test_after_train=false")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = (results / "brightness").iterdir()
+@pytest.fixture(scope="module", name="toy_run")
+def exported_toy_run(toy_run, tmp_path_factory):
+    """A trained and exported run of the toy brightness task (16x16 inputs): a copy of conftest's, exported here."""
+    run_dir = tmp_path_factory.mktemp("results") / "brightness" / toy_run.name
+    shutil.copytree(toy_run, run_dir, symlinks=True)
     ensure_export(Run.open(run_dir))
     return run_dir
 
@@ -260,7 +257,7 @@ def test_unusable_serve_values_are_named(toy_run, override, key):
 
 
 def test_serve_cli_refuses_a_bad_value_in_one_line(toy_run):
-    proc = run_cli("serve.py", f"run={toy_run}", "max_upload_mb=-1", timeout=120)
+    proc = run_main("serve.py", f"run={toy_run}", "max_upload_mb=-1")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: max_upload_mb=-1: expected a finite number > 0"]
 

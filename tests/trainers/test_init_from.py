@@ -11,7 +11,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from conftest import TINY_SIAMESE, compose_config, run_cli
+from conftest import TINY_SIAMESE, compose_config, run_main
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
@@ -180,8 +180,8 @@ def test_backbone_lr_mult_groups(crops_run, data_dir, tmp_path):
 def _train(results: Path, *extra: str) -> None:
     small = {"data.train_size": "data.train_size=96", "data.val_size": "data.val_size=64"}
     tiny = [small.get(arg.split("=")[0], arg) for arg in TINY_SIAMESE]
-    proc = run_cli("train.py", f"paths.results_dir={results}", *tiny, "hyp.backbone_lr_mult=0.5",
-                   "hyp.freeze_backbone_epochs=1", "test_after_train=false", *extra)
+    proc = run_main("train.py", f"paths.results_dir={results}", *tiny, "hyp.backbone_lr_mult=0.5",
+                    "hyp.freeze_backbone_epochs=1", "test_after_train=false", *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -224,8 +224,8 @@ def test_freeze_then_unfreeze_resumes_exactly(tmp_path, data_dir):
 def test_cli_file_that_matches_nothing_is_one_line(tmp_path, data_dir):
     junk = tmp_path / "junk.pth"
     torch.save({"transformer.wte.weight": torch.ones(4, 4)}, junk)
-    proc = run_cli("train.py", f"paths.results_dir={tmp_path / 'results'}", f"paths.data_dir={data_dir}", *TINY_SIAMESE,
-                   f"model.init_from={junk}")
+    proc = run_main("train.py", f"paths.results_dir={tmp_path / 'results'}", f"paths.data_dir={data_dir}", *TINY_SIAMESE,
+                    f"model.init_from={junk}")
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "model.init_from" in errors[0] and "Traceback" not in proc.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import one_line_error, plant, run_cli
+from conftest import one_line_error, plant, run_cli, run_main
 from PIL import Image
 
 from pipeline.data.formats.image_folder import read_image_csv
@@ -53,9 +53,18 @@ def untouched(folder: Path) -> bool:
 
 
 def cli(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``bin/<script>`` in a process of its own (for what depends on the process: its console's encoding)."""
     try:
         return run_cli(script, *args, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
+        pytest.fail(f"bin/{script} {' '.join(args)} hung for {TIMEOUT} s")
+
+
+def command(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``bin/<script>``'s main() in this process (the same argv, exit code, stdout and stderr), bounded by TIMEOUT."""
+    try:
+        return bounded(functools.partial(run_main, script, *args), TIMEOUT)
+    except Hang:
         pytest.fail(f"bin/{script} {' '.join(args)} hung for {TIMEOUT} s")
 
 
@@ -65,7 +74,7 @@ def test_a_lock_symlink_overwrites_no_file(run, outside):
     with pytest.raises(UserError, match=r"\.lock"):
         with run_lock(run):
             pass
-    one_line_error(cli("train.py", f"resume={run}", "trainer.max_epochs=2"), ".lock")
+    one_line_error(command("train.py", f"resume={run}", "trainer.max_epochs=2"), ".lock")
     assert untouched(outside) and (run / ".lock").is_symlink()
 
 
@@ -85,10 +94,10 @@ def test_links_out_of_the_run_are_refused_before_anything_is_written(run, outsid
 
 def test_export_and_resume_refuse_a_linked_folder(run, outside):
     (run / "export").symlink_to(outside)
-    one_line_error(cli("export.py", f"run={run}"), "export", str(outside))
+    one_line_error(command("export.py", f"run={run}"), "export", str(outside))
     shutil.rmtree(run / "results")
     (run / "results").symlink_to(outside)
-    one_line_error(cli("train.py", f"resume={run}", "trainer.max_epochs=2"), "results", str(outside))
+    one_line_error(command("train.py", f"resume={run}", "trainer.max_epochs=2"), "results", str(outside))
     assert untouched(outside)
 
 
@@ -102,7 +111,7 @@ def test_a_link_inside_the_run_is_fine(run):
 def test_a_yaml_alias_bomb_is_one_line(run, script):
     (run / ".hydra" / "config.yaml").write_text(BOMB)
     key = "run" if script == "test.py" else "resume"
-    one_line_error(cli(script, f"{key}={run}"), "config.yaml")
+    one_line_error(command(script, f"{key}={run}"), "config.yaml")
 
 
 # 4. An allowed class gets no path outside the run.
@@ -110,7 +119,7 @@ def test_an_allowed_class_writes_nothing_outside_the_run(run, outside):
     plant(run, "callbacks.evil", {"_target_": "torch.utils.tensorboard.writer.SummaryWriter", "log_dir": str(outside)})
     with pytest.raises(UserError, match=r"callbacks\.evil\.log_dir"):
         Run.open(run)
-    one_line_error(cli("train.py", f"resume={run}", "trainer.max_epochs=2"), "callbacks.evil.log_dir")
+    one_line_error(command("train.py", f"resume={run}", "trainer.max_epochs=2"), "callbacks.evil.log_dir")
     assert untouched(outside)
 
 
@@ -151,7 +160,7 @@ def test_a_python_tag_in_the_saved_config_is_one_line_and_runs_nothing(run, tmp_
     config.write_text(f"evil: !!python/object/apply:os.system ['touch {marker}']\n" + config.read_text())
     with pytest.raises(UserError, match=r"config\.yaml"):
         Run.open(run)
-    one_line_error(cli("test.py", f"run={run}"), "config.yaml")
+    one_line_error(command("test.py", f"run={run}"), "config.yaml")
     assert not marker.exists()
 
 
@@ -171,7 +180,7 @@ def test_runs_lists_a_broken_run_as_unreadable(run, tmp_path):
     assert runs[run.name].state == "finished"
     for n in (2, 3):
         assert runs[f"{run.name}_{n}"].state.startswith("unreadable"), runs[f"{run.name}_{n}"]
-    proc = cli("runs.py", f"paths.results_dir={experiment.parent}")
+    proc = command("runs.py", f"paths.results_dir={experiment.parent}")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "unreadable" in proc.stdout and run.name in proc.stdout
 
@@ -200,7 +209,7 @@ def test_a_single_image_for_a_pair_model_is_one_line(tmp_path):
 
 
 def test_an_unwritable_out_is_one_line(run):
-    one_line_error(cli("predict.py", f"run={run}", f"input={run}", "out=/proc/nope"), "/proc/nope")
+    one_line_error(command("predict.py", f"run={run}", f"input={run}", "out=/proc/nope"), "/proc/nope")
 
 
 def test_a_full_disk_keeps_the_last_checkpoint_and_says_how_much_is_free(tmp_path, monkeypatch):
@@ -220,39 +229,34 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_how_much_is_free(tmp_pat
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
-def test_a_full_disk_during_a_resume_is_one_line(run, tmp_path):
-    """A whole resume with every ``torch.save`` failing as on a full disk (a sitecustomize in the child), each after
-    a pause, so that the checkpoint writer thread fails after training has moved on (linked ``last.ckpt``, removed
-    the previous best): the run's checkpoints stay as they were and it resumes once the disk has room again."""
-    patch = tmp_path / "patch"
-    patch.mkdir()
-    (patch / "sitecustomize.py").write_text(
-        "import errno, time, torch\n"
-        "def full(obj, f, *a, **k):\n"
-        "    time.sleep(1)\n"
-        "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
-        "torch.save = full\n")
+def test_a_full_disk_during_a_resume_is_one_line(run, monkeypatch):
+    """A whole resume with every ``torch.save`` failing as on a full disk, each after a pause, so that the checkpoint
+    writer thread fails after training has moved on (linked ``last.ckpt``, removed the previous best): the run's
+    checkpoints stay as they were and it resumes once the disk has room again."""
+    import time
+
+    def full(obj, f, *args, **kwargs):
+        time.sleep(1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     checkpoints = run / "checkpoints"
     before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(patch), env_path]))
-    try:
-        proc = cli("train.py", f"resume={run}", "trainer.max_epochs=2")
-    finally:
-        os.environ["PYTHONPATH"] = env_path
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", full)
+        proc = command("train.py", f"resume={run}", "trainer.max_epochs=2")
     # Lightning's own warnings about the copied run's folder may come first; the failure itself is one line.
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "no space left" in errors[0] and "free" in errors[0] and "checkpoints" in errors[0], errors[0]
     assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before
-    proc = cli("train.py", f"resume={run}", "trainer.max_epochs=2")
+    proc = command("train.py", f"resume={run}", "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1
 
 
 def test_serve_validates_host_before_loading_anything(run):
-    one_line_error(cli("serve.py", f"run={run}", "host=999.1.1.1"), "host")
-    one_line_error(cli("serve.py", f"run={run}", "port=70000"), "port")
+    one_line_error(command("serve.py", f"run={run}", "host=999.1.1.1"), "host")
+    one_line_error(command("serve.py", f"run={run}", "port=70000"), "port")
 
 
 # ---- fuzzers ----------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, one_line_error, plant, run_cli
+from conftest import one_line_error, plant, run_main
 from omegaconf import OmegaConf
 
 from pipeline.delivery.backend import OnnxBackend, onnx_problem
@@ -21,22 +21,11 @@ from pipeline.runs.run import Run
 from pipeline.runs.trust import refused_targets
 from pipeline.utils.errors import UserError
 
-TOY = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy' / 'configs'}]", "experiment=brightness", "logger=none"]
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory) -> Path:
-    """A one-epoch run of the toy task, trained through the CLI (its .hydra files as Hydra wrote them)."""
-    results = tmp_path_factory.mktemp("results")
-    proc = run_cli("train.py", *TOY, f"paths.results_dir={results}", "trainer.max_epochs=1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = (results / "brightness").iterdir()
-    return run
-
 
 @pytest.fixture
 def run(toy_run, tmp_path) -> Path:
-    """A copy of the toy run this test may damage."""
+    """A copy of the toy run (conftest's, trained through bin/train.py: its .hydra files as Hydra wrote them) this
+    test may damage."""
     copy = tmp_path / "brightness" / toy_run.name
     shutil.copytree(toy_run, copy)
     return copy
@@ -56,7 +45,7 @@ def test_hostile_run_folder_runs_nothing_and_says_why(run, tmp_path):
     marker = tmp_path / "marker"
     plant(run, "callbacks.evil", {"_target_": "os.system", "command": f"touch {marker}"})
     (run / ".hydra" / "config.pickle").write_bytes(pickle.dumps(Marker(marker)))
-    error = one_line_error(run_cli("train.py", f"resume={run}", "trainer.max_epochs=2"),
+    error = one_line_error(run_main("train.py", f"resume={run}", "trainer.max_epochs=2"),
                             "callbacks.evil", "os.system", "trust_run=true")
     assert not marker.exists(), "neither the pickle nor the config may run code on resume"
     assert str(run) in error
@@ -97,7 +86,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(run, caplog):
             with run_lock(run):
                 pass
         (run / "checkpoints" / "last.ckpt").unlink()  # still in its first epoch
-        one_line_error(run_cli("train.py", f"resume={run}"), f"run in progress (pid {os.getpid()}", str(run))
+        one_line_error(run_main("train.py", f"resume={run}"), f"run in progress (pid {os.getpid()}", str(run))
     assert not (run / ".lock").exists()
     (run / ".lock").write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname()}))  # its holder died
     with run_lock(run):
@@ -110,13 +99,13 @@ def test_failed_resume_leaves_the_run_resumable_and_truncated_history_is_set_asi
     hydra_yaml = run / ".hydra" / "hydra.yaml"
     hydra_yaml.write_text(hydra_yaml.read_text().replace("${hydra.runtime.output_dir}/train.log", str(tmp_path / "bashrc")))
     saved = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
-    proc = run_cli("train.py", f"resume={run}", "trainer.max_epochs=2", "trainer.precision=abc")
+    proc = run_main("train.py", f"resume={run}", "trainer.max_epochs=2", "trainer.precision=abc")
     assert proc.returncode != 0
     assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == saved, "a config that did not build is not saved"
     history = run / "results" / "metrics_history.json"
     truncated = history.read_text()[:25]
     history.write_text(truncated)
-    proc = run_cli("train.py", f"resume={run}", "trainer.max_epochs=2")
+    proc = run_main("train.py", f"resume={run}", "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 1

@@ -17,8 +17,8 @@ from tensorboard.util import tensor_util
 from pipeline.callbacks.confusion_matrix import short_labels
 from pipeline.callbacks.dashboard import MAX_HPARAMS, curated_hparams, scalars_layout
 from pipeline.callbacks.image_grid import annotated_grid, caption_width
-from pipeline.data.formats.boostcamp import CLASS_NAMES
 from pipeline.callbacks.learning_rate import lr_tag
+from pipeline.data.formats.boostcamp import CLASS_NAMES
 from pipeline.trainers.engine import train
 from pipeline.utils.tensorboard import shown_as_written
 from pipeline.utils.trackers import tracker_name

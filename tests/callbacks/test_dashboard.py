@@ -144,3 +144,15 @@ def test_confusion_labels_are_short_and_unique():
     assert len(set(labels)) == 18 and max(map(len, labels)) <= 10
     assert labels[15] == "NW/F/<30"
     assert np.array_equal(short_labels(["cat", "dog"]), ["cat", "dog"])
+
+
+def test_report_curves_leave_out_the_learning_rate_and_speed(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from pipeline.callbacks.run_report import read_curves
+
+    with SummaryWriter(tmp_path) as writer:
+        for step, (name, value) in enumerate([("train/loss_epoch", 1.0), ("val/loss", 0.9), ("train/lr", 1e-3),
+                                              ("train/speed/samples_per_sec", 50.0), ("z_test/loss", 0.8)]):
+            writer.add_scalar(name, value, step)
+    assert read_curves(tmp_path) == {"loss": {"train": [(0, 1.0)], "val": [(1, pytest.approx(0.9))]}}

@@ -58,6 +58,7 @@ table = ax.table(cellText=cells, colLabels=rows[0], loc="center")
 table.auto_set_font_size(False)
 table.set_fontsize(9)
 table.scale(1, 1.4)
+table.auto_set_column_width(col=list(range(len(rows[0]))))
 fig.savefig(sys.argv[2], dpi=100, bbox_inches="tight")
 PYEOF
 copy "$cls/results/results.png" classification_results.png

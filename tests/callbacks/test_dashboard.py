@@ -17,8 +17,8 @@ from tensorboard.util import tensor_util
 from pipeline.callbacks.confusion_matrix import short_labels
 from pipeline.callbacks.dashboard import MAX_HPARAMS, curated_hparams, scalars_layout
 from pipeline.callbacks.image_grid import annotated_grid, caption_width
-from pipeline.data.formats.boostcamp import CLASS_NAMES
 from pipeline.callbacks.learning_rate import lr_tag
+from pipeline.data.formats.boostcamp import CLASS_NAMES
 from pipeline.trainers.engine import train
 from pipeline.utils.tensorboard import shown_as_written
 from pipeline.utils.trackers import tracker_name
@@ -144,3 +144,15 @@ def test_confusion_labels_are_short_and_unique():
     assert len(set(labels)) == 18 and max(map(len, labels)) <= 10
     assert labels[15] == "NW/F/<30"
     assert np.array_equal(short_labels(["cat", "dog"]), ["cat", "dog"])
+
+
+def test_report_curves_leave_out_the_learning_rate_and_speed(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from pipeline.callbacks.run_report import read_curves
+
+    with SummaryWriter(tmp_path) as writer:
+        for step, (name, value) in enumerate([("train/loss_epoch", 1.0), ("val/loss", 0.9), ("train/lr", 1e-3),
+                                              ("train/speed/samples_per_sec", 50.0), ("z_test/loss", 0.8)]):
+            writer.add_scalar(name, value, step)
+    assert read_curves(tmp_path) == {"loss": {"train": [(0, 1.0)], "val": [(1, pytest.approx(0.9))]}}

@@ -91,7 +91,7 @@ class EpochLog(pl.Callback):
         parts.append(f"{seconds:.1f} s")
         rate = self.samples_per_sec(trainer)
         if rate is not None:
-            parts.append(f"{rate:.0f} samples/s")
+            parts.append(f"{rate:.0f} samples/s" if rate >= 10 else f"{rate:.2g} samples/s")  # 0.42, not 0
         log.info("  ".join(parts))
 
     @staticmethod

@@ -14,10 +14,13 @@ from pipeline.utils.files import read_json, write_json
 log = logging.getLogger(__name__)
 
 
-def scalar_metrics(metrics: dict) -> dict[str, float]:
-    """Plain-float copy of the scalar entries of Lightning's metric dict (NaN kept as None)."""
+def scalar_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """Plain-float copy of the scalar entries of Lightning's metric dict (NaN kept as None) whose names start
+    with ``prefix``."""
     out = {}
     for key, value in metrics.items():
+        if not key.startswith(prefix):
+            continue
         if hasattr(value, "numel") and value.numel() != 1:
             continue
         number = float(value)

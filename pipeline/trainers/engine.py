@@ -151,7 +151,7 @@ def fit_and_test(run: Run) -> float | None:
     if cfg.get("test_after_train", True) and not trainer.fast_dev_run:
         has_best = checkpoint is not None and checkpoint.best_model_path
         trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False, weights_only=True)
-        results["test"] = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+        results["test"] = scalar_metrics(trainer.callback_metrics, "test/")
         if trainer.is_global_zero:
             write_json(layout.test_metrics, {"checkpoint": checkpoint.best_model_path if has_best else None, **results["test"]})
     if trainer.is_global_zero:
@@ -226,7 +226,7 @@ def checkpoint_test_metrics(cfg: DictConfig, checkpoint: Path, retest_of: str | 
     # Only the weights are restored for a test; Lightning's advice to pass the run's checkpoint callbacks is moot.
     warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
     trainer.test(task, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False, weights_only=True)
-    return {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+    return scalar_metrics(trainer.callback_metrics, "test/")
 
 
 def retest_folder(run: Run, checkpoint: Path) -> tuple[RunLayout, bool, str | None]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TINY_SIAMESE, compose_config, run_cli
+from conftest import TINY_SIAMESE, compose_config, run_cli, run_main
 
 from pipeline.metrics.detection import DetectionMetrics
 from pipeline.metrics.verification import EmbeddingCollector, verification_metrics
@@ -33,8 +33,10 @@ DDP = ["trainer=ddp", "trainer.devices=2", "data.batch_size=16"]
 TOLERANCE = 1e-5
 
 
-def _train(results: Path, *extra: str) -> Path:
-    proc = run_cli("train.py", f"paths.results_dir={results}", *SAME_MODEL, *extra)
+def _train(results: Path, *extra: str, in_process: bool = False) -> Path:
+    """A run through bin/train.py: in a process of its own (DDP starts its second rank from that command line), or
+    its main() in this one (the single-process reference, sparing an interpreter's imports)."""
+    proc = (run_main if in_process else run_cli)("train.py", f"paths.results_dir={results}", *SAME_MODEL, *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted((results / "siamese_shapes").iterdir())
     assert len(runs) == 1, f"one run folder expected, got {runs}"
@@ -47,7 +49,7 @@ def _state(run: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[Path, Path]:
-    single = _train(tmp_path_factory.mktemp("single"))
+    single = _train(tmp_path_factory.mktemp("single"), in_process=True)
     ddp = _train(tmp_path_factory.mktemp("ddp"), *DDP)
     return single, ddp
 

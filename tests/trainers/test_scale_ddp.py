@@ -22,12 +22,12 @@ from pipeline.runs.run import build_datamodule, build_task
 # are per rank (SyncBatchNorm needs GPUs), so the framework's small CNN with GroupNorm; dropout off
 # (masks differ per rank); SGD, because Adam divides by the gradient's magnitude and so inflates float
 # noise where it is ~0.
-# The model must learn (48 steps: test AUROC ~0.999), and it trains in float64: float32 sums reduced in
+# The model must learn (36 steps: test AUROC ~0.98, the fewest steps tried that clear 0.9), and it trains in float64: float32 sums reduced in
 # another order across 2 processes differ by ~1e-7, a learning CNN amplifies that to ~1e-3 in weights
 # within 16 steps, and scores of near-tied pairs then reorder differently on different CPUs (an
 # untrained model moved AUROC by 1.2e-4). In float64 the same noise stays ~1e-12, so the comparison
 # tests the DDP logic, not the CPU's rounding.
-SAME_MODEL = [*TINY_SIAMESE, "data.train_size=512", "data.val_size=256", "data.test_size=256", "trainer.max_epochs=3",
+SAME_MODEL = [*TINY_SIAMESE, "data.train_size=384", "data.val_size=192", "data.test_size=192", "trainer.max_epochs=3",
               "hyp=sgd_cosine", "trainer.precision=64-true", "model.head.dropout=0", "+model.kwargs={norm: group}"]
 DDP = ["trainer=ddp", "trainer.devices=2", "data.batch_size=16"]
 TOLERANCE = 1e-5
@@ -56,7 +56,7 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_ddp_trains_the_same_model(runs):
     single, ddp = (_state(run) for run in runs)
-    assert single["global_step"] == ddp["global_step"] == 48
+    assert single["global_step"] == ddp["global_step"] == 36
     for key, value in single["state_dict"].items():
         torch.testing.assert_close(ddp["state_dict"][key].float(), value.float(), rtol=TOLERANCE, atol=TOLERANCE, msg=key)
 

@@ -27,7 +27,7 @@ from pipeline.runs.run import build_datamodule, build_task
 # within 16 steps, and scores of near-tied pairs then reorder differently on different CPUs (an
 # untrained model moved AUROC by 1.2e-4). In float64 the same noise stays ~1e-12, so the comparison
 # tests the DDP logic, not the CPU's rounding.
-SAME_MODEL = [*TINY_SIAMESE, "data.train_size=384", "data.val_size=192", "data.test_size=192", "trainer.max_epochs=3",
+SAME_MODEL = [*TINY_SIAMESE, "data.train_size=384", "data.val_size=128", "data.test_size=128", "trainer.max_epochs=3",
               "hyp=sgd_cosine", "trainer.precision=64-true", "model.head.dropout=0", "+model.kwargs={norm: group}"]
 DDP = ["trainer=ddp", "trainer.devices=2", "data.batch_size=16"]
 TOLERANCE = 1e-5

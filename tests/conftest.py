@@ -28,12 +28,12 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, (os.cpu_count() or 2) // WORKERS) if WORKERS > 1 else 2
 torch.set_num_threads(THREADS)
 
-# The files that take longest (each over ~30 s on a quiet 2-core machine, trained runs mostly), started first
-# under `make test` (pytest-xdist, a file per worker, in collection order: --no-loadscope-reorder) so that no
-# long file starts last while the other worker sits idle. The rest keep their order.
-LONG_FILES = ("trainers/test_scale_ddp.py", "utils/test_hostile_runs.py", "delivery/test_deliver_siamese.py",
-              "trainers/test_resume.py", "test_cli.py", "test_runs_table.py", "utils/test_runs.py",
-              "trainers/test_init_from.py")
+# The files that take longest (trained runs mostly; ranked by a --durations run of the default tier), longest
+# first, started first under `make test` (pytest-xdist, a file per worker, in collection order:
+# --no-loadscope-reorder) so that no long file starts last while the other worker sits idle. The rest keep their order.
+LONG_FILES = ("trainers/test_scale_ddp.py", "test_cli.py", "trainers/test_resume.py", "utils/test_hostile_runs.py",
+              "test_runs_table.py", "utils/test_cli_fuzz.py", "utils/test_validation.py", "test_fast_dev_run.py",
+              "delivery/test_deliver_siamese.py", "trainers/test_init_from.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -24,6 +24,7 @@ RUN_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(_\d+)?$")
 def trained_run(module_tmp) -> Path:
     results = module_tmp
     proc = run_cli("train.py", f"paths.results_dir={results}", *TINY_SIAMESE, "trainer.max_epochs=2",
+                   "data.train_size=128", "data.val_size=64", "data.test_size=64",  # 4 steps an epoch: enough here
                    "model=resnet18", "hyp=focal", "logger=[tensorboard,csv,mlflow]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (results / "siamese_shapes").iterdir()

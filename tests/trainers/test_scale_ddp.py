@@ -86,7 +86,7 @@ def test_only_rank_zero_writes_the_run_folder(runs):
 @pytest.mark.slow
 def test_ddp_resume_continues_in_the_same_folder(tmp_path):
     results = tmp_path / "results"
-    run = _train(results, *DDP, "trainer.max_epochs=1")
+    run = _train(results, *DDP, "trainer.max_epochs=1", "data.train_size=512")  # 16 steps an epoch
     assert _state(run)["epoch"] == 0
     proc = run_cli("train.py", f"resume={run}", "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]

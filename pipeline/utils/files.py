@@ -120,7 +120,11 @@ def replacing(path: str | Path) -> Iterator[Path]:
         contained(path, root)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:  # a file, or a link to nothing, where a folder must be
+            what = "a broken symbolic link" if os.path.islink(exc.filename) else "a file"
+            raise UserError(f"{exc.filename}: {what} where the folder of {path} is written; remove or rename it") from None
         staging.unlink(missing_ok=True)  # a link planted under the staging name is removed, not written through
         yield staging
         os.replace(staging, path)

@@ -101,6 +101,14 @@ def test_export_and_resume_refuse_a_linked_folder(run, outside):
     assert untouched(outside)
 
 
+def test_a_broken_link_where_a_folder_is_written_is_one_line(run):
+    """Found by the slow command fuzzer: ``export -> nowhere`` (a link inside the run to nothing) made the export's
+    mkdir raise FileExistsError."""
+    (run / "export").symlink_to("nowhere")
+    one_line_error(command("export.py", f"run={run}"), "export", "broken symbolic link")
+    assert (run / "export").is_symlink() and not (run / "nowhere").exists()
+
+
 def test_a_link_inside_the_run_is_fine(run):
     (run / "alias").symlink_to(run / "checkpoints")
     Run.open(run)

@@ -103,7 +103,7 @@ class RunReport(TestedWeights):
 
     def init_section(self) -> list[str]:
         """What the run started from (``model.init_from``, recorded in ``results/init_from.json``)."""
-        record = read_json(RunLayout(self.results_dir.parent).init_record)
+        record = read_json(RunLayout(self.results_dir.parent).init_record, {})
         if not record:
             return []
         leaked = record.get("leaked_items")

@@ -89,7 +89,7 @@ def _acquire(path: Path) -> int:
         if path.exists() and os.fstat(fd).st_ino == path.stat().st_ino:
             break
         os.close(fd)  # the holder removed the file between our open and flock: lock the new one
-    stale = read_json(path, None)
+    stale = read_json(path, {})
     if stale:
         log.warning("Taking over the stale lock of %s (pid %s on host %s, not running)", path.parent,
                     stale.get("pid"), stale.get("host"))

@@ -143,7 +143,7 @@ def fit_and_test(run: Run) -> float | None:
 
     results: dict[str, Any] = {"fit": fit_metrics}
     if layout.init_record.is_file():
-        results["init_from"] = read_json(layout.init_record)
+        results["init_from"] = read_json(layout.init_record, {})
     checkpoint = trainer.checkpoint_callback
     best_score = checkpoint.best_model_score if checkpoint is not None else None
     if best_score is not None:

@@ -309,10 +309,13 @@ def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 
 def read_json(path: str | Path, default: Any = None) -> Any:
     """The JSON in ``path``, or ``default`` when the file is missing, half-written, not UTF-8, larger than
-    ``MAX_TEXT_BYTES`` or nested deeper than ``MAX_JSON_DEPTH``."""
+    ``MAX_TEXT_BYTES``, nested deeper than ``MAX_JSON_DEPTH``, or of another kind than ``default`` (a list or
+    ``null`` where a ``{}`` default says an object is read)."""
     try:
         value = json.loads(read_text(path))
     except (OSError, ValueError, RecursionError, UserError):
+        return default
+    if default is not None and not isinstance(value, type(default)):
         return default
     return value if json_depth_ok(value) else default
 

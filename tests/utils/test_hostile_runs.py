@@ -109,6 +109,16 @@ def test_a_broken_link_where_a_folder_is_written_is_one_line(run):
     assert (run / "export").is_symlink() and not (run / "nowhere").exists()
 
 
+@pytest.mark.parametrize("text", ["null", "[1, 2]", '"x"'])
+def test_a_retest_reads_a_metrics_file_of_another_kind_as_absent(run, text):
+    """Found by the slow command fuzzer: ``results/metrics.json`` holding ``null`` made ``bin/test.py`` raise
+    'NoneType' object is not a mapping."""
+    (run / "results" / "metrics.json").write_text(text)
+    proc = command("test.py", f"run={run}")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (run / "results" / "metrics.json").read_text() == text
+
+
 def test_a_link_inside_the_run_is_fine(run):
     (run / "alias").symlink_to(run / "checkpoints")
     Run.open(run)
@@ -295,9 +305,10 @@ def damage(run: Path, outside: Path, marker: Path, rng) -> list[str]:
                 path.unlink()
             elif path.is_dir():
                 shutil.rmtree(path)
+            if path.parent.is_symlink() or (path.parent.exists() and not path.parent.is_dir()):
+                continue  # an earlier damage made the folder a link or a file
             path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.parent.is_symlink():
-                path.symlink_to(target)
+            path.symlink_to(target)
             done.append(f"link {name} -> {target.name}")
         elif kind == "yaml":
             name = rng.choice(RUN_FILES[:3])

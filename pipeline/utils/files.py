@@ -256,8 +256,9 @@ def read_yaml(path: str | Path) -> Any:
     (``!!python/...``), aliases expanding past ``MAX_YAML_NODES``, nesting too deep or a syntax error."""
     path = Path(path)
     text = read_text(path)
-    loader = _omegaconf_loader()(text)
+    loader = None
     try:
+        loader = _omegaconf_loader()(text)  # its reader refuses control characters (NUL...) at once
         data = loader.get_single_data()
     except _TooLarge:
         raise UserError(f"{path}: its aliases (&/*) expand to more than {MAX_YAML_NODES:,} values; "
@@ -269,9 +270,11 @@ def read_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line: the reader's is two
+        raise UserError(f"{path}{where}: not valid YAML ({problem})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not json_depth_ok(data, MAX_JSON_DEPTH):  # an alias that holds itself (a: &x [*x]) nests without end
         raise UserError(f"{path}: nested too deeply to be a config (or an alias that holds itself)")
     return data

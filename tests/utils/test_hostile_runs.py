@@ -26,7 +26,7 @@ from pipeline.runs.run import Run
 from pipeline.runs.table import find_runs
 from pipeline.utils.cli import describe_error
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import AtomicCheckpointIO, read_json
+from pipeline.utils.files import AtomicCheckpointIO, read_json, read_yaml
 
 TIMEOUT = 120  # a probe that hangs (a YAML bomb) fails the test instead of the suite
 BOMB = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -130,6 +130,16 @@ def test_a_yaml_alias_bomb_is_one_line(run, script):
     (run / ".hydra" / "config.yaml").write_text(BOMB)
     key = "run" if script == "test.py" else "resume"
     one_line_error(command(script, f"{key}={run}"), "config.yaml")
+
+
+def test_control_characters_in_a_saved_config_are_one_line(tmp_path):
+    """Found by the slow run-folder fuzzer: a NUL in ``config.yaml`` raised yaml's ReaderError from the loader's
+    constructor, outside the handled block."""
+    config = tmp_path / "config.yaml"
+    config.write_text("\x00\xff\xfe garbage")
+    with pytest.raises(UserError, match=r"config\.yaml: not valid YAML") as caught:
+        read_yaml(config)
+    assert "\n" not in str(caught.value)
 
 
 # 4. An allowed class gets no path outside the run.
@@ -315,8 +325,8 @@ def damage(run: Path, outside: Path, marker: Path, rng) -> list[str]:
             text = rng.choice(YAML_DAMAGE).replace("{marker}", str(marker))
             path = run / name
             if not path.is_symlink() and path.parent.is_dir() and not path.parent.is_symlink():
-                keep = path.read_text() if path.is_file() and rng.random() < 0.5 else ""
-                path.write_text(text + keep if text.startswith("a:") else text)
+                keep = path.read_bytes() if path.is_file() and rng.random() < 0.5 else b""  # maybe damaged bytes
+                path.write_bytes(text.encode("utf-8", "surrogateescape") + (keep if text.startswith("a:") else b""))
                 done.append(f"yaml {name}: {text[:20]!r}")
         elif kind == "json":
             name = rng.choice(RUN_FILES[3:7])

@@ -63,7 +63,7 @@ def test_a_failed_background_write_leaves_last_ckpt_whole(tmp_path, monkeypatch)
 
     from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
-    from pipeline.utils.files import AtomicCheckpointIO
+    from pipeline.callbacks.model_selection import AtomicCheckpointIO
 
     save = torch.save
 

@@ -19,6 +19,7 @@ import torch
 from conftest import one_line_error, plant, run_cli, run_main
 from PIL import Image
 
+from pipeline.callbacks.model_selection import AtomicCheckpointIO
 from pipeline.data.formats.image_folder import read_image_csv
 from pipeline.data.prediction_inputs import read_image_pairs
 from pipeline.runs.folder import run_lock
@@ -26,7 +27,7 @@ from pipeline.runs.run import Run
 from pipeline.runs.table import find_runs
 from pipeline.utils.cli import describe_error
 from pipeline.utils.errors import UserError
-from pipeline.utils.files import AtomicCheckpointIO, read_json, read_yaml
+from pipeline.utils.files import read_json, read_yaml
 
 TIMEOUT = 120  # a probe that hangs (a YAML bomb) fails the test instead of the suite
 BOMB = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(

@@ -320,3 +320,14 @@ def read_json(path: str | Path, default: Any = None) -> Any:
         return default
     return value if json_depth_ok(value) else default
 
+
+
+def __getattr__(name: str) -> Any:
+    """Run folders saved before the checkpoint writer moved name it ``pipeline.utils.files.AtomicCheckpointIO`` in
+    their ``trainer.plugins``: found here on demand, so those runs still resume (importing it at the top would
+    load torch and Lightning for every command that only reads files, such as ``bin/runs.py``)."""
+    if name == "AtomicCheckpointIO":
+        from pipeline.callbacks.model_selection import AtomicCheckpointIO
+
+        return AtomicCheckpointIO
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -90,3 +90,13 @@ def test_a_failed_background_write_leaves_last_ckpt_whole(tmp_path, monkeypatch)
     # behind the failure, wrote last.ckpt in full.
     assert sorted(p.name for p in folder.iterdir()) == ["epoch001.ckpt", "last.ckpt"]
     assert not (folder / "last.ckpt").is_symlink() and torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 4
+
+
+def test_runs_saved_with_the_old_checkpoint_writer_name_still_find_it():
+    """Run folders saved before the move name ``pipeline.utils.files.AtomicCheckpointIO`` in ``trainer.plugins``;
+    Hydra locates it as it does for a resume (``bin/runs.py`` no longer imports torch through utils/files)."""
+    from hydra.utils import get_class
+
+    from pipeline.callbacks.model_selection import AtomicCheckpointIO
+
+    assert get_class("pipeline.utils.files.AtomicCheckpointIO") is AtomicCheckpointIO

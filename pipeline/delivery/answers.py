@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 # Class colours for drawn boxes (cycled); ground truth is drawn in white.
 PALETTE = ((40, 200, 40), (230, 40, 40), (255, 160, 0), (0, 150, 255), (200, 0, 200), (0, 200, 200))
-TRUTH_COLOUR = (255, 255, 255)
 MAIN_OUTPUT = "probabilities"
 
 
@@ -47,11 +46,9 @@ def decide_and_report(probs: torch.Tensor, threshold: float | None = 0.5) -> tup
     return decided, probs.gather(1, decided[:, None]).squeeze(1)
 
 
-def draw_detections(image: torch.Tensor, detections: dict[str, torch.Tensor], class_names: list[str],
-                    truth: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Draw true boxes (white) and predicted boxes (class colour, ``name score``) on a CHW uint8 image."""
-    if truth is not None and len(truth["boxes"]):
-        image = draw_bounding_boxes(image, truth["boxes"], colors=[TRUTH_COLOUR] * len(truth["boxes"]), width=1)
+def draw_detections(image: torch.Tensor, detections: dict[str, torch.Tensor], class_names: list[str]) -> torch.Tensor:
+    """Draw predicted boxes (class colour, ``name score``) on a CHW uint8 image (the prediction drawings; training
+    figures draw truth and predictions with ``pipeline.callbacks.image_grid.truth_and_prediction``)."""
     if len(detections["boxes"]):
         labels = detections["labels"].tolist()
         captions = [f"{class_names[c]} {s:.2f}" for c, s in zip(labels, detections["scores"].tolist(), strict=True)]

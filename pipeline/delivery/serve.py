@@ -120,9 +120,9 @@ class ExportedModel:
         self.model, self.datamodule, self.metadata, self.limits = model, datamodule, model.metadata, limits
         self.layout = layout
         options = {key: value for key, value in (options or {}).items() if value is not None}
-        unknown = sorted(set(options) - set(model.answer.SERVED_OPTIONS))
+        unknown = self.unserved(options)
         if unknown:
-            raise UserError(f"{unknown[0]}: not an option of this run's service ({model.answer.__name__} takes "
+            raise UserError(f"{unknown}: not an option of this run's service ({model.answer.__name__} takes "
                             f"{', '.join(model.answer.SERVED_OPTIONS) or 'none'})")
         self.options = model.answer.settle_options(options, layout)  # the service's defaults, settled once
         self.slots = threading.BoundedSemaphore(limits.max_concurrency)
@@ -167,16 +167,20 @@ class ExportedModel:
 
         return bounded
 
+    def unserved(self, options: dict[str, Any]) -> str | None:
+        """The first (by name) of ``options`` that the answer does not take from a service (``SERVED_OPTIONS``)."""
+        return min(set(options) - set(self.model.answer.SERVED_OPTIONS), default=None)
+
     def request_options(self, request: Request | None) -> dict[str, Any]:
         """The service's options with a request's query parameters (the answer's ``SERVED_OPTIONS``) over them;
         UploadError (400) for another parameter or a bad value."""
         query = dict(request.query_params) if request is not None else {}
         if not query:
             return self.options
-        unknown = sorted(set(query) - set(self.model.answer.SERVED_OPTIONS))
+        unknown = self.unserved(query)
         if unknown:
             accepted = ", ".join(self.model.answer.SERVED_OPTIONS) or "none"
-            raise UploadError(400, f"query parameter {unknown[0]!r}: not an option of this service "
+            raise UploadError(400, f"query parameter {unknown!r}: not an option of this service "
                                    f"(it takes {accepted})")
         try:
             return self.model.answer.settle_options({**self.options, **query}, self.layout, announce=False)

@@ -143,7 +143,7 @@ def publish_run_config(path: Path) -> None:
     """On rank 0 of a launch: name the run whose saved config the other ranks must train with."""
     if launch_rank() != 0:
         return
-    if "WORLD_SIZE" not in os.environ and single_process_in_slurm(load_run_config(Path(path)).trainer):
+    if single_process_in_slurm(load_run_config(Path(path)).trainer):
         return
     launch_store().set(RUN_CONFIG_ENV, str(path))
 

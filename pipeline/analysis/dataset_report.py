@@ -13,6 +13,7 @@ duplicate across splits is a leak, as identical images and groups in several spl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -162,13 +163,7 @@ def near_duplicates(items: list[Item], facts: dict[Path, ImageFacts], max_distan
     if len(usable) < 2:
         return [], 0
     hashes = np.array([facts[item.path].phash for item in usable], dtype=np.uint64)
-    thumbnails: dict[Path, np.ndarray] = {}
-
-    def thumb(path: Path) -> np.ndarray:
-        if path not in thumbnails:
-            thumbnails[path] = thumbnail(path)
-        return thumbnails[path]
-
+    thumb = functools.cache(thumbnail)  # an image in several pairs is read once
     pairs, lookalikes = [], 0
     for i in range(len(usable) - 1):
         xor = hashes[i] ^ hashes[i + 1 :]

@@ -4,9 +4,11 @@ every image once into tensors, no Lightning, no DataLoader.
 It takes from the framework only what defines the experiment: the split (the datamodule's
 datasets), the deterministic preprocessing (each split's ``prepare`` step and eval transform), the
 network and loss (``build_task``: the model factory and ``model_step``), the optimiser and learning
-rate schedule (``build_optimizers``), batch size and epochs. Augmentation is a random horizontal
-flip of the tensors. Each epoch is validated, the best validation accuracy's weights are tested,
-as the framework's checkpoint selection does. Classification datamodules only.
+rate schedule (``build_optimizers``), batch size and epochs. Training images are decoded once too, and
+each epoch augments them with the training split's own transform (the data config's ``augment``, then
+normalisation), item by item as they are batched, as the framework's data loader does. Each epoch is
+validated, the best validation accuracy's weights are tested, as the framework's checkpoint selection
+does. Classification datamodules only.
 
 Two forms: the plain loop proper (fp32, NCHW: the loop a user writes first) and the tuned loop, the same
 loop with the framework's precision and memory format (``autocast``: bfloat16 autocast around the forward
@@ -23,6 +25,7 @@ import copy
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeline.data.cache import decode
@@ -36,11 +39,28 @@ def supports(datamodule: Any) -> bool:
     return all(isinstance(ds, ClassificationDataset) for ds in datamodule.datasets.values())
 
 
+def decode_images(dataset: ClassificationDataset) -> list[np.ndarray]:
+    """Every image of ``dataset`` decoded and prepared (resized) once: uint8 HxWx3."""
+    return [decode(s.path, s.box, dataset.prepare) for s in dataset.samples]
+
+
+def labels_of(dataset: ClassificationDataset) -> dict[str, torch.Tensor]:
+    return {key: torch.tensor([s.labels[key] for s in dataset.samples]) for key in dataset.samples[0].labels}
+
+
 def decode_split(dataset: ClassificationDataset, transform) -> dict[str, torch.Tensor]:
     """Every image of ``dataset`` decoded and preprocessed once, stacked, with its labels."""
-    images = [apply_transform(transform, decode(s.path, s.box, dataset.prepare)) for s in dataset.samples]
-    labels = {key: torch.tensor([s.labels[key] for s in dataset.samples]) for key in dataset.samples[0].labels}
-    return {"image": torch.stack(images), **labels}
+    images = [apply_transform(transform, image) for image in decode_images(dataset)]
+    return {"image": torch.stack(images), **labels_of(dataset)}
+
+
+def augmented_batches(images: list[np.ndarray], labels: dict[str, torch.Tensor], transform, batch_size: int,
+                      order: torch.Tensor, drop_last: bool):
+    """Batches of ``images`` in ``order``, each item through ``transform`` (random: new each epoch)."""
+    for index in batches({"index": order}, batch_size, torch.arange(len(order)), drop_last):
+        chosen = index["index"]
+        yield {"image": torch.stack([apply_transform(transform, images[i]) for i in chosen.tolist()]),
+               **{key: value[chosen] for key, value in labels.items()}}
 
 
 def batches(data: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor, drop_last: bool):
@@ -90,10 +110,11 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
     epoch; wall time (from ``start``, a ``time.perf_counter()`` value, default now), rates and the FLOPs of
     one training step per item."""
     start = time.perf_counter() if start is None else start
-    eval_transform = datamodule.datasets["val"].transform
-    data = {split: decode_split(datamodule.datasets[split], eval_transform) for split in ("train", "val", "test")}
+    eval_transform, train_set = datamodule.datasets["val"].transform, datamodule.datasets["train"]
+    data = {split: decode_split(datamodule.datasets[split], eval_transform) for split in ("val", "test")}
+    data["train"] = {"images": decode_images(train_set), "labels": labels_of(train_set), "transform": train_set.transform}
     task.to(device)
-    size, batch_size = len(data["train"]["image"]), datamodule.batch_size
+    size, batch_size = len(data["train"]["images"]), datamodule.batch_size
     drop_last = size > batch_size
     steps_per_epoch = size // batch_size if drop_last else -(-size // batch_size)
     optimizers = build_optimizers(task, lambda: epochs * steps_per_epoch)
@@ -111,7 +132,7 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
             best, best_state = val_acc, copy.deepcopy(task.state_dict())
     wall_s = time.perf_counter() - start
     task.load_state_dict(best_state)
-    first = next(batches(data["train"], batch_size, torch.arange(len(data["train"]["image"])), drop_last))
+    first = next(augmented_batches(**data["train"], batch_size=batch_size, order=torch.arange(size), drop_last=drop_last))
     return {**rates(clock, wall_s), "test_acc": accuracy(task, data["test"], datamodule.eval_batch_size, device, dtype),
             "step_flops_per_item": step_flops(task, to_device(first, device), device, dtype) / len(first["image"])}
 
@@ -154,13 +175,12 @@ def matmul_peak(device: torch.device, dtype: torch.dtype | None, size: int | Non
 
 
 def train_epoch(task, data, batch_size, drop_last, step, generator, device, clock) -> None:
-    """One epoch: shuffle, flip half the images, forward, loss, backward, step (timed as the framework's
-    throughput callback times it: no per-step synchronisation, the queue drained at the end)."""
+    """One epoch: shuffle, augment, forward, loss, backward, step (timed as the framework's throughput
+    callback times it: no per-step synchronisation, the queue drained at the end; augmenting is data wait)."""
     task.train()
     mark = time.perf_counter()
-    for batch in batches(data, batch_size, torch.randperm(len(data["image"]), generator=generator), drop_last):
-        flip = torch.rand(len(batch["image"]), generator=generator) < 0.5
-        batch["image"][flip] = batch["image"][flip].flip(-1)
+    order = torch.randperm(len(data["images"]), generator=generator)
+    for batch in augmented_batches(**data, batch_size=batch_size, order=order, drop_last=drop_last):
         batch = to_device(batch, device)
         ready = time.perf_counter()
         with autocast(device, step["dtype"]):

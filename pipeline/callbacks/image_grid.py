@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
+from pipeline.callbacks.figure_budget import figure_budget
 from pipeline.utils.trackers import tracker_stage
 
 GREEN, RED = (40, 200, 40), (230, 40, 40)
@@ -283,12 +284,16 @@ class BestEpochFigures(TestedWeights):
     """Figures drawn after the validation epochs that improve the checkpoint's monitored metric (so
     ``results/val_*.png`` and TensorBoard show the model that test uses, and an epoch that does not
     improve costs no drawing), and after test. ``collect`` runs on every process at the epoch's end
-    (it may gather across processes); ``draw`` on rank 0, once the epoch's metrics are known."""
+    (it may gather across processes); ``draw`` on rank 0, once the epoch's metrics are known. Within the
+    trainer's ``FigureBudget``: an improving epoch over budget waits, and the last one waiting is drawn
+    when training ends (with its own epoch in the title)."""
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
         self._best: float | None = None
         self._pending: Any = None
+        self._waiting: tuple[Any, int, int] | None = None  # collected, epoch, step of an undrawn improvement
+        self._drawing: tuple[int, int] | None = None
 
     def collect(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> Any:
         return stage
@@ -302,7 +307,25 @@ class BestEpochFigures(TestedWeights):
     def on_validation_end(self, trainer, pl_module):
         pending, self._pending = self._pending, None
         if pending is not None and self.improved(trainer):
-            rank_zero_only(self.draw)(trainer, pl_module, "val", pending)
+            self._waiting = pending, trainer.current_epoch, trainer.global_step
+            self.draw_waiting(trainer, pl_module, figure_budget(trainer).allows())
+
+    def on_train_end(self, trainer, pl_module):
+        self.draw_waiting(trainer, pl_module, True)
+
+    def draw_waiting(self, trainer: pl.Trainer, pl_module: pl.LightningModule, now: bool) -> None:
+        """Draw the waiting improvement's figures when ``now``, as of its own epoch and step (``weights_of``)."""
+        if self._waiting is None or not now:
+            return
+        (collected, *self._drawing), self._waiting = self._waiting, None
+        try:
+            with figure_budget(trainer).drawing():
+                rank_zero_only(self.draw)(trainer, pl_module, "val", collected)
+        finally:
+            self._drawing = None
+
+    def weights_of(self, trainer: pl.Trainer, stage: str) -> tuple[int | None, int]:
+        return tuple(self._drawing) if stage == "val" and self._drawing else super().weights_of(trainer, stage)
 
     def on_test_epoch_end(self, trainer, pl_module):
         collected = self.collect(trainer, pl_module, "test")
@@ -325,10 +348,22 @@ class BestEpochFigures(TestedWeights):
 
 class PredictionGrid(BestEpochFigures):
     """``<stage>/predictions`` in TensorBoard (``z_test/predictions`` at test: ``tracker_stage``) and ``<out_dir>/<stage>_predictions.png`` from the task's
-    ``render_examples(stage)`` (validation: the improving epochs, see ``BestEpochFigures``)."""
+    ``render_examples(stage)`` (validation: the improving epochs, see ``BestEpochFigures``), of the examples
+    the epoch kept (``collect``: each epoch keeps new ones, so a waiting figure draws its own epoch's)."""
+
+    def collect(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> Any:
+        examples = getattr(pl_module, "examples", None)
+        return examples.get(stage) if hasattr(pl_module, "render_examples") and isinstance(examples, dict) else None
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, collected: Any) -> None:
-        grid = pl_module.render_examples(stage) if hasattr(pl_module, "render_examples") else None
+        latest = pl_module.examples.get(stage)
+        pl_module.examples[stage] = collected
+        try:
+            grid = pl_module.render_examples(stage)
+        finally:
+            pl_module.examples.pop(stage)
+            if latest is not None:
+                pl_module.examples[stage] = latest
         if grid is None:
             return
         epoch, step = self.weights_of(trainer, stage)

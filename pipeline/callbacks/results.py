@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from pipeline.callbacks.figure_budget import figure_budget
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.utils.trackers import TEST_GROUP
 
@@ -126,8 +127,9 @@ def plot_results(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 class Results(pl.Callback):
-    """Write ``results.csv`` and ``results.png`` into ``out_dir`` at the start of every training epoch (the
-    previous epoch's values are complete by then) and when training ends.
+    """Write ``results.csv`` into ``out_dir`` at the start of every training epoch (the previous epoch's values
+    are complete by then) and when training ends; ``results.png`` with it, as the trainer's ``FigureBudget``
+    allows, and always when training ends.
 
     The rows come from the run's ``CSVLogger`` (``logger=csv``, in the default list: every logged scalar,
     the learning rate and throughput included); without one, from the metrics the trainer holds at each
@@ -144,13 +146,13 @@ class Results(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch > 0:
-            self.write(trainer, trainer.current_epoch - 1)
+            self.write(trainer, trainer.current_epoch - 1, figure_budget(trainer).allows())
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.write(trainer, trainer.current_epoch - 1 if trainer.current_epoch else 0)
+        self.write(trainer, trainer.current_epoch - 1 if trainer.current_epoch else 0, plot=True)
 
     @rank_zero_only
-    def write(self, trainer: pl.Trainer, epoch: int) -> None:
+    def write(self, trainer: pl.Trainer, epoch: int, plot: bool = True) -> None:
         csv_logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
         if csv_logger is not None:
             csv_logger.save()
@@ -168,7 +170,10 @@ class Results(pl.Callback):
         if not rows:
             return
         write_csv(self.csv_path, rows)
+        if not plot:
+            return
         try:
-            plot_results(self.out_dir / "results.png", rows)
+            with figure_budget(trainer).drawing():
+                plot_results(self.out_dir / "results.png", rows)
         except Exception as error:  # noqa: BLE001 - a figure must not stop training
             log.warning("results.png not written: %s", error)

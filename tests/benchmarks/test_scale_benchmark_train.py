@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_cli, run_main
 
-from pipeline.benchmarks.plain_loop import batches, matmul_peak, rates, step_flops
+from pipeline.benchmarks.plain_loop import augmented_batches, batches, matmul_peak, rates, step_flops
 from pipeline.benchmarks.train import median_ratios, print_table, ratios
 
 TINY_FOLDER = ["experiment=image_folder", "trainer.max_epochs=2", "hyp.batch_size=8", "data.image_size=[16,16]",
@@ -49,6 +50,21 @@ def test_rates_and_batches_of_the_plain_loop():
     assert [b["image"].tolist() for b in kept] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert kept[1]["label"].tolist() == [8, 10, 12, 14]
     assert len(list(batches(data, 4, torch.arange(10), drop_last=False))) == 3
+
+
+def test_the_plain_loop_augments_each_item_with_the_training_transform():
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
+    images = [np.full((2, 3, 3), i, dtype=np.uint8) for i in range(5)]
+    images[0][:, 0] = 200  # a left column that the flip moves
+    labels = {"label": torch.arange(5) * 10}
+    flip = A.Compose([A.HorizontalFlip(p=1.0), ToTensorV2()])
+    kept = list(augmented_batches(images, labels, flip, 2, torch.tensor([4, 0, 3, 1, 2]), drop_last=True))
+    assert [b["label"].tolist() for b in kept] == [[40, 0], [30, 10]]
+    assert kept[0]["image"].shape == (2, 3, 2, 3)
+    assert kept[0]["image"][1, 0, :, 2].tolist() == [200, 200]  # item 0 flipped: its left column now on the right
+    assert images[0][0, 0, 0] == 200  # the decoded image itself is left as it is, for the next epoch
 
 
 def test_tasks_without_a_plain_loop_report_the_framework_alone(capsys):

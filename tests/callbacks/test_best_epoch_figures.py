@@ -2,9 +2,12 @@
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
+from pipeline.callbacks.figure_budget import FigureBudget
 from pipeline.callbacks.image_grid import BestEpochFigures
+from pipeline.utils.errors import UserError
 
 
 class Recorder(BestEpochFigures):
@@ -18,7 +21,7 @@ class Recorder(BestEpochFigures):
 
 def run_epochs(values, mode):
     callback = Recorder()
-    trainer = SimpleNamespace(sanity_checking=True, current_epoch=0, callback_metrics={},
+    trainer = SimpleNamespace(sanity_checking=True, current_epoch=0, global_step=0, callback_metrics={},
                               checkpoint_callback=SimpleNamespace(monitor="val/m", mode=mode))
     callback.on_validation_epoch_end(trainer, None)  # the sanity check draws nothing
     callback.on_validation_end(trainer, None)
@@ -37,3 +40,77 @@ def test_val_figures_follow_improvements_and_test_figures_always_drawn():
     assert run_epochs([0.5, 0.4, 0.6], "min") == [("val", 0), ("val", 1), ("test", 2)]
     # a monitor that is not finite (yet) never hides the figures
     assert run_epochs([float("nan"), float("nan")], "max") == [("val", 0), ("val", 1), ("test", 1)]
+
+
+class Clock:
+    """A stand-in for ``time.perf_counter`` that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_budget_allows_figures_while_their_time_is_within_its_share(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("pipeline.callbacks.figure_budget.time.perf_counter", clock)
+    budget = FigureBudget(share=0.1)
+    assert budget.allows()  # outside training: always
+    budget.on_train_start(None, None)
+    assert budget.allows()  # nothing spent yet
+    with budget.drawing():
+        clock.now += 1.0  # a 1 s figure at the start
+    clock.now += 5.0  # 6 s into training: 1 s spent > 0.1 x 6 s
+    assert not budget.allows()
+    clock.now += 4.0  # 10 s: 1 s <= 0.1 x 10 s
+    assert budget.allows()
+    budget.on_train_end(None, None)
+    with budget.drawing():
+        clock.now += 50.0
+    assert budget.allows()  # after training every figure is drawn
+
+
+def test_an_improvement_over_budget_is_drawn_when_training_ends_with_its_own_epoch():
+    class Refusing(FigureBudget):
+        def allows(self) -> bool:
+            return False
+
+    callback = Recorder()
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, global_step=0, callback_metrics={},
+                              callbacks=[Refusing(), callback], checkpoint_callback=SimpleNamespace(monitor="val/m", mode="max"))
+    callback.draw = lambda trainer, pl_module, stage, collected: callback.drawn.append((stage, callback.weights_of(trainer, stage)))
+    for epoch, value in enumerate([0.5, 0.7, 0.6]):
+        trainer.current_epoch, trainer.global_step = epoch, 10 * (epoch + 1)
+        trainer.callback_metrics = {"val/m": torch.tensor(value)}
+        callback.on_validation_epoch_end(trainer, None)
+        callback.on_validation_end(trainer, None)
+    assert callback.drawn == []  # every improvement over budget
+    callback.on_train_end(trainer, None)
+    assert callback.drawn == [("val", (1, 20))]  # the best epoch's, titled with its epoch and step, not the last one's
+    callback.on_train_end(trainer, None)
+    assert len(callback.drawn) == 1  # drawn once
+
+
+def test_the_budget_share_is_checked():
+    with pytest.raises(UserError, match="callbacks.figure_budget.share"):
+        FigureBudget(share=0)
+
+
+def test_results_png_waits_for_the_budget_and_is_drawn_when_training_ends(tmp_path):
+    from pipeline.callbacks.results import Results
+
+    class Refusing(FigureBudget):
+        def allows(self) -> bool:
+            return False
+
+    results = Results(tmp_path)
+    trainer = SimpleNamespace(loggers=[], callbacks=[Refusing(), results], current_epoch=0, global_step=0,
+                              callback_metrics={"train/loss_epoch": torch.tensor(1.0), "val/loss": torch.tensor(2.0)})
+    for epoch in (1, 2):
+        trainer.current_epoch, trainer.global_step = epoch, 5 * epoch
+        results.on_train_epoch_start(trainer, None)
+    assert (tmp_path / "results.csv").read_text().count("\n") == 3  # header and epochs 0, 1: written every epoch
+    assert not (tmp_path / "results.png").exists()
+    results.on_train_end(trainer, None)
+    assert (tmp_path / "results.png").stat().st_size > 5_000

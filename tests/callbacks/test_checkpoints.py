@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from pipeline.callbacks.model_selection import Checkpoints
+from pipeline.utils.errors import UserError
 
 SCORES = [0.5, 0.7, 0.6, 0.8, 0.4]  # improves at epochs 0, 1 and 3
 
@@ -100,3 +102,25 @@ def test_runs_saved_with_the_old_checkpoint_writer_name_still_find_it():
     from pipeline.callbacks.model_selection import AtomicCheckpointIO
 
     assert get_class("pipeline.utils.files.AtomicCheckpointIO") is AtomicCheckpointIO
+
+
+def test_last_interval_leaves_last_at_the_newest_written_epoch_until_training_ends(tmp_path):
+    folder = tmp_path / "checkpoints"
+    checkpoints = Checkpoints(dirpath=folder, filename="epoch{epoch:03d}", monitor="score", mode="max", save_top_k=1,
+                              save_last="link", auto_insert_metric_name=False, last_interval_s=3600)
+    record = Record(folder)
+    trainer = pl.Trainer(max_epochs=len(SCORES), limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
+                         callbacks=[checkpoints, record], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Scripted())
+    # Epoch 2 does not improve and the interval has not passed: last.ckpt still links to epoch 1's file; the
+    # improving epoch 3 writes (and links) at once; the final epoch 4 is written when training ends.
+    assert record.seen == [("epoch000.ckpt", 0), ("epoch001.ckpt", 1), ("epoch001.ckpt", 1), ("epoch003.ckpt", 3), (None, 4)]
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch003.ckpt", "last.ckpt"]
+    resumed = torch.load(folder / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 4 and resumed["global_step"] == trainer.global_step
+
+
+def test_last_interval_must_be_seconds():
+    with pytest.raises(UserError, match="last_interval_s"):
+        Checkpoints(dirpath="x", last_interval_s=-1)

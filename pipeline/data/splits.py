@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,8 +53,11 @@ def split_counts(n: int, fractions: dict[str, float], what: str = "groups") -> d
 
     Raises a one-line UserError naming ``data.split`` when the fractions cannot be met.
     """
-    bad = {name: share for name, share in fractions.items() if not share >= 0}
-    if bad or sum(fractions.values()) <= 0:
+    bad = [name for name, share in fractions.items() if not (share >= 0 and math.isfinite(share * n))]
+    if bad:
+        raise UserError(f"data.split.{bad[0]}: '{fractions[bad[0]]:g}' is not a share >= 0 of a reasonable size "
+                        f"(fractions {_fraction_text(fractions)}, e.g. {{train: 0.7, val: 0.15, test: 0.15}})")
+    if sum(fractions.values()) <= 0:
         raise UserError(f"data.split: fractions {_fraction_text(fractions)} must be >= 0 and sum to more than 0")
     total = float(sum(fractions.values()))
     wanted = [name for name, share in fractions.items() if share > 0]

@@ -99,17 +99,17 @@ def _acquire(path: Path) -> int:
     return fd
 
 
-def find_run(value: str | None, overrides: Sequence[str] = ()) -> Path:
+def find_run(value: str | None, overrides: Sequence[str] = (), key: str = "run") -> Path:
     """The run folder ``value`` names (checked), or for ``latest``/None the newest usable run of the experiment
-    that ``overrides`` select (``experiment=``, ``paths.*``; other overrides are not looked at)."""
+    that ``overrides`` select (``experiment=``, ``paths.*``; other overrides are not looked at); errors name ``key``."""
     if value in (None, "", "latest"):
         path = latest_run(experiment_folder(overrides))
     else:
         path = Path(value).expanduser().resolve()
         if not path.is_dir():
-            raise UserError(f"run: folder '{path}' does not exist (give a run folder under experiments_results/)")
+            raise UserError(f"{key}: folder '{path}' does not exist (give a run folder under experiments_results/)")
         if not RunLayout(path).is_run():
-            raise UserError(f"run: '{path}' is not a run folder (no saved Hydra config inside)")
+            raise UserError(f"{key}: '{path}' is not a run folder (no saved Hydra config inside)")
     refuse_links_out(path)  # before anything of the run is read back or written
     return path
 

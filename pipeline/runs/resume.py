@@ -41,6 +41,9 @@ def parse_resume_request(argv: list[str]) -> tuple[str | None, str | None, list[
         raise UserError(f"{RERUN_FLAG}: give the path of a run's .hydra/config.pickle") from None
     overrides = OverridesParser.create().parse_overrides([a for a in rest if "=" in a and not a.startswith("-")])
     resume = next((o.value() for o in overrides if o.key_or_group == "resume"), None)
+    if isinstance(resume, (bool, list, dict)):
+        shown = str(resume).lower() if isinstance(resume, bool) else resume
+        raise UserError(f"resume: '{shown}' is not a run; give resume=<run folder> or resume=latest")
     return known.experimental_rerun, None if resume is None else str(resume), [a for a in rest if not a.startswith("resume=")]
 
 

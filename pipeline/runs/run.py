@@ -99,7 +99,7 @@ class Run:
             run_dir, full = pickle_file.parent.parent, load_config_pickle(pickle_file)
             refuse_links_out(run_dir)
         else:
-            run_dir = find_run(None if folder is None else str(folder), overrides)
+            run_dir = find_run(None if folder is None else str(folder), overrides, key="resume")
             refuse_failed(run_dir)
             full = read_run_config(run_dir)
         if rank_zero_only.rank == 0:  # a run still training is refused here, before its log is touched

@@ -244,3 +244,10 @@ def test_a_retest_on_another_set_tests_all_of_it_unless_it_has_a_split_of_its_ow
     split_faces = _retest(VerificationDataModule(root=str(tmp_path / "split"), image_size=16, batch_size=4,
                                                  images_per_identity=2, num_workers=0))
     assert len(split_faces.datasets["test"]) == 6
+
+
+def test_a_share_too_large_to_count_with_is_one_line_naming_its_key():
+    from pipeline.data.splits import split_counts
+
+    with pytest.raises(UserError, match=r"^data.split.val: '1e\+308' is not a share"):
+        split_counts(10, {"train": 0.8, "val": 1e308, "test": 0.1})  # n x share overflowed to inf: a traceback before

@@ -39,3 +39,11 @@ def test_find_checkpoint_errors_name_the_run(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert find_checkpoint(tmp_path, "last").name == "last.ckpt"
+
+
+@pytest.mark.parametrize("value", ["true", "[a,b]", "{a: 1}"])
+def test_resume_that_is_not_a_folder_name_is_one_line_naming_resume(value):
+    from pipeline.runs.resume import parse_resume_request
+
+    with pytest.raises(UserError, match="^resume: .* is not a run; give resume=<run folder> or resume=latest"):
+        parse_resume_request([f"resume={value}"])

@@ -40,7 +40,7 @@ class FigureBudget(pl.Callback):
     def allows(self) -> bool:
         """Whether a figure may be drawn now: always outside training, else while the time spent drawing
         is within ``share`` of the time since training started."""
-        return self._start is None or self.share >= 1 or self._spent <= self.share * (time.perf_counter() - self._start)
+        return self._start is None or self._spent <= self.share * (time.perf_counter() - self._start)
 
     @contextlib.contextmanager
     def drawing(self) -> Iterator[None]:

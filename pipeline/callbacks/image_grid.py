@@ -292,7 +292,7 @@ class BestEpochFigures(TestedWeights):
         self.out_dir = Path(out_dir)
         self._best: float | None = None
         self._pending: Any = None
-        self._waiting: tuple[Any, int, int] | None = None  # collected, epoch, step of an undrawn improvement
+        self._waiting: tuple[Any, tuple[int, int]] | None = None  # collected, (epoch, step) of an undrawn improvement
         self._drawing: tuple[int, int] | None = None
 
     def collect(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> Any:
@@ -307,7 +307,7 @@ class BestEpochFigures(TestedWeights):
     def on_validation_end(self, trainer, pl_module):
         pending, self._pending = self._pending, None
         if pending is not None and self.improved(trainer):
-            self._waiting = pending, trainer.current_epoch, trainer.global_step
+            self._waiting = pending, (trainer.current_epoch, trainer.global_step)
             self.draw_waiting(trainer, pl_module, figure_budget(trainer).allows())
 
     def on_train_end(self, trainer, pl_module):
@@ -317,7 +317,7 @@ class BestEpochFigures(TestedWeights):
         """Draw the waiting improvement's figures when ``now``, as of its own epoch and step (``weights_of``)."""
         if self._waiting is None or not now:
             return
-        (collected, *self._drawing), self._waiting = self._waiting, None
+        (collected, self._drawing), self._waiting = self._waiting, None
         try:
             with figure_budget(trainer).drawing():
                 rank_zero_only(self.draw)(trainer, pl_module, "val", collected)
@@ -325,7 +325,7 @@ class BestEpochFigures(TestedWeights):
             self._drawing = None
 
     def weights_of(self, trainer: pl.Trainer, stage: str) -> tuple[int | None, int]:
-        return tuple(self._drawing) if stage == "val" and self._drawing else super().weights_of(trainer, stage)
+        return self._drawing if stage == "val" and self._drawing else super().weights_of(trainer, stage)
 
     def on_test_epoch_end(self, trainer, pl_module):
         collected = self.collect(trainer, pl_module, "test")

@@ -111,13 +111,8 @@ class Checkpoints(ModelCheckpoint):
         coming (``trainer.max_time``): the checkpoint then says the epoch after the last, as Lightning's own
         ``save_last`` at this point does."""
         super().on_train_end(trainer, pl_module)
-        if (self.save_last and self._last_checkpoint_saved and self._last_global_step_saved != trainer.global_step
-                and not self._should_skip_saving_checkpoint(trainer)):
-            interval, self.last_interval_s = self.last_interval_s, 0.0
-            try:
-                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            finally:
-                self.last_interval_s = interval
+        if self.save_last == "link" and self._last_checkpoint_saved and not self._should_skip_saving_checkpoint(trainer):
+            self._write_last(trainer, self._monitor_candidates(trainer))
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -127,15 +122,18 @@ class Checkpoints(ModelCheckpoint):
 
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
         if self.save_last == "link" and self._last_global_step_saved != trainer.global_step:
-            if not self._last_due(trainer):
-                return  # last.ckpt stays at an earlier epoch until due, or until training ends
-            self.save_last = True  # nothing saved at this step: write last.ckpt in full
-            try:
-                super()._save_last_checkpoint(trainer, monitor_candidates)
-            finally:
-                self.save_last = "link"
+            if self._last_due(trainer):  # else last.ckpt stays at an earlier epoch until due, or until training ends
+                self._write_last(trainer, monitor_candidates)
         else:
             super()._save_last_checkpoint(trainer, monitor_candidates)
+
+    def _write_last(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
+        """Nothing saved at this step: write last.ckpt in full (``save_last: link`` would link an older file)."""
+        self.save_last = True
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self.save_last = "link"
 
     def _link_checkpoint(self, trainer: pl.Trainer, filepath: str, linkpath: str) -> None:
         if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):

@@ -308,7 +308,7 @@ class BestEpochFigures(TestedWeights):
         pending, self._pending = self._pending, None
         if pending is not None and self.improved(trainer):
             self._waiting = pending, (trainer.current_epoch, trainer.global_step)
-            self.draw_waiting(trainer, pl_module, figure_budget(trainer).allows())
+            self.draw_waiting(trainer, pl_module, figure_budget(trainer).allows(self.figure_kind))
 
     def on_train_end(self, trainer, pl_module):
         self.draw_waiting(trainer, pl_module, True)
@@ -319,10 +319,15 @@ class BestEpochFigures(TestedWeights):
             return
         (collected, self._drawing), self._waiting = self._waiting, None
         try:
-            with figure_budget(trainer).drawing():
+            with figure_budget(trainer).drawing(self.figure_kind):
                 rank_zero_only(self.draw)(trainer, pl_module, "val", collected)
         finally:
             self._drawing = None
+
+    @property
+    def figure_kind(self) -> str:
+        """What ``FigureBudget`` times this callback's drawings as."""
+        return type(self).__name__
 
     def weights_of(self, trainer: pl.Trainer, stage: str) -> tuple[int | None, int]:
         return self._drawing if stage == "val" and self._drawing else super().weights_of(trainer, stage)

@@ -92,11 +92,9 @@ def panels(columns: list[str]) -> dict[str, list[str]]:
 
 
 def plot_results(path: Path, rows: list[dict[str, Any]]) -> None:
-    """A grid of line plots, one panel per metric, train and val curves together, epochs on x."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """A grid of line plots, one panel per metric, train and val curves together, epochs on x. Margins are set in
+    inches (no ``tight_layout``, which draws the figure once more to measure it: 0.3 s of 0.9 on 14 panels)."""
+    from matplotlib.figure import Figure
 
     columns = sorted({key for row in rows for key in row} - {"epoch", "step"})
     groups = panels(columns)
@@ -104,7 +102,11 @@ def plot_results(path: Path, rows: list[dict[str, Any]]) -> None:
         return
     cols = min(5, len(groups))
     nrows = math.ceil(len(groups) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
+    width, height = 3.2 * cols, 2.6 * nrows
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    fig.subplots_adjust(left=0.5 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.3 / height,
+                        wspace=0.3, hspace=0.45)
     for ax, (title, names) in zip(axes.flat, groups.items()):
         for name in names:
             points = [(row["epoch"], row[name]) for row in rows
@@ -120,10 +122,8 @@ def plot_results(path: Path, rows: list[dict[str, Any]]) -> None:
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
-    fig.supxlabel("epoch", fontsize=9)
-    fig.tight_layout()
+    fig.supxlabel("epoch", fontsize=9, y=0.1 / height)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 class Results(pl.Callback):
@@ -146,7 +146,7 @@ class Results(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch > 0:
-            self.write(trainer, trainer.current_epoch - 1, figure_budget(trainer).allows())
+            self.write(trainer, trainer.current_epoch - 1, figure_budget(trainer).allows("results.png"))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, trainer.current_epoch - 1 if trainer.current_epoch else 0, plot=True)
@@ -173,7 +173,7 @@ class Results(pl.Callback):
         if not plot:
             return
         try:
-            with figure_budget(trainer).drawing():
+            with figure_budget(trainer).drawing("results.png"):
                 plot_results(self.out_dir / "results.png", rows)
         except Exception as error:  # noqa: BLE001 - a figure must not stop training
             log.warning("results.png not written: %s", error)

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pipeline.callbacks.figure_budget import FigureBudget
+from pipeline.callbacks.figure_budget import FigureBudget, figure_budget
 from pipeline.callbacks.image_grid import BestEpochFigures
 from pipeline.utils.errors import UserError
 
@@ -52,28 +52,41 @@ class Clock:
         return self.now
 
 
-def test_the_budget_allows_figures_while_their_time_is_within_its_share(monkeypatch):
+def test_the_budget_allows_figures_while_their_time_and_the_ends_redrawing_is_within_its_share(monkeypatch):
     clock = Clock()
     monkeypatch.setattr("pipeline.callbacks.figure_budget.time.perf_counter", clock)
     budget = FigureBudget(share=0.1)
-    assert budget.allows()  # outside training: always
+    assert budget.allows("a")  # outside training: always
     budget.on_train_start(None, None)
-    assert budget.allows()  # nothing spent yet
-    with budget.drawing():
-        clock.now += 1.0  # a 1 s figure at the start
-    clock.now += 5.0  # 6 s into training: 1 s spent > 0.1 x 6 s
-    assert not budget.allows()
-    clock.now += 4.0  # 10 s: 1 s <= 0.1 x 10 s
-    assert budget.allows()
+    clock.now += 4.0  # 4 s in: 0.1 x 4 s = 0.4 s < the 0.5 s taken for an undrawn kind
+    assert not budget.allows("a")
+    clock.now += 1.0  # 5 s: 0.5 s <= 0.5 s
+    assert budget.allows("a")
+    with budget.drawing("a"):
+        clock.now += 1.0  # a 1 s figure: 1 s spent, and 1 s to draw it again at the end
+    clock.now += 13.0  # 19 s: 2 s > 1.9 s
+    assert not budget.allows("a")
+    clock.now += 1.0  # 20 s: 2 s <= 2 s
+    assert budget.allows("a")
+    assert not budget.allows("b")  # a second kind reserves its 0.5 s too: 2.5 s > 2 s
+    clock.now += 5.0  # 25 s: 2.5 s <= 2.5 s
+    assert budget.allows("b")
     budget.on_train_end(None, None)
-    with budget.drawing():
+    with budget.drawing("a"):
         clock.now += 50.0
-    assert budget.allows()  # after training every figure is drawn
+    assert budget.allows("a") and budget.allows("c")  # after training every figure is drawn
+
+
+def test_share_one_draws_every_figure_and_no_budget_callback_allows_all(monkeypatch):
+    budget = FigureBudget(share=1)
+    budget.on_train_start(None, None)
+    assert budget.allows("a")  # at once, even before any training time passed
+    assert figure_budget(SimpleNamespace(callbacks=[])).allows("a")
 
 
 def test_an_improvement_over_budget_is_drawn_when_training_ends_with_its_own_epoch():
     class Refusing(FigureBudget):
-        def allows(self) -> bool:
+        def allows(self, kind: str) -> bool:
             return False
 
     callback = Recorder()
@@ -101,7 +114,7 @@ def test_results_png_waits_for_the_budget_and_is_drawn_when_training_ends(tmp_pa
     from pipeline.callbacks.results import Results
 
     class Refusing(FigureBudget):
-        def allows(self) -> bool:
+        def allows(self, kind: str) -> bool:
             return False
 
     results = Results(tmp_path)

@@ -170,8 +170,9 @@ class Run:
         return resume_checkpoint(self.dir) if self.cfg.get("resume") else None
 
     def new_test_folder(self, name: str) -> RunLayout:
-        """A new folder under ``tests/`` for one re-test (``_2``, ``_3``... when two start in the same second)."""
-        return RunLayout(unique_run_dir(str(self.layout.test_folder(name).root)))
+        """A new folder under ``tests/`` for one re-test (``_2``, ``_3``... when two start in the same second, also
+        from one Python process)."""
+        return RunLayout(unique_run_dir(str(self.layout.test_folder(name).root), remember=False))
 
     def checkpoint(self, which: str = "best") -> Path:
         return find_checkpoint(self.dir, which)

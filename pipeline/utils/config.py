@@ -19,13 +19,14 @@ CONFIG_DIR = PROJECT_ROOT / "configs"
 _created: dict[str, str] = {}
 
 
-def unique_run_dir(base: str) -> str:
+def unique_run_dir(base: str, remember: bool = True) -> str:
     """Create and return ``base``, or ``base_2``, ``base_3``... if taken (atomic ``mkdir``).
 
-    Two runs started in the same second get different folders. Memoised per process: Hydra may
-    resolve the run-dir interpolation more than once, and it must name one folder.
+    Two runs started in the same second get different folders. Memoised per process (``remember``): Hydra may
+    resolve the run-dir interpolation more than once, and it must name one folder; a caller that wants a new
+    folder at each call (a re-test, which a Python session may start twice in a second) passes False.
     """
-    if base in _created:
+    if remember and base in _created:
         return _created[base]
     Path(base).parent.mkdir(parents=True, exist_ok=True)
     candidate, n = base, 1
@@ -36,7 +37,8 @@ def unique_run_dir(base: str) -> str:
         except FileExistsError:
             n += 1
             candidate = f"{base}_{n}"
-    _created[base] = candidate
+    if remember:
+        _created[base] = candidate
     return candidate
 
 

@@ -22,6 +22,22 @@ def test_parallel_runs_get_distinct_folders(tmp_path):
     assert unique_run_dir(base) == unique_run_dir(base), "memoised within a process"
 
 
+def test_two_retests_in_one_second_from_one_process_get_their_own_folders(tmp_path, monkeypatch):
+    from pipeline.runs import layout
+    from pipeline.runs.run import Run
+
+    class Frozen(layout.datetime):  # both re-tests start in the same second
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 1, 0, 0, 0)
+
+    monkeypatch.setattr(layout, "datetime", Frozen)
+    run = Run(tmp_path / "run", None)
+    first, second = run.new_test_folder("plain").root, run.new_test_folder("plain").root
+    assert first.is_dir() and second.is_dir() and first != second
+    assert second.name == first.name + "_2"
+
+
 def test_latest_run_orders_same_second_suffixes(tmp_path):
     for name in ("2026-01-01_00-00-00", "2026-01-01_00-00-01", "2026-01-01_00-00-01_2", "notes"):
         (tmp_path / name / ".hydra").mkdir(parents=True)

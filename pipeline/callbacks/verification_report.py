@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
-from sklearn.decomposition import PCA
 
 from pipeline.callbacks.image_grid import denormalize
 from pipeline.utils.files import write_json
@@ -89,6 +88,8 @@ def score_histogram_figure(counts: dict[str, np.ndarray], threshold: float, bins
 
 def pca_figure(epoch: dict[str, torch.Tensor], max_points: int, title: str) -> Figure:
     """2-D PCA of embeddings, coloured by identity; dots are real images, crosses fakes."""
+    from sklearn.decomposition import PCA  # here: importing scikit-learn (and pandas) takes 1.3 s, at every start
+
     keep = torch.randperm(len(epoch["index"]), generator=torch.Generator().manual_seed(0))[:max_points]
     points = PCA(n_components=2).fit_transform(F.normalize(epoch["embeddings"][keep], dim=1).numpy())
     identity, is_fake = epoch["identity"][keep].numpy(), epoch["is_fake"][keep].numpy()

@@ -88,7 +88,8 @@ def score_histogram_figure(counts: dict[str, np.ndarray], threshold: float, bins
 
 def pca_figure(epoch: dict[str, torch.Tensor], max_points: int, title: str) -> Figure:
     """2-D PCA of embeddings, coloured by identity; dots are real images, crosses fakes."""
-    from sklearn.decomposition import PCA  # here: importing scikit-learn (and pandas) takes 1.3 s, at every start
+    # Imported here: scikit-learn (and pandas) take 1.3 s to import, at every start of every command.
+    from sklearn.decomposition import PCA
 
     keep = torch.randperm(len(epoch["index"]), generator=torch.Generator().manual_seed(0))[:max_points]
     points = PCA(n_components=2).fit_transform(F.normalize(epoch["embeddings"][keep], dim=1).numpy())

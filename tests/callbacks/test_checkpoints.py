@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import lightning.pytorch as pl
 import pytest
@@ -124,3 +125,25 @@ def test_last_interval_leaves_last_at_the_newest_written_epoch_until_training_en
 def test_last_interval_must_be_seconds():
     with pytest.raises(UserError, match="last_interval_s"):
         Checkpoints(dirpath="x", last_interval_s=-1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
+def test_checkpoint_writes_run_at_the_lowest_priority_off_the_main_thread_only(tmp_path):
+    import threading
+
+    from pipeline.callbacks.model_selection import AtomicCheckpointIO
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def write() -> None:
+        AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(3)}, tmp_path / "a.ckpt")
+        seen["writer"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join()
+    assert seen["writer"] == 19
+    AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(3)}, tmp_path / "b.ckpt")  # from the main thread
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+    assert torch.load(tmp_path / "a.ckpt")["w"].shape == (3,) and (tmp_path / "b.ckpt").is_file()

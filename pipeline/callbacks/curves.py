@@ -170,12 +170,21 @@ class Curves(BestEpochFigures):
         figure = self.figure(pl_module, collected, stage, title, step, writers)
         if figure is None:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         legends = [text.get_text() for ax in figure.axes if ax.get_legend() for text in ax.get_legend().get_texts()]
-        figure.savefig(self.out_dir / f"{stage}_{self.name}.png", metadata={"Title": title, "Description": "; ".join(legends)})
+        image = rendered(figure)  # one drawing for the file and TensorBoard (add_figure would draw it again)
+        self.save_image(self.out_dir / f"{stage}_{self.name}.png", image, title, "; ".join(legends))
         for logger in trainer.loggers:
-            if hasattr(logger.experiment, "add_figure"):
-                logger.experiment.add_figure(f"{tracker_stage(stage)}/{self.name}", figure, step)
+            if hasattr(logger.experiment, "add_image"):
+                logger.experiment.add_image(f"{tracker_stage(stage)}/{self.name}", image, step, dataformats="HWC")
+
+
+def rendered(figure: Any) -> np.ndarray:
+    """A matplotlib figure drawn once, as an HxWx3 uint8 RGB array (what ``savefig`` at the figure's dpi writes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
 
 
 class ClassificationCurves(Curves):

@@ -272,12 +272,13 @@ class TestedWeights(pl.Callback):
         return (trainer.current_epoch - 1 if trainer.current_epoch else None), trainer.global_step
 
     @staticmethod
-    def save_image(path: Path, image: np.ndarray, title: str) -> None:
-        """An HWC uint8 RGB image as PNG with ``title`` in its metadata (``PIL.Image.open(path).info["Title"]``)."""
+    def save_image(path: Path, image: np.ndarray, title: str, description: str | None = None) -> None:
+        """An HWC uint8 RGB image as PNG with ``title`` (and ``description``) in its metadata
+        (``PIL.Image.open(path).info["Title"]``)."""
         from matplotlib.image import imsave
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        imsave(path, image, metadata={"Title": title})
+        imsave(path, image, metadata={"Title": title, **({"Description": description} if description is not None else {})})
 
 
 class BestEpochFigures(TestedWeights):

@@ -106,10 +106,6 @@ class Heads:
     weights: dict[str, float]
 
     @property
-    def multi(self) -> bool:
-        return MAIN not in self.sizes
-
-    @property
     def main(self) -> str:
         return MAIN if MAIN in self.classes else next(iter(self.sizes))
 

@@ -9,7 +9,7 @@ import matplotlib
 import numpy as np
 import torch
 
-from pipeline.callbacks.image_grid import BestEpochFigures, epoch_name
+from pipeline.callbacks.image_grid import BestEpochFigures, epoch_name, publish, rendered
 from pipeline.utils.errors import printable
 from pipeline.utils.trackers import tracker_stage
 
@@ -58,8 +58,7 @@ def render_confusion(matrix: torch.Tensor, class_names: list[str], title: str) -
     if shortened:
         fig.text(0.01, 0.005, "  ".join(shortened), fontsize=7)
     fig.tight_layout()
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    image = rendered(fig)
     plt.close(fig)
     return image
 
@@ -78,8 +77,5 @@ class ConfusionMatrix(BestEpochFigures):
         epoch, step = self.weights_of(trainer, stage)
         for output, (matrix, names) in matrices.items():
             title = f"{stage} {output} ({epoch_name(epoch)})"
-            image = render_confusion(matrix, names, title)
-            for logger in trainer.loggers:
-                if hasattr(logger.experiment, "add_image"):
-                    logger.experiment.add_image(f"{tracker_stage(stage)}/confusion_{output}", image, step, dataformats="HWC")
-            self.save_image(self.out_dir / f"{stage}_confusion_{output}.png", image, title)
+            publish(trainer, f"{tracker_stage(stage)}/confusion_{output}", render_confusion(matrix, names, title), step,
+                    self.out_dir / f"{stage}_confusion_{output}.png", title)

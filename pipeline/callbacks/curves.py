@@ -21,7 +21,7 @@ from torchmetrics.functional.classification import (
 )
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from pipeline.callbacks.image_grid import BestEpochFigures, epoch_name
+from pipeline.callbacks.image_grid import BestEpochFigures, epoch_name, publish, rendered
 from pipeline.metrics.verification import (
     EXACT_MAX_IMAGES,
     EmbeddingCollector,
@@ -171,20 +171,8 @@ class Curves(BestEpochFigures):
         if figure is None:
             return
         legends = [text.get_text() for ax in figure.axes if ax.get_legend() for text in ax.get_legend().get_texts()]
-        image = rendered(figure)  # one drawing for the file and TensorBoard (add_figure would draw it again)
-        self.save_image(self.out_dir / f"{stage}_{self.name}.png", image, title, "; ".join(legends))
-        for logger in trainer.loggers:
-            if hasattr(logger.experiment, "add_image"):
-                logger.experiment.add_image(f"{tracker_stage(stage)}/{self.name}", image, step, dataformats="HWC")
-
-
-def rendered(figure: Any) -> np.ndarray:
-    """A matplotlib figure drawn once, as an HxWx3 uint8 RGB array (what ``savefig`` at the figure's dpi writes)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+        publish(trainer, f"{tracker_stage(stage)}/{self.name}", rendered(figure), step,
+                self.out_dir / f"{stage}_{self.name}.png", title, "; ".join(legends))
 
 
 class ClassificationCurves(Curves):

@@ -65,7 +65,9 @@ class FigureBudget(pl.Callback):
                 self._spent += took
 
 
+UNLIMITED = FigureBudget(1.0)
+
+
 def figure_budget(trainer: pl.Trainer) -> FigureBudget:
     """The trainer's ``FigureBudget`` callback, or one that allows every figure (no such callback)."""
-    found = next((c for c in getattr(trainer, "callbacks", ()) if isinstance(c, FigureBudget)), None)
-    return found if found is not None else FigureBudget(1.0)
+    return next((c for c in getattr(trainer, "callbacks", ()) if isinstance(c, FigureBudget)), UNLIMITED)

@@ -21,6 +21,35 @@ from pipeline.utils.trackers import tracker_stage
 GREEN, RED = (40, 200, 40), (230, 40, 40)
 
 
+def rendered(figure: Any) -> np.ndarray:
+    """A matplotlib figure drawn once, as an HxWx3 uint8 RGB array (what ``savefig`` at the figure's dpi writes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+
+
+def save_png(path: Path, image: np.ndarray, title: str | None = None, description: str | None = None) -> None:
+    """An HWC uint8 RGB image as PNG, with ``title`` and ``description`` in its metadata where given
+    (``PIL.Image.open(path).info["Title"]``)."""
+    from matplotlib.image import imsave
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {key: value for key, value in (("Title", title), ("Description", description)) if value is not None}
+    imsave(path, image, metadata=metadata)
+
+
+def publish(trainer: pl.Trainer, tag: str, image: np.ndarray, step: int, path: Path, title: str | None = None,
+            description: str | None = None) -> None:
+    """An HWC uint8 RGB image to every logger that takes images (``tag`` at ``step``) and to ``path`` (``save_png``):
+    one drawing serves both."""
+    for logger in trainer.loggers:
+        if hasattr(logger.experiment, "add_image"):
+            logger.experiment.add_image(tag, image, step, dataformats="HWC")
+    save_png(path, image, title, description)
+
+
 def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Undo ``Normalize``: NCHW float -> NCHW uint8 in [0, 255]."""
     mean_t = torch.as_tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
@@ -271,15 +300,6 @@ class TestedWeights(pl.Callback):
             return self._loaded
         return (trainer.current_epoch - 1 if trainer.current_epoch else None), trainer.global_step
 
-    @staticmethod
-    def save_image(path: Path, image: np.ndarray, title: str, description: str | None = None) -> None:
-        """An HWC uint8 RGB image as PNG with ``title`` (and ``description``) in its metadata
-        (``PIL.Image.open(path).info["Title"]``)."""
-        from matplotlib.image import imsave
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        imsave(path, image, metadata={"Title": title, **({"Description": description} if description is not None else {})})
-
 
 class BestEpochFigures(TestedWeights):
     """Figures drawn after the validation epochs that improve the checkpoint's monitored metric (so
@@ -373,8 +393,5 @@ class PredictionGrid(BestEpochFigures):
         if grid is None:
             return
         epoch, step = self.weights_of(trainer, stage)
-        for logger in trainer.loggers:
-            if hasattr(logger.experiment, "add_image"):
-                logger.experiment.add_image(f"{tracker_stage(stage)}/predictions", grid, step)
-        self.save_image(self.out_dir / f"{stage}_predictions.png", grid.permute(1, 2, 0).numpy(),
-                        f"{stage} predictions ({epoch_name(epoch)})")
+        publish(trainer, f"{tracker_stage(stage)}/predictions", grid.permute(1, 2, 0).numpy(), step,
+                self.out_dir / f"{stage}_predictions.png", f"{stage} predictions ({epoch_name(epoch)})")

@@ -187,7 +187,7 @@ def lowest_priority() -> None:
     Training's two compute threads keep both cores of a small machine busy; a checkpoint's write (0.1-0.2 s of
     CPU for 135 MB) at normal priority takes a core from them, and the whole step waits for the thread that lost
     it: the first step after an improving epoch took 160-300 ms instead of 65. At the lowest priority the write
-    runs when a core is free, and the steps keep their pace (measured: docs/guide.md)."""
+    runs when a core is free, and the steps keep their pace (measured: docs/scaling.md)."""
     if threading.current_thread() is threading.main_thread():
         return
     try:

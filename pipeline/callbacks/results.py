@@ -136,6 +136,8 @@ class Results(pl.Callback):
     epoch's end (what the task logs), added to the rows of an earlier ``results.csv`` on a resume.
     """
 
+    figure_kind = "results.png"  # what ``FigureBudget`` times its drawings as
+
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
         self._rows: dict[int, dict[str, Any]] = {}
@@ -146,7 +148,7 @@ class Results(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch > 0:
-            self.write(trainer, trainer.current_epoch - 1, figure_budget(trainer).allows("results.png"))
+            self.write(trainer, trainer.current_epoch - 1, figure_budget(trainer).allows(self.figure_kind))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, trainer.current_epoch - 1 if trainer.current_epoch else 0, plot=True)
@@ -173,7 +175,7 @@ class Results(pl.Callback):
         if not plot:
             return
         try:
-            with figure_budget(trainer).drawing("results.png"):
+            with figure_budget(trainer).drawing(self.figure_kind):
                 plot_results(self.out_dir / "results.png", rows)
         except Exception as error:  # noqa: BLE001 - a figure must not stop training
             log.warning("results.png not written: %s", error)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 
-from pipeline.callbacks.image_grid import denormalize
+from pipeline.callbacks.image_grid import denormalize, publish, rendered
 from pipeline.utils.files import write_json
 from pipeline.utils.trackers import tracker_stage
 
@@ -43,12 +43,9 @@ class VerificationReport(pl.Callback):
         threshold = float(pl_module.threshold)
         figures = {"score_histograms": score_histogram_figure(counts, threshold),
                    "embeddings_pca": pca_figure(epoch, self.max_plot_points, f"{stage} embeddings (PCA): colour = identity")}
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        for name, figure in figures.items():
-            figure.savefig(self.out_dir / f"{stage}_{name}.png", dpi=100)
-            for logger in trainer.loggers:
-                if hasattr(logger.experiment, "add_figure"):
-                    logger.experiment.add_figure(f"{tracker_stage(stage)}/{name}", figure, trainer.global_step, close=False)
+        for name, figure in figures.items():  # drawn once, for the file and TensorBoard
+            publish(trainer, f"{tracker_stage(stage)}/{name}", rendered(figure), trainer.global_step,
+                    self.out_dir / f"{stage}_{name}.png")
         if stage == "test":
             write_json(self.out_dir / "threshold.json", {"threshold": threshold, "metric": "cosine", "chosen_on": "val eer_real point"})
             self.projector(trainer, pl_module, epoch)
@@ -70,7 +67,7 @@ class VerificationReport(pl.Callback):
 
 def score_histogram_figure(counts: dict[str, np.ndarray], threshold: float, bins: int = 100) -> Figure:
     """Densities of positive, real-negative and fake pair scores (cosine), with the threshold."""
-    figure = Figure(figsize=(6, 3.5))
+    figure = Figure(figsize=(6, 3.5), dpi=100)
     axis = figure.subplots()
     centres = np.linspace(-1, 1, bins, endpoint=False) + 1 / bins
     for name, colour in (("positive", "tab:green"), ("negative_real", "tab:blue"), ("fake", "tab:red")):
@@ -94,7 +91,7 @@ def pca_figure(epoch: dict[str, torch.Tensor], max_points: int, title: str) -> F
     keep = torch.randperm(len(epoch["index"]), generator=torch.Generator().manual_seed(0))[:max_points]
     points = PCA(n_components=2).fit_transform(F.normalize(epoch["embeddings"][keep], dim=1).numpy())
     identity, is_fake = epoch["identity"][keep].numpy(), epoch["is_fake"][keep].numpy()
-    figure = Figure(figsize=(5, 5))
+    figure = Figure(figsize=(5, 5), dpi=100)
     axis = figure.subplots()
     for fake, marker in ((False, "o"), (True, "x")):
         chosen = is_fake == fake

@@ -29,7 +29,7 @@ $(UV):
 	$(PY) -m pip install -q "uv==$(UV_VERSION)"
 
 $(VENV)/.installed: $(LOCK) pyproject.toml | $(UV)
-	$(UV) pip sync -q --python $(PY) $(UV_SOURCES) $(LOCK)
+	$(UV) pip sync -q --compile-bytecode --python $(PY) $(UV_SOURCES) $(LOCK)
 	$(UV) pip install -q --python $(PY) --no-deps -e .
 	touch $@
 

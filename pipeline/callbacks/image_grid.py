@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -30,24 +31,45 @@ def rendered(figure: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
 
 
-def save_png(path: Path, image: np.ndarray, title: str | None = None, description: str | None = None) -> None:
-    """An HWC uint8 RGB image as PNG, with ``title`` and ``description`` in its metadata where given
-    (``PIL.Image.open(path).info["Title"]``)."""
-    from matplotlib.image import imsave
+PNG_COMPRESSION = 1  # zlib level: 1 encodes a figure about twice as fast as Pillow's 6, for a file about 10% larger
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {key: value for key, value in (("Title", title), ("Description", description)) if value is not None}
-    imsave(path, image, metadata=metadata)
+
+def encode_png(image: np.ndarray, title: str | None = None, description: str | None = None) -> bytes:
+    """An HWC uint8 RGB image as PNG bytes, with ``title`` and ``description`` in its metadata where given
+    (``PIL.Image.open(path).info["Title"]``)."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in (("Title", title), ("Description", description)):
+        if value is not None:
+            info.add_text(key, value)
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(out, format="PNG", pnginfo=info, compress_level=PNG_COMPRESSION)
+    return out.getvalue()
+
+
+def image_summary(tag: str, image: np.ndarray, png: bytes) -> Any:
+    """A TensorBoard image summary of already encoded ``png`` bytes (``add_image`` would encode ``image`` again)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    height, width = image.shape[:2]
+    encoded = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png)
+    return Summary(value=[Summary.Value(tag=tag, image=encoded)])
 
 
 def publish(trainer: pl.Trainer, tag: str, image: np.ndarray, step: int, path: Path, title: str | None = None,
             description: str | None = None) -> None:
-    """An HWC uint8 RGB image to every logger that takes images (``tag`` at ``step``) and to ``path`` (``save_png``):
-    one drawing serves both."""
+    """An HWC uint8 RGB image to every logger that takes images (``tag`` at ``step``) and to ``path`` as PNG: one
+    drawing and one encoding serve both."""
+    png = encode_png(image, title, description)
     for logger in trainer.loggers:
-        if hasattr(logger.experiment, "add_image"):
-            logger.experiment.add_image(tag, image, step, dataformats="HWC")
-    save_png(path, image, title, description)
+        writer = logger.experiment
+        if hasattr(writer, "_get_file_writer"):  # torch's SummaryWriter: the encoded bytes as they are
+            writer._get_file_writer().add_summary(image_summary(tag, image, png), step)
+        elif hasattr(writer, "add_image"):
+            writer.add_image(tag, image, step, dataformats="HWC")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
 
 
 def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from pipeline.callbacks.figure_budget import figure_budget
+from pipeline.callbacks.image_grid import PNG_COMPRESSION
 from pipeline.callbacks.metrics_history import scalar_metrics
 from pipeline.utils.trackers import TEST_GROUP
 
@@ -123,7 +124,7 @@ def plot_results(path: Path, rows: list[dict[str, Any]]) -> None:
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
     fig.supxlabel("epoch", fontsize=9, y=0.1 / height)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, pil_kwargs={"compress_level": PNG_COMPRESSION})
 
 
 class Results(pl.Callback):

@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
 from pipeline.callbacks.figure_budget import figure_budget
@@ -64,9 +65,9 @@ def publish(trainer: pl.Trainer, tag: str, image: np.ndarray, step: int, path: P
     png = encode_png(image, title, description)
     for logger in trainer.loggers:
         writer = logger.experiment
-        if hasattr(writer, "_get_file_writer"):  # torch's SummaryWriter: the encoded bytes as they are
+        if isinstance(writer, SummaryWriter):  # torch's SummaryWriter: the encoded bytes as they are
             writer._get_file_writer().add_summary(image_summary(tag, image, png), step)
-        elif hasattr(writer, "add_image"):
+        elif hasattr(writer, "add_image"):  # another writer, or fast_dev_run's dummy logger
             writer.add_image(tag, image, step, dataformats="HWC")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)

@@ -14,7 +14,6 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
 from pipeline.callbacks.figure_budget import figure_budget
@@ -62,6 +61,8 @@ def publish(trainer: pl.Trainer, tag: str, image: np.ndarray, step: int, path: P
             description: str | None = None) -> None:
     """An HWC uint8 RGB image to every logger that takes images (``tag`` at ``step``) and to ``path`` as PNG: one
     drawing and one encoding serve both."""
+    from torch.utils.tensorboard import SummaryWriter  # here: predict and serve import this module, not TensorBoard
+
     png = encode_png(image, title, description)
     for logger in trainer.loggers:
         writer = logger.experiment

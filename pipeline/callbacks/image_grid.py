@@ -61,7 +61,8 @@ def publish(trainer: pl.Trainer, tag: str, image: np.ndarray, step: int, path: P
             description: str | None = None) -> None:
     """An HWC uint8 RGB image to every logger that takes images (``tag`` at ``step``) and to ``path`` as PNG: one
     drawing and one encoding serve both."""
-    from torch.utils.tensorboard import SummaryWriter  # here: predict and serve import this module, not TensorBoard
+    # Imported here: predict and serve import this module, not TensorBoard.
+    from torch.utils.tensorboard import SummaryWriter
 
     png = encode_png(image, title, description)
     for logger in trainer.loggers:

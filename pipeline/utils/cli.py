@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.utils.config import CONFIG_DIR, register_resolvers, use_project_plugins
@@ -50,7 +52,25 @@ def _describe(exc: BaseException) -> str | None:
     if isinstance(exc, HydraException):
         text = str(exc).split("Config search path")[0]
         return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if isinstance(exc, ValueError):
+        return _composition_value_error(exc)
     return None
+
+
+def _composition_value_error(exc: ValueError) -> str | None:
+    """A ValueError that Hydra's composition of the command line raised (a user's override), in one line; None
+    for one raised anywhere else (a bug)."""
+    frames = [frame.filename.replace(os.sep, "/") for frame in traceback.extract_tb(exc.__traceback__)]
+    if not any(name.endswith("/hydra/_internal/config_loader_impl.py") for name in frames):
+        return None
+    overrides = [arg for arg in sys.argv[1:] if "=" in arg and not arg.startswith("-")]
+    if "/omegaconf/" in frames[-1]:  # a key through a list, e.g. data.augment.crop (lists take indices)
+        named = next((key for key in (arg.split("=")[0].lstrip("+~") for arg in overrides) if key in RENAMED), None)
+        return (f"{f'{named!r}: ' if named else ''}a key under a list takes an index, e.g. data.augment.0.p=0.3 "
+                f"(command line: {' '.join(overrides)})")
+    # Hydra's own check of an override's value, e.g. a group given null
+    return (f"{exc} (command line: {' '.join(overrides)}); a config group takes an option name, e.g. callbacks=default, "
+            "or ~callbacks to drop it")
 
 
 def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -68,11 +88,16 @@ def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
             message = describe_error(exc)
             if message is None:
                 raise
-            log_to_files(message)
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(USER_ERROR_EXIT)
+            exit_with(message)
 
     return wrapper
+
+
+def exit_with(message: str) -> None:
+    """``error: <message>`` on stderr (and in the run's log files), exit code 2."""
+    log_to_files(message)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT)
 
 
 def quote_undecodable(argv: list[str]) -> list[str]:
@@ -98,64 +123,22 @@ def log_to_files(message: str) -> None:
 HYDRA_FLAGS = ("-m", "--multirun", "--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
                "--resolve", "--package", "-p", "--run", "-r", "--shell-completion", "-sc",
                "--config-path", "-cp", "--version")
-# Flags the pre-check follows as Hydra does: another primary config, an extra config folder.
-CONFIG_FLAGS = {"--config-name": "name", "-cn": "name", "--config-dir": "dir", "-cd": "dir"}
 
 
-def config_flags(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """``argv`` without ``--config-name``/``--config-dir`` (either ``-cd x`` or ``-cd=x``), and their values;
-    the folder becomes a ``hydra.searchpath`` entry, which is what Hydra adds it as."""
-    rest, found, args = [], {}, iter(argv)
-    for arg in args:
-        flag, eq, value = arg.partition("=")
-        if flag in CONFIG_FLAGS:
-            found[CONFIG_FLAGS[flag]] = value if eq else next(args, "")
-        else:
-            rest.append(arg)
-    if "dir" in found:
-        folder = os.path.abspath(found["dir"])
-        if not os.path.isdir(folder):
-            raise UserError(f"--config-dir: '{folder}' is not a folder (give the folder that holds your YAML files)")
-        given = next((a for a in rest if a.startswith("hydra.searchpath=")), None)
-        paths = [p.strip() for p in given.partition("=")[2].strip("[]").split(",") if p.strip()] if given else []
-        rest = [a for a in rest if a is not given] + [f"hydra.searchpath=[{','.join([*paths, f'file://{folder}'])}]"]
-    return rest, found
+class CheckConfig(Callback):
+    """Hydra callback (``hydra.callbacks.check_config`` in configs/hydra/): the composed config checked once, when
+    a run starts and before its folder exists: a required value missing, a wrong value or a moved key is one line
+    (``validate_config``). Multirun jobs, which each get their own values, are checked in the job."""
 
-
-def check_composition(config_dir: str, config_name: str, argv: list[str]) -> None:
-    """Compose the config once up front so a bad override fails with one line, not Hydra's report.
-
-    Skipped when argv carries Hydra's own flags (multirun sweeps, --cfg, --help...), which
-    Hydra handles itself.
-    """
-    if any(arg.split("=")[0] in HYDRA_FLAGS for arg in argv):
-        return
-    from hydra import compose, initialize_config_dir
-
-    argv, flags = config_flags(argv)
-    config_name = flags.get("name", config_name)
-
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        # Hydra's own settings are Hydra's to check, except the search path: it decides what composes.
-        overrides = [a for a in argv if not a.startswith("hydra.") or a.startswith("hydra.searchpath=")]
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        missing = sorted(_missing_keys(cfg))
         try:
-            cfg = compose(config_name=config_name, overrides=overrides)
-        except ValueError as exc:
-            where = traceback.extract_tb(exc.__traceback__)[-1].filename.replace(os.sep, "/")
-            if "/omegaconf/" in where:  # a key through a list, e.g. data.augment.crop (lists take indices)
-                keys = [arg.split("=")[0].lstrip("+~") for arg in overrides if "=" in arg]
-                named = next((key for key in keys if key in RENAMED), None)
-                raise UserError(f"{f'{named!r}: ' if named else ''}a key under a list takes an index, e.g. "
-                                f"data.augment.0.p=0.3 (command line: {' '.join(overrides)})") from None
-            if "/hydra/" not in where:
-                raise
-            # Hydra's own check of an override's value, e.g. a group given null
-            raise UserError(f"{exc} (command line: {' '.join(overrides)}); a config group takes an option name, "
-                            "e.g. callbacks=default, or ~callbacks to drop it") from None
-    missing = sorted(_missing_keys(cfg))
-    if missing:
-        raise UserError(f"{missing[0]}: a required value is missing (set it on the command line: {missing[0]}=...)")
-    validate_config(cfg)
+            if missing:
+                raise UserError(f"{missing[0]}: a required value is missing (set it on the command line: {missing[0]}=...)")
+            validate_config(cfg)
+        except UserError as exc:
+            exit_with(str(exc))  # SystemExit: Hydra turns a callback's exceptions into warnings
 
 
 def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
@@ -166,7 +149,7 @@ def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
     use_project_plugins()
     register_resolvers()
     quiet_third_party()
-    check_composition(str(CONFIG_DIR), config_name, sys.argv[1:])
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's composition errors reach exit_on_user_error: one line, exit code 2
 
     @exit_on_user_error
     def task(cfg: Any) -> Any:
@@ -174,7 +157,7 @@ def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
         return fn(cfg)
 
     task.__module__ = config_name  # Hydra names the job (and --help's app) after the task function's module
-    return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(task)()
+    return exit_on_user_error(hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(task))()
 
 
 def _missing_keys(cfg, prefix: str = ""):

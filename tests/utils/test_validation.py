@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from pipeline.runs.run import SAVED_RUN_GROUP
-from pipeline.utils.cli import check_composition
+from pipeline.utils.cli import CheckConfig
 from pipeline.utils.errors import UserError
 from pipeline.utils.validation import validate_config
 
@@ -55,8 +55,8 @@ def test_a_square_reader_takes_one_side(tmp_path):
 @pytest.mark.parametrize("overrides", [[f"experiment={name}"] for name in EXPERIMENTS]
                          + [[f"debug={name}"] for name in ("fast", "limit", "overfit")] + [["hparams_search=optuna"]])
 def test_shipped_configs_validate(overrides):
-    """As bin/train.py checks them, before Hydra's run exists (no paths.output_dir yet)."""
-    check_composition(str(CONFIG_DIR), "train", overrides)
+    """As bin/train.py checks them (its Hydra callback), before Hydra's run exists (no paths.output_dir yet)."""
+    CheckConfig().on_run_start(compose_command("train", overrides))  # a wrong one exits (SystemExit)
 
 
 @pytest.mark.parametrize("config_name, override, key", [

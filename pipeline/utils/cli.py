@@ -143,7 +143,8 @@ class CheckConfig(Callback):
 
 def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
     """Run ``fn(cfg)`` as the Hydra app of ``configs/<config_name>.yaml`` on ``sys.argv``: ``--help``,
-    ``--cfg job``, multirun; a bad override or a user mistake is one ``error:`` line and exit code 2."""
+    ``--cfg job``, multirun. Called within a command's ``exit_on_user_error``, which makes a bad override (Hydra's
+    composition error, raised through) or a user mistake one ``error:`` line and exit code 2."""
     import hydra
 
     use_project_plugins()
@@ -157,7 +158,7 @@ def run_hydra(config_name: str, fn: Callable[[Any], Any]) -> Any:
         return fn(cfg)
 
     task.__module__ = config_name  # Hydra names the job (and --help's app) after the task function's module
-    return exit_on_user_error(hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(task))()
+    return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(task)()
 
 
 def _missing_keys(cfg, prefix: str = ""):

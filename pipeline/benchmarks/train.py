@@ -14,15 +14,18 @@ includes the speed switches. The table's caption says which each side used. All 
 from start (data decoding included) to the end of training, training images per second over the training
 steps, the share of that time spent waiting for data, and test accuracy; and the achieved FLOP/s of the
 training steps (one step's FLOPs per item, counted by ``FlopCounterMode``, times the img/s) against the
-device's measured matrix-multiply peak in the same precision. Tasks the plain loop does not cover
+device's measured matrix-multiply peak in the same precision. The three run one after the other, each in a new
+process (``in_own_process``), in an order rotated from repeat to repeat (``run_order``). Tasks the plain loop does not cover
 (verification, detection, ...) report the framework side only.
 """
 
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.seed import seed_everything
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
@@ -180,17 +183,46 @@ def median_ratios(repeats: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def run_once(cfg: DictConfig) -> dict[str, Any]:
-    """One repeat: the plain loops, then the framework, each from a fresh copy of ``cfg``."""
+SIDES = ("plain", "tuned", "framework")
+
+
+def run_order(repeat: int) -> tuple[str, ...]:
+    """The order of the three sides in repeat ``repeat`` (0-based): the plain loop first in the first repeat (it
+    reads the photos into the page cache for all), then rotated, so that over three repeats each side runs once
+    first, once second and once third in the process, and a drift of the machine or of the process's memory
+    favours none of them."""
+    shift = repeat % len(SIDES)
+    return SIDES[-shift:] + SIDES[:-shift] if shift else SIDES
+
+
+def side(name: str, cfg: DictConfig) -> dict[str, Any] | None:
+    """One side's figures: ``framework``, ``plain`` (fp32, NCHW) or ``tuned`` (None for a loop the task lacks)."""
+    if name == "framework":
+        return run_framework(cfg)
+    return run_plain(cfg, tuned=name == "tuned") if cfg.plain else None
+
+
+def in_own_process(name: str, cfg: DictConfig) -> dict[str, Any] | None:
+    """``side(name, cfg)`` in a new child process, so that what one side leaves in a process (its allocator's
+    heap, threads, caches, settings such as the framework's ``heap_reuse``) cannot speed up or slow down the next.
+    Forked on a CPU (nothing to import again); spawned where CUDA is used, which a fork cannot inherit."""
+    cfg = copy.deepcopy(cfg)
+    OmegaConf.resolve(cfg)  # a spawned child has no Hydra context to resolve ``${hydra:...}`` in
+    method = "spawn" if device_of(cfg).type == "cuda" else "fork"
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(method)) as pool:
+        return pool.submit(side, name, cfg).result()
+
+
+def run_once(cfg: DictConfig, repeat: int = 0) -> dict[str, Any]:
+    """One repeat: the plain loop, the tuned loop and the framework in ``run_order(repeat)``, each from a fresh
+    copy of ``cfg`` in its own process."""
     with tempfile.TemporaryDirectory(prefix="benchmark_") as scratch:
         with open_dict(cfg):
             cfg.paths.output_dir = scratch
-        # The plain loops first: all then read the photos from the page cache.
-        plain = run_plain(copy.deepcopy(cfg)) if cfg.plain else None
-        tuned = run_plain(copy.deepcopy(cfg), tuned=True) if plain is not None else None
-        framework = run_framework(copy.deepcopy(cfg))
-    return {"framework": framework, "plain": plain, "tuned": tuned, "framework_over_plain": ratios(framework, plain),
-            "framework_over_tuned": ratios(framework, tuned)}
+        results = {name: in_own_process(name, cfg) for name in run_order(repeat)}
+    framework, plain, tuned = (results[name] for name in ("framework", "plain", "tuned"))
+    return {"framework": framework, "plain": plain, "tuned": tuned, "order": list(run_order(repeat)),
+            "framework_over_plain": ratios(framework, plain), "framework_over_tuned": ratios(framework, tuned)}
 
 
 def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
@@ -200,7 +232,7 @@ def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
     count = cfg.get("repeats", 1)
     if not isinstance(count, int) or count < 1:
         raise UserError(f"repeats: '{count}' is not a whole number >= 1")
-    repeats = [run_once(cfg) for _ in range(count)]
+    repeats = [run_once(cfg, repeat) for repeat in range(count)]
     framework, plain, tuned = (repeats[-1][side] for side in ("framework", "plain", "tuned"))
     ratio, tuned_ratio = ratios(framework, plain), ratios(framework, tuned)
     report = {

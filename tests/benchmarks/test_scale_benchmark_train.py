@@ -10,7 +10,7 @@ import torch
 from conftest import run_cli, run_main
 
 from pipeline.benchmarks.plain_loop import augmented_batches, batches, matmul_peak, rates, step_flops
-from pipeline.benchmarks.train import median_ratios, print_table, ratios
+from pipeline.benchmarks.train import SIDES, median_ratios, print_table, ratios, run_order
 
 TINY_FOLDER = ["experiment=image_folder", "trainer.max_epochs=2", "hyp.batch_size=8", "data.image_size=[16,16]",
                "data.synthetic.num_people=12", "data.num_workers=0", "trainer.log_every_n_steps=1"]
@@ -108,6 +108,14 @@ def test_repeats_report_the_median_ratio():
                                                  "framework_over_tuned.train_samples_per_sec": 2.0})
     assert median_ratios(runs[:2])["framework_over_plain.wall_time"] == pytest.approx(0.7)  # even count: the mean of two
     assert median_ratios([{"framework_over_plain": {}, "framework_over_tuned": {}}]) == {}  # a task the loop does not cover
+
+
+def test_each_side_runs_once_in_each_position_over_three_repeats():
+    orders = [run_order(repeat) for repeat in range(3)]
+    assert orders[0] == ("plain", "tuned", "framework")  # the first repeat's plain loop warms the page cache
+    for position in range(3):
+        assert sorted(order[position] for order in orders) == sorted(SIDES)
+    assert run_order(3) == orders[0] and all(sorted(order) == sorted(SIDES) for order in orders)
 
 
 def test_repeats_must_be_a_count():

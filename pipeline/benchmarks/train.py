@@ -204,7 +204,7 @@ def side(name: str, cfg: DictConfig) -> dict[str, Any] | None:
 
 def in_own_process(name: str, cfg: DictConfig) -> dict[str, Any] | None:
     """``side(name, cfg)`` in a new child process, so that what one side leaves in a process (its allocator's
-    heap, threads, caches, settings such as the framework's ``heap_reuse``) cannot speed up or slow down the next.
+    heap, threads, caches, garbage) cannot speed up or slow down the next.
     Forked on a CPU (nothing to import again); spawned where CUDA is used, which a fork cannot inherit."""
     cfg = copy.deepcopy(cfg)
     OmegaConf.resolve(cfg)  # a spawned child has no Hydra context to resolve ``${hydra:...}`` in

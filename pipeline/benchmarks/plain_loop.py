@@ -105,11 +105,13 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, start: float | None = None,
-              dtype: torch.dtype | None = None) -> dict[str, Any]:
+              dtype: torch.dtype | None = None, cpu_start: float | None = None) -> dict[str, Any]:
     """Decode once, train ``epochs`` epochs (autocast in ``dtype``; None: fp32), test the best validation
-    epoch; wall time (from ``start``, a ``time.perf_counter()`` value, default now), rates and the FLOPs of
+    epoch; wall time (from ``start``, a ``time.perf_counter()`` value, default now) and CPU time (from ``cpu_start``,
+    a ``time.process_time()`` value), rates and the FLOPs of
     one training step per item."""
     start = time.perf_counter() if start is None else start
+    cpu_start = time.process_time() if cpu_start is None else cpu_start
     eval_transform, train_set = datamodule.datasets["val"].transform, datamodule.datasets["train"]
     data = {split: decode_split(datamodule.datasets[split], eval_transform) for split in ("val", "test")}
     data["train"] = {"images": decode_images(train_set), "labels": labels_of(train_set), "transform": train_set.transform}
@@ -130,10 +132,10 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
         val_acc = accuracy(task, data["val"], datamodule.eval_batch_size, device, dtype)
         if val_acc > best:
             best, best_state = val_acc, copy.deepcopy(task.state_dict())
-    wall_s = time.perf_counter() - start
+    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     task.load_state_dict(best_state)
     first = next(augmented_batches(**data["train"], batch_size=batch_size, order=torch.arange(size), drop_last=drop_last))
-    return {**rates(clock, wall_s), "test_acc": accuracy(task, data["test"], datamodule.eval_batch_size, device, dtype),
+    return {**rates(clock, wall_s, cpu_s), "test_acc": accuracy(task, data["test"], datamodule.eval_batch_size, device, dtype),
             "step_flops_per_item": step_flops(task, to_device(first, device), device, dtype) / len(first["image"])}
 
 
@@ -205,8 +207,13 @@ def train_epoch(task, data, batch_size, drop_last, step, generator, device, cloc
         clock["compute_s"] += time.perf_counter() - mark
 
 
-def rates(clock: dict[str, float], wall_s: float) -> dict[str, float]:
-    """Training samples/s and the share of the training time spent waiting for data."""
+def rates(clock: dict[str, float], wall_s: float, cpu_s: float | None = None) -> dict[str, float]:
+    """Training samples/s and the share of the training time spent waiting for data; with ``cpu_s`` (the process's
+    CPU seconds over the same span as ``wall_s``, all its threads) also that and the cores it kept busy on average,
+    which other processes on a shared machine change less than the wall time."""
     busy = clock["wait_s"] + clock["compute_s"]
-    return {"wall_s": wall_s, "train_samples_per_sec": clock["samples"] / busy if busy else 0.0,
-            "data_wait_share": clock["wait_s"] / busy if busy else 0.0}
+    out = {"wall_s": wall_s, "train_samples_per_sec": clock["samples"] / busy if busy else 0.0,
+           "data_wait_share": clock["wait_s"] / busy if busy else 0.0}
+    if cpu_s is not None:
+        out.update(cpu_s=cpu_s, busy_cores=cpu_s / wall_s if wall_s else 0.0)
+    return out

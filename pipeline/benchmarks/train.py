@@ -52,7 +52,8 @@ from pipeline.utils.cli import run_hydra
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
 
-FIGURES = (("wall_s", "wall time to end of training (s)", "{:.1f}"), ("train_samples_per_sec", "train img/s", "{:.1f}"),
+FIGURES = (("wall_s", "wall time to end of training (s)", "{:.1f}"), ("cpu_s", "CPU time to end of training (s)", "{:.1f}"),
+           ("train_samples_per_sec", "train img/s", "{:.1f}"),
            ("data_wait_share", "data-wait share", "{:.1%}"), ("test_acc", "test accuracy", "{:.4f}"))
 
 
@@ -76,7 +77,7 @@ def device_of(cfg: DictConfig) -> torch.device:
 
 def run_framework(cfg: DictConfig) -> dict[str, Any]:
     """Fit as ``bin/train.py`` does (one device), then test the best checkpoint."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
@@ -85,10 +86,10 @@ def run_framework(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto",
                             callbacks=[*build_callbacks(cfg, loggers), totals], logger=loggers or False)
     trainer.fit(task, datamodule=datamodule)
-    wall_s = time.perf_counter() - start
+    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     tested = trainer.test(task, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)[0]
-    return {**plain_loop.rates(totals.totals, wall_s), "test_acc": tested.get("test/acc", float("nan")),
+    return {**plain_loop.rates(totals.totals, wall_s, cpu_s), "test_acc": tested.get("test/acc", float("nan")),
             "test_metrics": tested}
 
 
@@ -96,7 +97,7 @@ def run_plain(cfg: DictConfig, tuned: bool = False) -> dict[str, Any] | None:
     """The plain decode-once loop on the experiment's split, network and optimiser (``tuned``: in the
     framework's resolved precision and ``hyp.channels_last``; else fp32, NCHW); None when the task is not
     one it covers."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     seed_everything(cfg.seed, workers=True, verbose=False)
     with open_dict(cfg):
         cfg.data.cache = "none"  # the plain loop decodes by itself; no cache for it to find
@@ -110,14 +111,15 @@ def run_plain(cfg: DictConfig, tuned: bool = False) -> dict[str, Any] | None:
     task = build_task(cfg, datamodule.info)
     task.setup("fit")
     dtype = plain_loop.autocast_dtype(str(cfg.trainer.precision)) if tuned else None
-    return plain_loop.run_plain(task, datamodule, int(cfg.trainer.max_epochs), device_of(cfg), int(cfg.seed), start, dtype)
+    return plain_loop.run_plain(task, datamodule, int(cfg.trainer.max_epochs), device_of(cfg), int(cfg.seed), start, dtype, cpu_start)
 
 
 def ratios(framework: dict[str, Any], plain: dict[str, Any] | None) -> dict[str, float]:
-    """Framework over plain for wall time and img/s; test accuracy as a difference."""
+    """Framework over plain for wall time, CPU time (where both have it) and img/s; test accuracy as a difference."""
     if plain is None:
         return {}
-    return {"wall_time": framework["wall_s"] / plain["wall_s"],
+    cpu = {"cpu_time": framework["cpu_s"] / plain["cpu_s"]} if framework.get("cpu_s") and plain.get("cpu_s") else {}
+    return {"wall_time": framework["wall_s"] / plain["wall_s"], **cpu,
             "train_samples_per_sec": framework["train_samples_per_sec"] / plain["train_samples_per_sec"],
             "test_acc_difference": framework["test_acc"] - plain["test_acc"]}
 
@@ -149,11 +151,11 @@ def print_table(title: str, framework: dict[str, Any], plain: dict[str, Any] | N
     table = Table(title=title)
     for column in ("", "framework", "plain loop", "tuned loop", "framework / plain", "framework / tuned"):
         table.add_column(column, justify="left" if not column else "right")
-    by_figure = {"wall_s": "wall_time", "train_samples_per_sec": "train_samples_per_sec", "test_acc": "test_acc_difference"}
+    by_figure = {"wall_s": "wall_time", "cpu_s": "cpu_time", "train_samples_per_sec": "train_samples_per_sec", "test_acc": "test_acc_difference"}
     for key, label, fmt in FIGURES:
         versus = [(r or {}).get(by_figure.get(key, "")) for r in (ratio, tuned_ratio)]
-        table.add_row(label, fmt.format(framework[key]), fmt.format(plain[key]) if plain else "-",
-                      fmt.format(tuned[key]) if tuned else "-",
+        table.add_row(label, *(fmt.format(figures[key]) if figures and key in figures else "-"
+                               for figures in (framework, plain, tuned)),
                       *(cell(v, "{:.3f}x", difference=key == "test_acc") for v in versus))
     if flops:
         shares = [flops.get(side) for side in ("framework", "plain", "tuned")]
@@ -172,11 +174,11 @@ def main() -> None:
 
 
 def median_ratios(repeats: list[dict[str, Any]]) -> dict[str, float]:
-    """The median over repeats of each wall-time and img/s ratio (framework over plain / over tuned)."""
+    """The median over repeats of each wall-time, CPU-time and img/s ratio (framework over plain / over tuned)."""
     out = {}
     for side in ("framework_over_plain", "framework_over_tuned"):
-        for key in ("wall_time", "train_samples_per_sec"):
-            values = sorted(r[side][key] for r in repeats if r.get(side))
+        for key in ("wall_time", "cpu_time", "train_samples_per_sec"):
+            values = sorted(r[side][key] for r in repeats if key in r.get(side, {}))
             if values:
                 middle = len(values) // 2
                 out[f"{side}.{key}"] = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2

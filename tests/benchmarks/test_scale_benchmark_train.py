@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -25,8 +26,13 @@ def test_benchmark_trains_both_loops_to_the_end_and_writes_their_ratios(tmp_path
     framework, plain, tuned = written["framework"], written["plain"], written["tuned"]
     for figures in (framework, plain, tuned):
         assert figures["wall_s"] > 0 and figures["train_samples_per_sec"] > 0
+        # CPU seconds over the same span: at least some of it, at most every core all the time
+        assert 0 < figures["cpu_s"] <= figures["wall_s"] * (os.cpu_count() or 1) * 1.05
+        assert figures["busy_cores"] == pytest.approx(figures["cpu_s"] / figures["wall_s"])
         assert 0 <= figures["data_wait_share"] < 1 and 0 <= figures["test_acc"] <= 1
     assert written["framework_over_plain"]["wall_time"] == pytest.approx(framework["wall_s"] / plain["wall_s"])
+    assert written["framework_over_tuned"]["cpu_time"] == pytest.approx(framework["cpu_s"] / tuned["cpu_s"])
+    assert "CPU time to end of training" in proc.stdout
     assert framework["test_acc"] == pytest.approx(framework["test_metrics"]["test/acc"])
     assert written["epochs"] == 2 and written["batch_size"] == 8 and written["experiment"] == "image_folder"
     assert "train img/s" in proc.stdout and "plain loop" in proc.stdout
@@ -106,6 +112,8 @@ def test_repeats_report_the_median_ratio():
                                                  "framework_over_plain.train_samples_per_sec": 1 / 0.7,
                                                  "framework_over_tuned.wall_time": 1.7,
                                                  "framework_over_tuned.train_samples_per_sec": 2.0})
+    runs[0]["framework_over_tuned"]["cpu_time"] = 1.2  # one repeat with CPU times: its own median
+    assert median_ratios(runs)["framework_over_tuned.cpu_time"] == pytest.approx(1.2)
     assert median_ratios(runs[:2])["framework_over_plain.wall_time"] == pytest.approx(0.7)  # even count: the mean of two
     assert median_ratios([{"framework_over_plain": {}, "framework_over_tuned": {}}]) == {}  # a task the loop does not cover
 

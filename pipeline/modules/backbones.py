@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch.nn as nn
@@ -39,3 +40,9 @@ def create_backbone(
             raise UserError(f"model.weights: file '{path}' does not exist (give a local weights file or null)")
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **options)
     return timm.create_model(name, pretrained=pretrained, **options)
+
+
+def backbone_from(model: Any) -> nn.Module:
+    """The backbone that a model config (``model.backbone``, ``pretrained``, ``weights``, ``kwargs``) describes: what
+    the classification, siamese and verification tasks each build their network around."""
+    return create_backbone(model.backbone, model.get("pretrained", False), model.get("weights"), **model.get("kwargs", {}))

@@ -27,7 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.data.combine import COMBINERS
 from pipeline.delivery.answers import ExportSpec, Output, decide_and_report, output_name
-from pipeline.modules.backbones import create_backbone
+from pipeline.modules.backbones import backbone_from
 from pipeline.modules.heads import MLPHead
 from pipeline.trainers.base import BaseTask
 from pipeline.utils.contracts import DataInfo
@@ -157,7 +157,7 @@ class ClassificationTask(BaseTask):
     # --- building -------------------------------------------------------------------------------
     def build_net(self) -> nn.Module:
         cfg = self.model_cfg
-        backbone = create_backbone(cfg.backbone, cfg.get("pretrained", False), cfg.get("weights"), **cfg.get("kwargs", {}))
+        backbone = backbone_from(cfg)
         head = cfg.get("head", {})
         return MultiHeadClassifier(backbone, self.heads.sizes, head.get("hidden_dims", []), head.get("dropout", 0.0))
 

@@ -18,7 +18,7 @@ from torchmetrics import MetricCollection
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.delivery.answers import Embeddings, ExportSpec, Output
 from pipeline.metrics.verification import EmbeddingCollector, score_histograms, verification_metrics
-from pipeline.modules.backbones import create_backbone
+from pipeline.modules.backbones import backbone_from
 from pipeline.modules.metric_learning import CosineClassifier, EmbeddingNet
 from pipeline.trainers.base import BaseTask
 from pipeline.utils.errors import UserError
@@ -54,7 +54,7 @@ class MetricLearningTask(BaseTask):
     # --- network and metrics -----------------------------------------------------------------
     def build_net(self) -> nn.Module:
         cfg = self.model_cfg
-        backbone = create_backbone(cfg.backbone, cfg.get("pretrained", False), cfg.get("weights"), **cfg.get("kwargs", {}))
+        backbone = backbone_from(cfg)
         return EmbeddingNet(backbone, int(cfg.get("embedding_dim", 128)), bool(cfg.get("flip_average", False)))
 
     def build_metrics(self) -> MetricCollection:

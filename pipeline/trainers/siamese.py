@@ -17,7 +17,7 @@ from torchmetrics.classification import (
 
 from pipeline.callbacks.image_grid import annotated_grid, denormalize
 from pipeline.delivery.answers import ExportSpec, Output, PairScores
-from pipeline.modules.backbones import create_backbone
+from pipeline.modules.backbones import backbone_from
 from pipeline.modules.siamese import SiameseNet
 from pipeline.trainers.base import BaseTask
 
@@ -31,7 +31,7 @@ class SiameseTask(BaseTask):
 
     def build_net(self) -> nn.Module:
         cfg = self.model_cfg
-        encoder = create_backbone(cfg.backbone, cfg.get("pretrained", False), cfg.get("weights"), **cfg.get("kwargs", {}))
+        encoder = backbone_from(cfg)
         head = cfg.get("head", {})
         return SiameseNet(encoder, list(head.get("hidden_dims", [128])), head.get("dropout", 0.0))
 

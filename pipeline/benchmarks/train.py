@@ -222,7 +222,7 @@ def run_once(cfg: DictConfig, repeat: int = 0) -> dict[str, Any]:
             cfg.paths.output_dir = scratch
         results: dict[str, Any] = {}
         for name in run_order(repeat):
-            loop_lacking = name != "framework" and any(results.get(loop, {}) is None for loop in ("plain", "tuned"))
+            loop_lacking = name != "framework" and any(loop in results and results[loop] is None for loop in ("plain", "tuned"))
             results[name] = None if loop_lacking else in_own_process(name, cfg)  # the task has no plain loop
     framework, plain, tuned = (results[name] for name in ("framework", "plain", "tuned"))
     return {"framework": framework, "plain": plain, "tuned": tuned, "order": list(run_order(repeat)),

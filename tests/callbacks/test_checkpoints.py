@@ -147,3 +147,27 @@ def test_checkpoint_writes_run_at_the_lowest_priority_off_the_main_thread_only(t
     AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(3)}, tmp_path / "b.ckpt")  # from the main thread
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
     assert torch.load(tmp_path / "a.ckpt")["w"].shape == (3,) and (tmp_path / "b.ckpt").is_file()
+
+
+def test_checkpoints_are_written_through_a_file_object_and_read_back_whole(tmp_path, monkeypatch):
+    """Given a path, ``torch.save``'s C++ writer keeps the GIL while it writes each tensor (the training thread
+    stalls); given a Python file object it lets go at every write. The file is still replaced whole."""
+    import io
+
+    from pipeline.callbacks import model_selection
+
+    targets = []
+    real_save = torch.save
+
+    def spy(obj, f, *args, **kwargs):
+        targets.append(f)
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(model_selection.torch, "save", spy)
+    state = {"w": torch.arange(100_000, dtype=torch.float32), "epoch": 3}
+    (tmp_path / "a.ckpt").write_bytes(b"the previous checkpoint")
+    model_selection.AtomicCheckpointIO().save_checkpoint(state, tmp_path / "a.ckpt")
+    assert len(targets) == 1 and isinstance(targets[0], io.BufferedWriter)
+    loaded = torch.load(tmp_path / "a.ckpt")
+    assert loaded["epoch"] == 3 and torch.equal(loaded["w"], state["w"])
+    assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]  # no staging file left

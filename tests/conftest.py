@@ -41,6 +41,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: first.get(item.path, len(LONG_FILES)))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Captured output and logs that name undecodable files (the hostile-input tests' ``caf\\udce9``) with the
+    surrogates escaped: pytest-xdist sends each report to the controller as UTF-8 and stops the whole session
+    with an INTERNALERROR on a lone surrogate."""
+    report = (yield).get_result()
+    report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8")) for title, text in report.sections]
+
+
 def compose_config(overrides: list[str], output_dir: Path, data_dir: Path | None = None) -> DictConfig:
     """The real train config with ``overrides``, writing into ``output_dir`` (no Hydra run needed)."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

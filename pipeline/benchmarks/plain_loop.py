@@ -108,8 +108,9 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
               dtype: torch.dtype | None = None, cpu_start: float | None = None) -> dict[str, Any]:
     """Decode once, train ``epochs`` epochs (autocast in ``dtype``; None: fp32), test the best validation
     epoch; wall time (from ``start``, a ``time.perf_counter()`` value, default now) and CPU time (from ``cpu_start``,
-    a ``time.process_time()`` value), rates and the FLOPs of
-    one training step per item."""
+    a ``time.process_time()`` value), rates, the phases the framework's run also reports (before the first training
+    step, validation with the copy of the best weights, after the last epoch: nothing) and the FLOPs of one training
+    step per item."""
     start = time.perf_counter() if start is None else start
     cpu_start = time.process_time() if cpu_start is None else cpu_start
     eval_transform, train_set = datamodule.datasets["val"].transform, datamodule.datasets["train"]
@@ -125,17 +126,21 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
     generator = torch.Generator().manual_seed(seed)
     best, best_state, clock = -1.0, None, {"samples": 0, "wait_s": 0.0, "compute_s": 0.0}
     step = {"optimizer": optimizer, "schedule": schedule, "dtype": dtype, "scaler": scaler}
+    phases = {"before_training_s": time.perf_counter() - start, "validation_s": 0.0}
     for _ in range(epochs):
         train_epoch(task, data["train"], batch_size, drop_last, step, generator, device, clock)
         if schedule and schedule["interval"] == "epoch":
             schedule["scheduler"].step()
+        validating = time.perf_counter()
         val_acc = accuracy(task, data["val"], datamodule.eval_batch_size, device, dtype)
         if val_acc > best:
             best, best_state = val_acc, copy.deepcopy(task.state_dict())
-    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+        phases["validation_s"] += time.perf_counter() - validating
+    end, cpu_s = time.perf_counter(), time.process_time() - cpu_start
     task.load_state_dict(best_state)
     first = next(augmented_batches(**data["train"], batch_size=batch_size, order=torch.arange(size), drop_last=drop_last))
-    return {**rates(clock, wall_s, cpu_s), "test_acc": accuracy(task, data["test"], datamodule.eval_batch_size, device, dtype),
+    return {**rates(clock, end - start, cpu_s), **phases, "after_training_s": 0.0,
+            "test_acc": accuracy(task, data["test"], datamodule.eval_batch_size, device, dtype),
             "step_flops_per_item": step_flops(task, to_device(first, device), device, dtype) / len(first["image"])}
 
 

@@ -53,20 +53,43 @@ from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
 
 FIGURES = (("wall_s", "wall time to end of training (s)", "{:.1f}"), ("cpu_s", "CPU time to end of training (s)", "{:.1f}"),
+           ("before_training_s", "  of it before the first training step (s)", "{:.2f}"),
+           ("validation_s", "  of it in validation passes (s)", "{:.2f}"),
+           ("after_training_s", "  of it after the last training epoch (s)", "{:.2f}"),
            ("train_samples_per_sec", "train img/s", "{:.1f}"),
            ("data_wait_share", "data-wait share", "{:.1%}"), ("test_acc", "test accuracy", "{:.4f}"))
 
 
 class TrainingTotals(Throughput):
-    """The throughput callback's clock, summed over all training epochs instead of logged per epoch."""
+    """The throughput callback's clock, summed over all training epochs instead of logged per epoch; and the
+    moments that split a run into phases (``phases``): training's start (after the sanity check), each validation
+    pass, the last training epoch's end. Added after every other callback, so their hooks fall inside."""
 
     def __init__(self) -> None:
         super().__init__()
         self.totals = {"samples": 0, "wait_s": 0.0, "compute_s": 0.0}
+        self.marks = {"train_start": 0.0, "validation_s": 0.0, "last_epoch_end": 0.0, "validation_start": 0.0}
 
     def report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for key in self.totals:
             self.totals[key] += getattr(self, key)
+        self.marks["last_epoch_end"] = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.marks["train_start"] = time.perf_counter()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.marks["validation_start"] = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.marks["validation_s"] += time.perf_counter() - self.marks["validation_start"]
+
+    def phases(self, start: float, end: float) -> dict[str, float]:
+        """Seconds from ``start`` to training's first step (the sanity check included), in validation passes, and
+        from the last training epoch's end to ``end`` (the figures and reports drawn when training ends)."""
+        return {"before_training_s": self.marks["train_start"] - start, "validation_s": self.marks["validation_s"],
+                "after_training_s": end - self.marks["last_epoch_end"]}
 
 
 def device_of(cfg: DictConfig) -> torch.device:
@@ -86,11 +109,11 @@ def run_framework(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto",
                             callbacks=[*build_callbacks(cfg, loggers), totals], logger=loggers or False)
     trainer.fit(task, datamodule=datamodule)
-    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+    end, cpu_s = time.perf_counter(), time.process_time() - cpu_start
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     tested = trainer.test(task, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)[0]
-    return {**plain_loop.rates(totals.totals, wall_s, cpu_s), "test_acc": tested.get("test/acc", float("nan")),
-            "test_metrics": tested}
+    return {**plain_loop.rates(totals.totals, end - start, cpu_s), **totals.phases(start, end),
+            "test_acc": tested.get("test/acc", float("nan")), "test_metrics": tested}
 
 
 def run_plain(cfg: DictConfig, tuned: bool = False) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ import torch
 from conftest import run_cli, run_main
 
 from pipeline.benchmarks.plain_loop import augmented_batches, batches, matmul_peak, rates, step_flops
-from pipeline.benchmarks.train import SIDES, median_ratios, print_table, ratios, run_order
+from pipeline.benchmarks.train import SIDES, TrainingTotals, median_ratios, print_table, ratios, run_order
 
 TINY_FOLDER = ["experiment=image_folder", "trainer.max_epochs=2", "hyp.batch_size=8", "data.image_size=[16,16]",
                "data.synthetic.num_people=12", "data.num_workers=0", "trainer.log_every_n_steps=1"]
@@ -30,6 +30,13 @@ def test_benchmark_trains_both_loops_to_the_end_and_writes_their_ratios(tmp_path
         assert 0 < figures["cpu_s"] <= figures["wall_s"] * (os.cpu_count() or 1) * 1.05
         assert figures["busy_cores"] == pytest.approx(figures["cpu_s"] / figures["wall_s"])
         assert 0 <= figures["data_wait_share"] < 1 and 0 <= figures["test_acc"] <= 1
+        # The phases lie inside the wall time, with the training steps between them.
+        phases = [figures[key] for key in ("before_training_s", "validation_s", "after_training_s")]
+        assert figures["before_training_s"] > 0 and figures["validation_s"] > 0 and figures["after_training_s"] >= 0
+        assert sum(phases) < figures["wall_s"]
+    assert plain["after_training_s"] == tuned["after_training_s"] == 0.0  # nothing after the loop's last epoch
+    assert framework["after_training_s"] > 0  # the figures and reports drawn when training ends
+    assert "of it in validation passes (s)" in proc.stdout
     assert written["framework_over_plain"]["wall_time"] == pytest.approx(framework["wall_s"] / plain["wall_s"])
     assert written["framework_over_tuned"]["cpu_time"] == pytest.approx(framework["cpu_s"] / tuned["cpu_s"])
     assert "CPU time to end of training" in proc.stdout
@@ -129,3 +136,21 @@ def test_each_side_runs_once_in_each_position_over_three_repeats():
 def test_repeats_must_be_a_count():
     proc = run_main("benchmark.py", "train", "repeats=0")
     assert proc.returncode == 2 and proc.stderr.strip() == "error: repeats: '0' is not a whole number >= 1", proc.stderr
+
+
+def test_training_totals_split_the_run_into_phases_and_leave_the_sanity_check_before_training(monkeypatch):
+    from types import SimpleNamespace
+
+    import pipeline.benchmarks.train as bench
+
+    clock = iter([1.0, 2.0, 3.0, 3.25, 4.0, 4.5])  # sanity start (its end reads no clock), train start, two passes
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    totals, module = TrainingTotals(), SimpleNamespace(device=torch.device("cpu"))
+    totals.on_validation_start(SimpleNamespace(sanity_checking=True), module)
+    totals.on_validation_end(SimpleNamespace(sanity_checking=True), module)
+    totals.on_train_start(None, module)
+    for _ in range(2):
+        totals.on_validation_start(SimpleNamespace(sanity_checking=False), module)
+        totals.on_validation_end(SimpleNamespace(sanity_checking=False), module)
+    totals.marks["last_epoch_end"] = 5.0
+    assert totals.phases(start=0.5, end=6.0) == {"before_training_s": 1.5, "validation_s": 0.75, "after_training_s": 1.0}

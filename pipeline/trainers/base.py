@@ -16,7 +16,7 @@ import torch.nn as nn
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import DictConfig, OmegaConf
-from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+from torch.optim.optimizer import _device_dtype_check_for_fused
 from torchmetrics import MeanMetric, MetricCollection
 
 from pipeline.callbacks.finetune import FreezeBackbone
@@ -112,12 +112,13 @@ def build_optimizer(options: DictConfig, params: list, trainer: pl.Trainer | Non
             raise
         raise UserError(f"hyp.optimizer.{key}: {options._target_} does not take '{key}'; remove it with "
                         f"'~hyp.optimizer.{key}'") from None
-    if optimizer.defaults.get("fused"):
-        supported = _get_fused_kernels_supported_devices()
-        devices = {p.device.type for group in optimizer.param_groups for p in group["params"]}
-        if not devices <= set(supported):
-            raise UserError(f"hyp.optimizer.fused: no fused kernels on {', '.join(sorted(devices - set(supported)))} "
-                            f"(only {', '.join(supported)}); pass hyp.optimizer.fused=false")
+    fused = [p for group in optimizer.param_groups for p in group["params"]] if optimizer.defaults.get("fused") else []
+    for param in fused:
+        try:
+            _device_dtype_check_for_fused(param)  # what torch checks at the first step, here before training starts
+        except RuntimeError:
+            raise UserError(f"hyp.optimizer.fused: no fused kernels on {param.device.type} for {param.dtype} "
+                            f"parameters; pass hyp.optimizer.fused=false") from None
     return optimizer
 
 

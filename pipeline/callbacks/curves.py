@@ -62,7 +62,8 @@ def class_curves(probs: torch.Tensor, target: torch.Tensor, names: list[str]) ->
 
 
 def plot_classification(curves: list[ClassCurves], absent: list[str], title: str):
-    """PR (left) and ROC (right) curves, one line per class with its AP or AUC in the legend."""
+    """PR (left) and ROC (right) curves, one line per class with its AP or AUC in the legend. Margins are set in inches
+    (``tight_layout`` would draw the figure once more to measure it: 0.28 s instead of 0.18 for two classes)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(11, 4.8), dpi=100)
@@ -81,7 +82,8 @@ def plot_classification(curves: list[ClassCurves], absent: list[str], title: str
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left" if ax is pr else "lower right", **small)
     figure.suptitle(title + (f"\nabsent from the split (no curve): {', '.join(absent)}" if absent else ""), fontsize=10)
-    figure.tight_layout()
+    top = 0.75 + (0.18 if absent else 0.0)  # inches above the axes: their titles and the suptitle's lines
+    figure.subplots_adjust(left=0.7 / 11, right=1 - 0.2 / 11, bottom=0.6 / 4.8, top=1 - top / 4.8, wspace=0.22)
     return figure
 
 

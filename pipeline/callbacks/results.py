@@ -92,10 +92,17 @@ def panels(columns: list[str]) -> dict[str, list[str]]:
     return dict(sorted(out.items(), key=lambda item: (item[0] != "loss", "/" in item[0], item[0])))
 
 
+STAGE_COLOURS = {"train": "C0", "val": "C1"}  # one colour per stage in every panel, named once in the figure's legend
+
+
 def plot_results(path: Path, rows: list[dict[str, Any]]) -> None:
-    """A grid of line plots, one panel per metric, train and val curves together, epochs on x. Margins are set in
-    inches (no ``tight_layout``, which draws the figure once more to measure it: 0.3 s of 0.9 on 14 panels)."""
+    """A grid of line plots, one panel per metric, train and val curves together, epochs on x. Drawn for speed (it is
+    redrawn when training ends, on the run's critical path): margins set in inches (``tight_layout`` draws the figure
+    once more to measure it), each stage in one colour in every panel with one legend for the figure (a legend per
+    panel drew 14 boxes), at most 5 ticks an axis (text is most of matplotlib's drawing time): 15 panels in 0.5 s
+    instead of 0.85."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     columns = sorted({key for row in rows for key in row} - {"epoch", "step"})
     groups = panels(columns)
@@ -103,11 +110,12 @@ def plot_results(path: Path, rows: list[dict[str, Any]]) -> None:
         return
     cols = min(5, len(groups))
     nrows = math.ceil(len(groups) / cols)
-    width, height = 3.2 * cols, 2.6 * nrows
+    width, height = 3.2 * cols, 2.6 * nrows + 0.25
     fig = Figure(figsize=(width, height))
     axes = fig.subplots(nrows, cols, squeeze=False)
-    fig.subplots_adjust(left=0.5 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.3 / height,
+    fig.subplots_adjust(left=0.5 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.55 / height,
                         wspace=0.3, hspace=0.45)
+    stages = {}
     for ax, (title, names) in zip(axes.flat, groups.items()):
         for name in names:
             points = [(row["epoch"], row[name]) for row in rows
@@ -115,14 +123,17 @@ def plot_results(path: Path, rows: list[dict[str, Any]]) -> None:
             if points:
                 xs, ys = zip(*points)
                 stage = STAGE.match(name)
-                ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=stage.group(1) if stage else None)
+                label = stage.group(1) if stage else "other"
+                stages[label] = ax.plot(xs, ys, marker="." if len(xs) < 30 else None, color=STAGE_COLOURS.get(label, "C2"))[0]
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(5))
         ax.grid(alpha=0.3)
-        if len(names) > 1:
-            ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
+    if stages:
+        fig.legend(list(stages.values()), list(stages), loc="upper right", ncols=len(stages), fontsize=8, frameon=False)
     fig.supxlabel("epoch", fontsize=9, y=0.1 / height)
     fig.savefig(path, dpi=90, pil_kwargs={"compress_level": PNG_COMPRESSION})
 

@@ -3,6 +3,8 @@ one Compose draw independently of each other."""
 
 from __future__ import annotations
 
+import pickle
+
 import albumentations as A
 import numpy as np
 
@@ -38,3 +40,14 @@ def test_items_repeat_per_epoch_and_transforms_draw_independently():
     horizontal, vertical = np.array(first).T
     assert 0.4 < horizontal.mean() < 0.6 and 0.4 < vertical.mean() < 0.6
     assert 0.4 < (horizontal != vertical).mean() < 0.6
+
+
+def test_a_copy_in_a_worker_and_another_seed():
+    """A worker's copy (pickled) draws each item as the original does, also after something reseeded the
+    transform itself; another seed draws anew."""
+    dataset = EpochSeededDataset(Images(200), seed=3)
+    first = [dataset[i] for i in range(200)]
+    copied = pickle.loads(pickle.dumps(dataset))
+    copied.dataset.transform.set_random_seed(0)  # e.g. a user's Compose(seed=...): replaced at the next item
+    assert [copied[i] for i in range(200)] == first
+    assert [EpochSeededDataset(Images(200), seed=4)[i] for i in range(200)] != first

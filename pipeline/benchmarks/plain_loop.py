@@ -105,12 +105,13 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, start: float | None = None,
-              dtype: torch.dtype | None = None, cpu_start: float | None = None) -> dict[str, Any]:
+              dtype: torch.dtype | None = None, cpu_start: float | None = None, pause=None) -> dict[str, Any]:
     """Decode once, train ``epochs`` epochs (autocast in ``dtype``; None: fp32), test the best validation
     epoch; wall time (from ``start``, a ``time.perf_counter()`` value, default now) and CPU time (from ``cpu_start``,
     a ``time.process_time()`` value), rates, the phases the framework's run also reports (before the first training
     step, validation with the copy of the best weights, after the last epoch: nothing) and the FLOPs of one training
-    step per item."""
+    step per item. ``pause()``, where given, is called before each epoch but the first (the benchmark hands the machine
+    to its other sides there); the seconds it returns are left out of the wall time."""
     start = time.perf_counter() if start is None else start
     cpu_start = time.process_time() if cpu_start is None else cpu_start
     eval_transform, train_set = datamodule.datasets["val"].transform, datamodule.datasets["train"]
@@ -127,7 +128,9 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
     best, best_state, clock = -1.0, None, {"samples": 0, "wait_s": 0.0, "compute_s": 0.0}
     step = {"optimizer": optimizer, "schedule": schedule, "dtype": dtype, "scaler": scaler}
     phases = {"before_training_s": time.perf_counter() - start, "validation_s": 0.0}
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        if pause is not None and epoch:
+            start += pause()  # the benchmark's other sides ran meanwhile (``Turns``): not this loop's time
         train_epoch(task, data["train"], batch_size, drop_last, step, generator, device, clock)
         if schedule and schedule["interval"] == "epoch":
             schedule["scheduler"].step()

@@ -87,9 +87,90 @@ class TrainingTotals(Throughput):
 
     def phases(self, start: float, end: float) -> dict[str, float]:
         """Seconds from ``start`` to training's first step (the sanity check included), in validation passes, and
-        from the last training epoch's end to ``end`` (the figures and reports drawn when training ends)."""
+        from the last training epoch's end to ``end`` (the figures and reports drawn when training ends). The turns
+        of an interleaved benchmark (``Pause``) fall between epochs, outside all three."""
         return {"before_training_s": self.marks["train_start"] - start, "validation_s": self.marks["validation_s"],
                 "after_training_s": end - self.marks["last_epoch_end"]}
+
+
+class Turns:
+    """Turns on the machine for the sides of one repeat, each in its own process (``interleave: epochs``): one side
+    runs at a time, from its start to the end of its first epoch, then epoch by epoch, then its last epoch to its
+    end, handing over to the next unfinished side in ``names`` after each segment (the others wait blocked, using no
+    CPU). A drift of the machine's speed over minutes then falls on every side alike, where one side after the other
+    gave it to whichever ran in the slow minutes. ``pause()`` returns the seconds a side waited; each side leaves them
+    out of its wall time."""
+
+    WAIT_S = 5.0  # how often a waiting side checks whether the repeat was abandoned (a side that died)
+
+    def __init__(self, names: list[str], context: Any) -> None:
+        self.names = list(names)
+        self.go = {name: context.Semaphore(0) for name in self.names}
+        self.done = context.Array("b", len(self.names))
+        self.abandoned = context.Value("b", 0)
+        self.lock = context.Lock()
+        self.me: str | None = None
+
+    def start(self) -> None:
+        """In the parent: the first side's turn."""
+        self.go[self.names[0]].release()
+
+    def begin(self, name: str) -> None:
+        """In side ``name``'s process, before anything is timed: wait for its first turn."""
+        self.me = name
+        self.wait()
+
+    def wait(self) -> float:
+        began = time.perf_counter()
+        while not self.go[self.me].acquire(timeout=self.WAIT_S):
+            if self.abandoned.value:
+                raise UserError("benchmark: another side of this repeat failed; see its error above")
+        return time.perf_counter() - began
+
+    def following(self) -> str | None:
+        """The next side after this one that has not finished (None: none, or only this one)."""
+        at = self.names.index(self.me)
+        for step in range(1, len(self.names)):
+            name = self.names[(at + step) % len(self.names)]
+            if not self.done[self.names.index(name)]:
+                return name
+        return None
+
+    def pause(self) -> float:
+        """End of a segment: hand the machine to the next unfinished side and wait for this one's next turn."""
+        with self.lock:
+            following = self.following()
+            if following is None:
+                return 0.0
+            self.go[following].release()
+        return self.wait()
+
+    def finish(self) -> None:
+        """This side is done (or failed): the next unfinished side's turn."""
+        with self.lock:
+            self.done[self.names.index(self.me)] = 1
+            following = self.following()
+        if following is not None:
+            self.go[following].release()
+
+
+class Pause(pl.Callback):
+    """Before each training epoch but the first, ``pause()``: the benchmark hands the machine to the other sides there
+    (``Turns``), once everything of the previous epoch (validation, checkpoints: Lightning calls the checkpoint
+    callbacks last) is done. Pending background checkpoint writes finish first, so that none runs in another side's
+    turn. First among the callbacks, so that the wait is no other callback's time (the throughput clock's data wait).
+    ``paused_s``: the seconds spent waiting, left out of the framework's wall time."""
+
+    def __init__(self, pause: Any) -> None:
+        self.pause, self.paused_s = pause, 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            return
+        executor = getattr(trainer.strategy.checkpoint_io, "_executor", None)
+        if executor is not None:
+            executor.submit(lambda: None).result()  # one writer thread: this runs after every pending write
+        self.paused_s += self.pause()
 
 
 def device_of(cfg: DictConfig) -> torch.device:
@@ -98,25 +179,28 @@ def device_of(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if wants_cuda(accelerator) else "cpu")
 
 
-def run_framework(cfg: DictConfig) -> dict[str, Any]:
-    """Fit as ``bin/train.py`` does (one device), then test the best checkpoint."""
+def run_framework(cfg: DictConfig, pause: Any = None) -> dict[str, Any]:
+    """Fit as ``bin/train.py`` does (one device), then test the best checkpoint; ``pause()`` between epochs (``Pause``),
+    its waits left out of the wall time."""
     start, cpu_start = time.perf_counter(), time.process_time()
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule.info)
     totals = TrainingTotals()
     loggers = instantiate_each(cfg.get("logger"))
+    paused = [Pause(pause)] if pause else []
     trainer = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto",
-                            callbacks=[*build_callbacks(cfg, loggers), totals], logger=loggers or False)
+                            callbacks=[*paused, *build_callbacks(cfg, loggers), totals], logger=loggers or False)
     trainer.fit(task, datamodule=datamodule)
     end, cpu_s = time.perf_counter(), time.process_time() - cpu_start
+    waited = paused[0].paused_s if paused else 0.0  # the other sides' turns: not this side's time
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     tested = trainer.test(task, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)[0]
-    return {**plain_loop.rates(totals.totals, end - start, cpu_s), **totals.phases(start, end),
+    return {**plain_loop.rates(totals.totals, end - start - waited, cpu_s), **totals.phases(start, end),
             "test_acc": tested.get("test/acc", float("nan")), "test_metrics": tested}
 
 
-def run_plain(cfg: DictConfig, tuned: bool = False) -> dict[str, Any] | None:
+def run_plain(cfg: DictConfig, tuned: bool = False, pause: Any = None) -> dict[str, Any] | None:
     """The plain decode-once loop on the experiment's split, network and optimiser (``tuned``: in the
     framework's resolved precision and ``hyp.channels_last``; else fp32, NCHW); None when the task is not
     one it covers."""
@@ -134,7 +218,8 @@ def run_plain(cfg: DictConfig, tuned: bool = False) -> dict[str, Any] | None:
     task = build_task(cfg, datamodule.info)
     task.setup("fit")
     dtype = plain_loop.autocast_dtype(str(cfg.trainer.precision)) if tuned else None
-    return plain_loop.run_plain(task, datamodule, int(cfg.trainer.max_epochs), device_of(cfg), int(cfg.seed), start, dtype, cpu_start)
+    return plain_loop.run_plain(task, datamodule, int(cfg.trainer.max_epochs), device_of(cfg), int(cfg.seed), start, dtype,
+                                cpu_start, pause)
 
 
 def ratios(framework: dict[str, Any], plain: dict[str, Any] | None) -> dict[str, float]:
@@ -219,42 +304,94 @@ def run_order(repeat: int) -> tuple[str, ...]:
     return SIDES[-shift:] + SIDES[:-shift] if shift else SIDES
 
 
-def side(name: str, cfg: DictConfig) -> dict[str, Any] | None:
-    """One side's figures: ``framework``, ``plain`` (fp32, NCHW) or ``tuned`` (None for a loop the task lacks)."""
-    if name == "framework":
-        return run_framework(cfg)
-    return run_plain(cfg, tuned=name == "tuned") if cfg.plain else None
+TURNS: list[Turns] = []  # in an interleaved side's process: the repeat's turns (``hold_turns``)
+
+
+def hold_turns(turns: Turns) -> None:
+    """A process pool's initializer: semaphores reach a process when it starts, not as an argument of a task."""
+    TURNS[:] = [turns]
+
+
+def side(name: str, cfg: DictConfig, interleave: bool = False) -> dict[str, Any] | None:
+    """One side's figures: ``framework``, ``plain`` (fp32, NCHW) or ``tuned`` (None for a loop the task lacks); with
+    ``interleave``, run in its turns only (``Turns``)."""
+    turns = TURNS[0] if interleave else None
+    if turns is not None:
+        turns.begin(name)
+    try:
+        pause = turns.pause if turns is not None else None
+        if name == "framework":
+            return run_framework(cfg, pause)
+        return run_plain(cfg, tuned=name == "tuned", pause=pause) if cfg.plain else None
+    finally:
+        if turns is not None:
+            turns.finish()
+
+
+def own_copy(cfg: DictConfig) -> DictConfig:
+    cfg = copy.deepcopy(cfg)
+    OmegaConf.resolve(cfg)  # a spawned child has no Hydra context to resolve ``${hydra:...}`` in
+    return cfg
+
+
+def process_context(cfg: DictConfig) -> Any:
+    """Forked on a CPU (nothing to import again); spawned where CUDA is used, which a fork cannot inherit."""
+    return multiprocessing.get_context("spawn" if device_of(cfg).type == "cuda" else "fork")
 
 
 def in_own_process(name: str, cfg: DictConfig) -> dict[str, Any] | None:
     """``side(name, cfg)`` in a new child process, so that what one side leaves in a process (its allocator's
-    heap, threads, caches, garbage) cannot speed up or slow down the next.
-    Forked on a CPU (nothing to import again); spawned where CUDA is used, which a fork cannot inherit."""
-    cfg = copy.deepcopy(cfg)
-    OmegaConf.resolve(cfg)  # a spawned child has no Hydra context to resolve ``${hydra:...}`` in
-    method = "spawn" if device_of(cfg).type == "cuda" else "fork"
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(method)) as pool:
-        return pool.submit(side, name, cfg).result()
+    heap, threads, caches, garbage) cannot speed up or slow down the next."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=process_context(cfg)) as pool:
+        return pool.submit(side, name, own_copy(cfg)).result()
+
+
+def interleave_mode(cfg: DictConfig) -> str:
+    mode = str(cfg.get("interleave", "none"))
+    if mode not in ("epochs", "none"):
+        raise UserError(f"interleave: '{mode}' is not a mode; epochs (the sides take turns epoch by epoch) or none "
+                        "(each side runs whole, one after the other)")
+    return mode
+
+
+def interleaved(names: tuple[str, ...], cfg: DictConfig) -> dict[str, Any]:
+    """Every side of ``names`` in its own process at once, taking turns epoch by epoch (``Turns``), ``names[0]`` first."""
+    context = process_context(cfg)
+    turns = Turns(list(names), context)
+    with ProcessPoolExecutor(max_workers=len(names), mp_context=context, initializer=hold_turns, initargs=(turns,)) as pool:
+        futures = {name: pool.submit(side, name, own_copy(cfg), True) for name in names}
+        turns.start()
+        try:
+            return {name: future.result() for name, future in futures.items()}
+        except BaseException:
+            turns.abandoned.value = 1
+            raise
 
 
 def run_once(cfg: DictConfig, repeat: int = 0) -> dict[str, Any]:
     """One repeat: the plain loop, the tuned loop and the framework in ``run_order(repeat)``, each from a fresh
-    copy of ``cfg`` in its own process."""
+    copy of ``cfg`` in its own process: one after the other, or (``interleave: epochs``) taking turns epoch by epoch."""
     with tempfile.TemporaryDirectory(prefix="benchmark_") as scratch:
         with open_dict(cfg):
             cfg.paths.output_dir = scratch
-        results: dict[str, Any] = {}
-        for name in run_order(repeat):
-            loop_lacking = name != "framework" and any(loop in results and results[loop] is None for loop in ("plain", "tuned"))
-            results[name] = None if loop_lacking else in_own_process(name, cfg)  # the task has no plain loop
+        order = run_order(repeat)
+        if interleave_mode(cfg) == "epochs" and cfg.plain:
+            results = interleaved(order, cfg)
+        else:
+            results = {}
+            for name in order:
+                loop_lacking = name != "framework" and any(loop in results and results[loop] is None for loop in ("plain", "tuned"))
+                results[name] = None if loop_lacking else in_own_process(name, cfg)  # the task has no plain loop
     framework, plain, tuned = (results[name] for name in ("framework", "plain", "tuned"))
-    return {"framework": framework, "plain": plain, "tuned": tuned, "order": list(run_order(repeat)),
+    return {"framework": framework, "plain": plain, "tuned": tuned, "order": list(order),
+            "interleave": interleave_mode(cfg),
             "framework_over_plain": ratios(framework, plain), "framework_over_tuned": ratios(framework, tuned)}
 
 
 def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
     """Train with the framework and with the plain loop (``repeats`` times); prints a table and writes the
     figures as JSON (the last repeat's at the top level, every repeat's and the median ratios with repeats > 1)."""
+    interleave_mode(cfg)  # a wrong mode stops before anything runs
     resolve_precision(cfg.trainer)  # once, so that the tuned loop and the report use the framework's choice
     count = cfg.get("repeats", 1)
     if not isinstance(count, int) or count < 1:
@@ -265,7 +402,7 @@ def benchmark_training(cfg: DictConfig) -> dict[str, Any]:
     report = {
         "experiment": cfg.name, "overrides": list(HydraConfig.get().overrides.task), "epochs": cfg.trainer.max_epochs,
         "batch_size": cfg.data.batch_size, "num_workers": cfg.data.get("num_workers"), "cache": cfg.data.get("cache"),
-        "device": str(device_of(cfg)), "precision": str(cfg.trainer.precision), "channels_last": cfg.hyp.get("channels_last"), "torch_threads": torch.get_num_threads(),
+        "interleave": interleave_mode(cfg), "device": str(device_of(cfg)), "precision": str(cfg.trainer.precision), "channels_last": cfg.hyp.get("channels_last"), "torch_threads": torch.get_num_threads(),
         "framework": framework, "plain": plain, "tuned": tuned, "framework_over_plain": ratio,
         "framework_over_tuned": tuned_ratio,
     }

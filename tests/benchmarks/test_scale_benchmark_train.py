@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +13,15 @@ import torch
 from conftest import run_cli, run_main
 
 from pipeline.benchmarks.plain_loop import augmented_batches, batches, matmul_peak, rates, step_flops
-from pipeline.benchmarks.train import SIDES, TrainingTotals, median_ratios, print_table, ratios, run_order
+from pipeline.benchmarks.train import (
+    SIDES,
+    TrainingTotals,
+    Turns,
+    median_ratios,
+    print_table,
+    ratios,
+    run_order,
+)
 
 TINY_FOLDER = ["experiment=image_folder", "trainer.max_epochs=2", "hyp.batch_size=8", "data.image_size=[16,16]",
                "data.synthetic.num_people=12", "data.num_workers=0", "trainer.log_every_n_steps=1"]
@@ -20,10 +30,16 @@ TINY_FOLDER = ["experiment=image_folder", "trainer.max_epochs=2", "hyp.batch_siz
 @pytest.mark.slow  # three trainings, ~40 s on 2 shared cores
 def test_benchmark_trains_both_loops_to_the_end_and_writes_their_ratios(tmp_path):
     out = tmp_path / "bench.json"
+    began = time.perf_counter()
     proc = run_cli("benchmark.py", "train", *TINY_FOLDER, f"paths.data_dir={tmp_path / 'data'}", f"out={out}")
+    elapsed = time.perf_counter() - began
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = json.loads(out.read_text())
     framework, plain, tuned = written["framework"], written["plain"], written["tuned"]
+    # The sides ran at once, taking turns epoch by epoch (the default): each side's wall time leaves out the others'
+    # turns, so the three add up to less than the command took (each would span nearly all of it otherwise).
+    assert written["interleave"] == "epochs"
+    assert framework["wall_s"] + plain["wall_s"] + tuned["wall_s"] < elapsed
     for figures in (framework, plain, tuned):
         assert figures["wall_s"] > 0 and figures["train_samples_per_sec"] > 0
         # CPU seconds over the same span: at least some of it, at most every core all the time
@@ -154,3 +170,48 @@ def test_training_totals_split_the_run_into_phases_and_leave_the_sanity_check_be
         totals.on_validation_end(SimpleNamespace(sanity_checking=False), module)
     totals.marks["last_epoch_end"] = 5.0
     assert totals.phases(start=0.5, end=6.0) == {"before_training_s": 1.5, "validation_s": 0.75, "after_training_s": 1.0}
+
+
+def take_turns(turns: Turns, name: str, segments: int, log, fail: bool = False) -> None:
+    """A side of ``segments`` segments, each logged as (its start, its end or None where it failed, name)."""
+    turns.begin(name)
+    try:
+        for segment in range(segments):
+            if segment:
+                turns.pause()
+            began = time.monotonic()  # one clock for every process of the machine
+            time.sleep(0.02)
+            if fail:
+                log.put((began, None, name))
+                raise SystemExit(3)
+            log.put((began, time.monotonic(), name))
+    finally:
+        turns.finish()
+
+
+def run_sides(turns: Turns, sides: dict[str, int], fail: str | None = None) -> list[tuple[float, float | None, str]]:
+    """The segments of ``sides`` (name -> segment count) run by ``take_turns`` in processes of their own, by start."""
+    context = multiprocessing.get_context("fork")
+    log = context.Queue()
+    processes = [context.Process(target=take_turns, args=(turns, name, count, log, name == fail)) for name, count in sides.items()]
+    for process in processes:
+        process.start()
+    turns.start()
+    for process in processes:
+        process.join(timeout=60)
+    return sorted(log.get(timeout=5) for _ in range(sum(sides.values()) - (sides[fail] - 1 if fail else 0)))
+
+
+def test_the_sides_take_turns_one_segment_at_a_time_in_their_order():
+    sides = {"plain": 3, "tuned": 1, "framework": 4}  # the tuned side finishes first: the others go on alone
+    segments = run_sides(Turns(list(sides), multiprocessing.get_context("fork")), sides)
+    assert [name for _, _, name in segments] == ["plain", "tuned", "framework", "plain", "framework", "plain", "framework", "framework"]
+    # Never two at once: every segment ends before the next one begins.
+    assert all(end <= after for (_, end, _), (after, _, _) in zip(segments, segments[1:]))
+
+
+def test_a_side_that_fails_hands_over_and_the_others_finish():
+    sides = {"plain": 2, "tuned": 2, "framework": 2}
+    segments = run_sides(Turns(list(sides), multiprocessing.get_context("fork")), sides, fail="tuned")
+    assert [(name, end is not None) for _, end, name in segments] == [
+        ("plain", True), ("tuned", False), ("framework", True), ("plain", True), ("framework", True)]

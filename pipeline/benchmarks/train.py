@@ -212,6 +212,7 @@ def run_plain(cfg: DictConfig, tuned: bool = False, pause: Any = None) -> dict[s
             cfg.data.check_images = False  # nor a separate pass: decoding every image finds a bad one
         if not tuned:
             cfg.hyp.channels_last = False  # a first hand-written loop's NCHW tensors
+            cfg.hyp.keep_freed_memory = False  # and the allocator as it comes
     datamodule = build_datamodule(cfg)
     if not plain_loop.supports(datamodule):
         return None

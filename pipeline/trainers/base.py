@@ -23,6 +23,7 @@ from pipeline.callbacks.finetune import FreezeBackbone
 from pipeline.callbacks.image_grid import ExampleSampler, item_at
 from pipeline.delivery.answers import ExportSpec
 from pipeline.modules.init_weights import backbone_module
+from pipeline.utils.allocator import keep_freed_memory
 from pipeline.utils.contracts import DataInfo
 from pipeline.utils.errors import UserError
 
@@ -245,12 +246,15 @@ class BaseTask(pl.LightningModule):
         return out.get("loss") if stage == "train" else out  # val/test: every output, for callbacks (curves)
 
     def setup(self, stage: str) -> None:
-        """Speed switches on the network: ``hyp.channels_last`` (NHWC memory format, faster convolutions
+        """Speed switches: ``hyp.keep_freed_memory`` (the process's allocator keeps what a step frees:
+        ``pipeline.utils.allocator``), on the network ``hyp.channels_last`` (NHWC memory format, faster convolutions
         on GPUs with mixed precision) and ``hyp.compile`` (``torch.compile``, in place so the
         checkpoint keys stay those of the plain network)."""
         if getattr(self, "_speed_switches_applied", False):
             return
         self._speed_switches_applied = True
+        if self.hyp.get("keep_freed_memory"):
+            keep_freed_memory()
         if self.hyp.get("channels_last"):
             self.net.to(memory_format=torch.channels_last)
             self.net.register_forward_pre_hook(_to_channels_last)

@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.benchmarks import plain_loop
+from pipeline.callbacks.model_selection import wait_for_writes
 from pipeline.callbacks.throughput import Throughput
 from pipeline.runs.run import build_datamodule, build_task
 from pipeline.trainers.engine import (
@@ -129,12 +130,8 @@ class Turns:
 
     def following(self) -> str | None:
         """The next side after this one that has not finished (None: none, or only this one)."""
-        at = self.names.index(self.me)
-        for step in range(1, len(self.names)):
-            name = self.names[(at + step) % len(self.names)]
-            if not self.done[self.names.index(name)]:
-                return name
-        return None
+        at, count = self.names.index(self.me), len(self.names)
+        return next((self.names[i % count] for i in range(at + 1, at + count) if not self.done[i % count]), None)
 
     def pause(self) -> float:
         """End of a segment: hand the machine to the next unfinished side and wait for this one's next turn."""
@@ -167,9 +164,7 @@ class Pause(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch == 0:
             return
-        executor = getattr(trainer.strategy.checkpoint_io, "_executor", None)
-        if executor is not None:
-            executor.submit(lambda: None).result()  # one writer thread: this runs after every pending write
+        wait_for_writes(trainer)
         self.paused_s += self.pause()
 
 
@@ -375,8 +370,8 @@ def run_once(cfg: DictConfig, repeat: int = 0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="benchmark_") as scratch:
         with open_dict(cfg):
             cfg.paths.output_dir = scratch
-        order = run_order(repeat)
-        if interleave_mode(cfg) == "epochs" and cfg.plain:
+        order, mode = run_order(repeat), interleave_mode(cfg)
+        if mode == "epochs" and cfg.plain:
             results = interleaved(order, cfg)
         else:
             results = {}
@@ -385,7 +380,7 @@ def run_once(cfg: DictConfig, repeat: int = 0) -> dict[str, Any]:
                 results[name] = None if loop_lacking else in_own_process(name, cfg)  # the task has no plain loop
     framework, plain, tuned = (results[name] for name in ("framework", "plain", "tuned"))
     return {"framework": framework, "plain": plain, "tuned": tuned, "order": list(order),
-            "interleave": interleave_mode(cfg),
+            "interleave": mode,
             "framework_over_plain": ratios(framework, plain), "framework_over_tuned": ratios(framework, tuned)}
 
 

@@ -162,6 +162,14 @@ class Checkpoints(ModelCheckpoint):
         io._executor.submit(queued)
 
 
+def wait_for_writes(trainer: pl.Trainer) -> None:
+    """Block until the checkpoints ``AsyncCheckpointIO`` has queued so far are written (its one writer thread runs
+    them in order); nothing to wait for with a synchronous checkpoint IO."""
+    io = trainer.strategy.checkpoint_io
+    if isinstance(io, AsyncCheckpointIO) and io._executor is not None:
+        io._executor.submit(lambda: None).result()
+
+
 def last_epoch(trainer: pl.Trainer) -> bool:
     """Whether the epoch ending now is training's last: ``max_epochs`` or ``max_steps`` reached, or a callback
     (early stopping) asked to stop."""

@@ -63,6 +63,9 @@ def test_the_task_applies_it_with_its_speed_switches(monkeypatch):
 
 
 def test_without_glibc_it_is_a_no_op(monkeypatch):
-    monkeypatch.setattr(allocator, "_applied", [])
+    allocator.keep_freed_memory.cache_clear()
     monkeypatch.setattr(allocator.ctypes.util, "find_library", lambda name: None)
-    assert allocator.keep_freed_memory() is False
+    try:
+        assert allocator.keep_freed_memory() is False
+    finally:
+        allocator.keep_freed_memory.cache_clear()

@@ -41,8 +41,9 @@ def page_faults(mode: str) -> int:
 def test_freed_blocks_come_back_without_page_faults():
     kept = page_faults("keep")
     assert kept < 0.05 * PAGES, (kept, PAGES)  # nearly every page of the 1 GB written is reused
-    # The default faults them in again (at times its heap layout keeps them: the most of three runs).
-    assert max(page_faults("none") for _ in range(3)) > 0.5 * PAGES
+    # (glibc's default often faults them in again, over half the pages in most runs alone, but not reliably: its
+    # adaptive thresholds kept them in all three tries under the parallel suite, so no assertion rests on it. The probe
+    # asserts that every mallopt setting was accepted.)
 
 
 def test_the_task_applies_it_with_its_speed_switches(monkeypatch):

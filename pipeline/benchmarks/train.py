@@ -49,6 +49,7 @@ from pipeline.trainers.engine import (
     resolve_precision,
     wants_cuda,
 )
+from pipeline.utils import clock
 from pipeline.utils.cli import run_hydra
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import write_json
@@ -156,7 +157,9 @@ class Pause(pl.Callback):
     (``Turns``), once everything of the previous epoch (validation, checkpoints: Lightning calls the checkpoint
     callbacks last) is done. Pending background checkpoint writes finish first, so that none runs in another side's
     turn. First among the callbacks, so that the wait is no other callback's time (the throughput clock's data wait).
-    ``paused_s``: the seconds spent waiting, left out of the framework's wall time."""
+    ``paused_s``: the seconds spent waiting, left out of the framework's wall time and of the process's own clock
+    (``pipeline.utils.clock``), so that the figure budget and ``last.ckpt``'s interval see the time this side ran,
+    as in a training alone."""
 
     def __init__(self, pause: Any) -> None:
         self.pause, self.paused_s = pause, 0.0
@@ -165,7 +168,9 @@ class Pause(pl.Callback):
         if trainer.current_epoch == 0:
             return
         wait_for_writes(trainer)
-        self.paused_s += self.pause()
+        waited = self.pause()
+        clock.pause(waited)
+        self.paused_s += waited
 
 
 def device_of(cfg: DictConfig) -> torch.device:

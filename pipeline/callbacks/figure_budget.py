@@ -5,7 +5,7 @@ confusion matrix, takes 0.3-1 s of matplotlib on a CPU, which is nothing beside 
 and a fifth of a 4 s classification epoch. ``FigureBudget`` keeps the figures of a training under
 ``share`` of its time: a figure is drawn during training only while the time spent drawing, plus what
 drawing each kind of figure once more at the end will cost (its latest measured time, ``PRIOR_S`` before
-its first), stays within ``share`` of the time since training started. A figure over budget waits, and its
+its first), stays within ``share`` of the time since training started (the process's own: ``pipeline.utils.clock``). A figure over budget waits, and its
 callback draws the latest waiting one when training ends, so the files and TensorBoard always end with
 the final state (ultralytics draws its ``results.png`` only at the end; this draws as often as the budget
 allows: a one-minute run at the end only, a long one every epoch or so). Figures after training (test,
@@ -15,11 +15,11 @@ reports) are always drawn.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 
 import lightning.pytorch as pl
 
+from pipeline.utils import clock
 from pipeline.utils.errors import UserError
 
 
@@ -38,7 +38,7 @@ class FigureBudget(pl.Callback):
         self._cost: dict[str, float] = {}  # kind -> its latest drawing time
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start, self._spent = time.perf_counter(), 0.0
+        self._start, self._spent = clock.now(), 0.0
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = None
@@ -50,16 +50,16 @@ class FigureBudget(pl.Callback):
         self._cost.setdefault(kind, self.PRIOR_S)
         if self._start is None or self.share >= 1:
             return True
-        return self._spent + sum(self._cost.values()) <= self.share * (time.perf_counter() - self._start)
+        return self._spent + sum(self._cost.values()) <= self.share * (clock.now() - self._start)
 
     @contextlib.contextmanager
     def drawing(self, kind: str) -> Iterator[None]:
         """Times the block as a drawing of ``kind`` (counted as figure time while training)."""
-        begin = time.perf_counter()
+        begin = clock.now()
         try:
             yield
         finally:
-            took = time.perf_counter() - begin
+            took = clock.now() - begin
             self._cost[kind] = took
             if self._start is not None:
                 self._spent += took

@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import threading
-import time
 from typing import Any
 
 import lightning.pytorch as pl
@@ -16,6 +15,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from pipeline.callbacks.metrics_history import scalar_metrics
+from pipeline.utils import clock
 from pipeline.utils.errors import UserError
 from pipeline.utils.files import replacing
 
@@ -98,13 +98,13 @@ class Checkpoints(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
-        self._written_at = time.monotonic()
+        self._written_at = clock.now()
 
     def _last_due(self, trainer: pl.Trainer) -> bool:
         """Whether an epoch without a top-k file writes ``last.ckpt`` now: rank 0's clock decides for every
         process (they all take part in a checkpoint's write)."""
         due = (self.last_interval_s <= 0 or self._written_at is None or last_epoch(trainer)
-               or time.monotonic() - self._written_at >= self.last_interval_s)
+               or clock.now() - self._written_at >= self.last_interval_s)
         return bool(trainer.strategy.broadcast(due, src=0)) if trainer.world_size > 1 else due
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

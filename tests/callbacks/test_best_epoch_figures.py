@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pipeline.callbacks.figure_budget import FigureBudget, figure_budget
+from pipeline.utils import clock as pipeline_clock
 from pipeline.callbacks.image_grid import BestEpochFigures
 from pipeline.utils.errors import UserError
 
@@ -54,7 +55,7 @@ class Clock:
 
 def test_the_budget_allows_figures_while_their_time_and_the_ends_redrawing_is_within_its_share(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr("pipeline.callbacks.figure_budget.time.perf_counter", clock)
+    monkeypatch.setattr("pipeline.utils.clock.time.perf_counter", clock)
     budget = FigureBudget(share=0.1)
     assert budget.allows("a")  # outside training: always
     budget.on_train_start(None, None)
@@ -75,6 +76,24 @@ def test_the_budget_allows_figures_while_their_time_and_the_ends_redrawing_is_wi
     with budget.drawing("a"):
         clock.now += 50.0
     assert budget.allows("a") and budget.allows("c")  # after training every figure is drawn
+
+
+def test_time_the_process_was_paused_for_others_does_not_grow_the_budget(monkeypatch):
+    """An interleaved benchmark side waits for the other sides' epochs (``clock.pause``): the budget is a share of the
+    time this process ran, as when it trains alone, not of the wall time that includes the others' turns."""
+    clock = Clock()
+    monkeypatch.setattr("pipeline.utils.clock.time.perf_counter", clock)
+    monkeypatch.setattr("pipeline.utils.clock._paused_s", 0.0)
+    budget = FigureBudget(share=0.1)
+    budget.on_train_start(None, None)
+    clock.now += 4.0  # 4 s of training: 0.4 s < 0.5 s
+    pipeline_clock.pause(30.0)
+    clock.now += 30.0  # 34 s of wall time, 30 of them the others' turns
+    assert not budget.allows("a")
+    clock.now += 1.0  # 5 s of its own
+    assert budget.allows("a")
+    pipeline_clock.pause(-3.0)  # a negative pause is no pause
+    assert pipeline_clock.now() == clock.now - 30.0
 
 
 def test_share_one_draws_every_figure_and_no_budget_callback_allows_all(monkeypatch):

@@ -122,6 +122,28 @@ def test_last_interval_leaves_last_at_the_newest_written_epoch_until_training_en
     assert resumed["epoch"] == 4 and resumed["global_step"] == trainer.global_step
 
 
+def test_last_interval_counts_the_time_the_process_ran_not_its_pauses(monkeypatch):
+    """``last.ckpt``'s interval is on the process's own clock: 90 s paused for others (an interleaved benchmark side)
+    plus 30 s of training is 30 s, not due with a 60 s interval; 60 s of its own is."""
+    from types import SimpleNamespace
+
+    from pipeline.utils import clock
+
+    now = [1000.0]
+    monkeypatch.setattr("pipeline.utils.clock.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("pipeline.utils.clock._paused_s", 0.0)
+    checkpoints = Checkpoints(dirpath="x", last_interval_s=60)
+    trainer = SimpleNamespace(should_stop=False, max_epochs=100, max_steps=-1, current_epoch=3, global_step=30,
+                              world_size=1)
+    checkpoints._written_at = clock.now()
+    now[0] += 90.0
+    clock.pause(90.0)
+    now[0] += 30.0
+    assert not checkpoints._last_due(trainer)
+    now[0] += 30.0
+    assert checkpoints._last_due(trainer)
+
+
 def test_last_interval_must_be_seconds():
     with pytest.raises(UserError, match="last_interval_s"):
         Checkpoints(dirpath="x", last_interval_s=-1)

@@ -110,8 +110,9 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
     epoch; wall time (from ``start``, a ``time.perf_counter()`` value, default now) and CPU time (from ``cpu_start``,
     a ``time.process_time()`` value), rates, the phases the framework's run also reports (before the first training
     step, validation with the copy of the best weights, after the last epoch: nothing) and the FLOPs of one training
-    step per item. ``pause()``, where given, is called before each epoch but the first (the benchmark hands the machine
-    to its other sides there); the seconds it returns are left out of the wall time."""
+    step per item. ``pause()``, where given, is called before the middle batch of each epoch (the benchmark hands the
+    machine to its other sides there, as the framework's side does); the seconds it returns are left out of the wall
+    time and of the data wait."""
     start = time.perf_counter() if start is None else start
     cpu_start = time.process_time() if cpu_start is None else cpu_start
     eval_transform, train_set = datamodule.datasets["val"].transform, datamodule.datasets["train"]
@@ -128,10 +129,9 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
     best, best_state, clock = -1.0, None, {"samples": 0, "wait_s": 0.0, "compute_s": 0.0}
     step = {"optimizer": optimizer, "schedule": schedule, "dtype": dtype, "scaler": scaler}
     phases = {"before_training_s": time.perf_counter() - start, "validation_s": 0.0}
-    for epoch in range(epochs):
-        if pause is not None and epoch:
-            start += pause()  # the benchmark's other sides ran meanwhile (``Turns``): not this loop's time
-        train_epoch(task, data["train"], batch_size, drop_last, step, generator, device, clock)
+    for _ in range(epochs):
+        # the benchmark's other sides ran in the pause (``Turns``): not this loop's time
+        start += train_epoch(task, data["train"], batch_size, drop_last, step, generator, device, clock, pause)
         if schedule and schedule["interval"] == "epoch":
             schedule["scheduler"].step()
         validating = time.perf_counter()
@@ -184,13 +184,19 @@ def matmul_peak(device: torch.device, dtype: torch.dtype | None, size: int | Non
             return 2 * size**3 * count / elapsed
 
 
-def train_epoch(task, data, batch_size, drop_last, step, generator, device, clock) -> None:
+def train_epoch(task, data, batch_size, drop_last, step, generator, device, clock, pause=None) -> float:
     """One epoch: shuffle, augment, forward, loss, backward, step (timed as the framework's throughput
-    callback times it: no per-step synchronisation, the queue drained at the end; augmenting is data wait)."""
+    callback times it: no per-step synchronisation, the queue drained at the end; augmenting is data wait).
+    ``pause()``, where given, before the middle batch (as the framework's ``Pause``); returns the seconds it waited."""
     task.train()
-    mark = time.perf_counter()
+    mark, waited = time.perf_counter(), 0.0
     order = torch.randperm(len(data["images"]), generator=generator)
-    for batch in augmented_batches(**data, batch_size=batch_size, order=order, drop_last=drop_last):
+    size = len(order)
+    middle = (size // batch_size if drop_last else -(-size // batch_size)) // 2
+    for index, batch in enumerate(augmented_batches(**data, batch_size=batch_size, order=order, drop_last=drop_last)):
+        if pause is not None and index == middle:
+            paused = pause()
+            mark, waited = mark + paused, waited + paused
         batch = to_device(batch, device)
         ready = time.perf_counter()
         with autocast(device, step["dtype"]):
@@ -213,6 +219,7 @@ def train_epoch(task, data, batch_size, drop_last, step, generator, device, cloc
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         clock["compute_s"] += time.perf_counter() - mark
+    return waited
 
 
 def rates(clock: dict[str, float], wall_s: float, cpu_s: float | None = None) -> dict[str, float]:

@@ -14,14 +14,16 @@ includes the speed switches. The table's caption says which each side used. All 
 from start (data decoding included) to the end of training, training images per second over the training
 steps, the share of that time spent waiting for data, and test accuracy; and the achieved FLOP/s of the
 training steps (one step's FLOPs per item, counted by ``FlopCounterMode``, times the img/s) against the
-device's measured matrix-multiply peak in the same precision. The three run one after the other, each in a new
-process (``in_own_process``), in an order rotated from repeat to repeat (``run_order``). Tasks the plain loop does not cover
+device's measured matrix-multiply peak in the same precision. The three run each in a process of its own, at once
+taking turns on the machine half an epoch to half an epoch (``interleave: epochs``, ``Turns``) or one after the other
+(``interleave: none``, ``in_own_process``), in an order rotated from repeat to repeat (``run_order``). Tasks the plain loop does not cover
 (verification, detection, ...) report the framework side only.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import multiprocessing
 import tempfile
 import time
@@ -90,15 +92,15 @@ class TrainingTotals(Throughput):
     def phases(self, start: float, end: float) -> dict[str, float]:
         """Seconds from ``start`` to training's first step (the sanity check included), in validation passes, and
         from the last training epoch's end to ``end`` (the figures and reports drawn when training ends). The turns
-        of an interleaved benchmark (``Pause``) fall between epochs, outside all three."""
+        of an interleaved benchmark (``Pause``) fall in the middle of training epochs, outside all three."""
         return {"before_training_s": self.marks["train_start"] - start, "validation_s": self.marks["validation_s"],
                 "after_training_s": end - self.marks["last_epoch_end"]}
 
 
 class Turns:
     """Turns on the machine for the sides of one repeat, each in its own process (``interleave: epochs``): one side
-    runs at a time, from its start to the end of its first epoch, then epoch by epoch, then its last epoch to its
-    end, handing over to the next unfinished side in ``names`` after each segment (the others wait blocked, using no
+    runs at a time, from its start to the middle of its first epoch, then from the middle of one epoch to the middle of
+    the next (``Pause``, ``plain_loop.train_epoch``), then from the middle of its last epoch to its end, handing over to the next unfinished side in ``names`` after each segment (the others wait blocked, using no
     CPU). A drift of the machine's speed over minutes then falls on every side alike, where one side after the other
     gave it to whichever ran in the slow minutes. ``pause()`` returns the seconds a side waited; each side leaves them
     out of its wall time."""
@@ -153,24 +155,31 @@ class Turns:
 
 
 class Pause(pl.Callback):
-    """Before each training epoch but the first, ``pause()``: the benchmark hands the machine to the other sides there
-    (``Turns``), once everything of the previous epoch (validation, checkpoints: Lightning calls the checkpoint
-    callbacks last) is done. Pending background checkpoint writes finish first, so that none runs in another side's
-    turn. First among the callbacks, so that the wait is no other callback's time (the throughput clock's data wait).
-    ``paused_s``: the seconds spent waiting, left out of the framework's wall time and of the process's own clock
-    (``pipeline.utils.clock``), so that the figure budget and ``last.ckpt``'s interval see the time this side ran,
-    as in a training alone."""
+    """Halfway through each training epoch, before its middle batch (``middle_batch``), ``pause()``: the benchmark hands
+    the machine to the other sides there (``Turns``). Mid-epoch rather than between epochs: the checkpoint an epoch
+    queues at its end (``AsyncCheckpointIO``) is then written while the next epoch trains, as in a training alone;
+    handed over at the epoch's boundary, it had to be drained first, 0.3 s a resnet18 checkpoint that never overlapped
+    a step. Whatever is still pending is drained before the hand-over all the same, so that no write runs in another
+    side's turn. First among the callbacks, and the wait reported to the process's own clock (``pipeline.utils.clock``)
+    before any other hook reads it, so that the throughput clock, the figure budget and ``last.ckpt``'s interval see
+    the time this side ran, as in a training alone. ``paused_s``: the seconds spent waiting, left out of the
+    framework's wall time."""
 
     def __init__(self, pause: Any) -> None:
         self.pause, self.paused_s = pause, 0.0
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch == 0:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if batch_idx != middle_batch(trainer.num_training_batches):
             return
         wait_for_writes(trainer)
         waited = self.pause()
         clock.pause(waited)
         self.paused_s += waited
+
+
+def middle_batch(batches: float) -> int:
+    """The batch an epoch of ``batches`` batches is handed over before (the first of its second half)."""
+    return int(batches) // 2 if math.isfinite(batches) else 0
 
 
 def device_of(cfg: DictConfig) -> torch.device:
@@ -180,8 +189,8 @@ def device_of(cfg: DictConfig) -> torch.device:
 
 
 def run_framework(cfg: DictConfig, pause: Any = None) -> dict[str, Any]:
-    """Fit as ``bin/train.py`` does (one device), then test the best checkpoint; ``pause()`` between epochs (``Pause``),
-    its waits left out of the wall time."""
+    """Fit as ``bin/train.py`` does (one device), then test the best checkpoint; ``pause()`` in the middle of each epoch
+    (``Pause``), its waits left out of the wall time."""
     start, cpu_start = time.perf_counter(), time.process_time()
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)

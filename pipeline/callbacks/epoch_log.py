@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+
+from pipeline.utils import clock
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class EpochLog(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._loss_sum, self._loss_steps = 0.0, 0
         self._validated = False
-        self._start = time.perf_counter()
+        self._start = clock.now()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -72,7 +73,7 @@ class EpochLog(pl.Callback):
             self._validated = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        seconds = time.perf_counter() - self._start
+        seconds = clock.now() - self._start
         value = as_float(trainer.callback_metrics.get(self.monitor)) if self.monitor and self._validated else None
         if value is not None and (self.best is None or (value > self.best if self.mode == "max" else value < self.best)):
             self.best, self.best_epoch = value, trainer.current_epoch

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import resource
-import time
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.data import extract_batch_size
+
+from pipeline.utils import clock
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,10 @@ class Throughput(pl.Callback):
         self.samples, self.steps, self.wait_s, self.compute_s = 0, 0, 0.0, 0.0
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
-        self._batch_end = time.perf_counter()
+        self._batch_end = clock.now()
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        self._batch_start = time.perf_counter()
+        self._batch_start = clock.now()
         self.wait_s += self._batch_start - self._batch_end
         # Tasks' batches are dicts with an "image" tensor; asking Lightning to guess among detection's
         # lists of boxes warns "ambiguous collection" on every run.
@@ -62,14 +63,14 @@ class Throughput(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self._batch_end = time.perf_counter()
+        self._batch_end = clock.now()
         self.compute_s += self._batch_end - self._batch_start
         self.steps += 1
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if pl_module.device.type == "cuda" and self.steps:
             torch.cuda.synchronize(pl_module.device)
-            self.compute_s += time.perf_counter() - self._batch_end
+            self.compute_s += clock.now() - self._batch_end
         self.report(trainer, pl_module)
 
     def summary(self, world_size: int, device: torch.device) -> dict[str, float]:

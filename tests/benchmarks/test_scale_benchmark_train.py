@@ -96,6 +96,42 @@ def test_the_plain_loop_augments_each_item_with_the_training_transform():
     assert images[0][0, 0, 0] == 200  # the decoded image itself is left as it is, for the next epoch
 
 
+def test_the_plain_loop_hands_over_before_the_middle_batch_and_leaves_the_wait_out_of_its_clock():
+    """``pause()`` comes once an epoch, before its middle batch (13 batches: the 7th, as the framework's ``Pause``
+    with ``middle_batch``), and the seconds it returns are neither data wait nor compute."""
+    from pipeline.benchmarks.plain_loop import train_epoch
+    from pipeline.benchmarks.train import middle_batch
+
+    class Task(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 1)
+
+        def model_step(self, batch):
+            return {"loss": self.linear(batch["image"]).square().mean()}
+
+    task = Task()
+    data = {"images": [np.zeros(4, dtype=np.float32) for _ in range(420)], "labels": {"label": torch.zeros(420)},
+            "transform": lambda image: {"image": torch.from_numpy(image)}}
+    clock = {"samples": 0, "wait_s": 0.0, "compute_s": 0.0}
+    seen = []
+
+    def pause() -> float:  # the others' turns, timed as ``Turns.pause`` times them
+        seen.append(clock["samples"])
+        began = time.perf_counter()
+        time.sleep(0.3)
+        return time.perf_counter() - began
+
+    step = {"optimizer": torch.optim.SGD(task.parameters(), lr=0.1), "schedule": None, "dtype": None, "scaler": None}
+    began = time.perf_counter()
+    waited = train_epoch(task, data, 32, True, step, torch.Generator().manual_seed(0), torch.device("cpu"), clock, pause)
+    took = time.perf_counter() - began
+    assert waited >= 0.3 and seen == [6 * 32] and middle_batch(13) == 6 and middle_batch(float("inf")) == 0
+    assert clock["samples"] == 13 * 32
+    # neither data wait nor compute holds the pause: together they are the epoch less at least the pause
+    assert clock["wait_s"] >= 0 and 0 < clock["wait_s"] + clock["compute_s"] <= took - waited + 1e-6
+
+
 def test_tasks_without_a_plain_loop_report_the_framework_alone(capsys):
     framework = {"wall_s": 3.0, "train_samples_per_sec": 9.0, "data_wait_share": 0.1, "test_acc": 0.5}
     assert ratios(framework, None) == {}

@@ -1,7 +1,8 @@
 """The process's own clock: monotonic seconds, less the time the process was paused on purpose.
 
-The callbacks that act on elapsed time (``FigureBudget``'s share of the training time for figures,
-``Checkpoints``' ``last_interval_s``) read it. A process that waits while others use the machine
+The callbacks that act on or report elapsed time (``FigureBudget``'s share of the training time for figures,
+``Checkpoints``' ``last_interval_s``, ``Throughput``'s step and data-wait clock, ``EpochLog``'s epoch seconds) read
+it. A process that waits while others use the machine
 (``bin/benchmark.py train``'s interleaved sides take turns epoch by epoch) says how long with ``pause``;
 without that, such a side's figure budget grew with the others' turns (it drew results.png every epoch
 from the fifth on, 0.4 s each, where alone it draws every few epochs) and its ``last.ckpt`` fell due

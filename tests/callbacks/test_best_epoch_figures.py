@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pipeline.callbacks.figure_budget import FigureBudget, figure_budget
-from pipeline.utils import clock as pipeline_clock
 from pipeline.callbacks.image_grid import BestEpochFigures
+from pipeline.utils import clock as pipeline_clock
 from pipeline.utils.errors import UserError
 
 

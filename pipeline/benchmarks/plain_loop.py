@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from typing import Any
 
@@ -191,8 +192,7 @@ def train_epoch(task, data, batch_size, drop_last, step, generator, device, cloc
     task.train()
     mark, waited = time.perf_counter(), 0.0
     order = torch.randperm(len(data["images"]), generator=generator)
-    size = len(order)
-    middle = (size // batch_size if drop_last else -(-size // batch_size)) // 2
+    middle = middle_batch(len(order) // batch_size if drop_last else -(-len(order) // batch_size))
     for index, batch in enumerate(augmented_batches(**data, batch_size=batch_size, order=order, drop_last=drop_last)):
         if pause is not None and index == middle:
             paused = pause()
@@ -220,6 +220,12 @@ def train_epoch(task, data, batch_size, drop_last, step, generator, device, cloc
         torch.cuda.synchronize(device)
         clock["compute_s"] += time.perf_counter() - mark
     return waited
+
+
+def middle_batch(batches: float) -> int:
+    """The batch before which an epoch of ``batches`` batches hands the machine over (the first of its second half);
+    the first where the count is unknown."""
+    return int(batches) // 2 if math.isfinite(batches) else 0
 
 
 def rates(clock: dict[str, float], wall_s: float, cpu_s: float | None = None) -> dict[str, float]:

@@ -23,7 +23,6 @@ taking turns on the machine half an epoch to half an epoch (``interleave: epochs
 from __future__ import annotations
 
 import copy
-import math
 import multiprocessing
 import tempfile
 import time
@@ -100,8 +99,8 @@ class TrainingTotals(Throughput):
 class Turns:
     """Turns on the machine for the sides of one repeat, each in its own process (``interleave: epochs``): one side
     runs at a time, from its start to the middle of its first epoch, then from the middle of one epoch to the middle of
-    the next (``Pause``, ``plain_loop.train_epoch``), then from the middle of its last epoch to its end, handing over to the next unfinished side in ``names`` after each segment (the others wait blocked, using no
-    CPU). A drift of the machine's speed over minutes then falls on every side alike, where one side after the other
+    the next (``Pause``, ``plain_loop.train_epoch``), then from the middle of its last epoch to its end, handing over
+    to the next unfinished side in ``names`` after each segment (the others wait blocked, using no CPU). A drift of the machine's speed over minutes then falls on every side alike, where one side after the other
     gave it to whichever ran in the slow minutes. ``pause()`` returns the seconds a side waited; each side leaves them
     out of its wall time."""
 
@@ -155,7 +154,7 @@ class Turns:
 
 
 class Pause(pl.Callback):
-    """Halfway through each training epoch, before its middle batch (``middle_batch``), ``pause()``: the benchmark hands
+    """Halfway through each training epoch, before its middle batch (``plain_loop.middle_batch``), ``pause()``: the benchmark hands
     the machine to the other sides there (``Turns``). Mid-epoch rather than between epochs: the checkpoint an epoch
     queues at its end (``AsyncCheckpointIO``) is then written while the next epoch trains, as in a training alone;
     handed over at the epoch's boundary, it had to be drained first, 0.3 s a resnet18 checkpoint that never overlapped
@@ -169,17 +168,12 @@ class Pause(pl.Callback):
         self.pause, self.paused_s = pause, 0.0
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if batch_idx != middle_batch(trainer.num_training_batches):
+        if batch_idx != plain_loop.middle_batch(trainer.num_training_batches):
             return
         wait_for_writes(trainer)
         waited = self.pause()
         clock.pause(waited)
         self.paused_s += waited
-
-
-def middle_batch(batches: float) -> int:
-    """The batch an epoch of ``batches`` batches is handed over before (the first of its second half)."""
-    return int(batches) // 2 if math.isfinite(batches) else 0
 
 
 def device_of(cfg: DictConfig) -> torch.device:

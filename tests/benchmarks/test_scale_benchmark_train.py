@@ -99,8 +99,7 @@ def test_the_plain_loop_augments_each_item_with_the_training_transform():
 def test_the_plain_loop_hands_over_before_the_middle_batch_and_leaves_the_wait_out_of_its_clock():
     """``pause()`` comes once an epoch, before its middle batch (13 batches: the 7th, as the framework's ``Pause``
     with ``middle_batch``), and the seconds it returns are neither data wait nor compute."""
-    from pipeline.benchmarks.plain_loop import train_epoch
-    from pipeline.benchmarks.train import middle_batch
+    from pipeline.benchmarks.plain_loop import middle_batch, train_epoch
 
     class Task(torch.nn.Module):
         def __init__(self) -> None:

@@ -122,7 +122,7 @@ def run_plain(task, datamodule, epochs: int, device: torch.device, seed: int, st
     task.to(device)
     size, batch_size = len(data["train"]["images"]), datamodule.batch_size
     drop_last = size > batch_size
-    steps_per_epoch = size // batch_size if drop_last else -(-size // batch_size)
+    steps_per_epoch = batch_count(size, batch_size, drop_last)
     optimizers = build_optimizers(task, lambda: epochs * steps_per_epoch)
     optimizer, schedule = (optimizers["optimizer"], optimizers["lr_scheduler"]) if isinstance(optimizers, dict) else (optimizers, None)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
@@ -192,7 +192,7 @@ def train_epoch(task, data, batch_size, drop_last, step, generator, device, cloc
     task.train()
     mark, waited = time.perf_counter(), 0.0
     order = torch.randperm(len(data["images"]), generator=generator)
-    middle = middle_batch(len(order) // batch_size if drop_last else -(-len(order) // batch_size))
+    middle = middle_batch(batch_count(len(order), batch_size, drop_last))
     for index, batch in enumerate(augmented_batches(**data, batch_size=batch_size, order=order, drop_last=drop_last)):
         if pause is not None and index == middle:
             paused = pause()
@@ -220,6 +220,11 @@ def train_epoch(task, data, batch_size, drop_last, step, generator, device, cloc
         torch.cuda.synchronize(device)
         clock["compute_s"] += time.perf_counter() - mark
     return waited
+
+
+def batch_count(size: int, batch_size: int, drop_last: bool) -> int:
+    """Batches an epoch of ``size`` items gives (``batches``): the last, smaller one dropped when ``drop_last``."""
+    return size // batch_size if drop_last else -(-size // batch_size)
 
 
 def middle_batch(batches: float) -> int:

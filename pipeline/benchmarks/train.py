@@ -16,8 +16,8 @@ steps, the share of that time spent waiting for data, and test accuracy; and the
 training steps (one step's FLOPs per item, counted by ``FlopCounterMode``, times the img/s) against the
 device's measured matrix-multiply peak in the same precision. The three run each in a process of its own, at once
 taking turns on the machine half an epoch to half an epoch (``interleave: epochs``, ``Turns``) or one after the other
-(``interleave: none``, ``in_own_process``), in an order rotated from repeat to repeat (``run_order``). Tasks the plain loop does not cover
-(verification, detection, ...) report the framework side only.
+(``interleave: none``, ``in_own_process``), in an order rotated from repeat to repeat (``run_order``). Tasks the
+plain loop does not cover (verification, detection, ...) report the framework side only.
 """
 
 from __future__ import annotations
@@ -100,8 +100,9 @@ class Turns:
     """Turns on the machine for the sides of one repeat, each in its own process (``interleave: epochs``): one side
     runs at a time, from its start to the middle of its first epoch, then from the middle of one epoch to the middle of
     the next (``Pause``, ``plain_loop.train_epoch``), then from the middle of its last epoch to its end, handing over
-    to the next unfinished side in ``names`` after each segment (the others wait blocked, using no CPU). A drift of the machine's speed over minutes then falls on every side alike, where one side after the other
-    gave it to whichever ran in the slow minutes. ``pause()`` returns the seconds a side waited; each side leaves them
+    to the next unfinished side in ``names`` after each segment (the others wait blocked, using no CPU). A drift of
+    the machine's speed over minutes then falls on every side alike, where one side after the other gave it to
+    whichever ran in the slow minutes. ``pause()`` returns the seconds a side waited; each side leaves them
     out of its wall time."""
 
     WAIT_S = 5.0  # how often a waiting side checks whether the repeat was abandoned (a side that died)
@@ -124,11 +125,15 @@ class Turns:
         self.wait()
 
     def wait(self) -> float:
+        """Block until this side's turn; the seconds waited, also left out of the process's own clock
+        (``pipeline.utils.clock``), which the framework's figure budget, ``last.ckpt`` interval and throughput read."""
         began = time.perf_counter()
         while not self.go[self.me].acquire(timeout=self.WAIT_S):
             if self.abandoned.value:
                 raise UserError("benchmark: another side of this repeat failed; see its error above")
-        return time.perf_counter() - began
+        waited = time.perf_counter() - began
+        clock.pause(waited)
+        return waited
 
     def following(self) -> str | None:
         """The next side after this one that has not finished (None: none, or only this one)."""
@@ -154,15 +159,15 @@ class Turns:
 
 
 class Pause(pl.Callback):
-    """Halfway through each training epoch, before its middle batch (``plain_loop.middle_batch``), ``pause()``: the benchmark hands
-    the machine to the other sides there (``Turns``). Mid-epoch rather than between epochs: the checkpoint an epoch
-    queues at its end (``AsyncCheckpointIO``) is then written while the next epoch trains, as in a training alone;
-    handed over at the epoch's boundary, it had to be drained first, 0.3 s a resnet18 checkpoint that never overlapped
-    a step. Whatever is still pending is drained before the hand-over all the same, so that no write runs in another
-    side's turn. First among the callbacks, and the wait reported to the process's own clock (``pipeline.utils.clock``)
-    before any other hook reads it, so that the throughput clock, the figure budget and ``last.ckpt``'s interval see
-    the time this side ran, as in a training alone. ``paused_s``: the seconds spent waiting, left out of the
-    framework's wall time."""
+    """Halfway through each training epoch, before its middle batch (``plain_loop.middle_batch``), ``pause()``: the
+    benchmark hands the machine to the other sides there (``Turns``). Mid-epoch rather than between epochs: the
+    checkpoint an epoch queues at its end (``AsyncCheckpointIO``) is then written while the next epoch trains, as in a
+    training alone; handed over at the epoch's boundary, it had to be drained first, 0.3 s a resnet18 checkpoint that
+    never overlapped a step. Whatever is still pending is drained before the hand-over all the same, so that no write
+    runs in another side's turn. First among the callbacks: ``Turns.wait`` has reported the wait to the process's own
+    clock (``pipeline.utils.clock``) before any other hook reads it, so that the throughput clock, the figure budget
+    and ``last.ckpt``'s interval see the time this side ran, as in a training alone. ``paused_s``: the seconds spent
+    waiting, left out of the framework's wall time."""
 
     def __init__(self, pause: Any) -> None:
         self.pause, self.paused_s = pause, 0.0
@@ -171,9 +176,7 @@ class Pause(pl.Callback):
         if batch_idx != plain_loop.middle_batch(trainer.num_training_batches):
             return
         wait_for_writes(trainer)
-        waited = self.pause()
-        clock.pause(waited)
-        self.paused_s += waited
+        self.paused_s += self.pause()
 
 
 def device_of(cfg: DictConfig) -> torch.device:

@@ -5,11 +5,11 @@ confusion matrix, takes 0.3-1 s of matplotlib on a CPU, which is nothing beside 
 and a fifth of a 4 s classification epoch. ``FigureBudget`` keeps the figures of a training under
 ``share`` of its time: a figure is drawn during training only while the time spent drawing, plus what
 drawing each kind of figure once more at the end will cost (its latest measured time, ``PRIOR_S`` before
-its first), stays within ``share`` of the time since training started (the process's own: ``pipeline.utils.clock``). A figure over budget waits, and its
-callback draws the latest waiting one when training ends, so the files and TensorBoard always end with
-the final state (ultralytics draws its ``results.png`` only at the end; this draws as often as the budget
-allows: a one-minute run at the end only, a long one every epoch or so). Figures after training (test,
-reports) are always drawn.
+its first), stays within ``share`` of the time since training started (the process's own:
+``pipeline.utils.clock``). A figure over budget waits, and its callback draws the latest waiting one when
+training ends, so the files and TensorBoard always end with the final state (ultralytics draws its
+``results.png`` only at the end; this draws as often as the budget allows: a one-minute run at the end only,
+a long one every epoch or so). Figures after training (test, reports) are always drawn.
 """
 
 from __future__ import annotations

@@ -250,3 +250,19 @@ def test_a_side_that_fails_hands_over_and_the_others_finish():
     segments = run_sides(Turns(list(sides), multiprocessing.get_context("fork")), sides, fail="tuned")
     assert [(name, end is not None) for _, end, name in segments] == [
         ("plain", True), ("tuned", False), ("framework", True), ("plain", True), ("framework", True)]
+
+
+def test_a_sides_wait_for_its_turn_is_left_out_of_the_process_clock(monkeypatch):
+    """``Turns.wait`` reports the seconds it blocked to ``pipeline.utils.clock``, so that the framework's figure
+    budget, ``last.ckpt`` interval and throughput clock leave the other sides' turns out."""
+    import threading
+
+    from pipeline.utils import clock
+
+    monkeypatch.setattr("pipeline.utils.clock._paused_s", 0.0)
+    turns = Turns(["framework"], multiprocessing.get_context("fork"))
+    threading.Timer(0.2, turns.start).start()
+    before = clock.now()
+    turns.begin("framework")  # blocks until the timer gives the first turn
+    assert clock._paused_s >= 0.2
+    assert clock.now() - before < 0.1  # the 0.2 s spent blocked did not pass on the process's own clock

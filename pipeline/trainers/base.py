@@ -145,6 +145,28 @@ def build_optimizers(task: BaseTask, total_steps):
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
 
+def log_objects(task: BaseTask, stage: str, metrics: MetricCollection | None, batch_idx: int) -> None:
+    """Log each of a stage's metric objects (``metrics`` and the val/test loss means) once an epoch, at the first step
+    that has it. Lightning keeps the reference, computes it at the epoch's end (synced across processes) and resets
+    it, so the later steps' updates count the same; a ``self.log`` call costs ~0.8 ms, two or three a step: 5% of a
+    small CNN's training step on 2 CPU cores. An epoch starts at batch 0 or, resumed in its middle, at a new epoch."""
+    epoch = task.trainer.current_epoch
+    seen, logged = task.logged_objects.get(stage, (None, set()))
+    if batch_idx == 0 or seen != epoch:
+        logged = set()
+        task.logged_objects[stage] = (epoch, logged)
+    objects = {name: metric for name, metric in (metrics or {}).items() if name not in logged}
+    if objects:
+        task.log_dict(objects, on_step=False, on_epoch=True)
+    for key, mean in task.eval_losses.items():
+        name = f"{stage}/{key.removeprefix(f'{stage}_')}"
+        if key.startswith(f"{stage}_") and name not in logged:
+            task.log(name, mean, on_step=False, on_epoch=True, prog_bar=name.endswith("/loss"),
+                     metric_attribute=f"eval_losses.{key}")
+            logged.add(name)
+    logged.update(objects)
+
+
 def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
     """Forward pre-hook: image batches (4-D tensors) enter the network in NHWC memory format."""
     return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.ndim == 4 else a
@@ -183,6 +205,7 @@ class BaseTask(pl.LightningModule):
         self.examples: dict[str, dict[str, torch.Tensor]] = {}
         self.samplers: dict[str, ExampleSampler] = {}
         self.eval_losses = nn.ModuleDict()  # <stage>_<loss name> -> MeanMetric, made at the first step
+        self.logged_objects: dict[str, tuple[int, set[str]]] = {}  # stage -> (epoch, objects logged: ``log_objects``)
 
     # --- to implement per task -------------------------------------------------------------
     def build_net(self) -> nn.Module:
@@ -230,17 +253,13 @@ class BaseTask(pl.LightningModule):
             if key not in self.eval_losses:
                 self.eval_losses[key] = item_mean().to(self.device)
             self.eval_losses[key].update(value.detach(), batch_size)
-            self.log(f"{stage}/{name}", self.eval_losses[key], on_step=False, on_epoch=True, prog_bar=name == "loss",
-                     metric_attribute=f"eval_losses.{key}")
 
     def _shared_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> torch.Tensor | None:
         """``model_step`` for every stage, then the hooks: losses, metrics, cached examples."""
         out = self.model_step(batch)
         batch_size = len(out["target"])
         self.log_losses(stage, out, batch_size)
-        metrics = self.update_metrics(stage, out)
-        if metrics is not None:
-            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        log_objects(self, stage, self.update_metrics(stage, out), batch_idx)
         if stage != "train":
             keep_examples(self, stage, batch, out, batch_idx, batch_size)
         return out.get("loss") if stage == "train" else out  # val/test: every output, for callbacks (curves)

@@ -23,6 +23,7 @@ plain loop does not cover (verification, detection, ...) report the framework si
 from __future__ import annotations
 
 import copy
+import logging.config
 import multiprocessing
 import tempfile
 import time
@@ -311,12 +312,7 @@ def run_order(repeat: int) -> tuple[str, ...]:
     return SIDES[-shift:] + SIDES[:-shift] if shift else SIDES
 
 
-TURNS: list[Turns] = []  # in an interleaved side's process: the repeat's turns (``hold_turns``)
-
-
-def hold_turns(turns: Turns) -> None:
-    """A process pool's initializer: semaphores reach a process when it starts, not as an argument of a task."""
-    TURNS[:] = [turns]
+TURNS: list[Turns] = []  # in an interleaved side's process: the repeat's turns (``start_side``)
 
 
 def side(name: str, cfg: DictConfig, interleave: bool = False) -> dict[str, Any] | None:
@@ -341,15 +337,31 @@ def own_copy(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def process_context(cfg: DictConfig) -> Any:
-    """Forked on a CPU (nothing to import again); spawned where CUDA is used, which a fork cannot inherit."""
-    return multiprocessing.get_context("spawn" if device_of(cfg).type == "cuda" else "fork")
+def process_context() -> Any:
+    """Spawned, never forked: a CUDA context cannot cross a fork, and neither can the OpenMP thread pool of a parent
+    that has run a parallel region (its matmul peak, a training in the same process): a forked child's first parallel
+    region can wait forever on threads that are not there (GNU libgomp; seen here in the test suite)."""
+    return multiprocessing.get_context("spawn")
+
+
+def job_logging() -> dict[str, Any] | None:
+    """The command's logging setup (``hydra.job_logging``), for the sides' processes to log as it does."""
+    return OmegaConf.to_container(HydraConfig.get().job_logging) if HydraConfig.initialized() else None
+
+
+def start_side(turns: Turns | None, logging_setup: dict[str, Any] | None) -> None:
+    """A process pool's initializer: the command's logging; and (``interleave: epochs``) the repeat's turns, which
+    reach a process when it starts, not as an argument of a task."""
+    if logging_setup:
+        logging.config.dictConfig(logging_setup)
+    TURNS[:] = [turns] if turns is not None else []
 
 
 def in_own_process(name: str, cfg: DictConfig) -> dict[str, Any] | None:
     """``side(name, cfg)`` in a new child process, so that what one side leaves in a process (its allocator's
     heap, threads, caches, garbage) cannot speed up or slow down the next."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=process_context(cfg)) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=process_context(), initializer=start_side,
+                             initargs=(None, job_logging())) as pool:
         return pool.submit(side, name, own_copy(cfg)).result()
 
 
@@ -363,9 +375,10 @@ def interleave_mode(cfg: DictConfig) -> str:
 
 def interleaved(names: tuple[str, ...], cfg: DictConfig) -> dict[str, Any]:
     """Every side of ``names`` in its own process at once, taking turns epoch by epoch (``Turns``), ``names[0]`` first."""
-    context = process_context(cfg)
+    context = process_context()
     turns = Turns(list(names), context)
-    with ProcessPoolExecutor(max_workers=len(names), mp_context=context, initializer=hold_turns, initargs=(turns,)) as pool:
+    with ProcessPoolExecutor(max_workers=len(names), mp_context=context, initializer=start_side,
+                             initargs=(turns, job_logging())) as pool:
         futures = {name: pool.submit(side, name, own_copy(cfg), True) for name in names}
         turns.start()
         try:

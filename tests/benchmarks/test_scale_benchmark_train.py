@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -19,8 +20,10 @@ from pipeline.benchmarks.train import (
     Turns,
     median_ratios,
     print_table,
+    process_context,
     ratios,
     run_order,
+    start_side,
 )
 
 TINY_FOLDER = ["experiment=image_folder", "trainer.max_epochs=2", "hyp.batch_size=8", "data.image_size=[16,16]",
@@ -266,3 +269,16 @@ def test_a_sides_wait_for_its_turn_is_left_out_of_the_process_clock(monkeypatch)
     turns.begin("framework")  # blocks until the timer gives the first turn
     assert clock._paused_s >= 0.2
     assert clock.now() - before < 0.1  # the 0.2 s spent blocked did not pass on the process's own clock
+
+
+def test_sides_are_spawned_and_log_as_the_command_does():
+    """A forked side inherited the parent's OpenMP thread pool, half there: after the parent had trained (the test
+    suite's in-process runs) its first parallel region waited forever. Spawned sides start clean, and get the command's
+    logging setup from the pool's initializer."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = process_context()
+    assert context.get_start_method() == "spawn"
+    setup = {"version": 1, "root": {"level": "DEBUG", "handlers": []}}
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=start_side, initargs=(None, setup)) as pool:
+        assert pool.submit(logging.getLogger().getEffectiveLevel).result() == logging.DEBUG

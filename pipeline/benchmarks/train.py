@@ -339,8 +339,8 @@ def own_copy(cfg: DictConfig) -> DictConfig:
 
 def process_context() -> Any:
     """Spawned, never forked: a CUDA context cannot cross a fork, and neither can the OpenMP thread pool of a parent
-    that has run a parallel region (its matmul peak, a training in the same process): a forked child's first parallel
-    region can wait forever on threads that are not there (GNU libgomp; seen here in the test suite)."""
+    that has run a parallel region (a training in the same process first, as the test suite's or a notebook's): a
+    forked child's first parallel region can wait forever on threads that are not there (GNU libgomp; seen here)."""
     return multiprocessing.get_context("spawn")
 
 

@@ -2,8 +2,8 @@
 
 The callbacks that act on or report elapsed time (``FigureBudget``'s share of the training time for figures,
 ``Checkpoints``' ``last_interval_s``, ``Throughput``'s step and data-wait clock, ``EpochLog``'s epoch seconds) read
-it. A process that waits while others use the machine
-(``bin/benchmark.py train``'s interleaved sides take turns epoch by epoch) says how long with ``pause``;
+it. A process that waits while others use the machine (``bin/benchmark.py train``'s interleaved sides take turns
+half an epoch at a time) says how long with ``pause``;
 without that, such a side's figure budget grew with the others' turns (it drew results.png every epoch
 from the fifth on, 0.4 s each, where alone it draws every few epochs) and its ``last.ckpt`` fell due
 three times as often.
